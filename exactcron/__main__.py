@@ -1,0 +1,3 @@
+from exactcron.cli import main
+
+main()

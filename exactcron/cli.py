@@ -1,0 +1,361 @@
+"""The command line: parse options, call the library, print, map errors to exit codes.
+
+The only module that prints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from exactcron import __version__
+from exactcron.addresses import is_ignored, normalize_address
+from exactcron.config import Config, config_path, load_config, parse_duration
+from exactcron.errors import ExactcronError, LogUnreadableError
+from exactcron.leases import Lease
+from exactcron.rules import BUILTIN_RULES
+from exactcron.timestamps import format_instant, parse_instant
+
+log = logging.getLogger("exactcron")
+
+
+class Context:
+    def __init__(self, config_option: str | None, now: datetime | None, verbose: bool) -> None:
+        self.config_file = config_path(config_option)
+        self.given_now = now
+        self.verbose = verbose
+        self._config: Config | None = None
+
+    @property
+    def now(self) -> datetime:
+        return self.given_now or datetime.now(UTC)
+
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_file)
+            if self._config.log_file is not None:
+                _log_to_file(self._config.log_file)
+        return self._config
+
+
+def _parse_now(_: click.Context, __: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_instant(value)
+    except ValueError as error:
+        raise click.BadParameter(f"{value!r}: {error}") from None
+
+
+def _parse_address(_: click.Context, __: click.Parameter, values: Any) -> Any:
+    def one(text: str) -> str:
+        address = normalize_address(text)
+        if address is None:
+            raise click.BadParameter(f"{text!r} is not an IP address")
+        return address
+
+    if isinstance(values, tuple):
+        return tuple(one(value) for value in values)
+    return one(values)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_option",
+    metavar="PATH",
+    help="Configuration file [default: $EXACTCRON_CONFIG, else /etc/exactcron/exactcron.toml].",
+)
+@click.option(
+    "--now",
+    metavar="TIME",
+    callback=_parse_now,
+    help="Evaluate as if the clock said TIME (ISO 8601 with offset), for replays and tests.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Say what was done; show tracebacks.")
+@click.version_option(__version__, prog_name="exactcron")
+@click.pass_context
+def main(context: click.Context, config_option: str | None, now: datetime | None, verbose: bool) -> None:
+    """POP-before-SMTP relay control from cron.
+
+    Reads the POP/IMAP server's log for successful logins, keeps a lease per
+    client address, and writes the MTA's relay map. Run `exactcron update`
+    from cron every minute.
+    """
+    _log_to_stderr(verbose)
+    context.obj = Context(config_option, now, verbose)
+
+
+@main.command()
+@click.pass_obj
+def update(state: Context) -> None:
+    """Read new log lines, grant and prune leases, rewrite changed maps.
+
+    The cron job. Silent on success unless -v.
+    """
+    from exactcron.update import run_update
+
+    result = _guarded(state, lambda: run_update(state.config(), state.now))
+    summary = (
+        f"read {sum(source.lines for source in result.sources)} lines, "
+        f"{sum(source.logins for source in result.sources)} logins; granted {len(result.granted)}, "
+        f"expired {len(result.expired)}, {result.leases} leases, {len(result.maps_written)} maps written"
+    )
+    _to_log_file(logging.INFO, summary)
+    if state.verbose:
+        for source in result.sources:
+            click.echo(f"{source.path}: {source.lines} new lines, {source.logins} logins")
+        for address in sorted(result.granted):
+            click.echo(f"granted {address}")
+        for address in result.expired:
+            click.echo(f"expired {address}")
+        for path in result.maps_written:
+            click.echo(f"wrote {path}")
+        click.echo(f"{result.leases} leases")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with a key `leases`.")
+@click.pass_obj
+def show(state: Context, as_json: bool) -> None:
+    """List the leases in force: address, user, last login, expiry."""
+    from exactcron.update import current_leases
+
+    leases = _guarded(state, lambda: current_leases(state.config(), state.now))
+    if as_json:
+        click.echo(json.dumps({"leases": [_lease_json(lease) for lease in leases]}, indent=2))
+        return
+    if not leases:
+        click.echo("no leases")
+        return
+    rows = [("ADDRESS", "USER", "LAST LOGIN", "EXPIRES")]
+    rows += [
+        (lease.address, lease.user or "-", format_instant(lease.last_login), format_instant(lease.expires))
+        for lease in leases
+    ]
+    _echo_table(rows)
+
+
+@main.command()
+@click.argument("addresses", nargs=-1, callback=_parse_address, metavar="ADDRESS...")
+@click.option("--all", "flush_all", is_flag=True, help="Revoke every lease.")
+@click.pass_obj
+def flush(state: Context, addresses: tuple[str, ...], flush_all: bool) -> None:
+    """Revoke leases now and rewrite the maps.
+
+    A login logged before the flush never grants the address again.
+    """
+    from exactcron.update import flush as flush_leases
+
+    if flush_all == bool(addresses):
+        raise click.UsageError("give one or more addresses, or --all")
+    chosen = None if flush_all else list(addresses)
+    revoked = _guarded(state, lambda: flush_leases(state.config(), state.now, chosen))
+    for address in revoked:
+        click.echo(f"revoked {address}")
+    for address in addresses:
+        if address not in revoked:
+            click.echo(f"{address} held no lease; logins logged before now will not grant it")
+
+
+@main.command()
+@click.argument("address", callback=_parse_address)
+@click.option(
+    "--for", "duration", metavar="DURATION", help="How long: 90s, 30m, 2h, 7d [default: the timeout]."
+)
+@click.pass_obj
+def add(state: Context, address: str, duration: str | None) -> None:
+    """Grant a lease by hand and rewrite the maps."""
+    from exactcron.update import add as add_lease
+
+    config = _guarded(state, state.config)
+    if duration is None:
+        length = config.timeout
+    else:
+        try:
+            length = parse_duration(duration)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--for") from None
+    if is_ignored(address, config.ignore):
+        raise click.BadParameter(f"{address} is in `ignore`; it is never granted", param_hint="ADDRESS")
+    lease = _guarded(state, lambda: add_lease(config, state.now, address, length))
+    click.echo(f"added {lease.address} until {format_instant(lease.expires)}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_obj
+def status(state: Context, as_json: bool) -> None:
+    """Per source: checkpoint and bytes not yet read; the last run; the lease count."""
+    from exactcron.update import status as read_status
+
+    report = _guarded(state, lambda: read_status(state.config(), state.now))
+    document = {
+        "sources": [
+            {
+                "path": str(source.path),
+                "checkpoint": source.checkpoint.to_json() if source.checkpoint else None,
+                "unread_bytes": source.unread_bytes,
+            }
+            for source in report.sources
+        ],
+        "last_run": report.last_run,
+        "leases": report.leases,
+    }
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+        return
+    for source in report.sources:
+        click.echo(f"source {source.path}")
+        if source.checkpoint is None:
+            click.echo("  checkpoint: none (not read yet)")
+        else:
+            point = source.checkpoint
+            click.echo(f"  checkpoint: device {point.device}, inode {point.inode}, offset {point.offset}")
+        unread = "unknown (log missing)" if source.unread_bytes is None else str(source.unread_bytes)
+        click.echo(f"  unread bytes: {unread}")
+    if report.last_run is None:
+        click.echo("last run: never")
+    else:
+        click.echo(f"last run: {report.last_run.get('time')} {report.last_run.get('outcome')}")
+    click.echo(f"leases: {report.leases}")
+
+
+@main.command()
+@click.argument("logfile", required=False, metavar="[LOGFILE|-]")
+@click.option(
+    "--server", "servers", multiple=True, metavar="NAME", help="Use this rule instead of the configured ones."
+)
+@click.pass_obj
+def check(state: Context, logfile: str | None, servers: tuple[str, ...]) -> None:
+    """Validate the configuration; with a log, show the logins it would grant.
+
+    Touches no state.
+    """
+    from exactcron.config import system_zone
+    from exactcron.update import check_lines
+
+    config = _guarded(state, state.config) if (logfile is None or not servers) else None
+    if logfile is None:
+        click.echo(f"{state.config_file}: OK ({len(config.sources) if config else 0} sources)")
+        return
+    if servers:
+        unknown = [name for name in servers if name not in BUILTIN_RULES]
+        if unknown:
+            raise click.BadParameter(
+                f"unknown rule {unknown[0]!r} (expected one of: {', '.join(sorted(BUILTIN_RULES))})",
+                param_hint="--server",
+            )
+        rules = tuple(BUILTIN_RULES[name] for name in servers)
+        zone = system_zone()
+        timeout = parse_duration("30m")
+    else:
+        assert config is not None
+        rules = tuple(dict.fromkeys(rule for source in config.sources for rule in source.rules))
+        zone = config.sources[0].zone
+        timeout = config.timeout
+    now = state.now
+    stream = _open_log(logfile)
+    granted: dict[str, datetime] = {}
+    with stream:
+        for login in check_lines(stream, rules, zone, now):
+            click.echo(f"{format_instant(login.time)} {login.server} {login.user or '-'} {login.address}")
+            if login.time > now - timeout:
+                granted[login.address] = max(login.time, granted.get(login.address, login.time))
+    if granted:
+        click.echo("would grant: " + " ".join(sorted(granted)))
+    else:
+        click.echo("would grant: nothing")
+
+
+def _open_log(logfile: str) -> Any:
+    if logfile == "-":
+        return sys.stdin.buffer
+    try:
+        return open(logfile, "rb")
+    except OSError as error:
+        _fail(LogUnreadableError(f"cannot read {logfile}: {error.strerror}"), verbose=False)
+
+
+@main.command()
+@click.pass_obj
+def render(state: Context) -> None:
+    """Rewrite every map from the current leases (after a config change, or a deleted map)."""
+    from exactcron.update import render as render_maps
+
+    for path in _guarded(state, lambda: render_maps(state.config(), state.now)):
+        click.echo(f"wrote {path}")
+
+
+def _lease_json(lease: Lease) -> dict[str, Any]:
+    return {
+        "ip": lease.address,
+        "user": lease.user,
+        "last_login": format_instant(lease.last_login),
+        "expires": format_instant(lease.expires),
+        "server": lease.server,
+    }
+
+
+def _echo_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _guarded(state: Context, action: Any) -> Any:
+    """Run `action`; turn an exactcron error into one line and its exit code."""
+    try:
+        return action()
+    except ExactcronError as error:
+        _fail(error, state.verbose)
+    except Exception as error:  # an unforeseen failure still gets one line
+        if state.verbose:
+            raise
+        click.echo(
+            f"exactcron: internal error: {type(error).__name__}: {error} (run with -v for details)", err=True
+        )
+        sys.exit(70)
+
+
+def _fail(error: ExactcronError, verbose: bool) -> NoReturn:
+    if verbose:
+        traceback.print_exception(error)
+    _to_log_file(logging.ERROR, str(error))
+    click.echo(f"exactcron: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+def _log_to_stderr(verbose: bool) -> None:
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    handler.setFormatter(logging.Formatter("exactcron: %(levelname)s: %(message)s"))
+    log.handlers = [handler]
+    log.propagate = False
+
+
+def _log_to_file(path: Path) -> None:
+    try:
+        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as error:
+        log.warning("cannot open log_file %s: %s", path, error.strerror)
+        return
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s exactcron[%(process)d]: %(levelname)s: %(message)s"))
+    handler.set_name("file")
+    log.addHandler(handler)
+
+
+def _to_log_file(level: int, message: str) -> None:
+    """Record in the log file only: stderr got its own line already."""
+    for handler in log.handlers:
+        if handler.get_name() == "file":
+            handler.handle(log.makeRecord(log.name, level, __file__, 0, "%s", (message,), None))

@@ -1,0 +1,268 @@
+"""The TOML configuration, checked whole at load: every error names its key."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import tomllib
+from dataclasses import dataclass
+from datetime import timedelta, tzinfo
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from exactcron.addresses import Network, parse_network
+from exactcron.errors import ConfigError
+from exactcron.rules import BUILTIN_RULES, Rule, site_rule
+
+DEFAULT_CONFIG = Path("/etc/exactcron/exactcron.toml")
+MTAS = ("postfix", "exim", "sendmail")
+POSTFIX_TYPES = ("hash", "btree", "lmdb", "cdb", "texthash")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    path: Path
+    rules: tuple[Rule, ...]
+    zone: tzinfo
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    mta: str
+    path: Path
+    type: str | None = None  # postfix only; None: postconf's default_database_type
+    include: Path | None = None  # sendmail only: the site's own access entries
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    state_dir: Path
+    timeout: timedelta
+    ignore: tuple[Network, ...]
+    lock_wait: timedelta
+    log_file: Path | None
+    sources: tuple[SourceConfig, ...]
+    maps: tuple[MapConfig, ...]
+
+
+def parse_duration(value: object) -> timedelta:
+    """`90`, `90s`, `30m`, `2h`, `7d` (or a TOML integer of seconds). Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration (seconds, or a number with s, m, h or d)")
+    if seconds <= 0 or seconds > 366 * 86400:
+        raise ValueError(f"{value!r} is out of range (more than 0, at most 366d)")
+    return timedelta(seconds=seconds)
+
+
+def system_zone() -> tzinfo:
+    """The zone the system writes local stamps in: $TZ, else /etc/localtime, else UTC."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as stream:
+            return ZoneInfo.from_file(stream, key="localtime")
+    except (OSError, ValueError):
+        return ZoneInfo("UTC")
+
+
+class _Reader:
+    """Pulls typed values out of a TOML table, naming the key on any error."""
+
+    def __init__(self, file: Path, table: dict[str, Any], where: str) -> None:
+        self.file = file
+        self.table = table
+        self.where = where
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        name = f"{self.where}.{key}" if self.where else key
+        return ConfigError(f"{self.file}: {name}: {message}")
+
+    def refuse_unknown(self, known: set[str]) -> None:
+        for key in self.table:
+            if key not in known:
+                expected = ", ".join(sorted(known))
+                raise self.fail(key, f"unknown key (expected one of: {expected})")
+
+    def string(self, key: str, default: str | None = None) -> str | None:
+        value = self.table.get(key, default)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise self.fail(key, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def required_string(self, key: str) -> str:
+        value = self.string(key)
+        if value is None:
+            raise self.fail(key, "missing (required)")
+        return value
+
+    def path(self, key: str, default: str | None = None) -> Path | None:
+        value = self.string(key, default)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        # Relative paths are read beside the configuration file, so a config
+        # works the same from any working directory (cron's is $HOME).
+        return path if path.is_absolute() else (self.file.parent / path).resolve()
+
+    def duration(self, key: str, default: str) -> timedelta:
+        try:
+            return parse_duration(self.table.get(key, default))
+        except ValueError as error:
+            raise self.fail(key, str(error)) from None
+
+    def string_list(self, key: str, default: list[str]) -> list[str]:
+        value = self.table.get(key, default)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise self.fail(key, f"expected a string or a list of strings, got {value!r}")
+        return value
+
+
+def load_config(path: Path) -> Config:
+    try:
+        status = path.stat()
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such configuration file (give --config or set EXACTCRON_CONFIG)"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    if status.st_mode & stat.S_IWOTH:
+        # Whoever can write the configuration can grant anyone relay.
+        raise ConfigError(f"{path}: is writable by every user; refusing it (chmod o-w)")
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return parse_config(path, document)
+
+
+def parse_config(path: Path, document: dict[str, Any]) -> Config:
+    top = _Reader(path, document, "")
+    top.refuse_unknown({"state_dir", "timeout", "ignore", "lock_wait", "log_file", "source", "map", "rule"})
+
+    site_rules = _site_rules(path, document.get("rule", {}))
+    timeout = top.duration("timeout", "30m")
+    ignore = []
+    for text in top.string_list("ignore", ["127.0.0.0/8", "::1/128"]):
+        try:
+            ignore.append(parse_network(text))
+        except ValueError:
+            raise top.fail("ignore", f"{text!r} is not an address or network") from None
+    lock_wait = top.duration("lock_wait", "45s")
+    state_dir = top.path("state_dir", "/var/lib/exactcron")
+    assert state_dir is not None
+
+    sources = _tables(top, "source")
+    maps = _tables(top, "map")
+    return Config(
+        path=path,
+        state_dir=state_dir,
+        timeout=timeout,
+        ignore=tuple(ignore),
+        lock_wait=lock_wait,
+        log_file=top.path("log_file"),
+        sources=tuple(_source(path, index, table, site_rules) for index, table in enumerate(sources)),
+        maps=tuple(_map(path, index, table) for index, table in enumerate(maps)),
+    )
+
+
+def _tables(top: _Reader, key: str) -> list[dict[str, Any]]:
+    value = top.table.get(key)
+    if value is None:
+        raise top.fail(key, f"missing: add at least one [[{key}]] table")
+    if not isinstance(value, list) or not value or not all(isinstance(item, dict) for item in value):
+        raise top.fail(key, f"expected one or more [[{key}]] tables")
+    return value
+
+
+def _site_rules(path: Path, tables: object) -> dict[str, Rule]:
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{path}: rule: expected [rule.NAME] tables")
+    rules = {}
+    for name, table in tables.items():
+        reader = _Reader(path, table if isinstance(table, dict) else {}, f"rule.{name}")
+        if not isinstance(table, dict):
+            raise reader.fail("", "expected a table with program and match")
+        if name in BUILTIN_RULES:
+            raise ConfigError(f"{path}: rule.{name}: clashes with the built-in rule of that name")
+        reader.refuse_unknown({"program", "match"})
+        program = reader.required_string("program")
+        match = reader.required_string("match")
+        try:
+            rules[name] = site_rule(name, program, match)
+        except ValueError as error:
+            raise ConfigError(f"{path}: rule.{name}: {error}") from None
+    return rules
+
+
+def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str, Rule]) -> SourceConfig:
+    reader = _Reader(path, table, f"source[{index}]")
+    reader.refuse_unknown({"path", "server", "timezone"})
+    log_path = reader.path("path")
+    if log_path is None:
+        raise reader.fail("path", "missing (required): the log file to read")
+    names = reader.string_list("server", [])
+    if not names:
+        raise reader.fail("server", "missing (required): a rule name or a list of them")
+    known = {**BUILTIN_RULES, **site_rules}
+    for name in names:
+        if name not in known:
+            expected = ", ".join(sorted(known))
+            raise reader.fail("server", f"unknown rule {name!r} (expected one of: {expected})")
+    zone_name = reader.string("timezone")
+    zone: tzinfo
+    if zone_name is None:
+        zone = system_zone()
+    else:
+        try:
+            zone = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise reader.fail(
+                "timezone", f"unknown time zone {zone_name!r} (for example Europe/Berlin)"
+            ) from None
+    return SourceConfig(log_path, tuple(known[name] for name in dict.fromkeys(names)), zone)
+
+
+def _map(path: Path, index: int, table: dict[str, Any]) -> MapConfig:
+    reader = _Reader(path, table, f"map[{index}]")
+    reader.refuse_unknown({"mta", "path", "type", "include"})
+    mta = reader.required_string("mta")
+    if mta not in MTAS:
+        raise reader.fail("mta", f"unknown MTA {mta!r} (expected one of: {', '.join(MTAS)})")
+    map_path = reader.path("path")
+    if map_path is None:
+        raise reader.fail("path", "missing (required): where to write the map")
+    map_type = reader.string("type")
+    if map_type is not None and mta != "postfix":
+        raise reader.fail("type", f"only a postfix map has a type (this map is {mta})")
+    if map_type is not None and map_type not in POSTFIX_TYPES:
+        raise reader.fail("type", f"unknown type {map_type!r} (expected one of: {', '.join(POSTFIX_TYPES)})")
+    include = reader.path("include")
+    if include is not None and mta != "sendmail":
+        raise reader.fail("include", f"only a sendmail map has an include file (this map is {mta})")
+    return MapConfig(mta, map_path, map_type, include)
+
+
+def config_path(option: str | None) -> Path:
+    if option:
+        return Path(option)
+    from_environment = os.environ.get("EXACTCRON_CONFIG")
+    return Path(from_environment) if from_environment else DEFAULT_CONFIG

@@ -1,0 +1,33 @@
+"""One error type per exit code of the interface (sysexits.h numbers)."""
+
+from __future__ import annotations
+
+
+class ExactcronError(Exception):
+    """An error the user can act on: one line of text and an exit code."""
+
+    exit_code = 1
+
+
+class ConfigError(ExactcronError):
+    exit_code = 78  # EX_CONFIG
+
+
+class LogUnreadableError(ExactcronError):
+    exit_code = 66  # EX_NOINPUT
+
+
+class MapBuildError(ExactcronError):
+    exit_code = 69  # EX_UNAVAILABLE: postmap or makemap failed
+
+
+class StateWriteError(ExactcronError):
+    exit_code = 73  # EX_CANTCREAT
+
+
+class LockTimeoutError(ExactcronError):
+    exit_code = 75  # EX_TEMPFAIL
+
+
+class UsageError(ExactcronError):
+    exit_code = 2

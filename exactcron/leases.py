@@ -1,0 +1,105 @@
+"""The lease table: which addresses may relay, until when. Pure; no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from exactcron.addresses import Network, is_ignored, sort_key
+from exactcron.rules import Login
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    address: str
+    user: str | None
+    last_login: datetime
+    expires: datetime
+    server: str | None = None
+
+
+@dataclass
+class LeaseTable:
+    """Leases by address, plus the flushes that logins logged earlier cannot undo."""
+
+    leases: dict[str, Lease] = field(default_factory=dict)
+    # address -> time of the last flush of that address
+    flushed: dict[str, datetime] = field(default_factory=dict)
+    # time of the last `flush --all`
+    flushed_all: datetime | None = None
+
+    def merge(self, login: Login, now: datetime, timeout: timedelta, ignore: Sequence[Network] = ()) -> bool:
+        """Grant or extend a lease for a login. True when the table changed.
+
+        Merging the same login twice changes nothing, so a run that re-reads
+        lines after a crash is harmless.
+        """
+        time = min(login.time, now)  # a stamp from the future counts as now
+        if time <= now - timeout:
+            return False
+        if self._flushed_after(login.address, time):
+            return False
+        if is_ignored(login.address, ignore):
+            return False
+        expires = time + timeout
+        current = self.leases.get(login.address)
+        if current is not None and current.last_login >= time and current.expires >= expires:
+            return False
+        if current is not None and current.expires > expires:
+            # A lease granted by hand for longer keeps its end; the login still
+            # refreshes who logged in last.
+            expires = current.expires
+        self.leases[login.address] = Lease(login.address, login.user, time, expires, login.server)
+        return True
+
+    def _flushed_after(self, address: str, time: datetime) -> bool:
+        if self.flushed_all is not None and time <= self.flushed_all:
+            return True
+        flushed = self.flushed.get(address)
+        return flushed is not None and time <= flushed
+
+    def add(self, address: str, now: datetime, duration: timedelta) -> Lease:
+        """A lease granted by hand, from now for `duration`."""
+        lease = Lease(address, None, now, now + duration, "manual")
+        self.leases[address] = lease
+        return lease
+
+    def flush(self, addresses: Iterable[str], now: datetime) -> list[str]:
+        """Revoke leases now; return the addresses that held one."""
+        revoked = []
+        for address in addresses:
+            self.flushed[address] = max(now, self.flushed.get(address, now))
+            if self.leases.pop(address, None) is not None:
+                revoked.append(address)
+        return revoked
+
+    def flush_all(self, now: datetime) -> list[str]:
+        revoked = sorted(self.leases, key=sort_key)
+        self.leases.clear()
+        self.flushed_all = now if self.flushed_all is None else max(now, self.flushed_all)
+        return revoked
+
+    def prune(self, now: datetime, timeout: timedelta, ignore: Sequence[Network] = ()) -> list[str]:
+        """Drop expired and ignored leases, and flush records no login can outlive.
+
+        A flush only has to outlast the logins logged before it; those grant
+        nothing once they are older than the timeout.
+        """
+        removed = [
+            address
+            for address, lease in self.leases.items()
+            if lease.expires <= now or is_ignored(address, ignore)
+        ]
+        for address in removed:
+            del self.leases[address]
+        horizon = now - timeout
+        self.flushed = {a: t for a, t in self.flushed.items() if t > horizon}
+        if self.flushed_all is not None and self.flushed_all <= horizon:
+            self.flushed_all = None
+        return sorted(removed, key=sort_key)
+
+    def active(self, now: datetime) -> list[Lease]:
+        """Leases in force at `now`, in address order."""
+        live = (lease for lease in self.leases.values() if lease.expires > now)
+        return sorted(live, key=lambda lease: sort_key(lease.address))

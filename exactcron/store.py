@@ -1,0 +1,251 @@
+"""The state directory: lease file, checkpoints, last-run record and the lock.
+
+Every file here is replaced whole (temporary file in the same directory,
+fsync, rename, fsync of the directory), so a crash leaves either the old or
+the new version, never a mix. A file that cannot be read back (garbage, a
+truncated write by a failing disk, a newer schema) is set aside under a name
+that says so, and the run goes on from what the log still holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from exactcron.addresses import normalize_address
+from exactcron.errors import LockTimeoutError, StateWriteError
+from exactcron.leases import Lease, LeaseTable
+from exactcron.timestamps import format_instant, parse_instant
+
+log = logging.getLogger("exactcron")
+
+SCHEMA = 1
+LEASES_FILE = "leases.json"
+CHECKPOINTS_FILE = "checkpoints.json"
+LAST_RUN_FILE = "last-run.json"
+LOCK_FILE = "lock"
+
+
+class CorruptStateError(ValueError):
+    """A state file whose content is not what this version writes."""
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace `path` with `data` so that readers see the old or the new file, whole."""
+    directory = path.parent
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise StateWriteError(f"cannot write in {directory}: {error.strerror}") from None
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fchmod(stream.fileno(), mode)
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+        fsync_directory(directory)
+    except OSError as error:
+        _remove_quietly(Path(temporary))
+        raise StateWriteError(f"cannot write {path}: {error.strerror}") from None
+
+
+def fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _remove_quietly(path: Path) -> None:
+    with suppress(FileNotFoundError):
+        path.unlink()
+
+
+class StateStore:
+    """The files under `state_dir`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        # Set when a broken lease file was set aside: the caller re-reads the
+        # logs to rebuild what the lost file held.
+        self.leases_lost = False
+
+    def ensure_directory(self) -> None:
+        try:
+            self.directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError as error:
+            raise StateWriteError(
+                f"cannot create state directory {self.directory}: {error.strerror}"
+            ) from None
+
+    @contextmanager
+    def locked(self, wait_seconds: float) -> Iterator[None]:
+        """Hold the state lock; give up with exit 75 after `wait_seconds`."""
+        self.ensure_directory()
+        lock = FileLock(self.directory / LOCK_FILE, timeout=wait_seconds)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise LockTimeoutError(
+                f"another exactcron run has held {lock.lock_file} for over {wait_seconds:g}s; "
+                "this run did nothing"
+            ) from None
+        except OSError as error:
+            raise StateWriteError(f"cannot create lock file in {self.directory}: {error.strerror}") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # -- leases --------------------------------------------------------------
+
+    def load_leases(self, repair: bool = True) -> LeaseTable:
+        """The lease table; a broken file is set aside when `repair` (under the lock)."""
+        document = self._load_json(LEASES_FILE, repair)
+        if document is None:
+            return LeaseTable()
+        try:
+            return leases_from_json(document)
+        except CorruptStateError as error:
+            self._broken(LEASES_FILE, str(error), repair)
+            self.leases_lost = repair
+            return LeaseTable()
+
+    def save_leases(self, table: LeaseTable) -> None:
+        _write_if_changed(self.directory / LEASES_FILE, _dump(leases_to_json(table)), 0o640)
+
+    # -- checkpoints ---------------------------------------------------------
+
+    def load_checkpoints(self, repair: bool = True) -> dict[str, dict[str, Any]]:
+        document = self._load_json(CHECKPOINTS_FILE, repair)
+        if document is None:
+            return {}
+        sources = document.get("sources")
+        if document.get("schema") != SCHEMA or not isinstance(sources, dict):
+            self._broken(CHECKPOINTS_FILE, "not a checkpoint file of this version", repair)
+            return {}
+        return {key: value for key, value in sources.items() if isinstance(value, dict)}
+
+    def save_checkpoints(self, checkpoints: dict[str, dict[str, Any]]) -> None:
+        document = {"schema": SCHEMA, "sources": checkpoints}
+        write_atomically(self.directory / CHECKPOINTS_FILE, _dump(document), 0o640)
+
+    # -- last run ------------------------------------------------------------
+
+    def load_last_run(self) -> dict[str, Any] | None:
+        path = self.directory / LAST_RUN_FILE
+        try:
+            document = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        return document if isinstance(document, dict) else None
+
+    def save_last_run(self, time: datetime, outcome: str) -> None:
+        document = {"schema": SCHEMA, "time": format_instant(time), "outcome": outcome}
+        write_atomically(self.directory / LAST_RUN_FILE, _dump(document), 0o644)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _load_json(self, name: str, repair: bool) -> dict[str, Any] | None:
+        path = self.directory / name
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise StateWriteError(f"cannot read {path}: {error.strerror}") from None
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            self._broken(name, "not valid JSON", repair)
+            self.leases_lost = repair and name == LEASES_FILE
+            return None
+        if not isinstance(document, dict):
+            self._broken(name, "not a JSON object", repair)
+            self.leases_lost = repair and name == LEASES_FILE
+            return None
+        return document
+
+    def _broken(self, name: str, why: str, repair: bool) -> None:
+        path = self.directory / name
+        if not repair:
+            log.warning("%s is %s; the next update sets it aside", path, why)
+            return
+        stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+        aside = path.with_name(f"{name}.corrupt-{stamp}")
+        try:
+            os.replace(path, aside)
+        except OSError as error:
+            raise StateWriteError(f"cannot set aside broken {path}: {error.strerror}") from None
+        log.warning("%s is %s; moved it to %s and started afresh from the log", path, why, aside.name)
+
+
+def _write_if_changed(path: Path, data: bytes, mode: int) -> None:
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    write_atomically(path, data, mode)
+
+
+def _dump(document: dict[str, Any]) -> bytes:
+    return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+
+
+def leases_to_json(table: LeaseTable) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "leases": [
+            {
+                "ip": lease.address,
+                "user": lease.user,
+                "last_login": format_instant(lease.last_login),
+                "expires": format_instant(lease.expires),
+                "server": lease.server,
+            }
+            for lease in sorted(table.leases.values(), key=lambda lease: lease.address)
+        ],
+        "flushed": {address: format_instant(time) for address, time in sorted(table.flushed.items())},
+        "flushed_all": format_instant(table.flushed_all) if table.flushed_all else None,
+    }
+
+
+def leases_from_json(document: dict[str, Any]) -> LeaseTable:
+    """Read a lease file strictly: anything off makes the whole file suspect."""
+    if document.get("schema") != SCHEMA:
+        raise CorruptStateError(f"of schema {document.get('schema')!r}, not {SCHEMA}")
+    try:
+        table = LeaseTable()
+        for item in document["leases"]:
+            address = normalize_address(item["ip"])
+            user = item.get("user")
+            server = item.get("server")
+            if address is None or not isinstance(user, str | None) or not isinstance(server, str | None):
+                raise CorruptStateError(f"holding a bad lease {item!r}")
+            table.leases[address] = Lease(
+                address, user, parse_instant(item["last_login"]), parse_instant(item["expires"]), server
+            )
+        for address, time in document.get("flushed", {}).items():
+            normalized = normalize_address(address)
+            if normalized is None:
+                raise CorruptStateError(f"holding a bad flush record {address!r}")
+            table.flushed[normalized] = parse_instant(time)
+        flushed_all = document.get("flushed_all")
+        table.flushed_all = parse_instant(flushed_all) if flushed_all is not None else None
+    except CorruptStateError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CorruptStateError(f"not a lease file this version can read ({error})") from None
+    return table

@@ -1,0 +1,128 @@
+"""Syslog timestamps to aware UTC datetimes.
+
+Two forms are read: RFC 3339 (what Debian's rsyslog writes, with an offset)
+and the traditional BSD form `Nov 25 17:32:47`, which carries neither a year
+nor a zone. dateutil's parser is not used here: it is slow, and lenient enough
+to read a date into text that is not one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+
+MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+        start=1,
+    )
+}
+
+# A stamp up to this far ahead of the clock is taken as clock skew between
+# the writer and us; further ahead, it must be from the previous year.
+FUTURE_SLACK = timedelta(days=1)
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(\.\d{1,9})?(Z|z|[+-]\d\d:?\d\d)? ")
+_TRADITIONAL = re.compile(r"([A-Z][a-z]{2}) ([ 0-3]?\d) (\d\d):(\d\d):(\d\d) ")
+
+
+@dataclass
+class TimestampParser:
+    """Reads the stamp at the start of a log line.
+
+    `now` anchors the year of traditional stamps; `zone` is the zone of
+    stamps written without an offset.
+    """
+
+    now: datetime
+    zone: tzinfo
+    _hour_cache: dict[tuple[int, int, int], datetime | None] = field(default_factory=dict)
+
+    def parse_prefix(self, line: str) -> tuple[datetime, int] | None:
+        """Return the stamp at the start of `line` and where the rest begins."""
+        if not line:
+            return None
+        if line[0].isdigit():
+            match = _RFC3339.match(line)
+            if match is None:
+                return None
+            return self._rfc3339(match), match.end()
+        match = _TRADITIONAL.match(line)
+        if match is None:
+            return None
+        month = MONTHS.get(match.group(1))
+        if month is None:
+            return None
+        day = int(match.group(2))
+        hour, minute, second = int(match.group(3)), int(match.group(4)), int(match.group(5))
+        if hour > 23 or minute > 59 or second > 60:
+            return None
+        start_of_hour = self._start_of_hour(month, day, hour)
+        if start_of_hour is None:
+            return None
+        # A leap second (:60) is read as the next second; syslog rarely writes one.
+        return start_of_hour + timedelta(minutes=minute, seconds=second), match.end()
+
+    def _rfc3339(self, match: re.Match[str]) -> datetime | None:
+        date, clock, fraction, offset = match.groups()
+        text = f"{date}T{clock}{(fraction or '')[:7]}"
+        try:
+            stamp = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if offset is None:
+            return _localize(stamp, self.zone)
+        if offset in ("Z", "z"):
+            return stamp.replace(tzinfo=UTC)
+        sign = 1 if offset[0] == "+" else -1
+        digits = offset[1:].replace(":", "")
+        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        if delta >= timedelta(hours=24):
+            return None
+        return (stamp - sign * delta).replace(tzinfo=UTC)
+
+    def _start_of_hour(self, month: int, day: int, hour: int) -> datetime | None:
+        key = (month, day, hour)
+        if key not in self._hour_cache:
+            self._hour_cache[key] = infer_year(month, day, hour, self.now, self.zone)
+        return self._hour_cache[key]
+
+
+def infer_year(month: int, day: int, hour: int, now: datetime, zone: tzinfo) -> datetime | None:
+    """The latest instant with this month, day and hour that is not ahead of `now`
+    by more than FUTURE_SLACK, in UTC. None when the date exists in no nearby year."""
+    local_year = now.astimezone(zone).year
+    for year in (local_year + 1, local_year, local_year - 1, local_year - 2, local_year - 3, local_year - 4):
+        try:
+            naive = datetime(year, month, day, hour)
+        except ValueError:  # Feb 29 outside a leap year, Apr 31, day 0
+            continue
+        stamp = _localize(naive, zone)
+        if stamp <= now + FUTURE_SLACK:
+            return stamp
+    return None
+
+
+def _localize(naive: datetime, zone: tzinfo) -> datetime:
+    """Attach `zone` to a wall-clock time and convert to UTC.
+
+    fold=1 picks the later of two instants when the clock was set back (an
+    ambiguous hour): a lease then ends later rather than earlier. A time that
+    does not exist (the hour skipped in spring) is shifted forward by zoneinfo.
+    """
+    return naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 time with an offset, as given to `--now`. Raises ValueError."""
+    stamp = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    if stamp.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset (for example 2026-11-25T17:40:00+00:00)")
+    return stamp.astimezone(UTC)
+
+
+def format_instant(stamp: datetime) -> str:
+    """ISO 8601 with offset, to the second, as written in state and output."""
+    return stamp.astimezone(UTC).replace(microsecond=0).isoformat()
