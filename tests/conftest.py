@@ -1,0 +1,105 @@
+"""Shared fixtures: a site (config, mail log, state, map) in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from exactcron.cli import main
+
+NOW = "2026-11-25T18:00:00+00:00"
+
+
+def require_tool(name: str) -> str:
+    """The path of a real tool the test needs. Missing: a failure in CI, a skip elsewhere."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if found is None:
+        message = f"{name} is not installed (the test bootstrap installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@dataclass
+class Site:
+    root: Path
+    config: Path
+    log: Path
+    state: Path
+    map: Path
+
+    def write_log(self, *lines: str) -> None:
+        with self.log.open("a", encoding="utf-8") as stream:
+            for line in lines:
+                stream.write(line + "\n")
+
+    def run(self, *args: str, now: str | None = NOW) -> Result:
+        """Run the CLI in-process, as an administrator would type it."""
+        options = ["--config", str(self.config)]
+        if now is not None:
+            options += ["--now", now]
+        return CliRunner().invoke(main, [*options, *args], catch_exceptions=False)
+
+
+def write_config(root: Path, body: str) -> Path:
+    config = root / "exactcron.toml"
+    config.write_text(body, encoding="utf-8")
+    config.chmod(0o644)
+    return config
+
+
+@pytest.fixture
+def make_site(tmp_path: Path) -> Callable[..., Site]:
+    def make(map_type: str = "hash", extra: str = "") -> Site:
+        require_tool("postmap")
+        state = tmp_path / "state"
+        log = tmp_path / "mail.log"
+        log.touch()
+        relay = state / "relay"
+        config = write_config(
+            tmp_path,
+            f"""\
+state_dir = "{state}"
+timeout = "30m"
+{extra}
+[[source]]
+path = "{log}"
+server = "dovecot"
+timezone = "UTC"
+
+[[map]]
+mta = "postfix"
+path = "{relay}"
+type = "{map_type}"
+""",
+        )
+        return Site(tmp_path, config, log, state, relay)
+
+    return make
+
+
+@pytest.fixture
+def site(make_site: Callable[..., Site]) -> Site:
+    return make_site()
+
+
+def dovecot_login(address: str, user: str = "alice", time: str = "2026-11-25T17:50:13.486319+00:00") -> str:
+    """A Dovecot POP3 success line as Debian's rsyslog writes it."""
+    return (
+        f"{time} mail dovecot: pop3-login: Login: user=<{user}>, method=PLAIN, "
+        f"rip={address}, lip=10.77.0.1, mpid=10899, session=<Mr1iP0TtYMEKTQAC>"
+    )
+
+
+def dovecot_failure(address: str, user: str = "mallory", time: str = "2026-11-25T17:50:14+00:00") -> str:
+    return (
+        f"{time} mail dovecot: pop3-login: Disconnected: Connection closed (auth failed, 1 attempts in 2 secs): "
+        f"user=<{user}>, method=PLAIN, rip={address}, lip=10.77.0.1, session=<Xr1iP0TtYMEKTQAC>"
+    )

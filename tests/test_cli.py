@@ -1,0 +1,195 @@
+"""The whole update / show / flush / add / status / render cycle, as an administrator sees it.
+
+Runs the real postmap and reads the map back with the real `postmap -q`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.conftest import NOW, Site, dovecot_failure, dovecot_login, require_tool
+
+
+def lookup(site: Site, key: str, map_type: str = "hash") -> str | None:
+    """What smtpd would find for `key`: the value, or None when absent."""
+    postmap = require_tool("postmap")
+    found = subprocess.run([postmap, "-q", key, f"{map_type}:{site.map}"], capture_output=True, text=True)
+    assert found.returncode in (0, 1), found.stderr
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def test_first_update_writes_an_empty_map_so_the_mta_never_finds_it_missing(site: Site) -> None:
+    result = site.run("update")
+    assert (result.exit_code, result.output) == (0, "")
+    assert site.map.read_text() == ""
+    assert Path(f"{site.map}.db").exists()
+    assert lookup(site, "192.0.2.10") is None
+
+
+def test_a_successful_login_grants_relay_and_a_failed_one_does_not(site: Site) -> None:
+    site.write_log(
+        dovecot_login("192.0.2.10"), dovecot_failure("192.0.2.66"), dovecot_login("2001:DB8::0:7", "bob")
+    )
+    result = site.run("update")
+    assert (result.exit_code, result.output) == (0, "")
+    assert site.map.read_text() == "192.0.2.10 OK\n2001:db8::7 OK\n"
+    assert lookup(site, "192.0.2.10") == "OK"
+    assert lookup(site, "2001:db8::7") == "OK"
+    assert lookup(site, "192.0.2.66") is None
+    shown = site.run("show")
+    assert shown.output == (
+        "ADDRESS      USER   LAST LOGIN                 EXPIRES\n"
+        "192.0.2.10   alice  2026-11-25T17:50:13+00:00  2026-11-25T18:20:13+00:00\n"
+        "2001:db8::7  bob    2026-11-25T17:50:13+00:00  2026-11-25T18:20:13+00:00\n"
+    )
+
+
+def test_show_json_has_the_documented_keys(site: Site) -> None:
+    site.write_log(dovecot_login("::ffff:192.0.2.10"))
+    site.run("update")
+    document = json.loads(site.run("show", "--json").output)
+    assert document == {
+        "leases": [
+            {
+                "ip": "192.0.2.10",
+                "user": "alice",
+                "last_login": "2026-11-25T17:50:13+00:00",
+                "expires": "2026-11-25T18:20:13+00:00",
+                "server": "dovecot",
+            }
+        ]
+    }
+
+
+def test_a_second_update_with_nothing_new_leaves_every_map_file_untouched(site: Site) -> None:
+    site.write_log(dovecot_login("192.0.2.10"))
+    site.run("update")
+    files = [site.map, Path(f"{site.map}.db")]
+    before = [(path.stat().st_ino, path.stat().st_mtime_ns) for path in files]
+    result = site.run("update", now="2026-11-25T18:01:00+00:00")
+    assert result.exit_code == 0
+    assert [(path.stat().st_ino, path.stat().st_mtime_ns) for path in files] == before
+
+
+def test_only_new_lines_are_read_on_the_next_run(site: Site) -> None:
+    site.write_log(dovecot_login("192.0.2.10"))
+    assert site.run("-v", "update").output.startswith(f"{site.log}: 1 new lines, 1 logins\n")
+    site.write_log(dovecot_login("192.0.2.11", time="2026-11-25T17:59:00+00:00"))
+    output = site.run("-v", "update").output
+    assert output == (f"{site.log}: 1 new lines, 1 logins\ngranted 192.0.2.11\nwrote {site.map}\n2 leases\n")
+
+
+def test_an_unterminated_last_line_waits_for_its_end(site: Site) -> None:
+    line = dovecot_login("192.0.2.10")
+    with site.log.open("a") as stream:
+        stream.write(line[:60])
+    site.run("update")
+    assert site.map.read_text() == ""
+    with site.log.open("a") as stream:
+        stream.write(line[60:] + "\n")
+    site.run("update")
+    assert site.map.read_text() == "192.0.2.10 OK\n"
+
+
+def test_the_lease_expires_after_the_timeout(site: Site) -> None:
+    site.write_log(dovecot_login("192.0.2.10"))
+    site.run("update")
+    result = site.run("-v", "update", now="2026-11-25T18:20:14+00:00")
+    assert (
+        result.output
+        == f"{site.log}: 0 new lines, 0 logins\nexpired 192.0.2.10\nwrote {site.map}\n0 leases\n"
+    )
+    assert lookup(site, "192.0.2.10") is None
+    assert site.run("show", now="2026-11-25T18:20:14+00:00").output == "no leases\n"
+
+
+def test_flush_revokes_at_once_and_unread_earlier_logins_never_regrant(site: Site) -> None:
+    site.write_log(dovecot_login("192.0.2.10"))
+    site.run("update")
+    result = site.run("flush", "192.0.2.10")
+    assert (result.exit_code, result.output) == (0, "revoked 192.0.2.10\n")
+    assert lookup(site, "192.0.2.10") is None
+    # The same client's earlier login reaches the log late (or is re-read).
+    site.write_log(dovecot_login("192.0.2.10", time="2026-11-25T17:59:59+00:00"))
+    site.run("update", now="2026-11-25T18:01:00+00:00")
+    assert lookup(site, "192.0.2.10") is None
+    # A login after the flush grants again.
+    site.write_log(dovecot_login("192.0.2.10", time="2026-11-25T18:02:00+00:00"))
+    site.run("update", now="2026-11-25T18:03:00+00:00")
+    assert lookup(site, "192.0.2.10") == "OK"
+
+
+def test_flush_of_an_address_without_a_lease_says_so(site: Site) -> None:
+    site.run("update")
+    result = site.run("flush", "192.0.2.99")
+    assert result.output == "192.0.2.99 held no lease; logins logged before now will not grant it\n"
+
+
+def test_flush_all(site: Site) -> None:
+    site.write_log(dovecot_login("192.0.2.10"), dovecot_login("192.0.2.11"))
+    site.run("update")
+    result = site.run("flush", "--all")
+    assert result.output == "revoked 192.0.2.10\nrevoked 192.0.2.11\n"
+    assert site.map.read_text() == ""
+
+
+def test_flush_of_something_that_is_not_an_address_is_a_usage_error_and_changes_nothing(site: Site) -> None:
+    site.write_log(dovecot_login("192.0.2.10"))
+    site.run("update")
+    result = site.run("flush", "192.0.2.10", "mail.example.com")
+    assert result.exit_code == 2
+    assert "'mail.example.com' is not an IP address" in result.output
+    assert lookup(site, "192.0.2.10") == "OK"
+    assert site.run("flush").exit_code == 2
+
+
+def test_add_grants_by_hand_for_a_duration(site: Site) -> None:
+    result = site.run("add", "198.51.100.7", "--for", "2h")
+    assert (result.exit_code, result.output) == (0, "added 198.51.100.7 until 2026-11-25T20:00:00+00:00\n")
+    assert lookup(site, "198.51.100.7") == "OK"
+    assert site.run("add", "127.0.0.5").exit_code == 2
+    assert site.run("add", "198.51.100.8", "--for", "soon").exit_code == 2
+
+
+def test_render_rebuilds_a_deleted_map(site: Site) -> None:
+    site.write_log(dovecot_login("192.0.2.10"))
+    site.run("update")
+    site.map.unlink()
+    Path(f"{site.map}.db").unlink()
+    result = site.run("render")
+    assert (result.exit_code, result.output) == (0, f"wrote {site.map}\n")
+    assert lookup(site, "192.0.2.10") == "OK"
+
+
+def test_status_reports_the_checkpoint_and_the_last_run(site: Site) -> None:
+    assert site.run("status").output == (
+        f"source {site.log}\n  checkpoint: none (not read yet)\n  unread bytes: 0\nlast run: never\nleases: 0\n"
+    )
+    site.write_log(dovecot_login("192.0.2.10"))
+    site.run("update")
+    size = site.log.stat().st_size
+    document = json.loads(site.run("status", "--json").output)
+    (source,) = document["sources"]
+    assert source["checkpoint"]["offset"] == size
+    assert source["checkpoint"]["inode"] == site.log.stat().st_ino
+    assert source["unread_bytes"] == 0
+    assert document["last_run"]["time"] == NOW
+    assert document["last_run"]["outcome"] == "ok"
+    assert document["leases"] == 1
+
+
+def test_now_without_an_offset_is_a_usage_error(site: Site) -> None:
+    result = site.run("show", now="2026-11-25T18:00:00")
+    assert result.exit_code == 2
+    assert "has no UTC offset" in result.output
+
+
+def test_check_prints_the_logins_a_log_would_grant(site: Site) -> None:
+    site.write_log(dovecot_login("192.0.2.10"), dovecot_failure("192.0.2.66"))
+    result = site.run("check", str(site.log))
+    assert result.exit_code == 0
+    assert "192.0.2.10" in result.output
+    assert "192.0.2.66" not in result.output
+    assert not site.state.exists()

@@ -1,0 +1,116 @@
+"""A wrong configuration exits 78 with one line naming the file, the key and what is expected."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from exactcron.cli import main
+from exactcron.config import load_config, parse_duration
+from tests.conftest import write_config
+
+GOOD = """\
+state_dir = "state"
+timeout = "30m"
+[[source]]
+path = "mail.log"
+server = "dovecot"
+[[map]]
+mta = "postfix"
+path = "state/relay"
+"""
+
+
+def check(config: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["--config", str(config), "check"])
+    return result.exit_code, result.output
+
+
+def test_a_good_config_checks_ok_and_paths_are_read_beside_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path, GOOD)
+    assert check(config) == (0, f"{config}: OK (1 sources)\n")
+    loaded = load_config(config)
+    assert loaded.state_dir == tmp_path / "state"
+    assert loaded.sources[0].path == tmp_path / "mail.log"
+    assert loaded.timeout == timedelta(minutes=30)
+    assert [str(network) for network in loaded.ignore] == ["127.0.0.0/8", "::1/128"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('timeout = "30m"', 'timeout = "half an hour"'), "timeout: 'half an hour' is not a duration"),
+        (('server = "dovecot"', 'server = "dovcot"'), "source[0].server: unknown rule 'dovcot'"),
+        (('mta = "postfix"', 'mta = "qmail"'), "map[0].mta: unknown MTA 'qmail'"),
+        (('path = "mail.log"', 'pth = "mail.log"'), "source[0].pth: unknown key"),
+        (
+            ('[[map]]\nmta = "postfix"', '[[map]]\nmta = "postfix"\ntype = "dbm"'),
+            "map[0].type: unknown type 'dbm'",
+        ),
+        (('state_dir = "state"', 'state_dir = "state"\nignore = ["10.0.0.0/33"]'), "ignore: '10.0.0.0/33'"),
+        (('state_dir = "state"', 'state_dir = "state"\nsourcez = 1'), "sourcez: unknown key"),
+        (
+            ("[[source]]", "[source]"),
+            "source: expected one or more [[source]] tables",
+        ),
+    ],
+)
+def test_a_wrong_key_is_named(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    config = write_config(tmp_path, GOOD.replace(*change))
+    code, output = check(config)
+    assert code == 78
+    assert output.startswith(f"exactcron: {config}: ")
+    assert message in output
+    assert output.count("\n") == 1
+
+
+def test_timeout_missing_default_and_duration_forms() -> None:
+    assert parse_duration("90s") == timedelta(seconds=90)
+    assert parse_duration(90) == timedelta(seconds=90)
+    assert parse_duration("2h") == timedelta(hours=2)
+    assert parse_duration("7d") == timedelta(days=7)
+    for bad in ("0", "-5m", "5x", "", True):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_broken_toml_names_the_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, GOOD + "timeout = \n")
+    code, output = check(config)
+    assert code == 78
+    assert "not valid TOML" in output and "line 9" in output
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    code, output = check(tmp_path / "nowhere.toml")
+    assert code == 78
+    assert (
+        output
+        == f"exactcron: {tmp_path / 'nowhere.toml'}: no such configuration file (give --config or set EXACTCRON_CONFIG)\n"
+    )
+
+
+def test_a_world_writable_config_is_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path, GOOD)
+    config.chmod(0o666)
+    code, output = check(config)
+    assert code == 78
+    assert "writable by every user" in output
+
+
+def test_config_comes_from_the_environment_when_not_given(tmp_path: Path) -> None:
+    config = write_config(tmp_path, GOOD)
+    result = CliRunner().invoke(main, ["check"], env={"EXACTCRON_CONFIG": str(config)})
+    assert (result.exit_code, result.output) == (0, f"{config}: OK (1 sources)\n")
+
+
+def test_an_unknown_timezone_is_named(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, GOOD.replace('server = "dovecot"', 'server = "dovecot"\ntimezone = "Mars/Olympus"')
+    )
+    code, output = check(config)
+    assert code == 78
+    assert "source[0].timezone: unknown time zone 'Mars/Olympus'" in output

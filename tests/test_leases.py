@@ -1,0 +1,130 @@
+"""Lease arithmetic: what a login grants, for how long, and what a flush undoes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from exactcron.addresses import normalize_address, parse_network
+from exactcron.leases import LeaseTable
+from exactcron.rules import Login
+
+NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
+TIMEOUT = timedelta(minutes=30)
+
+
+def login(address: str, minutes_ago: float, user: str = "alice") -> Login:
+    return Login(NOW - timedelta(minutes=minutes_ago), "dovecot", user, address)
+
+
+def test_a_login_grants_until_its_log_time_plus_the_timeout() -> None:
+    table = LeaseTable()
+    assert table.merge(login("192.0.2.10", 10), NOW, TIMEOUT)
+    lease = table.leases["192.0.2.10"]
+    assert lease.last_login == NOW - timedelta(minutes=10)
+    assert lease.expires == NOW + timedelta(minutes=20)
+    assert lease.user == "alice"
+
+
+def test_a_login_older_than_the_timeout_grants_nothing() -> None:
+    table = LeaseTable()
+    assert not table.merge(login("192.0.2.10", 30), NOW, TIMEOUT)
+    assert not table.merge(login("192.0.2.11", 45), NOW, TIMEOUT)
+    assert table.leases == {}
+
+
+def test_a_login_stamped_in_the_future_counts_as_now() -> None:
+    table = LeaseTable()
+    table.merge(login("192.0.2.10", -90), NOW, TIMEOUT)
+    assert table.leases["192.0.2.10"].expires == NOW + TIMEOUT
+
+
+def test_a_later_login_extends_and_an_earlier_one_does_not_shorten() -> None:
+    table = LeaseTable()
+    table.merge(login("192.0.2.10", 20, "alice"), NOW, TIMEOUT)
+    table.merge(login("192.0.2.10", 5, "bob"), NOW, TIMEOUT)
+    assert table.leases["192.0.2.10"].expires == NOW + timedelta(minutes=25)
+    assert table.leases["192.0.2.10"].user == "bob"
+    assert not table.merge(login("192.0.2.10", 15, "carol"), NOW, TIMEOUT)
+    assert table.leases["192.0.2.10"].user == "bob"
+
+
+def test_merging_the_same_login_twice_changes_nothing() -> None:
+    table = LeaseTable()
+    assert table.merge(login("192.0.2.10", 3), NOW, TIMEOUT)
+    before = dict(table.leases)
+    assert not table.merge(login("192.0.2.10", 3), NOW, TIMEOUT)
+    assert table.leases == before
+
+
+def test_flush_revokes_and_earlier_logins_never_grant_again() -> None:
+    table = LeaseTable()
+    table.merge(login("192.0.2.10", 10), NOW, TIMEOUT)
+    assert table.flush(["192.0.2.10"], NOW) == ["192.0.2.10"]
+    assert table.leases == {}
+    # A line logged before the flush but read after it (the next cron run).
+    assert not table.merge(login("192.0.2.10", 1), NOW + timedelta(minutes=1), TIMEOUT)
+    # A login after the flush grants as usual.
+    assert table.merge(login("192.0.2.10", -1), NOW + timedelta(minutes=2), TIMEOUT)
+
+
+def test_flush_of_an_unleased_address_still_blocks_unread_earlier_logins() -> None:
+    table = LeaseTable()
+    assert table.flush(["192.0.2.20"], NOW) == []
+    assert not table.merge(login("192.0.2.20", 2), NOW + timedelta(minutes=1), TIMEOUT)
+
+
+def test_flush_all_revokes_every_lease_and_every_earlier_login() -> None:
+    table = LeaseTable()
+    table.merge(login("192.0.2.10", 10), NOW, TIMEOUT)
+    table.merge(login("2001:db8::1", 10), NOW, TIMEOUT)
+    assert table.flush_all(NOW) == ["192.0.2.10", "2001:db8::1"]
+    assert not table.merge(login("198.51.100.7", 1), NOW, TIMEOUT)
+
+
+def test_ignored_networks_are_never_granted() -> None:
+    ignore = (parse_network("127.0.0.0/8"), parse_network("::1/128"), parse_network("10.0.0.0/8"))
+    table = LeaseTable()
+    for address in ("127.0.0.1", "::1", "10.1.2.3"):
+        assert not table.merge(login(address, 1), NOW, TIMEOUT, ignore)
+    assert table.merge(login("192.0.2.10", 1), NOW, TIMEOUT, ignore)
+
+
+def test_prune_drops_expired_leases_and_outlived_flush_records() -> None:
+    table = LeaseTable()
+    table.merge(login("192.0.2.10", 29), NOW, TIMEOUT)
+    table.merge(login("192.0.2.11", 1), NOW, TIMEOUT)
+    table.flush(["192.0.2.99"], NOW)
+    later = NOW + timedelta(minutes=2)
+    assert table.prune(later, TIMEOUT) == ["192.0.2.10"]
+    assert set(table.leases) == {"192.0.2.11"}
+    assert "192.0.2.99" in table.flushed
+    table.prune(NOW + TIMEOUT + timedelta(seconds=1), TIMEOUT)
+    assert table.flushed == {}
+
+
+def test_a_lease_added_by_hand_for_longer_is_not_shortened_by_a_login() -> None:
+    table = LeaseTable()
+    table.add("192.0.2.10", NOW, timedelta(days=7))
+    table.merge(login("192.0.2.10", 0), NOW, TIMEOUT)
+    assert table.leases["192.0.2.10"].expires == NOW + timedelta(days=7)
+
+
+def test_active_lists_leases_in_address_order_ipv4_first() -> None:
+    table = LeaseTable()
+    for address in ("2001:db8::2", "192.0.2.10", "10.9.0.1", "192.0.2.9"):
+        table.merge(login(address, 1), NOW, TIMEOUT)
+    assert [lease.address for lease in table.active(NOW)] == [
+        "10.9.0.1",
+        "192.0.2.9",
+        "192.0.2.10",
+        "2001:db8::2",
+    ]
+
+
+def test_addresses_are_normalized_and_garbage_is_refused() -> None:
+    assert normalize_address("::ffff:192.0.2.7") == "192.0.2.7"
+    assert normalize_address("2001:DB8:0:0::0:1") == "2001:db8::1"
+    assert normalize_address("fe80::1%eth0") is None
+    assert normalize_address("12.345.67.35") is None
+    assert normalize_address("1.2.3.4], port=[52326") is None
+    assert normalize_address("") is None

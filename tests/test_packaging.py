@@ -1,0 +1,72 @@
+"""The files shipped beside the package: the example, cron.d and logrotate.d."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import require_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_readme_example_shows_leases(tmp_path: Path) -> None:
+    example = tmp_path / "examples"
+    shutil.copytree(ROOT / "examples", example, ignore=shutil.ignore_patterns("state"))
+    command = [sys.executable, "-m", "exactcron", "--config", str(example / "exactcron.toml")]
+    command += ["--now", "2026-11-25T18:00:00+00:00"]
+    subprocess.run([*command, "update"], check=True)
+    shown = subprocess.run([*command, "show"], check=True, capture_output=True, text=True).stdout
+    assert shown == (
+        "ADDRESS         USER   LAST LOGIN                 EXPIRES\n"
+        "192.0.2.44      alice  2026-11-25T17:52:26+00:00  2026-11-25T18:22:26+00:00\n"
+        "2001:db8:4::17  bob    2026-11-25T17:47:55+00:00  2026-11-25T18:17:55+00:00\n"
+    )
+    assert (example / "state" / "relay").read_text() == "192.0.2.44 OK\n2001:db8:4::17 OK\n"
+
+
+def test_the_readme_gives_the_example_and_test_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash tests/setup-debian && python3 -m pytest -q" in readme
+    assert "bash tests/setup-debian && python3 -m pytest -q" in ci
+    assert "--config examples/exactcron.toml --now 2026-11-25T18:00:00+00:00 show" in readme
+
+
+def test_the_cron_file_is_a_valid_system_crontab() -> None:
+    path = ROOT / "cron.d" / "exactcron"
+    assert "." not in path.name  # cron skips files whose names hold a dot
+    environment = {}
+    jobs = []
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if "=" in line.split()[0]:
+            name, value = line.split("=", 1)
+            environment[name] = value
+        else:
+            jobs.append(line.split())
+    assert "/usr/sbin" in environment["PATH"].split(":")  # postmap, postconf
+    assert jobs == [["*", "*", "*", "*", "*", "exactcron", "exactcron", "update"]]
+
+
+def test_the_logrotate_file_is_accepted_by_logrotate(tmp_path: Path) -> None:
+    logrotate = require_tool("logrotate")
+    log = tmp_path / "exactcron.log"
+    log.write_text("2026-11-25 18:00:00 exactcron[1]: INFO: read 0 lines\n")
+    config = (ROOT / "logrotate.d" / "exactcron").read_text()
+    # The shipped file names the production user and path; the test runs as
+    # whoever it is, on a file of its own.
+    config = config.replace("/var/log/exactcron/exactcron.log", str(log)).replace(
+        "exactcron adm", "root root"
+    )
+    (tmp_path / "logrotate.conf").write_text(config)
+    subprocess.run(
+        [logrotate, "-f", "-s", str(tmp_path / "status"), str(tmp_path / "logrotate.conf")],
+        check=True,
+        capture_output=True,
+    )
+    assert (tmp_path / "exactcron.log.1").exists()
+    assert log.exists() and log.stat().st_size == 0
