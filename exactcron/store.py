@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -21,8 +22,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from exactcron import faults
 from exactcron.addresses import normalize_address
-from exactcron.errors import LockTimeoutError, StateWriteError
+from exactcron.errors import ConfigError, LockTimeoutError, StateWriteError
 from exactcron.leases import Lease, LeaseTable
 from exactcron.timestamps import format_instant, parse_instant
 
@@ -50,9 +52,12 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
+            faults.point(f"{path.name}:written")
             os.fchmod(stream.fileno(), mode)
             os.fsync(stream.fileno())
+        faults.point(f"{path.name}:synced")
         os.replace(temporary, path)
+        faults.point(f"{path.name}:renamed")
         fsync_directory(directory)
     except OSError as error:
         _remove_quietly(Path(temporary))
@@ -88,6 +93,11 @@ class StateStore:
             raise StateWriteError(
                 f"cannot create state directory {self.directory}: {error.strerror}"
             ) from None
+        if self.directory.stat().st_mode & stat.S_IWOTH:
+            # Any user could plant a lease file (or a lock) and so grant relay.
+            raise ConfigError(
+                f"state_dir {self.directory} is writable by every user; refusing it (chmod o-w)"
+            )
 
     @contextmanager
     def locked(self, wait_seconds: float) -> Iterator[None]:

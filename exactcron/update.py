@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from exactcron import faults
 from exactcron.config import Config, MapConfig, SourceConfig
 from exactcron.errors import ExactcronError
 from exactcron.leases import Lease, LeaseTable
@@ -71,9 +72,11 @@ def _update_locked(config: Config, store: StateStore, now: datetime) -> UpdateRe
         if checkpoint is not None:
             checkpoints[key] = checkpoint.to_json()
     result.expired = table.prune(now, config.timeout, config.ignore)
+    faults.point("update:merged")
     store.save_leases(table)
     result.maps_written = _install_maps(config.maps, table, now)
     result.leases = len(table.active(now))
+    faults.point("update:maps-written")
     if checkpoints != saved:
         store.save_checkpoints(checkpoints)
     return result

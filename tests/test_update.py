@@ -102,3 +102,14 @@ def test_a_log_rotated_and_not_yet_recreated_is_not_an_error(site: Site) -> None
     result = site.run("update", now="2026-11-25T18:01:00+00:00")
     assert (result.exit_code, result.output) == (0, "")
     assert site.map.read_text() == "192.0.2.10 OK\n"
+
+
+def test_a_world_writable_state_directory_is_refused(site: Site) -> None:
+    site.state.mkdir()
+    site.state.chmod(0o777)
+    result = site.run("update")
+    assert result.exit_code == 78
+    assert result.output == (
+        f"exactcron: state_dir {site.state} is writable by every user; refusing it (chmod o-w)\n"
+    )
+    assert not (site.state / "leases.json").exists()
