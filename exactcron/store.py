@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -64,6 +65,24 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise StateWriteError(f"cannot write {path}: {error.strerror}") from None
 
 
+def remove_leftovers(path: Path) -> list[Path]:
+    """Delete the temporary files a killed run left beside `path`.
+
+    Only call this under the lock: then no other run is writing them.
+    """
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp(?:\.[a-z]+)?$")
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if pattern.match(entry.name):
+            _remove_quietly(Path(entry.path))
+            removed.append(Path(entry.path))
+    return removed
+
+
 def fsync_directory(directory: Path) -> None:
     descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -114,6 +133,8 @@ class StateStore:
         except OSError as error:
             raise StateWriteError(f"cannot create lock file in {self.directory}: {error.strerror}") from None
         try:
+            for name in (LEASES_FILE, CHECKPOINTS_FILE, LAST_RUN_FILE):
+                remove_leftovers(self.directory / name)
             yield
         finally:
             lock.release()

@@ -22,7 +22,7 @@ from exactcron.leases import Lease, LeaseTable
 from exactcron.maps import MapWriter
 from exactcron.rules import LineParser, Login, Rule
 from exactcron.source import Checkpoint, LogReader
-from exactcron.store import StateStore
+from exactcron.store import StateStore, remove_leftovers
 from exactcron.timestamps import TimestampParser
 
 log = logging.getLogger("exactcron")
@@ -110,7 +110,13 @@ def _read_source(
 def _install_maps(maps: Iterable[MapConfig], table: LeaseTable, now: datetime) -> list[Path]:
     addresses = [lease.address for lease in table.active(now)]
     writer = MapWriter()
-    return [spec.path for spec in maps if writer.install(spec, addresses)]
+    written = []
+    for spec in maps:
+        # Under the lock, a temporary file beside the map is a killed run's.
+        remove_leftovers(spec.path)
+        if writer.install(spec, addresses):
+            written.append(spec.path)
+    return written
 
 
 def _record_failure(store: StateStore, now: datetime, error: ExactcronError) -> None:
@@ -150,6 +156,7 @@ def render(config: Config, now: datetime) -> list[Path]:
         addresses = [lease.address for lease in table.active(now)]
         writer = MapWriter()
         for spec in config.maps:
+            remove_leftovers(spec.path)
             writer.install(spec, addresses)
         return [spec.path for spec in config.maps]
 
