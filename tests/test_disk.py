@@ -1,0 +1,108 @@
+"""A full or read-only state filesystem: exit 73 with one line, previous state intact.
+
+The test mounts a tiny tmpfs of its own (root only, as in CI).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import dovecot_login, require_tool, write_config
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root; this test mounts a filesystem")
+        pytest.skip("needs root to mount a filesystem")
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "exactcron-test", str(mount)], check=True
+    )
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def make_site(root: Path, state: Path) -> Path:
+    return write_config(
+        root,
+        f"""\
+state_dir = "{state}"
+[[source]]
+path = "{root / "mail.log"}"
+server = "dovecot"
+[[map]]
+mta = "postfix"
+path = "{state / "relay"}"
+type = "hash"
+""",
+    )
+
+
+def update(config: Path, now: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "exactcron", "--config", str(config), "--now", now, "update"]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def snapshot(state: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in state.iterdir() if path.name != "last-run.json"}
+
+
+def test_a_full_disk_exits_73_and_keeps_the_previous_state(tmp_path: Path, small_filesystem: Path) -> None:
+    require_tool("postmap")
+    state = small_filesystem / "state"
+    config = make_site(tmp_path, state)
+    (tmp_path / "mail.log").write_text(dovecot_login("192.0.2.10") + "\n")
+    assert update(config, "2026-11-25T18:00:00+00:00").returncode == 0
+    before = snapshot(state)
+    # Many new leases, and no room left for them.
+    with (tmp_path / "mail.log").open("a") as log:
+        for index in range(1000):
+            log.write(
+                dovecot_login(f"10.{index // 250}.{index % 250}.1", time="2026-11-25T17:59:00+00:00") + "\n"
+            )
+    filler = small_filesystem / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(descriptor, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+    result = update(config, "2026-11-25T18:01:00+00:00")
+    assert result.returncode == 73, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "No space left on device" in result.stderr
+    assert snapshot(state) == before
+    # Room again: the same lines are read and granted, nothing was lost.
+    filler.unlink()
+    assert update(config, "2026-11-25T18:01:30+00:00").returncode == 0
+    assert len((state / "relay").read_text().splitlines()) == 1001
+
+
+def test_a_read_only_state_filesystem_exits_73(tmp_path: Path, small_filesystem: Path) -> None:
+    require_tool("postmap")
+    state = small_filesystem / "state"
+    config = make_site(tmp_path, state)
+    (tmp_path / "mail.log").write_text(dovecot_login("192.0.2.10") + "\n")
+    assert update(config, "2026-11-25T18:00:00+00:00").returncode == 0
+    before = snapshot(state)
+    with (tmp_path / "mail.log").open("a") as log:
+        log.write(dovecot_login("192.0.2.11", time="2026-11-25T17:59:00+00:00") + "\n")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)
+    result = update(config, "2026-11-25T18:01:00+00:00")
+    assert result.returncode == 73, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "Read-only file system" in result.stderr
+    assert snapshot(state) == before
