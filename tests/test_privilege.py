@@ -1,0 +1,91 @@
+"""Least privilege: exactcron runs as an unprivileged user, as cron.d/exactcron has it.
+
+The user (here `nobody`) owns the state directory and reads the mail log
+through group adm. Without that group the log is unreadable: exit 66,
+naming the file. Needs root to switch users (CI runs as root).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import filelock
+import pytest
+
+from tests.conftest import dovecot_login, require_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+# The Debian interpreter: the test's own may live where `nobody` cannot read.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.fixture
+def site() -> Iterator[Path]:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root; this test switches users")
+        pytest.skip("needs root to switch users")
+    require_tool("setpriv")
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.fail(f"{SYSTEM_PYTHON} is missing")
+    root = Path(tempfile.mkdtemp(prefix="exactcron-privilege-"))
+    try:
+        root.chmod(0o755)
+        library = root / "lib"
+        for package in (ROOT / "exactcron", Path(click.__file__).parent, Path(filelock.__file__).parent):
+            shutil.copytree(package, library / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+        log = root / "mail.log"
+        log.write_text(dovecot_login("192.0.2.10", time="2026-11-25T17:50:00+00:00") + "\n")
+        os.chown(log, 0, grp.getgrnam("adm").gr_gid)
+        log.chmod(0o640)
+        state = root / "state"
+        state.mkdir(mode=0o755)
+        nobody = pwd.getpwnam("nobody")
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        (root / "exactcron.toml").write_text(
+            f'state_dir = "{state}"\n'
+            f'[[source]]\npath = "{log}"\nserver = "dovecot"\n'
+            f'[[map]]\nmta = "postfix"\npath = "{state / "relay"}"\ntype = "hash"\n'
+        )
+        yield root
+    finally:
+        shutil.rmtree(root)
+
+
+def update_as_nobody(site: Path, *groups: str) -> subprocess.CompletedProcess[str]:
+    switch = ["setpriv", "--reuid=nobody", "--regid=nogroup"]
+    switch += [f"--groups={','.join(groups)}"] if groups else ["--clear-groups"]
+    command = [SYSTEM_PYTHON, "-m", "exactcron", "--config", str(site / "exactcron.toml")]
+    command += ["--now", "2026-11-25T18:00:00+00:00", "update"]
+    environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(site / "lib")}
+    return subprocess.run([*switch, *command], capture_output=True, text=True, env=environment, cwd="/")
+
+
+def test_without_the_adm_group_the_log_is_unreadable_and_named(site: Path) -> None:
+    require_tool("postmap")
+    result = update_as_nobody(site)
+    assert result.returncode == 66
+    assert result.stderr == f"exactcron: cannot read log {site / 'mail.log'}: permission denied\n"
+
+
+def test_as_a_member_of_adm_it_grants_and_writes_a_map_only_it_can_change(site: Path) -> None:
+    require_tool("postmap")
+    result = update_as_nobody(site, "adm")
+    assert (result.returncode, result.stderr) == (0, "")
+    relay = site / "state" / "relay"
+    assert relay.read_text() == "192.0.2.10 OK\n"
+    nobody = pwd.getpwnam("nobody").pw_uid
+    for path in (relay, Path(f"{relay}.db")):
+        status = path.stat()
+        assert status.st_uid == nobody
+        assert status.st_mode & 0o777 == 0o644  # the MTA reads it; no one else writes it
+    leases = (site / "state" / "leases.json").stat()
+    assert leases.st_mode & 0o777 == 0o640
