@@ -231,48 +231,83 @@ def status(state: Context, as_json: bool) -> None:
 @main.command()
 @click.argument("logfile", required=False, metavar="[LOGFILE|-]")
 @click.option(
-    "--server", "servers", multiple=True, metavar="NAME", help="Use this rule instead of the configured ones."
+    "--server",
+    "servers",
+    multiple=True,
+    metavar="NAME",
+    help="Use this rule (built-in or [rule.NAME]) instead of the configured ones; repeat or comma-separate.",
 )
 @click.pass_obj
 def check(state: Context, logfile: str | None, servers: tuple[str, ...]) -> None:
     """Validate the configuration; with a log, show the logins it would grant.
 
-    Touches no state.
+    Per rule, the lines it matched; the lines that looked like a login but
+    matched no rule; and why an address is not granted. Touches no state.
     """
+    from exactcron.addresses import parse_network
+    from exactcron.checker import check_log
     from exactcron.config import system_zone
-    from exactcron.update import check_lines
+    from exactcron.rules import MAX_LINE_BYTES
+    from exactcron.timestamps import TimestampParser
 
-    config = _guarded(state, state.config) if (logfile is None or not servers) else None
+    names = tuple(
+        dict.fromkeys(name.strip() for value in servers for name in value.split(",") if name.strip())
+    )
+    # Built-in rules need no configuration; a site rule is read from it.
+    site_named = any(name not in BUILTIN_RULES for name in names) and state.config_file.exists()
+    needs_config = logfile is None or not names or site_named
+    config = _guarded(state, state.config) if needs_config else None
     if logfile is None:
-        click.echo(f"{state.config_file}: OK ({len(config.sources) if config else 0} sources)")
+        assert config is not None
+        click.echo(f"{state.config_file}: OK ({len(config.sources)} sources)")
         return
-    if servers:
-        unknown = [name for name in servers if name not in BUILTIN_RULES]
+    source = None
+    if config is not None:
+        resolved = Path(logfile).resolve() if logfile != "-" else None
+        source = next((each for each in config.sources if each.path == resolved), None)
+    if names:
+        known = {**BUILTIN_RULES, **(config.site_rules if config else {})}
+        unknown = [name for name in names if name not in known]
         if unknown:
             raise click.BadParameter(
-                f"unknown rule {unknown[0]!r} (expected one of: {', '.join(sorted(BUILTIN_RULES))})",
+                f"unknown rule {unknown[0]!r} (expected one of: {', '.join(sorted(known))})",
                 param_hint="--server",
             )
-        rules = tuple(BUILTIN_RULES[name] for name in servers)
-        zone = system_zone()
-        timeout = parse_duration("30m")
+        rules = tuple(known[name] for name in names)
+    elif source is not None:
+        rules = source.rules
     else:
         assert config is not None
-        rules = tuple(dict.fromkeys(rule for source in config.sources for rule in source.rules))
-        zone = config.sources[0].zone
-        timeout = config.timeout
-    now = state.now
-    stream = _open_log(logfile)
-    granted: dict[str, datetime] = {}
-    with stream:
-        for login in check_lines(stream, rules, zone, now):
-            click.echo(f"{format_instant(login.time)} {login.server} {login.user or '-'} {login.address}")
-            if login.time > now - timeout:
-                granted[login.address] = max(login.time, granted.get(login.address, login.time))
-    if granted:
-        click.echo("would grant: " + " ".join(sorted(granted)))
+        rules = tuple(dict.fromkeys(rule for each in config.sources for rule in each.rules))
+    if config is None:
+        zone, timeout = system_zone(), parse_duration("30m")
+        ignore = tuple(parse_network(text) for text in ("127.0.0.0/8", "::1/128"))
     else:
-        click.echo("would grant: nothing")
+        zone = source.zone if source is not None else config.sources[0].zone
+        timeout, ignore = config.timeout, config.ignore
+    with _open_log(logfile) as stream:
+        report = check_log(stream, rules, TimestampParser(state.now, zone), timeout, ignore)
+    for login in report.logins:
+        click.echo(f"{format_instant(login.time)} {login.server} {login.user or '-'} {login.address}")
+    for name, count in report.matched.items():
+        click.echo(f"rule {name}: {_plural(count, 'line')} matched")
+    click.echo(
+        f"read {_plural(report.lines, 'line')}, {_plural(len(report.logins), 'login')}; "
+        f"{_plural(report.looked_like_logins, 'line')} looked like a login but matched no rule"
+    )
+    for example in report.examples:
+        click.echo(f"  line {example.number}: {example.text}")
+    if report.too_long:
+        click.echo(f"skipped {_plural(report.too_long, 'line')} longer than {MAX_LINE_BYTES} bytes")
+    if report.too_old:
+        click.echo(f"not granted, older than the timeout: {' '.join(report.too_old)}")
+    if report.ignored:
+        click.echo(f"not granted, in ignore: {' '.join(report.ignored)}")
+    click.echo("would grant: " + (" ".join(report.granted) if report.granted else "nothing"))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _open_log(logfile: str) -> Any:

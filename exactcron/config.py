@@ -6,7 +6,8 @@ import os
 import re
 import stat
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,19 @@ DEFAULT_CONFIG = Path("/etc/exactcron/exactcron.toml")
 MTAS = ("postfix", "exim", "sendmail")
 POSTFIX_TYPES = ("hash", "btree", "lmdb", "cdb", "texthash")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_RULE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
 class SourceConfig:
+    # For a journal source: `journal:UNIT[,UNIT...]`, its name in status and its checkpoint key.
     path: Path
     rules: tuple[Rule, ...]
     zone: tzinfo
+    olddir: Path | None = None  # where logrotate moves rotated files (`olddir`)
+    journal: tuple[str, ...] = ()  # systemd units whose journal entries are read instead of a file
+    journal_directory: Path | None = None  # a journal directory to read instead of the system's
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class Config:
     log_file: Path | None
     sources: tuple[SourceConfig, ...]
     maps: tuple[MapConfig, ...]
+    # Every [rule.NAME], used by a source or not, so `check --server NAME` finds it.
+    site_rules: Mapping[str, Rule] = field(default_factory=dict)
 
 
 def parse_duration(value: object) -> timedelta:
@@ -99,8 +107,10 @@ class _Reader:
                 raise self.fail(key, f"unknown key (expected one of: {expected})")
 
     def string(self, key: str, default: str | None = None) -> str | None:
-        value = self.table.get(key, default)
-        if value is not None and (not isinstance(value, str) or not value.strip()):
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if not isinstance(value, str) or not value.strip():
             raise self.fail(key, f"expected a non-empty string, got {value!r}")
         return value
 
@@ -181,6 +191,7 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
         log_file=top.path("log_file"),
         sources=tuple(_source(path, index, table, site_rules) for index, table in enumerate(sources)),
         maps=tuple(_map(path, index, table) for index, table in enumerate(maps)),
+        site_rules=site_rules,
     )
 
 
@@ -198,6 +209,9 @@ def _site_rules(path: Path, tables: object) -> dict[str, Rule]:
         raise ConfigError(f"{path}: rule: expected [rule.NAME] tables")
     rules = {}
     for name, table in tables.items():
+        if not _RULE_NAME.fullmatch(name):
+            # The name is echoed in messages and output; keep it one plain word.
+            raise ConfigError(f"{path}: rule.{name!r}: a rule name is letters, digits, '_', '.' or '-'")
         reader = _Reader(path, table if isinstance(table, dict) else {}, f"rule.{name}")
         if not isinstance(table, dict):
             raise reader.fail("", "expected a table with program and match")
@@ -215,10 +229,25 @@ def _site_rules(path: Path, tables: object) -> dict[str, Rule]:
 
 def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str, Rule]) -> SourceConfig:
     reader = _Reader(path, table, f"source[{index}]")
-    reader.refuse_unknown({"path", "server", "timezone"})
+    reader.refuse_unknown({"path", "server", "timezone", "olddir", "journal", "journal_directory"})
+    units = tuple(reader.string_list("journal", []))
     log_path = reader.path("path")
-    if log_path is None:
-        raise reader.fail("path", "missing (required): the log file to read")
+    if units and log_path is not None:
+        raise reader.fail("journal", "give either path (a log file) or journal (systemd units), not both")
+    if units:
+        if not all(re.fullmatch(r"[A-Za-z0-9:_.@\-]{1,256}", unit) for unit in units):
+            raise reader.fail(
+                "journal", f"expected systemd unit names such as dovecot.service, got {units!r}"
+            )
+        log_path = Path("journal:" + ",".join(units))
+    elif log_path is None:
+        raise reader.fail("path", "missing (required): the log file to read (or journal = UNIT)")
+    olddir = reader.string("olddir")
+    if olddir is not None and units:
+        raise reader.fail("olddir", "only a log file source has rotated files")
+    journal_directory = reader.path("journal_directory")
+    if journal_directory is not None and not units:
+        raise reader.fail("journal_directory", "only a journal source reads a journal directory")
     names = reader.string_list("server", [])
     if not names:
         raise reader.fail("server", "missing (required): a rule name or a list of them")
@@ -238,7 +267,16 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
             raise reader.fail(
                 "timezone", f"unknown time zone {zone_name!r} (for example Europe/Berlin)"
             ) from None
-    return SourceConfig(log_path, tuple(known[name] for name in dict.fromkeys(names)), zone)
+    rules = tuple(known[name] for name in dict.fromkeys(names))
+    return SourceConfig(
+        log_path,
+        rules,
+        zone,
+        # Like logrotate's own olddir, a relative one is read beside the log.
+        olddir=None if olddir is None or units else log_path.parent / Path(olddir).expanduser(),
+        journal=units,
+        journal_directory=journal_directory,
+    )
 
 
 def _map(path: Path, index: int, table: dict[str, Any]) -> MapConfig:

@@ -5,6 +5,12 @@ free text all reach the log. A relay grant therefore comes only from a line
 whose syslog tag names the right program and whose whole message matches a
 success phrase anchored at both ends, with the address taken from its field
 at its place and validated by `ipaddress`.
+
+Where a server writes attacker text (a user name) before the address, the
+text is matched greedily and the address is anchored to the end of the
+line: whatever the text imitates, the last address is the server's own.
+Where the address comes first (Cyrus, Perdition), it is anchored to the
+start of the message instead.
 """
 
 from __future__ import annotations
@@ -24,11 +30,18 @@ MAX_LINE_BYTES = 8192
 # After the stamp: an optional host, then TAG[PID]: MESSAGE. A host never
 # holds a colon or brackets, so `pop3-login: Info: ...` (Dovecot's own log
 # file, no host) is read as a tag, not as a host.
+_PROGRAM = re.compile(r"[A-Za-z0-9_.\-/]{1,64}")
 _HEADER = re.compile(
-    r"(?:(?P<host>[^\s:\[\]]{1,255}) )?(?P<program>[A-Za-z0-9_.\-/]{1,64})(?:\[\d{1,10}\])?: "
+    rf"(?:(?P<host>[^\s:\[\]]{{1,255}}) )?(?P<program>{_PROGRAM.pattern})(?:\[\d{{1,10}}\])?: "
 )
 
+# The characters of an IPv4 or IPv6 address (and IPv4-mapped IPv6). It
+# excludes `]`, `,` and spaces, so a field can never swallow the text after
+# it (Exact's Courier pattern captured `1.2.3.4], port=[52326`).
 _IP = r"[0-9A-Fa-f:.]{2,45}"
+# A reverse-DNS name as a server prints it. Names come from whoever runs the
+# client's DNS; one holding a space or a bracket is refused outright.
+_DNS_NAME = r"[^\s\[\]()]{1,255}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,23 +64,33 @@ class Record:
 
 @dataclass(frozen=True)
 class Form:
-    """One shape of success line: the tags it is logged under and its message."""
+    """One shape of success line: the tags it is logged under and its message.
+
+    `program_pattern` covers tag families (`perdition.imaps`, Cyrus's
+    `PREFIX/imap`); it must match the whole tag.
+    """
 
     programs: frozenset[str]
     pattern: re.Pattern[str]
+    program_pattern: re.Pattern[str] | None = None
+
+    def accepts(self, program: str) -> bool:
+        if program in self.programs:
+            return True
+        return self.program_pattern is not None and self.program_pattern.fullmatch(program) is not None
 
 
 @dataclass(frozen=True)
 class Rule:
     name: str
-    # A literal that every success line of this rule contains; lines without
-    # any rule's needle are never decoded or split.
-    needle: bytes
+    # Literals of which every success line of this rule contains at least
+    # one; lines without any rule's needle are never decoded or split.
+    needles: tuple[bytes, ...]
     forms: tuple[Form, ...]
 
     def match(self, record: Record) -> Login | None:
         for form in self.forms:
-            if record.program not in form.programs:
+            if not form.accepts(record.program):
                 continue
             found = form.pattern.fullmatch(record.message)
             if found is None:
@@ -80,8 +103,12 @@ class Rule:
         return None
 
 
-def _form(programs: Iterable[str], pattern: str) -> Form:
-    return Form(frozenset(programs), re.compile(pattern, re.ASCII | re.DOTALL))
+def _form(programs: Iterable[str], pattern: str, program_pattern: str | None = None) -> Form:
+    return Form(
+        frozenset(programs),
+        re.compile(pattern, re.ASCII | re.DOTALL),
+        re.compile(program_pattern, re.ASCII) if program_pattern else None,
+    )
 
 
 # Dovecot: `login_log_format_elements` puts the user first, then method,
@@ -95,7 +122,7 @@ _DOVECOT_LOGIN = (
 )
 DOVECOT = Rule(
     name="dovecot",
-    needle=b"Login: user=<",
+    needles=(b"Login: user=<",),
     forms=(
         # Through syslog: `dovecot: imap-login: Login: ...` (2.3 may add `Info: `).
         _form({"dovecot"}, rf"(?:imap|pop3)-login: (?:Info: )?{_DOVECOT_LOGIN}"),
@@ -104,7 +131,164 @@ DOVECOT = Rule(
     ),
 )
 
-BUILTIN_RULES: dict[str, Rule] = {rule.name: rule for rule in (DOVECOT,)}
+# Courier: `LOGIN, user=U, ip=[ADDR]`, then fields Courier writes itself
+# (`port=[P]`, `protocol=IMAP`, `stls=1`, `starttls=1`). Failures begin
+# `LOGIN FAILED,`. The trailing fields cannot hold `[`, so the address is
+# the last bracketed `ip=` of the line, whatever the user name imitates.
+COURIER = Rule(
+    name="courier",
+    needles=(b"LOGIN, user=",),
+    forms=(
+        _form(
+            (),
+            rf"LOGIN, user=(?P<user>.*), ip=\[(?P<ip>{_IP})\]"
+            r"(?:, port=\[\d{1,5}\])?(?:, [a-z]{1,16}=[A-Za-z0-9_.\-]{0,64})*",
+            r"(?:courier-?)?(?:pop3|imap)(?:d|d-ssl|login)",
+        ),
+    ),
+)
+
+# Cyrus: `login: HOST [ADDR] USER MECH[+TLS] User logged in SESSIONID=<...>`
+# (HOST is absent when reverse DNS fails; older versions end after MECH).
+# The message must begin `login:`: Exact's unanchored `login:` also matched
+# `badlogin:`, granting relay on failed logins. The address comes before
+# any client text, so it is anchored to the start. The tag is the service
+# name from cyrus.conf, optionally behind a configured `PREFIX/`.
+CYRUS = Rule(
+    name="cyrus",
+    needles=(b"login: ",),
+    forms=(
+        _form(
+            (),
+            rf"login: (?:{_DNS_NAME} ?)?\[(?P<ip>{_IP})\] (?P<user>.+?)(?: \(proxy\))?"
+            r" [A-Za-z0-9_\-]{1,40}(?:\+TLS)?(?: .*)?",
+            r"(?:[A-Za-z0-9_.\-]{1,64}/)?(?:imap|pop3|pop|proxy)[A-Za-z0-9_\-]{0,32}",
+        ),
+    ),
+)
+
+# UW imapd/ipop3d: `Login user=U host=NAME [ADDR]` (NAME absent without
+# reverse DNS), also `Authenticated`, and ipop3d's `Auth`/`APOP` with a
+# trailing `nmsgs=N/M`. NAME is attacker-chosen (reverse DNS) and is never
+# read; the address is the bracket that ends the line. UW cuts user and
+# host at 80 characters each: a cut host loses its `]` first and then
+# matches nothing.
+UW_IMAP = Rule(
+    name="uw-imap",
+    needles=(b" user=",),
+    forms=(
+        _form(
+            (),
+            rf"(?:Login|Authenticated|Auth|APOP) user=(?P<user>.*) host=(?:{_DNS_NAME} )?"
+            rf"\[(?P<ip>{_IP})\](?: nmsgs=\d+/\d+)?",
+            r"(?:imap|ipop[23])s?d",
+        ),
+    ),
+)
+
+# Qpopper (LOG_LOGIN): `(vX) POP login by user "U" at (HOST) ADDR`, plus a
+# `[file.c:line]` suffix in some builds. The user may hold quotes; the
+# address is anchored to the end. Also UIUC popper with the HMS patch:
+# `(USER,ADDR) Authenticated.`.
+QPOPPER = Rule(
+    name="qpopper",
+    needles=(b"POP login by user ", b") Authenticated."),
+    forms=(
+        _form(
+            (),
+            rf"\(v[A-Za-z0-9_.\-]{{1,32}}\) POP login by user \"(?P<user>.*)\" at \((?:{_DNS_NAME})?\) "
+            rf"(?P<ip>{_IP})(?: \[[A-Za-z0-9_.\-]{{1,64}}:\d{{1,6}}\])?",
+            r"(?:in\.)?q?popper",
+        ),
+        _form({"popper"}, rf"\((?P<user>.*),(?P<ip>{_IP})\) Authenticated\."),
+    ),
+)
+
+# Perdition: `Auth: SRC:PORT->DST:PORT client-secure=.. authorisation_id=..
+# authentication_id=".." server=".." protocol=.. server-secure=.. status="ok"`.
+# SRC is numeric (NI_NUMERICHOST) and comes first; every field a client can
+# fill (ids, and the server with -c) precedes `status`, which perdition
+# writes last. Older versions: `Auth: SRC->DST user=".." server=".."
+# port=".." status="ok"`.
+_PERDITION_TAG = r"perdition(?:\.[A-Za-z0-9_\-]{1,32})?"
+_IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+PERDITION = Rule(
+    name="perdition",
+    needles=(b"Auth: ",),
+    forms=(
+        _form(
+            (),
+            rf"Auth: (?P<ip>{_IP}):\d{{1,5}}->{_IP}:\d{{1,5}} client-secure=[a-z]{{1,16}} "
+            r"authorisation_id=(?:NONE|\"(?P<user>.*)\") authentication_id=\".*\" "
+            r"server=\".*\" protocol=[A-Za-z0-9_]{1,32} server-secure=[a-z]{1,16} status=\"ok\"",
+            _PERDITION_TAG,
+        ),
+        _form(
+            (),
+            rf"Auth: (?P<ip>{_IPV4})->{_IPV4} user=\"(?P<user>.*)\" server=\".*\" port=\"[^\"]*\" "
+            r"status=\"?ok\"?",
+            _PERDITION_TAG,
+        ),
+    ),
+)
+
+# TeaPOP: `Successful login for USER@DOMAIN [LOCAL] from HOST [REMOTE]`. The
+# client is REMOTE, the bracket that ends the line; HOST is reverse DNS.
+TEAPOP = Rule(
+    name="teapop",
+    needles=(b"Successful login for ",),
+    forms=(
+        _form(
+            {"teapop"},
+            rf"Successful login for (?P<user>.*) \[{_IP}\] from (?:{_DNS_NAME} )?\[(?P<ip>{_IP})\]",
+        ),
+    ),
+)
+
+# cucipop: `USER ADDR N, N (N), N (N)` (session counters, logged after a
+# successful session). Known only from pop-before-smtp's sample; the
+# counters anchor the address to the end.
+CUCIPOP = Rule(
+    name="cucipop",
+    needles=(b"cucipop",),
+    forms=(_form({"cucipop"}, rf"(?P<user>.+) (?P<ip>{_IP}) \d+, \d+ \(\d+\), \d+ \(\d+\)"),),
+)
+
+# solid-pop3d built with --enable-logextend: `user U authenticated - ADDR`.
+# Its failures read `authentication failed ... - ADDR`.
+SOLID_POP3D = Rule(
+    name="solid-pop3d",
+    needles=(b" authenticated - ",),
+    forms=(_form({"spop3d", "solid-pop3d"}, rf"user (?P<user>.*) authenticated - (?P<ip>{_IP})"),),
+)
+
+# GNU pop3d: `User 'U' logged in with mailbox 'M' from ADDR`.
+GNU_POP3D = Rule(
+    name="gnu-pop3d",
+    needles=(b"' logged in with mailbox '",),
+    forms=(
+        _form(
+            {"gnu-pop3d", "pop3d"},
+            rf"User '(?P<user>.*)' logged in with mailbox '.*' from (?P<ip>{_IP})",
+        ),
+    ),
+)
+
+BUILTIN_RULES: dict[str, Rule] = {
+    rule.name: rule
+    for rule in (
+        DOVECOT,
+        COURIER,
+        CYRUS,
+        UW_IMAP,
+        QPOPPER,
+        PERDITION,
+        TEAPOP,
+        CUCIPOP,
+        SOLID_POP3D,
+        GNU_POP3D,
+    )
+}
 
 
 def site_rule(name: str, program: str, match: str) -> Rule:
@@ -118,11 +302,11 @@ def site_rule(name: str, program: str, match: str) -> Rule:
     unknown = set(pattern.groupindex) - {"ip", "user"}
     if unknown:
         raise ValueError(f"match has groups other than 'ip' and 'user': {', '.join(sorted(unknown))}")
-    if not program or _HEADER.fullmatch(f"{program}: ") is None:
+    if _PROGRAM.fullmatch(program) is None:
         raise ValueError(f"program {program!r} is not a syslog tag")
     # A site rule has no known literal, so its needle is the empty string:
     # every line of its source is split and tried.
-    return Rule(name=name, needle=b"", forms=(Form(frozenset({program}), pattern),))
+    return Rule(name=name, needles=(b"",), forms=(Form(frozenset({program}), pattern),))
 
 
 @dataclass
@@ -135,10 +319,7 @@ class LineParser:
     lines: int = 0
 
     def __post_init__(self) -> None:
-        self._needles = tuple({rule.needle for rule in self.rules})
-        self._programs = frozenset(
-            program for rule in self.rules for form in rule.forms for program in form.programs
-        )
+        self._needles = tuple({needle for rule in self.rules for needle in rule.needles})
 
     def parse(self, line: bytes) -> Login | None:
         self.lines += 1
@@ -148,7 +329,7 @@ class LineParser:
             self.too_long += 1
             return None
         record = self.record(line.decode("utf-8", "replace").rstrip("\r\n"))
-        if record is None or record.program not in self._programs:
+        if record is None:
             return None
         for rule in self.rules:
             login = rule.match(record)

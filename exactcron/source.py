@@ -1,11 +1,17 @@
 """A log file read from a checkpoint, across rotations.
 
-A file is known by a fingerprint of its first bytes, not by its name or
-inode: logrotate renames, copies, truncates and compresses, and ext4 hands a
-freed inode number to the next new file at once. On each run the reader
-finishes the file it was reading (wherever rotation moved it), then reads the
-live file from the start. Only complete lines are returned; an unterminated
-last line is left for the next run.
+A file is known by a fingerprint of its first bytes (of the decompressed
+content for .gz, .bz2 and .xz), not by its name or inode: logrotate renames,
+copies, truncates and compresses, and ext4 hands a freed inode number to the
+next new file at once. The checkpoint keeps a mark (fingerprint, offset) for
+the live file and for each rotated sibling seen, so that a file is finished
+wherever rotation moved it, and lines a writer appended to a renamed file
+before reopening its log (rsyslog until its HUP) are still read.
+
+A file never seen before is new since the last run: it is read whole, except
+that the part of a large file older than the timeout window is skipped by
+bisecting on timestamps (those lines grant nothing). Only complete lines are
+returned; an unterminated last line waits for its end.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ import logging
 import lzma
 import os
 import re
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,166 +36,372 @@ log = logging.getLogger("exactcron")
 
 FINGERPRINT_BYTES = 1024
 CHUNK_BYTES = 1 << 20
-_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-# Names logrotate gives a rotated `path`: path.1, path.2.gz, path-20261125, path-20261125.gz
-_ROTATED_SUFFIX = re.compile(r"^(?:\.\d{1,4}|-\d{8}(?:\d{2})?|-\d{4}-\d\d-\d\d)(?:\.gz|\.bz2|\.xz)?$")
-MAX_ROTATED_CANDIDATES = 32
+# Smaller unseen files are read whole: bisecting would save less than it costs.
+BISECT_MIN_BYTES = 4 * CHUNK_BYTES
+# Bisection stops when the range is this small, and aims this far before the
+# window, so that stamps a little out of order (several writers) are not skipped.
+BISECT_STOP_BYTES = 64 * 1024
+BISECT_SLACK = timedelta(minutes=10)
+# The newest rotated siblings examined (and remembered) per run.
+MAX_ROTATED_CANDIDATES = 16
+CHECKPOINT_FORMAT = 2
+
+_OPENERS: dict[str, Callable[..., IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# Errors a broken or half-written compressed file raises while being read.
+_DECOMPRESS_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError)
+# Names logrotate gives a rotated `path`: path.1, path.2.gz, path-20261125, path-20261125.gz,
+# path-2026-11-25-1764090000 (a `dateformat`).
+_ROTATED_SUFFIX = re.compile(r"^(?:\.\d{1,4}|-\d[\d_.\-]{3,30}\d)(?:\.gz|\.bz2|\.xz)?$")
+
+StampReader = Callable[[bytes], datetime | None]
+
+
+@dataclass(frozen=True)
+class FileMark:
+    """How far one file (known by the fingerprint of its first bytes) has been read."""
+
+    fingerprint: str
+    fingerprint_length: int
+    offset: int
+    device: int = 0
+    inode: int = 0
+    # A compressed file read to its end (or skipped as too old): it never
+    # changes again, so it is not decompressed again.
+    complete: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "fingerprint_length": self.fingerprint_length,
+            "offset": self.offset,
+            "device": self.device,
+            "inode": self.inode,
+            "complete": self.complete,
+        }
+
+    @classmethod
+    def from_json(cls, document: object) -> FileMark | None:
+        if not isinstance(document, dict):
+            return None
+        try:
+            mark = cls(
+                str(document["fingerprint"]),
+                int(document["fingerprint_length"]),
+                int(document["offset"]),
+                int(document.get("device", 0)),
+                int(document.get("inode", 0)),
+                document.get("complete", False) is True,
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+        if mark.offset < 0 or not 0 <= mark.fingerprint_length <= FINGERPRINT_BYTES:
+            return None
+        return mark
+
+    def matches(self, head: bytes) -> bool:
+        # A mark taken of an empty file identifies nothing; its offset is 0,
+        # so treating the file as unseen reads the same bytes.
+        if self.fingerprint_length == 0 or len(head) < self.fingerprint_length:
+            return False
+        return _digest(head[: self.fingerprint_length]) == self.fingerprint
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Where reading of one log stopped: the file (by fingerprint) and the offset."""
+    """Where reading of one log stopped: the live file and its recent rotated siblings."""
 
-    device: int
-    inode: int
-    offset: int
-    fingerprint: str
-    fingerprint_length: int
+    live: FileMark | None
+    rotated: tuple[FileMark, ...] = ()
+
+    # What `status` shows: the live file's identity and offset.
+    @property
+    def device(self) -> int:
+        return self.live.device if self.live else 0
+
+    @property
+    def inode(self) -> int:
+        return self.live.inode if self.live else 0
+
+    @property
+    def offset(self) -> int:
+        return self.live.offset if self.live else 0
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "format": CHECKPOINT_FORMAT,
+            # The live file's identity and offset at the top, as `status --json` has always shown them.
             "device": self.device,
             "inode": self.inode,
             "offset": self.offset,
-            "fingerprint": self.fingerprint,
-            "fingerprint_length": self.fingerprint_length,
+            "live": self.live.to_json() if self.live else None,
+            "rotated": [mark.to_json() for mark in self.rotated],
         }
 
     @classmethod
-    def from_json(cls, document: dict[str, Any]) -> Checkpoint | None:
-        try:
-            checkpoint = cls(
-                int(document["device"]),
-                int(document["inode"]),
-                int(document["offset"]),
-                str(document["fingerprint"]),
-                int(document["fingerprint_length"]),
-            )
-        except (KeyError, TypeError, ValueError):
+    def from_json(cls, document: object) -> Checkpoint | None:
+        """A checkpoint, or None for anything this version did not write."""
+        if not isinstance(document, dict):
             return None
-        if checkpoint.offset < 0 or not 0 <= checkpoint.fingerprint_length <= FINGERPRINT_BYTES:
+        if "format" not in document:
+            # Format 1 was one flat mark for the live file.
+            mark = FileMark.from_json(document)
+            return cls(mark) if mark is not None else None
+        if document.get("format") != CHECKPOINT_FORMAT:
             return None
-        return checkpoint
+        raw_live = document.get("live")
+        live = None if raw_live is None else FileMark.from_json(raw_live)
+        raw_rotated = document.get("rotated", [])
+        if (raw_live is not None and live is None) or not isinstance(raw_rotated, list):
+            return None
+        rotated = [FileMark.from_json(item) for item in raw_rotated]
+        if any(mark is None for mark in rotated):
+            return None
+        return cls(live, tuple(mark for mark in rotated if mark is not None))
+
+    def marks(self) -> list[FileMark]:
+        return ([self.live] if self.live else []) + list(self.rotated)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def fingerprint(stream: IO[bytes], length: int) -> str:
+    stream.seek(0)
+    return _digest(stream.read(length))
 
 
 def _open(path: Path) -> IO[bytes]:
     opener = _OPENERS.get(path.suffix)
     if opener is None:
         return open(path, "rb")
-    return opener(path, "rb")  # type: ignore[no-any-return]
+    return opener(path, "rb")
 
 
-def fingerprint(stream: IO[bytes], length: int) -> str:
-    stream.seek(0)
-    return hashlib.sha256(stream.read(length)).hexdigest()
+@dataclass
+class _File:
+    """A file found this run: the live log or a rotated sibling."""
+
+    path: Path
+    status: os.stat_result
+    live: bool
+    head: bytes = b""
+
+    @property
+    def compressed(self) -> bool:
+        return self.path.suffix in _OPENERS
 
 
 class LogReader:
-    """Reads the new complete lines of one configured log."""
+    """Reads the new complete lines of one configured log.
 
-    def __init__(self, path: Path, checkpoint: Checkpoint | None) -> None:
+    `since` (now - timeout) and `stamp_of` (a line's time) let the reader skip
+    the part of an unseen file that cannot grant anything; without them every
+    unseen file is read whole. `olddir` is where logrotate moves rotated files,
+    when not beside the log.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        checkpoint: Checkpoint | None,
+        since: datetime | None = None,
+        stamp_of: StampReader | None = None,
+        olddir: Path | None = None,
+    ) -> None:
         self.path = path
         self.start = checkpoint
         self.checkpoint = checkpoint
+        self.since = since
+        self.stamp_of = stamp_of
+        self.olddir = olddir
         self.bytes_read = 0
 
     def lines(self) -> Iterator[bytes]:
         """Every complete line written since the checkpoint; updates `self.checkpoint`."""
-        live = self._open_live()
-        try:
-            if self.start is not None:
-                if live is not None and self._is_same_file(live, self.start):
-                    if os.fstat(live.fileno()).st_size >= self.start.offset:
-                        yield from self._read(live, self.start.offset)
-                        return
-                    # Shorter than where we stopped: truncated in place
-                    # (copytruncate); the copy, if any, holds the rest.
-                    log.warning("%s shrank below the checkpoint; reading it from the start", self.path)
-                    yield from self._finish_rotated(exclude=live)
-                else:
-                    yield from self._finish_rotated(exclude=live)
-            # A live log that is missing was rotated away and not recreated
-            # yet: the old checkpoint stays until it appears.
-            if live is not None:
-                yield from self._read(live, 0)
-        finally:
-            if live is not None:
-                live.close()
+        live = self._live_file()
+        rotated = self._rotated_files()
+        assigned = self._assign_marks(live, rotated)
+        new_marks: list[FileMark] = []
+        live_mark: FileMark | None = None
+        # Oldest data first: rotated files from the oldest name to the newest, then the live file.
+        for file in [*reversed(rotated), *([live] if live else [])]:
+            mark = assigned.get(id(file))
+            if mark is not None and mark.complete and file.compressed:
+                new_marks.append(mark)
+                continue
+            batches = self._read_file(file, mark)
+            # Lines come in batches, a chunk's worth each, so that each line
+            # passes through one generator only: this loop is the hot path.
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration as finished:
+                    end = finished.value
+                    break
+                yield from batch
+            if end is None:
+                continue
+            if file.live:
+                live_mark = self._mark(file, end)
+            else:
+                new_marks.append(self._mark(file, end))
+        self._warn_about_lost_marks(assigned, live)
+        new_marks.reverse()  # newest first, as found
+        self.checkpoint = Checkpoint(live_mark, tuple(new_marks[:MAX_ROTATED_CANDIDATES]))
 
     def unread_bytes(self) -> int | None:
         """Bytes of the live file past the checkpoint, or None when unknown."""
         try:
-            size = self.path.stat().st_size
+            with open(self.path, "rb") as stream:
+                size = os.fstat(stream.fileno()).st_size
+                head = stream.read(FINGERPRINT_BYTES)
         except OSError:
             return None
-        if self.checkpoint is None:
-            return size
-        try:
-            identity = self.path.stat()
-        except OSError:
-            return None
-        if (identity.st_dev, identity.st_ino) != (self.checkpoint.device, self.checkpoint.inode):
-            return size
-        return max(size - self.checkpoint.offset, 0)
+        mark = self.checkpoint.live if self.checkpoint else None
+        if mark is not None and (mark.matches(head) or mark.fingerprint_length == 0):
+            return max(size - mark.offset, 0)
+        return size
 
-    def _open_live(self) -> IO[bytes] | None:
+    # -- finding the files ------------------------------------------------------
+
+    def _live_file(self) -> _File | None:
         try:
-            return open(self.path, "rb")
+            with open(self.path, "rb") as stream:
+                return _File(self.path, os.fstat(stream.fileno()), True, stream.read(FINGERPRINT_BYTES))
         except FileNotFoundError:
+            # Rotated away and not recreated yet: not an error; the rotated
+            # copy is found by its fingerprint.
             return None
         except PermissionError:
             raise LogUnreadableError(f"cannot read log {self.path}: permission denied") from None
         except OSError as error:
             raise LogUnreadableError(f"cannot read log {self.path}: {error.strerror}") from None
 
-    def _is_same_file(self, stream: IO[bytes], checkpoint: Checkpoint) -> bool:
-        if checkpoint.fingerprint_length == 0:
-            status = os.fstat(stream.fileno())
-            return (status.st_dev, status.st_ino) == (checkpoint.device, checkpoint.inode)
-        return fingerprint(stream, checkpoint.fingerprint_length) == checkpoint.fingerprint
-
-    def _finish_rotated(self, exclude: IO[bytes] | None) -> Iterator[bytes]:
-        """Read the rest of the file the checkpoint names, found among rotated names."""
-        assert self.start is not None
-        if self.start.fingerprint_length == 0:
-            return
-        for candidate in self._rotated_candidates():
+    def _rotated_files(self) -> list[_File]:
+        """Rotated siblings, newest first, with their (decompressed) first bytes."""
+        found: list[_File] = []
+        directories = [self.path.parent] + ([self.olddir] if self.olddir else [])
+        prefix = self.path.name
+        for directory in directories:
             try:
-                stream = _open(candidate)
+                entries = list(os.scandir(directory))
             except OSError:
                 continue
-            with stream:
-                try:
-                    same = self._is_same_file(stream, self.start)
-                except (OSError, EOFError, lzma.LZMAError, ValueError):
+            for entry in entries:
+                if not entry.name.startswith(prefix) or not _ROTATED_SUFFIX.match(entry.name[len(prefix) :]):
                     continue
-                if same:
-                    yield from self._read(stream, self.start.offset, rotated=candidate)
-                    return
+                try:
+                    if entry.is_file():
+                        found.append(_File(Path(entry.path), entry.stat(), False))
+                except OSError:
+                    continue
+        found.sort(key=_rotation_age)
+        files = []
+        for file in found[:MAX_ROTATED_CANDIDATES]:
+            try:
+                with _open(file.path) as stream:
+                    file.head = stream.read(FINGERPRINT_BYTES)
+            except _DECOMPRESS_ERRORS as error:
+                log.debug("%s: skipped unreadable rotated file: %s", file.path, error)
+                continue
+            files.append(file)
+        return _without_compressed_copies(files)
+
+    def _assign_marks(self, live: _File | None, rotated: list[_File]) -> dict[int, FileMark]:
+        """Each mark of the checkpoint to the file that holds it now, by fingerprint."""
+        assigned: dict[int, FileMark] = {}
+        if self.start is None:
+            return assigned
+        # The live file first, then uncompressed siblings (they may still grow).
+        order = ([live] if live else []) + sorted(rotated, key=lambda file: file.compressed)
+        for mark in self.start.marks():
+            for file in order:
+                if id(file) not in assigned and mark.matches(file.head):
+                    assigned[id(file)] = mark
+                    break
+        return assigned
+
+    def _warn_about_lost_marks(self, assigned: dict[int, FileMark], live: _File | None) -> None:
+        if self.start is None or self.start.live is None:
+            return
+        mark = self.start.live
+        if mark.fingerprint_length == 0 or any(found is mark for found in assigned.values()):
+            return
+        if live is not None and (live.status.st_dev, live.status.st_ino) == (mark.device, mark.inode):
+            how = "was truncated in place (no rotated copy has its first bytes)"
+        else:
+            how = "is gone: rotated to a name not watched, or deleted"
         log.warning(
-            "%s was rotated and the file read last time was not found among its rotated names; "
-            "lines written to it after the last run may be missed",
+            "%s: the file read last time (up to byte %d) %s; lines written to it after the last run "
+            "may be lost (guessed: reading the current file from its start)",
             self.path,
+            mark.offset,
+            how,
         )
 
-    def _rotated_candidates(self) -> list[Path]:
-        directory = self.path.parent
-        prefix = self.path.name
-        try:
-            names = [
-                entry
-                for entry in os.scandir(directory)
-                if entry.name.startswith(prefix)
-                and _ROTATED_SUFFIX.match(entry.name[len(prefix) :])
-                and entry.is_file()
-            ]
-        except OSError:
-            return []
-        names.sort(key=lambda entry: entry.stat().st_mtime, reverse=True)
-        return [Path(entry.path) for entry in names[:MAX_ROTATED_CANDIDATES]]
+    # -- reading ----------------------------------------------------------------
 
-    def _read(self, stream: IO[bytes], offset: int, rotated: Path | None = None) -> Iterator[bytes]:
-        """Complete lines from `offset` on; the checkpoint follows each chunk."""
+    def _read_file(self, file: _File, mark: FileMark | None) -> Generator[list[bytes], None, int | None]:
+        """Lines of `file` from its mark, or from the window start when unseen.
+
+        Returns the offset reached, or None when the file could not be read.
+        """
+        try:
+            stream = _open(file.path)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            if file.live:
+                raise LogUnreadableError(f"cannot read log {file.path}: {error.strerror}") from None
+            log.warning("%s: cannot read rotated file: %s", file.path, error)
+            return None
+        with stream:
+            if mark is not None:
+                start = mark.offset
+                if not file.compressed and start > os.fstat(stream.fileno()).st_size:
+                    # Same first bytes but shorter: truncated and rewritten
+                    # with the same start. The new bytes were never read.
+                    log.warning(
+                        "%s: shorter than where reading stopped; reading it from the start", file.path
+                    )
+                    start = 0
+            else:
+                start = self._unseen_start(file, stream)
+            try:
+                return (yield from self._read(stream, start, final=file.compressed, path=file.path))
+            except _DECOMPRESS_ERRORS as error:
+                log.warning("%s: stopped reading a damaged compressed file: %s", file.path, error)
+                return None
+
+    def _unseen_start(self, file: _File, stream: IO[bytes]) -> int:
+        if self.start is not None and not file.live:
+            log.warning(
+                "%s: rotated file never seen before (more than one rotation since the last run, "
+                "or a file that was empty then); reading it from the start of the timeout window",
+                file.path,
+            )
+        if file.compressed:
+            if self.start is None and self.since is not None:
+                # First run: an old compressed rotation cannot hold a login
+                # inside the window; its mtime says when it was last written.
+                modified = datetime.fromtimestamp(file.status.st_mtime, self.since.tzinfo)
+                if modified < self.since - BISECT_SLACK:
+                    return -1
+            return 0
+        if self.since is None or self.stamp_of is None or file.status.st_size < BISECT_MIN_BYTES:
+            return 0
+        start = window_start(stream, file.status.st_size, self.since - BISECT_SLACK, self.stamp_of)
+        if start:
+            log.info("%s: skipped %d bytes logged before %s", file.path, start, self.since)
+        return start
+
+    def _read(
+        self, stream: IO[bytes], offset: int, final: bool, path: Path
+    ) -> Generator[list[bytes], None, int]:
+        """Complete lines from `offset` on (-1: none); returns the offset after the last one."""
+        if offset < 0:
+            return 0  # skipped whole; the mark says complete
         stream.seek(offset)
         position = offset
         carry = b""
@@ -195,28 +409,96 @@ class LogReader:
             chunk = stream.read(CHUNK_BYTES)
             if not chunk:
                 break
-            chunk = carry + chunk
+            if carry:
+                chunk = carry + chunk
             end = chunk.rfind(b"\n")
             if end < 0:
                 carry = chunk
                 continue
             carry = chunk[end + 1 :]
-            complete = chunk[: end + 1]
-            position += len(complete)
-            self.bytes_read += len(complete)
+            position += end + 1
+            self.bytes_read += end + 1
             # Split on LF only: a CR inside a line is data (perhaps an
             # attacker's), never the start of a new line.
-            yield from complete[:-1].split(b"\n")
-        if rotated is not None:
-            # A rotated file is finished: a partial last line there will never
-            # be completed, so it is read as it is.
-            if carry:
-                self.bytes_read += len(carry)
-                yield carry
-            return
-        self.checkpoint = self._checkpoint_for(stream, position)
+            yield chunk[:end].split(b"\n")
+        if carry and final:
+            # A finished (compressed) file whose last line has no end: a cut
+            # line could carry a cut address, so it grants nothing.
+            log.warning("%s: ignored an unterminated last line of %d bytes", path, len(carry))
+            position += len(carry)
+        return position
 
-    def _checkpoint_for(self, stream: IO[bytes], offset: int) -> Checkpoint:
-        status = os.fstat(stream.fileno())
-        length = min(offset, FINGERPRINT_BYTES)
-        return Checkpoint(status.st_dev, status.st_ino, offset, fingerprint(stream, length), length)
+    def _mark(self, file: _File, offset: int) -> FileMark:
+        head = file.head
+        if len(head) < FINGERPRINT_BYTES and not file.compressed:
+            # The live file may have grown since its first bytes were taken.
+            try:
+                with open(file.path, "rb") as stream:
+                    now_head = stream.read(FINGERPRINT_BYTES)
+                if now_head.startswith(head):
+                    head = now_head
+            except OSError:
+                pass
+        # A compressed file is final: once read, it is done.
+        return FileMark(
+            _digest(head), len(head), offset, file.status.st_dev, file.status.st_ino, file.compressed
+        )
+
+
+def _rotation_age(file: _File) -> tuple[int, float]:
+    """Sort key, newest first: by rotation number for path.N, else by mtime."""
+    name = file.path.name
+    for suffix in _OPENERS:
+        name = name.removesuffix(suffix)
+    number = name.rsplit(".", 1)[-1]
+    if number.isdigit():
+        return (int(number), 0.0)
+    return (0, -file.status.st_mtime)
+
+
+def _without_compressed_copies(files: list[_File]) -> list[_File]:
+    """Drop a compressed file whose uncompressed original is still there.
+
+    logrotate writes path.1.gz before it deletes path.1; a run in between
+    sees the same content twice (once perhaps half written).
+    """
+    plain_heads = {file.head for file in files if not file.compressed and file.head}
+    return [file for file in files if not (file.compressed and file.head in plain_heads)]
+
+
+def window_start(stream: IO[bytes], size: int, since: datetime, stamp_of: StampReader) -> int:
+    """The start of a line at or before the first line stamped `since` or later.
+
+    Bisects on the stamps of the first stamped line after each probe; a probe
+    whose stamp cannot be read counts as new, so nothing new is skipped.
+    """
+    low, high = 0, size
+    while high - low > BISECT_STOP_BYTES:
+        middle = (low + high) // 2
+        probe = _first_stamp_after(stream, middle, high, stamp_of)
+        if probe is None:
+            high = middle
+            continue
+        line_start, stamp = probe
+        if stamp < since:
+            low = line_start
+        else:
+            high = middle
+    return low
+
+
+def _first_stamp_after(
+    stream: IO[bytes], position: int, limit: int, stamp_of: StampReader
+) -> tuple[int, datetime] | None:
+    stream.seek(position)
+    block = stream.read(BISECT_STOP_BYTES)
+    start = block.find(b"\n") + 1
+    while 0 < start < len(block) and position + start < limit:
+        end = block.find(b"\n", start)
+        if end < 0:
+            return None
+        stamp = stamp_of(block[start:end])
+        if stamp is not None:
+            return position + start, stamp
+        start = end + 1
+    return None

@@ -48,7 +48,8 @@ class TimestampParser:
             match = _RFC3339.match(line)
             if match is None:
                 return None
-            return self._rfc3339(match), match.end()
+            stamp = self._rfc3339(match)
+            return None if stamp is None else (stamp, match.end())
         match = _TRADITIONAL.match(line)
         if match is None:
             return None
@@ -64,6 +65,11 @@ class TimestampParser:
             return None
         # A leap second (:60) is read as the next second; syslog rarely writes one.
         return start_of_hour + timedelta(minutes=minute, seconds=second), match.end()
+
+    def stamp(self, line: bytes) -> datetime | None:
+        """The time at the start of a raw log line, or None (for bisecting a log)."""
+        parsed = self.parse_prefix(line[:48].decode("ascii", "replace"))
+        return parsed[0] if parsed else None
 
     def _rfc3339(self, match: re.Match[str]) -> datetime | None:
         date, clock, fraction, offset = match.groups()

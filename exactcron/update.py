@@ -18,6 +18,7 @@ from typing import Any
 from exactcron import faults
 from exactcron.config import Config, MapConfig, SourceConfig
 from exactcron.errors import ExactcronError
+from exactcron.journal import JournalCheckpoint, JournalReader
 from exactcron.leases import Lease, LeaseTable
 from exactcron.maps import MapWriter
 from exactcron.rules import LineParser, Login, Rule
@@ -89,9 +90,18 @@ def _read_source(
     config: Config,
     now: datetime,
     granted: set[str],
-) -> tuple[SourceReport, Checkpoint | None]:
-    reader = LogReader(source.path, Checkpoint.from_json(saved) if saved else None)
-    parser = LineParser(source.rules, TimestampParser(now, source.zone))
+) -> tuple[SourceReport, Checkpoint | JournalCheckpoint | None]:
+    timestamps = TimestampParser(now, source.zone)
+    # Logins older than this grant nothing: a file never seen is read from here on.
+    since = now - config.timeout
+    reader: LogReader | JournalReader
+    if source.journal:
+        start = JournalCheckpoint.from_json(saved) if saved else None
+        reader = JournalReader(source.journal, start, since, source.journal_directory)
+    else:
+        checkpoint = Checkpoint.from_json(saved) if saved else None
+        reader = LogReader(source.path, checkpoint, since, timestamps.stamp, source.olddir)
+    parser = LineParser(source.rules, timestamps)
     report = SourceReport(source.path)
     for line in reader.lines():
         login = parser.parse(line)
@@ -186,8 +196,12 @@ def status(config: Config, now: datetime) -> Status:
     sources = []
     for source in config.sources:
         document = saved.get(str(source.path))
+        if source.journal:
+            # A journal has a cursor, no file offset; status shows it as not read.
+            sources.append(SourceStatus(source.path, None, None))
+            continue
         checkpoint = Checkpoint.from_json(document) if document else None
-        reader = LogReader(source.path, checkpoint)
+        reader = LogReader(source.path, checkpoint, olddir=source.olddir)
         sources.append(SourceStatus(source.path, checkpoint, reader.unread_bytes()))
     return Status(sources, store.load_last_run(), len(store.load_leases(repair=False).active(now)))
 

@@ -10,10 +10,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import settings
 
 from exactcron.cli import main
 
 NOW = "2026-11-25T18:00:00+00:00"
+
+# Property tests stay quick by default; HYPOTHESIS_PROFILE=long runs a long fuzz.
+settings.register_profile("exactcron", max_examples=150, deadline=None)
+settings.register_profile("long", max_examples=20_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "exactcron"))
 
 
 def require_tool(name: str) -> str:

@@ -6,7 +6,6 @@ Examples per test are modest by default; `HYPOTHESIS_PROFILE=long` runs a long f
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,6 @@ from exactcron.errors import ConfigError
 from exactcron.leases import LeaseTable
 from exactcron.rules import Login
 from exactcron.store import CorruptStateError, StateStore, leases_from_json, leases_to_json
-
-settings.register_profile("default", max_examples=150, deadline=None)
-settings.register_profile("long", max_examples=20000, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
 json_values = st.recursive(

@@ -26,7 +26,7 @@ def test_a_failing_postmap_exits_69_and_the_old_map_keeps_serving(
     monkeypatch.setenv("MAIL_CONFIG", str(site.root / "no-postfix-here"))
     result = site.run("update", now="2026-11-25T18:01:00+00:00")
     assert result.exit_code == 69
-    assert result.output.startswith("exactcron: postmap failed: ")
+    assert result.output.startswith(f"exactcron: postmap for {site.map} failed: ")
     assert "main.cf" in result.output
     assert result.output.count("\n") == 1
     assert (site.map.read_bytes(), database.read_bytes()) == before
@@ -43,7 +43,10 @@ def test_a_failed_run_is_recorded_for_status(site: Site, monkeypatch: pytest.Mon
     site.write_log(dovecot_login("192.0.2.10"))
     monkeypatch.setenv("MAIL_CONFIG", str(site.root / "no-postfix-here"))
     site.run("update")
-    assert "last run: 2026-11-25T18:00:00+00:00 failed: postmap failed:" in site.run("status").output
+    assert (
+        f"last run: 2026-11-25T18:00:00+00:00 failed: postmap for {site.map} failed:"
+        in site.run("status").output
+    )
 
 
 def test_another_run_holding_the_lock_past_lock_wait_exits_75(make_site: Callable[..., Site]) -> None:

@@ -1,0 +1,162 @@
+"""A systemd journal source: the entries of named units, from a saved cursor.
+
+Entries are selected by the trusted `_SYSTEMD_UNIT` field, which journald
+sets from the sender's cgroup and a local user cannot forge (anyone can
+write a text-log line that says `dovecot:` with `logger -t dovecot`). Each
+entry is turned into an RFC 3339 syslog line, so the same rules read it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from exactcron.errors import LogUnreadableError
+
+log = logging.getLogger("exactcron")
+
+# Fields the rules need; journalctl adds the cursor and the timestamps itself.
+_FIELDS = "MESSAGE,SYSLOG_IDENTIFIER,_COMM,_HOSTNAME,_SYSTEMD_UNIT"
+_SEARCH_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
+
+
+@dataclass(frozen=True)
+class JournalCheckpoint:
+    """The cursor of the last entry read."""
+
+    cursor: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"journal_cursor": self.cursor}
+
+    @classmethod
+    def from_json(cls, document: object) -> JournalCheckpoint | None:
+        if not isinstance(document, dict):
+            return None
+        cursor = document.get("journal_cursor")
+        if not isinstance(cursor, str) or not cursor or "\n" in cursor:
+            return None
+        return cls(cursor)
+
+
+def entry_line(entry: dict[str, Any], units: frozenset[str]) -> bytes | None:
+    """The syslog line for one `journalctl -o json` entry, or None when it is not
+    from one of `units` or lacks what a line needs."""
+    unit = entry.get("_SYSTEMD_UNIT")
+    # Several values (a list) would mean a sender set the field itself: not trusted.
+    if not isinstance(unit, str) or unit not in units:
+        return None
+    message = _text(entry.get("MESSAGE"))
+    identifier = _text(entry.get("SYSLOG_IDENTIFIER")) or _text(entry.get("_COMM"))
+    host = _text(entry.get("_HOSTNAME")) or "localhost"
+    try:
+        microseconds = int(entry["__REALTIME_TIMESTAMP"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if message is None or not identifier:
+        return None
+    stamp = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=microseconds)
+    return f"{stamp.isoformat(timespec='microseconds')} {host} {identifier}: {message}".encode(
+        "utf-8", "replace"
+    )
+
+
+def _text(value: object) -> str | None:
+    """A journal field as text: JSON gives a string, or a list of byte values
+    when the field is not UTF-8 (or several values, of which none is trusted)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(byte, int) and 0 <= byte < 256 for byte in value):
+        return bytes(value).decode("utf-8", "replace")
+    return None
+
+
+class JournalReader:
+    """Reads the entries of `units` logged since the checkpoint, as syslog lines."""
+
+    def __init__(
+        self,
+        units: tuple[str, ...],
+        checkpoint: JournalCheckpoint | None,
+        since: datetime | None = None,
+        directory: Path | None = None,
+    ) -> None:
+        self.units = frozenset(units)
+        self.start = checkpoint
+        self.checkpoint = checkpoint
+        self.since = since
+        self.directory = directory
+        self.bytes_read = 0
+
+    def lines(self) -> Iterator[bytes]:
+        try:
+            yield from self._run(self.start)
+        except _CursorRejected:
+            log.warning(
+                "journal cursor of %s no longer valid (journal vacuumed or replaced); "
+                "guessed: reading from the start of the timeout window",
+                ", ".join(sorted(self.units)),
+            )
+            yield from self._run(None)
+
+    def unread_bytes(self) -> int | None:
+        return None
+
+    def _command(self, start: JournalCheckpoint | None) -> list[str]:
+        binary = shutil.which("journalctl", path=_SEARCH_PATH)
+        if binary is None:
+            raise LogUnreadableError("cannot read the journal: journalctl not found")
+        command = [binary, "--output=json", f"--output-fields={_FIELDS}", "--no-pager", "--quiet"]
+        if self.directory is not None:
+            command.append(f"--directory={self.directory}")
+        if start is not None:
+            command.append(f"--after-cursor={start.cursor}")
+        elif self.since is not None:
+            command.append(f"--since=@{int(self.since.timestamp())}")
+        # Several matches on one field are ORed by journalctl.
+        command += [f"_SYSTEMD_UNIT={unit}" for unit in sorted(self.units)]
+        return command
+
+    def _run(self, start: JournalCheckpoint | None) -> Iterator[bytes]:
+        command = self._command(start)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
+        assert process.stdout is not None and process.stderr is not None
+        cursor = None
+        try:
+            for raw in process.stdout:
+                self.bytes_read += len(raw)
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    continue
+                if not isinstance(entry, dict):
+                    continue
+                line = entry_line(entry, self.units)
+                if isinstance(entry.get("__CURSOR"), str):
+                    cursor = entry["__CURSOR"]
+                if line is not None:
+                    yield line
+        finally:
+            process.stdout.close()
+            error = process.stderr.read().decode("utf-8", "replace").strip()
+            process.stderr.close()
+            code = process.wait()
+        if code != 0:
+            if start is not None and "cursor" in error.lower() and cursor is None:
+                raise _CursorRejected(error)
+            raise LogUnreadableError(f"cannot read the journal: journalctl: {error or f'exit {code}'}")
+        if cursor is not None:
+            self.checkpoint = JournalCheckpoint(cursor)
+
+
+class _CursorRejected(Exception):
+    pass

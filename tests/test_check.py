@@ -1,0 +1,159 @@
+"""`exactcron check LOGFILE`: the rule tester, with its exact output. It touches no state."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from exactcron.checker import check_log, looks_like_login
+from exactcron.cli import main
+from exactcron.rules import BUILTIN_RULES, MAX_LINE_BYTES
+from exactcron.timestamps import TimestampParser, parse_instant
+
+NOW = "2026-11-25T18:00:00+00:00"
+
+LOG = """\
+Nov 25 17:50:10 mail dovecot: pop3-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1, mpid=1
+Nov 25 17:51:10 mail dovecot: pop3-login: Aborted login (auth failed, 1 attempts in 2 secs): user=<mallory>, method=PLAIN, rip=192.0.2.66, lip=192.0.2.1
+Nov 25 17:52:10 mail imapd-ssl: LOGIN, user=bob, ip=[::ffff:192.0.2.20], port=[4242], protocol=IMAP
+Nov 25 17:53:10 mail mypopd[9]: user carol logged in from 192.0.2.30
+Nov 25 16:00:00 mail dovecot: imap-login: Login: user=<dave>, method=PLAIN, rip=192.0.2.40, lip=192.0.2.1
+Nov 25 17:54:10 mail dovecot: imap-login: Login: user=<web>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1
+"""
+
+
+def run(*args: str, config: Path | None = None, input: bytes | None = None) -> tuple[int, str]:
+    options = ["--config", str(config)] if config else ["--config", "/nonexistent/exactcron.toml"]
+    result = CliRunner().invoke(
+        main, [*options, "--now", NOW, "check", *args], input=input, env={"TZ": "UTC"}, catch_exceptions=False
+    )
+    return result.exit_code, result.output
+
+
+def write_config(tmp_path: Path, log: Path, server: str, extra: str = "") -> Path:
+    config = tmp_path / "exactcron.toml"
+    config.write_text(
+        f"""\
+state_dir = "{tmp_path / "state"}"
+timeout = "30m"
+ignore = ["127.0.0.0/8"]
+{extra}
+[[source]]
+path = "{log}"
+server = {server}
+timezone = "UTC"
+
+[[map]]
+mta = "exim"
+path = "{tmp_path / "state" / "relay"}"
+""",
+        encoding="utf-8",
+    )
+    config.chmod(0o644)
+    return config
+
+
+def test_check_reports_per_rule_counts_unmatched_logins_and_why_not_granted(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text(LOG, encoding="utf-8")
+    code, output = run(str(log), "--server", "dovecot,courier")
+    assert code == 0
+    assert output == (
+        "2026-11-25T17:50:10+00:00 dovecot alice 192.0.2.10\n"
+        "2026-11-25T17:52:10+00:00 courier bob 192.0.2.20\n"
+        "2026-11-25T16:00:00+00:00 dovecot dave 192.0.2.40\n"
+        "2026-11-25T17:54:10+00:00 dovecot web 127.0.0.1\n"
+        "rule dovecot: 3 lines matched\n"
+        "rule courier: 1 line matched\n"
+        "read 6 lines, 4 logins; 1 line looked like a login but matched no rule\n"
+        "  line 4: Nov 25 17:53:10 mail mypopd[9]: user carol logged in from 192.0.2.30\n"
+        "not granted, older than the timeout: 192.0.2.40\n"
+        "not granted, in ignore: 127.0.0.1\n"
+        "would grant: 192.0.2.10 192.0.2.20\n"
+    )
+
+
+def test_check_with_the_configured_rules_and_a_site_rule(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text(LOG, encoding="utf-8")
+    site = "[rule.mypopd]\nprogram = \"mypopd\"\nmatch = 'user (?P<user>\\S+) logged in from (?P<ip>\\S+)$'\n"
+    config = write_config(tmp_path, log, '["dovecot", "mypopd"]', site)
+    code, output = run(str(log), config=config)
+    assert code == 0
+    assert output == (
+        "2026-11-25T17:50:10+00:00 dovecot alice 192.0.2.10\n"
+        "2026-11-25T17:53:10+00:00 mypopd carol 192.0.2.30\n"
+        "2026-11-25T16:00:00+00:00 dovecot dave 192.0.2.40\n"
+        "2026-11-25T17:54:10+00:00 dovecot web 127.0.0.1\n"
+        "rule dovecot: 3 lines matched\n"
+        "rule mypopd: 1 line matched\n"
+        "read 6 lines, 4 logins; 1 line looked like a login but matched no rule\n"
+        "  line 3: Nov 25 17:52:10 mail imapd-ssl: LOGIN, user=bob, ip=[::ffff:192.0.2.20], port=[4242], protocol=IMAP\n"
+        "not granted, older than the timeout: 192.0.2.40\n"
+        "not granted, in ignore: 127.0.0.1\n"
+        "would grant: 192.0.2.10 192.0.2.30\n"
+    )
+    assert not (tmp_path / "state").exists()
+
+
+def test_check_reads_stdin_and_escapes_hostile_bytes() -> None:
+    line = b"Nov 25 17:50:10 mail x: \x1b[31mLogin ok 192.0.2.9\xff\n"
+    code, output = run("-", "--server", "cyrus", input=line)
+    assert code == 0
+    assert output == (
+        "rule cyrus: 0 lines matched\n"
+        "read 1 line, 0 logins; 1 line looked like a login but matched no rule\n"
+        "  line 1: Nov 25 17:50:10 mail x: \\x1b[31mLogin ok 192.0.2.9\\xff\n"
+        "would grant: nothing\n"
+    )
+
+
+def test_check_counts_over_long_lines(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    user = "a" * MAX_LINE_BYTES
+    log.write_text(
+        f"Nov 25 17:50:10 mail dovecot: pop3-login: Login: user=<{user}>, method=PLAIN, rip=192.0.2.10, "
+        "lip=192.0.2.1\n",
+        encoding="utf-8",
+    )
+    code, output = run(str(log), "--server", "dovecot")
+    assert code == 0
+    assert output == (
+        "rule dovecot: 0 lines matched\n"
+        "read 1 line, 0 logins; 0 lines looked like a login but matched no rule\n"
+        "skipped 1 line longer than 8192 bytes\n"
+        "would grant: nothing\n"
+    )
+
+
+def test_an_unknown_server_is_a_usage_error(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text(LOG, encoding="utf-8")
+    code, output = run(str(log), "--server", "dovecot", "--server", "nosuchd")
+    assert code == 2
+    assert "unknown rule 'nosuchd'" in output
+
+
+def test_failures_and_logouts_do_not_count_as_unmatched_logins() -> None:
+    assert not looks_like_login(b"Nov 25 17:50:10 mail imapd: LOGIN FAILED, user=a, ip=[::ffff:192.0.2.1]")
+    assert not looks_like_login(b"Nov 25 17:50:10 mail dovecot: imap(a): Disconnected: Logged out in=1")
+    assert not looks_like_login(b"Nov 25 17:50:10 mail cyrus/imap[1]: badlogin: h [192.0.2.1] plain")
+    assert not looks_like_login(b"Nov 25 17:50:10 mail imapd[1]: Login user=a host=nowhere")
+    assert looks_like_login(b"Nov 25 17:50:10 mail imapd[1]: Login user=a host=x [2001:db8::1]")
+
+
+def test_check_log_is_pure_and_counts_every_rule() -> None:
+    now = parse_instant(NOW)
+    report = check_log(
+        LOG.encode().splitlines(keepends=True),
+        (BUILTIN_RULES["dovecot"], BUILTIN_RULES["uw-imap"]),
+        TimestampParser(now, now.tzinfo),  # type: ignore[arg-type]
+        timeout=timedelta(minutes=30),
+        ignore=(),
+    )
+    assert report.matched == {"dovecot": 3, "uw-imap": 0}
+    assert report.looked_like_logins == 2
+    assert report.granted == ["127.0.0.1", "192.0.2.10"]
+    assert report.too_old == ["192.0.2.40"]

@@ -1,0 +1,184 @@
+"""The journal source against a real journal file.
+
+systemd-journal-remote (Debian package systemd-journal-remote) writes a
+journal file from export format; `journalctl --directory` reads it, as it
+would /var/log/journal. The trusted `_SYSTEMD_UNIT` field is set by the
+export stream here, as journald sets it from the sender's cgroup.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from exactcron.journal import JournalCheckpoint, JournalReader, entry_line
+
+JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
+NOW = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
+BOOT = "0123456789abcdef0123456789abcdef"
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def warnings_logged() -> Iterator[list[str]]:
+    """Warnings of the `exactcron` logger (the CLI's tests turn its propagation off)."""
+    collector = _Collect()
+    logger = logging.getLogger("exactcron")
+    logger.addHandler(collector)
+    try:
+        yield collector.messages
+    finally:
+        logger.removeHandler(collector)
+
+
+@pytest.fixture
+def journal_remote() -> Path:
+    if not JOURNAL_REMOTE.exists():
+        message = "systemd-journal-remote is not installed (Debian package systemd-journal-remote)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return JOURNAL_REMOTE
+
+
+def login(address: str) -> str:
+    return f"imap-login: Login: user=<bob>, method=PLAIN, rip={address}, lip=10.0.0.1, mpid=7, TLS"
+
+
+def write_journal(tool: Path, file: Path, entries: list[tuple[int, str, str, str]], first: int) -> None:
+    """Entries (minutes before NOW, unit, identifier, message) into a new journal file."""
+    blocks = []
+    for number, (minutes, unit, identifier, message) in enumerate(entries, start=first):
+        microseconds = int((NOW - timedelta(minutes=minutes)).timestamp() * 1_000_000)
+        blocks.append(
+            f"__REALTIME_TIMESTAMP={microseconds}\n__MONOTONIC_TIMESTAMP={number}\n_BOOT_ID={BOOT}\n"
+            f"_HOSTNAME=mx\n_TRANSPORT=syslog\n_SYSTEMD_UNIT={unit}\nSYSLOG_IDENTIFIER={identifier}\n"
+            f"MESSAGE={message}\n\n"
+        )
+    export = file.with_suffix(".export")
+    export.write_text("".join(blocks))
+    subprocess.run([str(tool), f"--output={file}", str(export)], check=True, capture_output=True)
+    export.unlink()
+
+
+def update(config: Path, now: datetime) -> tuple[list[str], str]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exactcron",
+            "--config",
+            str(config),
+            "--now",
+            now.isoformat(),
+            "-v",
+            "update",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return re.findall(r"^granted (\S+)$", result.stdout, re.MULTILINE), result.stderr
+
+
+def test_journal_source_grants_trusted_units_only_and_resumes_at_its_cursor(
+    tmp_path: Path, journal_remote: Path
+) -> None:
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    write_journal(
+        journal_remote,
+        journal / "remote-1.journal",
+        [
+            (50, "dovecot.service", "dovecot", login("192.0.2.1")),  # older than the timeout
+            (20, "dovecot.service", "dovecot", login("192.0.2.2")),
+            # Forged by a local user with `logger -t dovecot`: same text, wrong unit.
+            (19, "session-3.scope", "dovecot", login("192.0.2.66")),
+            (18, "dovecot.service", "dovecot", "imap-login: Disconnected: rip=192.0.2.3"),
+            (17, "imap.service", "dovecot", login("192.0.2.4")),
+        ],
+        first=1,
+    )
+    config = tmp_path / "exactcron.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\ntimeout = "30m"\nignore = []\n'
+        f'[[source]]\njournal = ["dovecot.service", "imap.service"]\njournal_directory = "{journal}"\n'
+        f'server = "dovecot"\n[[map]]\nmta = "exim"\npath = "{tmp_path / "relay"}"\n'
+    )
+    granted, _ = update(config, NOW)
+    assert sorted(granted) == ["192.0.2.2", "192.0.2.4"]
+
+    write_journal(
+        journal_remote,
+        journal / "remote-2.journal",
+        [
+            (2, "dovecot.service", "dovecot", login("192.0.2.5")),
+            (1, "user@0.service", "dovecot", login("192.0.2.67")),
+        ],
+        first=100,
+    )
+    granted, _ = update(config, NOW + timedelta(minutes=1))
+    assert granted == ["192.0.2.5"]  # only what came after the cursor, and never the forged one
+    granted, _ = update(config, NOW + timedelta(minutes=2))
+    assert granted == []
+    assert "192.0.2.66" not in (tmp_path / "relay").read_text()
+
+
+def test_a_cursor_the_journal_no_longer_has_falls_back_to_the_window(
+    tmp_path: Path, journal_remote: Path, warnings_logged: list[str]
+) -> None:
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    write_journal(
+        journal_remote,
+        journal / "remote.journal",
+        [
+            (40, "dovecot.service", "dovecot", login("192.0.2.1")),
+            (5, "dovecot.service", "dovecot", login("192.0.2.2")),
+        ],
+        first=1,
+    )
+    reader = JournalReader(
+        ("dovecot.service",), JournalCheckpoint("s=gone;i=1"), NOW - timedelta(minutes=30), journal
+    )
+    lines = list(reader.lines())
+    assert len(lines) == 1 and b"rip=192.0.2.2," in lines[0]
+    assert "no longer valid" in " ".join(warnings_logged)
+    assert reader.checkpoint is not None and reader.checkpoint.cursor.startswith("s=")
+
+
+def test_entry_line_is_an_rfc3339_syslog_line() -> None:
+    entry = {
+        "__REALTIME_TIMESTAMP": "1795633438607524",
+        "_SYSTEMD_UNIT": "dovecot.service",
+        "SYSLOG_IDENTIFIER": "dovecot",
+        "_HOSTNAME": "mx",
+        "MESSAGE": [105, 109, 97, 112, 255],  # not UTF-8: journalctl gives the bytes
+    }
+    assert entry_line(entry, frozenset({"dovecot.service"})) == (
+        "2026-11-25T19:03:58.607524+00:00 mx dovecot: imap\ufffd".encode()
+    )
+    assert entry_line(entry, frozenset({"other.service"})) is None
+    assert entry_line({**entry, "_SYSTEMD_UNIT": ["dovecot.service"]}, frozenset({"dovecot.service"})) is None
+
+
+def test_checkpoint_json_is_tolerant() -> None:
+    assert JournalCheckpoint.from_json(JournalCheckpoint("s=1").to_json()) == JournalCheckpoint("s=1")
+    for broken in (None, {}, {"journal_cursor": 3}, {"journal_cursor": ""}, {"journal_cursor": "a\nb"}):
+        assert JournalCheckpoint.from_json(broken) is None

@@ -1,0 +1,364 @@
+"""Every login granted exactly once, across every way logrotate rotates a log.
+
+Each case drives the real /usr/sbin/logrotate (Debian package logrotate) with
+a real configuration and a state file of its own, writes logins with
+distinct addresses around the rotations, and runs the real `exactcron
+update` between writes, as cron would. A login lost is a user refused relay;
+a login read twice is counted too, through the `N logins` that -v reports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+LOGROTATE = shutil.which("logrotate", path="/usr/sbin:/usr/bin:/sbin:/bin")
+START = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
+# Lines between logins: other daemons' lines, so that files grow past the fingerprint length.
+NOISE = "postfix/smtpd[4242]: connect from unknown[192.0.2.7] " + "x" * 60
+
+
+@pytest.fixture
+def logrotate() -> str:
+    if LOGROTATE is None:
+        message = "logrotate is not installed (Debian package logrotate)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return LOGROTATE
+
+
+@dataclass
+class Site:
+    """A mail log, its logrotate configuration, and exactcron pointed at both."""
+
+    directory: Path
+    logrotate: str
+    options: str
+    minutes: int = 0
+    written: list[str] = field(default_factory=list)
+    granted: Counter[str] = field(default_factory=Counter)
+    logins_read: int = 0
+    warnings: list[str] = field(default_factory=list)
+    # logrotate's state file; elsewhere than the log when the test needs the
+    # log directory's freed inode numbers left for the log itself.
+    state_file: Path | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "mail.log"
+
+    def __post_init__(self) -> None:
+        self.log.touch()
+        (self.directory / "logrotate.conf").write_text(
+            f"{self.log} {{\n    rotate 8\n    missingok\n    notifempty\n{self.options}\n}}\n"
+        )
+        (self.directory / "exactcron.toml").write_text(
+            f'state_dir = "{self.directory / "state"}"\ntimeout = "2h"\nignore = []\n'
+            f'[[source]]\npath = "{self.log}"\nserver = "dovecot"\ntimezone = "UTC"\n'
+            + (f'olddir = "{self.directory / "old"}"\n' if "olddir" in self.options else "")
+            + f'[[map]]\nmta = "exim"\npath = "{self.directory / "relay"}"\n'
+        )
+
+    def now(self) -> datetime:
+        return START + timedelta(minutes=self.minutes)
+
+    def write(self, count: int = 3, through: IO[str] | None = None) -> None:
+        """Append `count` logins (and noise), each from an address never used before."""
+        text = []
+        for _ in range(count):
+            self.minutes += 1
+            number = len(self.written) + 1
+            address = f"10.{number // 250}.{number % 250}.{7 + number % 3}"
+            stamp = self.now().isoformat(timespec="microseconds")
+            text.append(f"{stamp} mx {NOISE}\n")
+            text.append(
+                f"{stamp} mx dovecot: imap-login: Login: user=<u{number}>, method=PLAIN, "
+                f"rip={address}, lip=10.0.0.1, mpid={number}, TLS, session=<s{number}>\n"
+            )
+            self.written.append(address)
+        if through is not None:
+            through.write("".join(text))
+            through.flush()
+        else:
+            with open(self.log, "a") as stream:
+                stream.write("".join(text))
+
+    def rotate(self) -> None:
+        result = subprocess.run(
+            [
+                self.logrotate,
+                "-s",
+                str(self.state_file or self.directory / "logrotate.state"),
+                "-f",
+                str(self.directory / "logrotate.conf"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+
+    def update(self) -> None:
+        """One cron run of `exactcron -v update`, a minute after the last line."""
+        self.minutes += 1
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "exactcron",
+                "--config",
+                str(self.directory / "exactcron.toml"),
+                "--now",
+                self.now().isoformat(),
+                "-v",
+                "update",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        self.granted.update(re.findall(r"^granted (\S+)$", result.stdout, re.MULTILINE))
+        self.logins_read += sum(int(n) for n in re.findall(r" (\d+) logins$", result.stdout, re.MULTILINE))
+        self.warnings += [line for line in result.stderr.splitlines() if line.strip()]
+
+    def assert_each_granted_once(self) -> None:
+        print(
+            f"logins written {len(self.written)}, granted {sum(self.granted.values())}, read {self.logins_read}"
+        )
+        assert len(set(self.written)) == len(self.written)
+        lost = sorted(set(self.written) - set(self.granted))
+        twice = sorted(address for address, count in self.granted.items() if count > 1)
+        assert not lost, f"logins never granted: {lost}"
+        assert not twice, f"logins granted twice: {twice}"
+        assert set(self.granted) == set(self.written)
+        # Read exactly once, too: a re-read would hide behind the idempotent merge.
+        assert self.logins_read == len(self.written)
+
+
+@pytest.fixture
+def site(tmp_path: Path, logrotate: str) -> Callable[[str], Site]:
+    def make(options: str) -> Site:
+        return Site(tmp_path, logrotate, options)
+
+    return make
+
+
+def test_1_append_only(site: Callable[[str], Site]) -> None:
+    s = site("    create")
+    for _ in range(4):
+        s.write()
+        s.update()
+    s.assert_each_granted_once()
+
+
+def test_2_rename_and_create(site: Callable[[str], Site]) -> None:
+    s = site("    create")
+    s.write()
+    s.update()
+    s.write()  # unread when rotated: must be found in mail.log.1
+    s.rotate()
+    s.write()
+    s.update()
+    s.write()
+    s.update()
+    assert (s.directory / "mail.log.1").exists()
+    s.assert_each_granted_once()
+    assert not s.warnings
+
+
+def test_3_dateext(site: Callable[[str], Site]) -> None:
+    s = site("    create\n    dateext")
+    s.write()
+    s.update()
+    s.write()
+    s.rotate()
+    s.write()
+    s.update()
+    assert list(s.directory.glob("mail.log-2*")), "logrotate wrote no dated file"
+    s.assert_each_granted_once()
+
+
+def test_4_compress_without_delaycompress(site: Callable[[str], Site]) -> None:
+    s = site("    create\n    compress")
+    s.write()
+    s.update()
+    s.write()  # unread tail ends up in mail.log.1.gz
+    s.rotate()
+    assert (s.directory / "mail.log.1.gz").exists()
+    s.write()
+    s.update()
+    s.write()
+    s.update()
+    s.assert_each_granted_once()
+
+
+def test_5_copytruncate(site: Callable[[str], Site]) -> None:
+    s = site("    copytruncate")
+    s.write()
+    s.update()
+    s.write()
+    s.rotate()
+    s.write(1)  # shorter than before: the old offset lies past its end
+    s.update()
+    s.write()
+    s.update()
+    s.assert_each_granted_once()
+
+
+def test_6_copytruncate_compress(site: Callable[[str], Site]) -> None:
+    s = site("    copytruncate\n    compress")
+    s.write()
+    s.update()
+    s.write()
+    s.rotate()
+    assert (s.directory / "mail.log.1.gz").exists()
+    s.write(1)
+    s.update()
+    s.assert_each_granted_once()
+
+
+def test_7_copytruncate_regrown_past_old_offset(site: Callable[[str], Site]) -> None:
+    s = site("    copytruncate")
+    s.write(2)
+    s.update()
+    offset = s.log.stat().st_size
+    s.write(2)
+    s.rotate()
+    s.write(6)  # the same inode, now longer than where the last run stopped
+    assert s.log.stat().st_size > offset
+    s.update()
+    s.assert_each_granted_once()
+
+
+def test_8_two_rotations_with_delaycompress(site: Callable[[str], Site]) -> None:
+    s = site("    create\n    compress\n    delaycompress")
+    s.write()
+    s.update()
+    s.write()  # unread, ends up in mail.log.2.gz
+    s.rotate()
+    s.write()  # never seen, ends up in mail.log.1
+    s.rotate()
+    s.write()
+    assert (s.directory / "mail.log.2.gz").exists()
+    s.update()
+    s.write()
+    s.update()
+    s.assert_each_granted_once()
+
+
+def test_9_late_writes_to_the_renamed_file(site: Callable[[str], Site]) -> None:
+    s = site("    create")
+    with open(s.log, "a") as writer:  # a daemon holding its log open, as rsyslog does
+        s.write(through=writer)
+        s.update()
+        s.write(through=writer)
+        s.rotate()
+        s.write(through=writer)  # lands in mail.log.1: no HUP yet
+        s.update()
+        s.write(through=writer)  # still mail.log.1, after a run read it
+    s.write()  # reopened after the HUP: the new mail.log
+    s.update()
+    s.write()
+    s.update()
+    s.assert_each_granted_once()
+
+
+def test_10_inode_reuse(site: Callable[[str], Site]) -> None:
+    # compress without delaycompress and nocreate: logrotate deletes mail.log.1
+    # after compressing it, and the writer's new mail.log gets its inode back
+    # (ext4 hands out a freed number at once, unless logrotate's own state file
+    # takes it first: so that file lives on another filesystem here).
+    s = site("    nocreate\n    compress")
+    shm = Path("/dev/shm")
+    state_dir = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() else None
+    if state_dir is not None:
+        s.state_file = state_dir / "logrotate.state"
+    try:
+        _inode_reuse(s)
+    finally:
+        if state_dir is not None:
+            shutil.rmtree(state_dir)
+
+
+def _inode_reuse(s: Site) -> None:
+    s.write(2)
+    s.update()
+    old_inode = s.log.stat().st_ino
+    s.write(2)
+    s.rotate()
+    s.write(8)  # longer than the old offset, so an inode-trusting reader would skip lines
+    s.update()
+    s.write()
+    s.update()
+    s.assert_each_granted_once()
+    filesystem = subprocess.run(["stat", "-f", "-c", "%T", str(s.directory)], capture_output=True, text=True)
+    print(f"inode reused: {s.log.stat().st_ino == old_inode} ({filesystem.stdout.strip()})")
+    if filesystem.stdout.strip() == "ext2/ext3" and s.state_file is not None:
+        assert s.log.stat().st_ino == old_inode, "the case did not happen: no inode was reused"
+
+
+def test_11_four_rotations_between_runs(site: Callable[[str], Site]) -> None:
+    s = site("    create\n    compress\n    delaycompress")
+    s.write()
+    s.update()
+    for _ in range(4):
+        s.write()
+        s.rotate()
+    s.write()
+    assert (s.directory / "mail.log.4.gz").exists()
+    s.update()
+    s.write()
+    s.update()
+    s.assert_each_granted_once()
+
+
+def test_12_truncated_in_place(site: Callable[[str], Site]) -> None:
+    s = site("    create")
+    s.write(3)
+    s.update()
+    os.truncate(s.log, 0)  # an administrator's `: > mail.log`
+    s.write(1)
+    s.update()
+    s.write(4)
+    s.update()
+    s.assert_each_granted_once()
+    assert any("truncated in place" in warning for warning in s.warnings)
+
+
+def test_log_missing_at_a_run(site: Callable[[str], Site]) -> None:
+    s = site("    nocreate")
+    with open(s.log, "a") as writer:
+        s.write(through=writer)
+        s.update()
+        s.write(through=writer)
+        s.rotate()
+        assert not s.log.exists()
+        s.update()  # rotated, not yet recreated: not an error
+        s.write(through=writer)
+    s.write()  # the daemon reopens and creates mail.log
+    s.update()
+    s.assert_each_granted_once()
+
+
+def test_olddir(site: Callable[[str], Site]) -> None:
+    s = site("    create\n    olddir old\n    createolddir 0700 root root")
+    s.write()
+    s.update()
+    s.write()
+    s.rotate()
+    assert (s.directory / "old" / "mail.log.1").exists()
+    s.write()
+    s.update()
+    s.assert_each_granted_once()
