@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,7 +21,7 @@ from exactcron.errors import ExactcronError
 from exactcron.journal import JournalCheckpoint, JournalReader
 from exactcron.leases import Lease, LeaseTable
 from exactcron.maps import MapWriter
-from exactcron.rules import LineParser, Login, Rule
+from exactcron.rules import LineParser
 from exactcron.source import Checkpoint, LogReader
 from exactcron.store import StateStore, remove_leftovers
 from exactcron.timestamps import TimestampParser
@@ -204,12 +204,3 @@ def status(config: Config, now: datetime) -> Status:
         reader = LogReader(source.path, checkpoint, olddir=source.olddir)
         sources.append(SourceStatus(source.path, checkpoint, reader.unread_bytes()))
     return Status(sources, store.load_last_run(), len(store.load_leases(repair=False).active(now)))
-
-
-def check_lines(lines: Iterable[bytes], rules: tuple[Rule, ...], zone: Any, now: datetime) -> Iterator[Login]:
-    """Logins found in `lines` by `rules`; touches no state."""
-    parser = LineParser(rules, TimestampParser(now, zone))
-    for line in lines:
-        login = parser.parse(line.rstrip(b"\n"))
-        if login is not None:
-            yield login
