@@ -194,6 +194,7 @@ def add(state: Context, address: str, duration: str | None) -> None:
 @click.pass_obj
 def status(state: Context, as_json: bool) -> None:
     """Per source: checkpoint and bytes not yet read; the last run; the lease count."""
+    from exactcron.journal import JournalCheckpoint
     from exactcron.update import status as read_status
 
     report = _guarded(state, lambda: read_status(state.config(), state.now))
@@ -214,13 +215,16 @@ def status(state: Context, as_json: bool) -> None:
         return
     for source in report.sources:
         click.echo(f"source {source.path}")
-        if source.checkpoint is None:
+        point = source.checkpoint
+        if point is None:
             click.echo("  checkpoint: none (not read yet)")
+        elif isinstance(point, JournalCheckpoint):
+            click.echo(f"  checkpoint: journal cursor {point.cursor}")
         else:
-            point = source.checkpoint
             click.echo(f"  checkpoint: device {point.device}, inode {point.inode}, offset {point.offset}")
-        unread = "unknown (log missing)" if source.unread_bytes is None else str(source.unread_bytes)
-        click.echo(f"  unread bytes: {unread}")
+        if not isinstance(point, JournalCheckpoint):
+            unread = "unknown (log missing)" if source.unread_bytes is None else str(source.unread_bytes)
+            click.echo(f"  unread bytes: {unread}")
     if report.last_run is None:
         click.echo("last run: never")
     else:

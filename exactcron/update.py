@@ -179,7 +179,7 @@ def current_leases(config: Config, now: datetime) -> list[Lease]:
 @dataclass
 class SourceStatus:
     path: Path
-    checkpoint: Checkpoint | None
+    checkpoint: Checkpoint | JournalCheckpoint | None
     unread_bytes: int | None
 
 
@@ -197,8 +197,8 @@ def status(config: Config, now: datetime) -> Status:
     for source in config.sources:
         document = saved.get(str(source.path))
         if source.journal:
-            # A journal has a cursor, no file offset; status shows it as not read.
-            sources.append(SourceStatus(source.path, None, None))
+            # A journal has a cursor, not an offset; what is unread is unknown without reading.
+            sources.append(SourceStatus(source.path, JournalCheckpoint.from_json(document), None))
             continue
         checkpoint = Checkpoint.from_json(document) if document else None
         reader = LogReader(source.path, checkpoint, olddir=source.olddir)

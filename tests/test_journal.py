@@ -138,6 +138,10 @@ def test_journal_source_grants_trusted_units_only_and_resumes_at_its_cursor(
     granted, _ = update(config, NOW + timedelta(minutes=2))
     assert granted == []
     assert "192.0.2.66" not in (tmp_path / "relay").read_text()
+    status = subprocess.run(
+        [sys.executable, "-m", "exactcron", "--config", str(config), "status"], capture_output=True, text=True
+    ).stdout
+    assert status.startswith("source journal:dovecot.service,imap.service\n  checkpoint: journal cursor s=")
 
 
 def test_a_cursor_the_journal_no_longer_has_falls_back_to_the_window(
