@@ -1,0 +1,451 @@
+"""The benchmark suite of issue 7: is exactcron fast at any log size?
+
+    python3 benchmarks/run.py [--repeat 3] [--rebuild]
+
+Generates its logs into benchmarks/.cache/ (about 1 GB, kept for the next
+run), runs `exactcron update` as cron would (a fresh process each time, with
+`--now` so that every run sees the same clock) and prints one table: the
+median wall time of each measurement, the ratio that matters for it, the
+peak resident memory of the process tree, and the goal from issue 7.
+
+Nothing here asserts a time: a goal that is missed is reported, not failed.
+Absolute figures depend on the machine; the ratios much less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import maillog
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+CACHE = Path(__file__).resolve().parent / ".cache"
+NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
+TIMEOUT = "30m"
+# The needle grep is timed with: the literal every Dovecot success holds.
+GREP_NEEDLE = "Login: user=<"
+BIG = 1_000_000
+HUGE = 5_000_000
+LEASES = 100_000
+CLIENTS = 3_000
+
+
+@dataclass
+class Sample:
+    seconds: float
+    max_rss_kib: int | None
+
+
+@dataclass
+class Row:
+    number: str
+    what: str
+    samples: list[Sample]
+    figure: str = ""
+    goal: str = ""
+    met: bool | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(sample.seconds for sample in self.samples)
+
+    @property
+    def peak_mib(self) -> float | None:
+        peaks = [sample.max_rss_kib for sample in self.samples if sample.max_rss_kib is not None]
+        return max(peaks) / 1024 if peaks else None
+
+
+@dataclass
+class Site:
+    """One installation: a config, a state directory and a map, under `root`."""
+
+    root: Path
+    log: Path
+    map_type: str
+    servers: Sequence[str]
+    config: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.config = self.root / "exactcron.toml"
+        self.write_config()
+
+    def write_config(self) -> None:
+        servers = ", ".join(f'"{name}"' for name in self.servers)
+        self.config.write_text(
+            f'state_dir = "{self.root / "state"}"\n'
+            f'timeout = "{TIMEOUT}"\n'
+            'ignore = ["127.0.0.0/8", "::1/128"]\n\n'
+            f'[[source]]\npath = "{self.log}"\nserver = [{servers}]\ntimezone = "UTC"\n\n'
+            f'[[map]]\nmta = "postfix"\npath = "{self.root / "state" / "relay"}"\ntype = "{self.map_type}"\n',
+            encoding="utf-8",
+        )
+        self.config.chmod(0o644)
+
+    def command(self, *arguments: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "exactcron",
+            "--config",
+            str(self.config),
+            "--now",
+            NOW.isoformat(),
+            *arguments,
+        ]
+
+
+def child_environment() -> dict[str, str]:
+    environment = dict(os.environ)
+    # The working tree is what is measured, installed or not.
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPOSITORY), environment.get("PYTHONPATH")])
+    )
+    environment["PATH"] = os.pathsep.join([environment.get("PATH", ""), "/usr/sbin", "/sbin"])
+    environment["TZ"] = "UTC"
+    environment["LC_ALL"] = "C"
+    return environment
+
+
+ENVIRONMENT = child_environment()
+
+
+GNU_TIME = shutil.which("time", path="/usr/bin:/bin")
+
+
+def measure(command: Sequence[str]) -> Sample:
+    """Wall time and peak RSS of one process tree.
+
+    The peak comes from GNU time when it is installed: a child forked from
+    this driver would inherit the driver's own high-water mark (Linux counts
+    the memory a process had before exec), which hides small peaks.
+    """
+    with tempfile.NamedTemporaryFile() as output, tempfile.NamedTemporaryFile() as report:
+        wrapped = [GNU_TIME, "-f", "%M", "-o", report.name, *command] if GNU_TIME else list(command)
+        started = time.perf_counter()
+        # stdout is a file, not /dev/null: GNU grep stops at the first match
+        # when it sees its output discarded.
+        process = subprocess.Popen(wrapped, stdout=output, stderr=subprocess.PIPE, env=ENVIRONMENT)
+        _, errors = process.communicate()
+        elapsed = time.perf_counter() - started
+        # grep -c exits 1 when it counts nothing; anything else is a broken run.
+        if process.returncode != 0 and not (process.returncode == 1 and command[0] == "grep"):
+            message = errors.decode(errors="replace").strip()
+            raise SystemExit(
+                f"benchmark command failed ({process.returncode}): {' '.join(command)}\n{message}"
+            )
+        peak_kib = int(Path(report.name).read_text().split()[-1]) if GNU_TIME else None
+    return Sample(elapsed, peak_kib)
+
+
+def repeat(
+    times: int, command: Callable[[int], Sequence[str]], before: Callable[[int], None] | None = None
+) -> list[Sample]:
+    samples = []
+    for index in range(times):
+        if before is not None:
+            before(index)
+        samples.append(measure(command(index)))
+    return samples
+
+
+def run_once(site: Site, *arguments: str) -> None:
+    measure(site.command(*arguments))
+
+
+# -- logs ---------------------------------------------------------------------
+
+
+def cached(name: str, build: Callable[[Path], None], rebuild: bool) -> Path:
+    directory = CACHE / f"logs-v{maillog.VERSION}"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    if rebuild or not path.exists():
+        started = time.perf_counter()
+        build(path)
+        print(
+            f"generated {path.relative_to(REPOSITORY)} in {time.perf_counter() - started:.1f}s",
+            file=sys.stderr,
+        )
+    return path
+
+
+def build_logs(rebuild: bool) -> dict[str, Path]:
+    # The 1,000,000-line log covers the last 25 minutes: every line is inside
+    # the 30-minute timeout, so no reader may skip any of it.
+    big = cached(
+        "mixed-1m.log",
+        lambda path: maillog.write_mixed_log(
+            path, BIG, NOW - timedelta(seconds=30), timedelta(minutes=25), CLIENTS, 1
+        ),
+        rebuild,
+    )
+    # The 5,000,000-line log covers two days: about 1% of it is inside the timeout.
+    huge = cached(
+        "mixed-5m.log",
+        lambda path: maillog.write_mixed_log(
+            path, HUGE, NOW - timedelta(seconds=30), timedelta(days=2), CLIENTS, 2
+        ),
+        rebuild,
+    )
+    small = cached(
+        "mixed-10.log",
+        lambda path: maillog.write_mixed_log(
+            path, 10, NOW - timedelta(seconds=20), timedelta(seconds=10), CLIENTS, 3
+        ),
+        rebuild,
+    )
+    logins = cached(
+        "logins-100k.log",
+        lambda path: maillog.write_login_log(
+            path, maillog.client_addresses(LEASES), NOW - timedelta(minutes=2), timedelta(minutes=20)
+        ),
+        rebuild,
+    )
+    return {"big": big, "huge": huge, "small": small, "logins": logins}
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+# -- the table ----------------------------------------------------------------
+
+
+def available_servers() -> list[str]:
+    sys.path.insert(0, str(REPOSITORY))
+    from exactcron.rules import BUILTIN_RULES
+
+    return [name for name in ("dovecot", "courier") if name in BUILTIN_RULES]
+
+
+def postmap_type() -> tuple[str, str]:
+    """The map type to measure with, and a note when the real postmap cannot be used."""
+    try:
+        subprocess.run(
+            ["postconf", "-h", "default_database_type"], env=ENVIRONMENT, capture_output=True, check=True
+        )
+        subprocess.run(
+            ["postmap", "-q", "x", "hash:/dev/null"], env=ENVIRONMENT, capture_output=True, check=False
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "texthash", "postmap is not usable here (no Postfix, or no main.cf): every map is texthash"
+    return "hash", ""
+
+
+def cheap_times(times: int) -> int:
+    return 3 * times
+
+
+def lines_per_second(lines: int, seconds: float) -> str:
+    rate = lines / seconds
+    return f"{rate / 1e6:.2f} M lines/s" if rate >= 1e6 else f"{rate / 1e3:.0f} k lines/s"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    options.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is shown")
+    options.add_argument("--rebuild", action="store_true", help="regenerate the cached logs")
+    arguments = options.parse_args(argv)
+    times = max(arguments.repeat, 1)
+
+    logs = build_logs(arguments.rebuild)
+    servers = available_servers()
+    map_type, map_note = postmap_type()
+    runs = CACHE / "runs"
+    shutil.rmtree(runs, ignore_errors=True)
+    runs.mkdir(parents=True)
+    rows: list[Row] = []
+
+    def site(name: str, log: Path, kind: str = map_type, link: bool = True) -> Site:
+        root = runs / name
+        root.mkdir()
+        target = root / "mail.log"
+        if link:
+            link_or_copy(log, target)
+        else:
+            shutil.copyfile(log, target)
+        return Site(root, target, kind, servers)
+
+    # 1. First run on 1,000,000 lines against grep on the same file.
+    grep = Row(
+        "1",
+        f"grep -c -F on {BIG:,} lines",
+        repeat(times, lambda _: ["grep", "-c", "-F", GREP_NEEDLE, str(logs["big"])]),
+    )
+    firsts = [site(f"first-1m-{index}", logs["big"]) for index in range(times)]
+    first = Row(
+        "1", f"first update, {BIG:,} lines", repeat(times, lambda index: firsts[index].command("update"))
+    )
+    grep.figure = lines_per_second(BIG, grep.median)
+    ratio = grep.median / first.median
+    first.figure = f"{lines_per_second(BIG, first.median)}; {ratio:.3g} x grep"
+    first.goal, first.met = ">= 0.5 x grep", ratio >= 0.5
+    rows += [grep, first]
+
+    # 2. No-op on the 1,000,000-line log against a no-op on a 10-line log,
+    # with the same leases: the small site read the big log first, and then
+    # it was rotated away (as logrotate does) for a 10-line log.
+    big_site = firsts[0]
+    if times > 1:
+        small_site = firsts[1]
+    else:
+        small_site = site("noop-small", logs["big"])
+        run_once(small_site, "update")
+    small_site.log.rename(small_site.log.with_name("mail.log.1"))
+    shutil.copyfile(logs["small"], small_site.log)
+    run_once(small_site, "update")
+    # The cheap runs (these, and the bare interpreter for 5.) take turns, so
+    # that a busy moment of the machine weighs on all of them alike.
+    big_noops, small_noops, bare_runs = [], [], []
+    for _ in range(cheap_times(times)):
+        big_noops.append(measure(big_site.command("update")))
+        small_noops.append(measure(small_site.command("update")))
+        bare_runs.append(measure([sys.executable, "-c", "pass"]))
+    big_noop = Row("2", f"no-op update, {BIG:,}-line log", big_noops)
+    small_noop = Row("2", "no-op update, 10-line log (same leases)", small_noops)
+    ratio = big_noop.median / small_noop.median
+    big_noop.figure = f"{ratio:.2f} x the 10-line log"
+    big_noop.goal, big_noop.met = "<= 1.10 x", ratio <= 1.10
+    rows += [big_noop, small_noop]
+
+    # 3. First run on 5,000,000 lines spanning two days.
+    grep_huge = Row(
+        "3",
+        f"grep -c -F on {HUGE:,} lines",
+        repeat(times, lambda _: ["grep", "-c", "-F", GREP_NEEDLE, str(logs["huge"])]),
+    )
+    huges = [site(f"first-5m-{index}", logs["huge"]) for index in range(times)]
+    huge = Row(
+        "3",
+        f"first update, {HUGE:,} lines over 2 days",
+        repeat(times, lambda index: huges[index].command("update")),
+    )
+    grep_huge.figure = lines_per_second(HUGE, grep_huge.median)
+    huge.figure = f"{huge.median / grep_huge.median:.2f} x grep's time"
+    huge.goal, huge.met = "< 1 s", huge.median < 1.0
+    rows += [grep_huge, huge]
+
+    # 4. 100,000 leases.
+    leased = site("leases-100k", logs["logins"], link=False)
+    setup = Row(
+        "4", f"first update, {LEASES:,} logins -> {LEASES:,} leases", [measure(leased.command("update"))]
+    )
+    noop_leases = Row(
+        "4", f"no-op update, {LEASES:,} leases", repeat(times, lambda _: leased.command("update"))
+    )
+    noop_leases.goal, noop_leases.met = "< 0.3 s", noop_leases.median < 0.3
+    extend_at = NOW - timedelta(seconds=60)
+    addresses = maillog.client_addresses(LEASES)
+
+    def append_login(address: str, seconds: int) -> None:
+        with leased.log.open("a", encoding="ascii") as stream:
+            stream.write(maillog.login_line(extend_at + timedelta(seconds=seconds), address, "someone"))
+
+    extended = Row(
+        "4",
+        f"update extending 1 of {LEASES:,} leases (map unchanged)",
+        repeat(
+            times,
+            lambda _: leased.command("update"),
+            lambda index: append_login(addresses[index * 7919 % LEASES], index),
+        ),
+    )
+    added = Row(
+        "4",
+        f"update adding a lease to {LEASES:,} ({map_type} map rebuilt)",
+        repeat(
+            times,
+            lambda _: leased.command("update"),
+            lambda index: append_login(f"10.250.0.{index + 1}", 10 + index),
+        ),
+    )
+    rows += [setup, noop_leases, extended, added]
+    if map_type != "texthash":
+        leased.map_type = "texthash"
+        leased.write_config()
+        run_once(leased, "render")
+        added_text = Row(
+            "4",
+            f"update adding a lease to {LEASES:,} (texthash map)",
+            repeat(
+                times,
+                lambda _: leased.command("update"),
+                lambda index: append_login(f"10.250.1.{index + 1}", 20 + index),
+            ),
+        )
+        added_text.figure = f"postmap {map_type} costs {added.median - added_text.median:+.3f} s"
+        rows.append(added_text)
+
+    # 5. Start-up: a no-op against the bare interpreter.
+    bare = Row("5", "python3 -c pass", bare_runs)
+    ratio = small_noop.median / bare.median
+    small_noop.figure = f"{ratio:.1f} x python3 -c pass"
+    small_noop.goal, small_noop.met = "<= 3 x python", ratio <= 3.0
+    rows.append(bare)
+
+    # 6. Memory: every exactcron row, against the goal.
+    peaks = [row.peak_mib for row in rows if row.what.startswith(("first", "no-op", "update"))]
+    peak = max((value for value in peaks if value is not None), default=None)
+
+    print_table(rows, peak, map_type, map_note, servers, times)
+    return 0
+
+
+def print_table(
+    rows: list[Row], peak: float | None, map_type: str, map_note: str, servers: list[str], times: int
+) -> None:
+    header = ("#", "measurement", "median", "figure", "peak RSS", "goal", "")
+    body = [
+        (
+            row.number,
+            row.what,
+            f"{row.median:.3f} s",
+            row.figure,
+            megabytes(row.peak_mib),
+            row.goal,
+            "" if row.met is None else ("met" if row.met else "MISSED"),
+        )
+        for row in rows
+    ]
+    verdict = "" if peak is None else ("met" if peak < 60 else "MISSED")
+    body.append(("6", "peak RSS of any exactcron run", "", megabytes(peak), "", "< 60 MB", verdict))
+    widths = [max(len(line[column]) for line in (header, *body)) for column in range(len(header))]
+
+    def render(line: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) + " |"
+
+    print(render(header))
+    print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    for line in body:
+        print(render(line))
+    print()
+    print(
+        f"median of {times} (no-ops of 10 and 1,000,000 lines, python3 -c pass: of {cheap_times(times)}); --now {NOW.isoformat()}, timeout {TIMEOUT}, "
+        f"rules {'+'.join(servers)}, postfix {map_type} map; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
+    if map_note:
+        print(map_note)
+    if GNU_TIME is None:
+        print("peak RSS needs GNU time (/usr/bin/time; Debian package `time`)")
+
+
+def megabytes(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} MB"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
