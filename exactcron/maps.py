@@ -1,48 +1,70 @@
 """The MTA's relay maps: render the leases, build, and rename into place.
 
-The MTA must never see a half-written map nor find it missing. Every file of
-a map (the text and the `.db`, `.lmdb` or `.cdb` that postmap or makemap
-makes from it) is built under a temporary name in the map's own directory
-and renamed over the live one; the database first, the text last, so that a
-crash between the two leaves a text that differs from the leases and the
-next run builds again. When a build fails, the live map is left untouched.
+The MTA must never see a half-written map nor find it missing. Each build
+happens in a private temporary directory inside the map's own directory:
+the text is written there under the map's name, postmap or makemap builds
+its `.db`, `.lmdb` or `.cdb` beside it, and each file is then renamed over
+the live one (same file system, so each rename is atomic); the database
+first, the text last, so that a crash between the two leaves a text that
+differs from the leases and the next run builds again. Whatever else a tool
+leaves in that directory goes with it. When a build fails, nothing has been
+renamed yet and the live map is untouched.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from exactcron import faults
 from exactcron.config import MapConfig
 from exactcron.errors import MapBuildError, StateWriteError
-from exactcron.store import fsync_directory, write_atomically
+from exactcron.store import fsync_directory
 
-MAP_MODE = 0o644  # the MTA reads it; only the owner writes
-_DATABASE_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "texthash": None}
+# The MTA's daemons (postfix, Debian-exim) must read the map; only its owner writes it.
+MAP_MODE = 0o644
+DATABASE_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "texthash": None}
 _TOOL_TIMEOUT_SECONDS = 120
 
 
 def render(mta: str, addresses: Sequence[str], include: bytes = b"") -> bytes:
-    """The map's text for these addresses, which must be normalized and sorted."""
+    """The map's text for these addresses, which must be normalized and sorted.
+
+    `include` (sendmail only) is the site's own access entries, copied in
+    first. Sendmail reads one access map, and makemap refuses a duplicate
+    key, so a lease whose key the site already lists is left out: the
+    site's entry (a REJECT, say) wins over a login.
+    """
     if mta == "postfix":
         lines = [f"{address} OK\n" for address in addresses]
     elif mta == "exim":
         lines = [f"{address}\n" for address in addresses]
     elif mta == "sendmail":
-        lines = [
-            f"Connect:IPv6:{address} RELAY\n" if ":" in address else f"Connect:{address} RELAY\n"
-            for address in addresses
-        ]
+        taken = sendmail_keys(include)
+        lines = [f"{key} RELAY\n" for key in map(sendmail_key, addresses) if key.lower() not in taken]
     else:
         raise ValueError(f"unknown MTA {mta!r}")
     if include and not include.endswith(b"\n"):
         include += b"\n"
     return include + "".join(lines).encode()
+
+
+def sendmail_key(address: str) -> str:
+    """The access-map key sendmail looks up for a client at `address`."""
+    return f"Connect:IPv6:{address}" if ":" in address else f"Connect:{address}"
+
+
+def sendmail_keys(text: bytes) -> set[str]:
+    """The keys an access-map source defines, lowercased as makemap stores them."""
+    keys = set()
+    for line in text.decode("utf-8", "replace").splitlines():
+        fields = line.split(None, 1)
+        if fields and not fields[0].startswith("#"):
+            keys.add(fields[0].lower())
+    return keys
 
 
 @dataclass
@@ -52,7 +74,7 @@ class MapWriter:
     _default_postfix_type: str | None = None
 
     def database_type(self, spec: MapConfig) -> str | None:
-        """The postmap type of a postfix map; None for maps without a database."""
+        """The postmap or makemap type of a map; None for a map that is its text."""
         if spec.mta == "sendmail":
             return "hash"
         if spec.mta != "postfix":
@@ -61,25 +83,26 @@ class MapWriter:
             return spec.type
         if self._default_postfix_type is None:
             output = _run(["postconf", "-h", "default_database_type"], "postconf")
-            self._default_postfix_type = output.strip() or "hash"
+            default = output.strip() or "hash"
+            if default not in DATABASE_SUFFIX:
+                raise MapBuildError(
+                    f"postconf's default_database_type is {default!r}, which exactcron does not build; "
+                    f"set `type` in the [[map]] for {spec.path}"
+                )
+            self._default_postfix_type = default
         return self._default_postfix_type
 
-    def install(self, spec: MapConfig, addresses: Sequence[str]) -> bool:
-        """Write the map if its content changed or a file of it is missing.
+    def install(self, spec: MapConfig, addresses: Sequence[str], force: bool = False) -> bool:
+        """Write the map if its content changed or a file of it is missing (always, with `force`).
 
         Returns True when the map was rewritten.
         """
-        include = _read_include(spec)
-        content = render(spec.mta, addresses, include)
+        content = render(spec.mta, addresses, _read_include(spec))
         database_type = self.database_type(spec)
-        suffix = _DATABASE_SUFFIX.get(database_type) if database_type else None
-        if _is_current(spec.path, content, suffix):
+        suffix = DATABASE_SUFFIX[database_type] if database_type else None
+        if not force and _is_current(spec.path, content, suffix):
             return False
-        if suffix is None:
-            write_atomically(spec.path, content, MAP_MODE)
-            return True
-        assert database_type is not None
-        _build_and_install(spec, content, database_type, suffix)
+        _build_and_install(spec, content, database_type if suffix else None, suffix)
         return True
 
 
@@ -105,56 +128,98 @@ def _read_include(spec: MapConfig) -> bytes:
         raise MapBuildError(f"cannot read include file {spec.include}: {error.strerror}") from None
 
 
-def _build_and_install(spec: MapConfig, content: bytes, database_type: str, suffix: str) -> None:
+def _build_and_install(
+    spec: MapConfig, content: bytes, database_type: str | None, suffix: str | None
+) -> None:
+    import shutil
+    import tempfile
+
     directory = spec.path.parent
     try:
-        handle, name = tempfile.mkstemp(prefix=f".{spec.path.name}.", suffix=".tmp", dir=directory)
+        workspace = Path(tempfile.mkdtemp(prefix=f".{spec.path.name}.", suffix=".tmp", dir=directory))
     except OSError as error:
-        raise StateWriteError(f"cannot write map in {directory}: {error.strerror}") from None
-    text = Path(name)
-    database = database_path(text, suffix)
+        raise StateWriteError(f"cannot write map {spec.path}: {error.strerror}") from None
     try:
-        with os.fdopen(handle, "wb") as stream:
+        text = workspace / spec.path.name
+        with open(text, "xb") as stream:
             stream.write(content)
             os.fchmod(stream.fileno(), MAP_MODE)
             stream.flush()
             os.fsync(stream.fileno())
-        if spec.mta == "sendmail":
-            with open(text, "rb") as stdin:
-                _run(["makemap", database_type, str(text)], "makemap", stdin=stdin)
-        else:
-            _run(["postmap", f"{database_type}:{text}"], "postmap")
-        os.chmod(database, MAP_MODE)
-        with open(database, "rb") as built:
-            os.fsync(built.fileno())
-        os.replace(database, database_path(spec.path, suffix))
-        os.replace(text, spec.path)
+        built = [text]
+        if database_type is not None and suffix is not None:
+            _build_database(spec, text, database_type)
+            database = database_path(text, suffix)
+            os.chmod(database, MAP_MODE)  # makemap makes it 0640; the MTA's daemons must read it
+            with open(database, "rb") as stream:
+                os.fsync(stream.fileno())
+            built.insert(0, database)
+        faults.point(f"{spec.path.name}:built")
+        for file in built:
+            replaced = _open_quietly(directory / file.name)
+            os.replace(file, directory / file.name)
+            faults.point(f"{spec.path.name}:renamed{file.suffix or '-text'}")
+            if replaced is not None:
+                _mark_replaced(replaced)
         fsync_directory(directory)
     except OSError as error:
         raise StateWriteError(f"cannot install map {spec.path}: {error.strerror}") from None
     finally:
-        for leftover in (text, database):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+        # Also takes whatever postmap or makemap left beside the text.
+        shutil.rmtree(workspace, ignore_errors=True)
 
 
-def _run(command: list[str], tool: str, stdin: object = None) -> str:
+def _open_quietly(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+
+
+def _mark_replaced(descriptor: int) -> None:
+    """Move the replaced file's mtime forward, on the inode the MTA may still hold open.
+
+    Postfix notices a replaced table by its link count, and Exim re-reads its
+    file; sendmail only reopens a map whose open file's mtime has grown.
+    """
+    try:
+        old = os.fstat(descriptor).st_mtime
+        later = max(time.time(), old + 1)
+        os.utime(descriptor, (later, later))
+    except OSError:
+        pass  # only a hint to a long-running sendmail; the new map is in place
+    finally:
+        os.close(descriptor)
+
+
+def _build_database(spec: MapConfig, text: Path, database_type: str) -> None:
+    if spec.mta == "sendmail":
+        with open(text, "rb") as stdin:
+            _run(["makemap", database_type, str(text)], "makemap", spec.path, stdin=stdin)
+    else:
+        _run(["postmap", f"{database_type}:{text}"], "postmap", spec.path)
+
+
+def _run(command: list[str], tool: str, map_path: Path | None = None, stdin: object = None) -> str:
+    import subprocess  # only a run that builds a map pays for it
+
+    subject = f"{tool} for {map_path}" if map_path else tool
     try:
         finished = subprocess.run(
             command,
             stdin=stdin if stdin is not None else subprocess.DEVNULL,  # type: ignore[arg-type]
             capture_output=True,
             text=True,
+            errors="replace",
             timeout=_TOOL_TIMEOUT_SECONDS,
             check=False,
         )
     except FileNotFoundError:
         raise MapBuildError(f"{tool} not found on PATH ({os.environ.get('PATH', '')})") from None
     except subprocess.TimeoutExpired:
-        raise MapBuildError(f"{tool} did not finish within {_TOOL_TIMEOUT_SECONDS}s") from None
+        raise MapBuildError(f"{subject} did not finish within {_TOOL_TIMEOUT_SECONDS}s") from None
     if finished.returncode != 0:
-        message = (
-            " ".join((finished.stderr or finished.stdout).split()) or f"exit status {finished.returncode}"
-        )
-        raise MapBuildError(f"{tool} failed: {message}")
+        # One line, whatever the tool printed: the interface promises one line on stderr.
+        message = " ".join((finished.stderr or finished.stdout).split())
+        raise MapBuildError(f"{subject} failed: {message or f'exit status {finished.returncode}'}")
     return finished.stdout

@@ -78,7 +78,12 @@ def remove_leftovers(path: Path) -> list[Path]:
         return removed
     for entry in entries:
         if pattern.match(entry.name):
-            _remove_quietly(Path(entry.path))
+            if entry.is_dir(follow_symlinks=False):
+                import shutil  # a map's build directory; rare, so imported here
+
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                _remove_quietly(Path(entry.path))
             removed.append(Path(entry.path))
     return removed
 

@@ -167,7 +167,7 @@ def render(config: Config, now: datetime) -> list[Path]:
         writer = MapWriter()
         for spec in config.maps:
             remove_leftovers(spec.path)
-            writer.install(spec, addresses)
+            writer.install(spec, addresses, force=True)
         return [spec.path for spec in config.maps]
 
 

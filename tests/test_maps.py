@@ -1,0 +1,218 @@
+"""Postfix maps through the real CLI, read back with the real postmap.
+
+Also what every map shares: created empty on the first run, written only
+when its content changes, renamed into place whole, the old map untouched
+when a build fails, no temporary file left behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from map_helpers import LATER, failed_line, login_line, make_site, ok
+
+from exactcron.maps import render
+
+pytestmark = pytest.mark.skipif(shutil.which("postmap") is None, reason="postfix is not installed")
+
+POSTFIX_TYPES = ["hash", "btree", "lmdb", "cdb", "texthash"]
+SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "texthash": None}
+
+
+def lookup(key: str, table: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["postmap", "-q", key, table], capture_output=True, text=True, check=False)
+
+
+def expected_files(name: str, suffix: str | None) -> list[str]:
+    return sorted([name] + ([name + suffix] if suffix else []))
+
+
+# -- the text, pure ----------------------------------------------------------
+
+
+def test_render_writes_each_mtas_own_form() -> None:
+    addresses = ["10.77.0.2", "fd77::2"]
+    assert render("postfix", addresses) == b"10.77.0.2 OK\nfd77::2 OK\n"
+    assert render("exim", addresses) == b"10.77.0.2\nfd77::2\n"
+    assert render("sendmail", addresses) == b"Connect:10.77.0.2 RELAY\nConnect:IPv6:fd77::2 RELAY\n"
+    assert render("postfix", []) == b""
+
+
+def test_render_sendmail_puts_the_sites_entries_first_and_lets_them_win() -> None:
+    include = b"# site\nconnect:10.77.0.4 REJECT\nFrom:spam@example.com REJECT"
+    text = render("sendmail", ["10.77.0.2", "10.77.0.4"], include)
+    assert text == include + b"\nConnect:10.77.0.2 RELAY\n"
+
+
+# -- every postfix type, read back by postmap ----------------------------------
+
+
+@pytest.mark.parametrize("map_type", POSTFIX_TYPES)
+def test_each_type_is_found_by_postmap_under_the_key_smtpd_looks_up(tmp_path: Path, map_type: str) -> None:
+    site = make_site(tmp_path, f'mta = "postfix"\npath = "maps/relay"\ntype = "{map_type}"')
+    site.append_log(
+        login_line("10.77.0.2", second=1),
+        login_line("FD77:0:0::2", second=2),  # logged uppercase, uncompressed
+        login_line("::ffff:10.77.0.5", second=3),  # IPv4-mapped: smtpd sees 10.77.0.5
+        failed_line("10.77.0.3"),
+    )
+    ok(site.run("update"))
+
+    relay = site.map_dir / "relay"
+    assert relay.read_text() == "10.77.0.2 OK\n10.77.0.5 OK\nfd77::2 OK\n"
+    assert sorted(site.files()) == expected_files("relay", SUFFIX[map_type])
+    table = f"{map_type}:{relay}"
+    for key in ("10.77.0.2", "10.77.0.5", "fd77::2"):
+        found = lookup(key, table)
+        assert (found.returncode, found.stdout) == (0, "OK\n"), key
+    for absent in ("10.77.0.3", "10.77.0.4", "::ffff:10.77.0.5"):
+        missing = lookup(absent, table)
+        assert (missing.returncode, missing.stdout) == (1, ""), absent
+
+
+def test_without_a_type_the_map_has_postfixs_default_database_type(tmp_path: Path) -> None:
+    default = subprocess.run(
+        ["postconf", "-h", "default_database_type"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    site = make_site(tmp_path, 'mta = "postfix"\npath = "maps/relay"')
+    site.append_log(login_line("10.77.0.2"))
+    ok(site.run("update"))
+    assert sorted(site.files()) == expected_files("relay", SUFFIX[default])
+    assert lookup("10.77.0.2", f"{default}:{site.map_dir / 'relay'}").stdout == "OK\n"
+
+
+# -- what every map shares -----------------------------------------------------
+
+ALL_MAPS = (
+    'mta = "postfix"\npath = "maps/relay-hash"\ntype = "hash"',
+    'mta = "postfix"\npath = "maps/relay-lmdb"\ntype = "lmdb"',
+    'mta = "postfix"\npath = "maps/relay-cdb"\ntype = "cdb"',
+    'mta = "postfix"\npath = "maps/relay-text"\ntype = "texthash"',
+    'mta = "exim"\npath = "maps/relay-exim"',
+)
+ALL_FILES = [
+    "relay-cdb",
+    "relay-cdb.cdb",
+    "relay-exim",
+    "relay-hash",
+    "relay-hash.db",
+    "relay-lmdb",
+    "relay-lmdb.lmdb",
+    "relay-text",
+]
+
+
+def test_first_run_with_nothing_leased_creates_every_map_empty(tmp_path: Path) -> None:
+    site = make_site(tmp_path, *ALL_MAPS)
+    result = ok(site.run("update"))
+    assert (result.stdout, result.stderr) == ("", "")
+    assert sorted(site.files()) == ALL_FILES
+    for name in ("relay-hash", "relay-lmdb", "relay-cdb", "relay-text", "relay-exim"):
+        assert (site.map_dir / name).read_bytes() == b""
+    assert lookup("10.77.0.2", f"hash:{site.map_dir / 'relay-hash'}").returncode == 1
+    assert lookup("10.77.0.2", f"cdb:{site.map_dir / 'relay-cdb'}").returncode == 1
+
+
+def test_an_update_with_nothing_new_touches_no_map_file(tmp_path: Path) -> None:
+    site = make_site(tmp_path, *ALL_MAPS)
+    site.append_log(login_line("10.77.0.2"))
+    ok(site.run("update"))
+    before = site.files()
+
+    quiet = ok(site.run("-v", "update", now=LATER))
+    after = site.files()
+
+    assert after == before  # inode, mtime to the nanosecond, content
+    assert "wrote" not in quiet.stdout
+
+
+def test_a_change_replaces_each_file_by_rename_never_in_place(tmp_path: Path) -> None:
+    site = make_site(tmp_path, *ALL_MAPS)
+    ok(site.run("update"))
+    before = site.files()
+    site.append_log(login_line("10.77.0.2"))
+
+    result = ok(site.run("-v", "update", now=LATER))
+
+    after = site.files()
+    assert sorted(after) == ALL_FILES
+    for name, (inode, _, content) in after.items():
+        assert inode != before[name][0], f"{name} was rewritten in place"
+        assert content != before[name][2] or name.endswith((".db", ".lmdb", ".cdb")), name
+    assert result.stdout.count("wrote ") == len(ALL_MAPS)
+    assert lookup("10.77.0.2", f"lmdb:{site.map_dir / 'relay-lmdb'}").stdout == "OK\n"
+
+
+def test_flush_rewrites_the_map_before_returning(tmp_path: Path) -> None:
+    site = make_site(tmp_path, ALL_MAPS[0])
+    site.append_log(login_line("10.77.0.2"), login_line("fd77::2", second=5))
+    ok(site.run("update"))
+    ok(site.run("flush", "fd77::2"))
+    table = f"hash:{site.map_dir / 'relay-hash'}"
+    assert lookup("fd77::2", table).returncode == 1
+    assert lookup("10.77.0.2", table).stdout == "OK\n"
+
+
+def test_maps_are_readable_by_all_and_writable_by_their_owner_only(tmp_path: Path) -> None:
+    site = make_site(tmp_path, *ALL_MAPS)
+    site.append_log(login_line("10.77.0.2"))
+    ok(site.run("update"))
+    modes = {path.name: path.stat().st_mode & 0o7777 for path in site.map_dir.iterdir()}
+    assert modes == dict.fromkeys(ALL_FILES, 0o644)
+
+
+def test_a_failing_postmap_leaves_the_old_map_and_exits_69_with_its_message(tmp_path: Path) -> None:
+    site = make_site(tmp_path, *ALL_MAPS)
+    site.append_log(login_line("10.77.0.2"))
+    ok(site.run("update"))
+    before = site.files()
+    site.append_log(login_line("10.77.0.9", second=9))
+    # A real postmap failure: its configuration directory has no main.cf.
+    broken = {"MAIL_CONFIG": str(tmp_path / "no-postfix-here")}
+
+    result = site.run("update", now=LATER, env=broken)
+
+    assert result.returncode == 69
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        f"exactcron: postmap for {site.map_dir / 'relay-hash'} failed: postmap: fatal:"
+    )
+    assert "main.cf" in lines[0]
+    assert site.files() == before  # no map touched, no temporary file left
+
+    ok(site.run("update", now=LATER))
+    assert lookup("10.77.0.9", f"hash:{site.map_dir / 'relay-hash'}").stdout == "OK\n"
+    assert (site.map_dir / "relay-exim").read_text() == "10.77.0.2\n10.77.0.9\n"
+    assert sorted(site.files()) == ALL_FILES
+
+
+def test_a_failing_postconf_is_reported_the_same_way(tmp_path: Path) -> None:
+    site = make_site(tmp_path, 'mta = "postfix"\npath = "maps/relay"')
+    result = site.run("update", env={"MAIL_CONFIG": str(tmp_path / "no-postfix-here")})
+    assert result.returncode == 69
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("exactcron: postconf failed: postconf: fatal:")
+    assert list(site.map_dir.iterdir()) == []
+
+
+def test_a_map_directory_that_does_not_exist_is_exit_73(tmp_path: Path) -> None:
+    site = make_site(tmp_path, 'mta = "exim"\npath = "nowhere/relay-exim"')
+    result = site.run("update")
+    assert result.returncode == 73
+    assert result.stderr == (
+        f"exactcron: cannot write map {tmp_path / 'nowhere' / 'relay-exim'}: No such file or directory\n"
+    )
+
+
+def test_a_deleted_map_is_recreated_by_the_next_update(tmp_path: Path) -> None:
+    site = make_site(tmp_path, ALL_MAPS[2])
+    site.append_log(login_line("10.77.0.2"))
+    ok(site.run("update"))
+    (site.map_dir / "relay-cdb.cdb").unlink()
+    ok(site.run("update", now=LATER))
+    assert lookup("10.77.0.2", f"cdb:{site.map_dir / 'relay-cdb'}").stdout == "OK\n"
