@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -366,6 +365,8 @@ def _guarded(state: Context, action: Any) -> Any:
 
 def _fail(error: ExactcronError, verbose: bool) -> NoReturn:
     if verbose:
+        import traceback  # only for -v, on an error
+
         traceback.print_exception(error)
     _to_log_file(logging.ERROR, str(error))
     click.echo(f"exactcron: {error}", err=True)

@@ -28,6 +28,11 @@ class LeaseTable:
     flushed: dict[str, datetime] = field(default_factory=dict)
     # time of the last `flush --all`
     flushed_all: datetime | None = None
+    # Set by every change, so that an unchanged table is not encoded again.
+    changed: bool = field(default=False, compare=False, repr=False)
+    # The `ignore` networks (as text) every lease has been checked against;
+    # None when unknown. Only a change of `ignore` makes prune check again.
+    ignore_checked: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     def merge(self, login: Login, now: datetime, timeout: timedelta, ignore: Sequence[Network] = ()) -> bool:
         """Grant or extend a lease for a login. True when the table changed.
@@ -51,6 +56,7 @@ class LeaseTable:
             # refreshes who logged in last.
             expires = current.expires
         self.leases[login.address] = Lease(login.address, login.user, time, expires, login.server)
+        self.changed = True
         return True
 
     def _flushed_after(self, address: str, time: datetime) -> bool:
@@ -63,11 +69,13 @@ class LeaseTable:
         """A lease granted by hand, from now for `duration`."""
         lease = Lease(address, None, now, now + duration, "manual")
         self.leases[address] = lease
+        self.changed = True
         return lease
 
     def flush(self, addresses: Iterable[str], now: datetime) -> list[str]:
         """Revoke leases now; return the addresses that held one."""
         revoked = []
+        self.changed = True
         for address in addresses:
             self.flushed[address] = max(now, self.flushed.get(address, now))
             if self.leases.pop(address, None) is not None:
@@ -77,6 +85,7 @@ class LeaseTable:
     def flush_all(self, now: datetime) -> list[str]:
         revoked = sorted(self.leases, key=sort_key)
         self.leases.clear()
+        self.changed = True
         self.flushed_all = now if self.flushed_all is None else max(now, self.flushed_all)
         return revoked
 
@@ -86,17 +95,28 @@ class LeaseTable:
         A flush only has to outlast the logins logged before it; those grant
         nothing once they are older than the timeout.
         """
+        networks = tuple(ignore)
+        checked = tuple(sorted(str(network) for network in networks))
+        # A lease passed `ignore` when it was granted; only a changed
+        # `ignore` needs every lease checked again.
+        recheck = checked != self.ignore_checked
         removed = [
             address
             for address, lease in self.leases.items()
-            if lease.expires <= now or is_ignored(address, ignore)
+            if lease.expires <= now or (recheck and is_ignored(address, networks))
         ]
         for address in removed:
             del self.leases[address]
+        if recheck:
+            self.ignore_checked = checked
         horizon = now - timeout
-        self.flushed = {a: t for a, t in self.flushed.items() if t > horizon}
-        if self.flushed_all is not None and self.flushed_all <= horizon:
-            self.flushed_all = None
+        flushed = {a: t for a, t in self.flushed.items() if t > horizon}
+        flushed_all = (
+            self.flushed_all if self.flushed_all is not None and self.flushed_all > horizon else None
+        )
+        if removed or recheck or len(flushed) != len(self.flushed) or flushed_all != self.flushed_all:
+            self.changed = True
+        self.flushed, self.flushed_all = flushed, flushed_all
         return sorted(removed, key=sort_key)
 
     def active(self, now: datetime) -> list[Lease]:

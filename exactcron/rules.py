@@ -89,17 +89,21 @@ class Rule:
     forms: tuple[Form, ...]
 
     def match(self, record: Record) -> Login | None:
+        return self.login(record.time, record.program, record.message)
+
+    def login(self, time: datetime, program: str, message: str) -> Login | None:
+        """The login a line's message states, logged under `program` at `time`, or None."""
         for form in self.forms:
-            if not form.accepts(record.program):
+            if not form.accepts(program):
                 continue
-            found = form.pattern.fullmatch(record.message)
+            found = form.pattern.fullmatch(message)
             if found is None:
                 continue
             address = normalize_address(found.group("ip"))
             if address is None:
                 return None
             groups = found.groupdict()
-            return Login(record.time, self.name, groups.get("user"), address)
+            return Login(time, self.name, groups.get("user"), address)
         return None
 
 
@@ -319,20 +323,76 @@ class LineParser:
     lines: int = 0
 
     def __post_init__(self) -> None:
-        self._needles = tuple({needle for rule in self.rules for needle in rule.needles})
+        needles = {needle for rule in self.rules for needle in rule.needles}
+        # A site rule has no literal (its needle is empty): every line of
+        # the source must then be split and tried.
+        self._every_line = b"" in needles
+        self._needles = tuple(sorted(needles))
 
     def parse(self, line: bytes) -> Login | None:
+        """The login of one line (without its LF), or None."""
         self.lines += 1
-        if not any(needle in line for needle in self._needles):
+        if not self._every_line and not any(needle in line for needle in self._needles):
             return None
+        return self._candidate(line)
+
+    def logins(self, block: bytes) -> list[Login]:
+        """The logins of a block of whole lines, each ending in LF, in log order.
+
+        The hot path: most lines hold no needle and are never split, decoded
+        or even looked at from Python; only the lines around a needle are.
+        """
+        newlines = block.count(b"\n")
+        self.lines += newlines
+        if len(block) > 0 and not block.endswith(b"\n"):
+            self.lines += 1  # a last line without its LF (not from LogReader)
+        if self._every_line:
+            found = (self._candidate(line) for line in block.split(b"\n") if line)
+            return [login for login in found if login is not None]
+        starts: set[int] = set()
+        for needle in self._needles:
+            hit = block.find(needle)
+            while hit >= 0:
+                starts.add(block.rfind(b"\n", 0, hit) + 1)
+                # One hit per line is enough: go on after this line's end.
+                end = block.find(b"\n", hit)
+                if end < 0:
+                    break
+                hit = block.find(needle, end + 1)
+        logins = []
+        # Several needles hit in any order; the lines are taken in log order.
+        for start in sorted(starts):
+            end = block.find(b"\n", start)
+            if end < 0:
+                end = len(block)
+            if end - start > MAX_LINE_BYTES:
+                self.too_long += 1
+                continue
+            login = self._parse_text(block[start:end].decode("utf-8", "replace"))
+            if login is not None:
+                logins.append(login)
+        return logins
+
+    def _candidate(self, line: bytes) -> Login | None:
         if len(line) > MAX_LINE_BYTES:
             self.too_long += 1
             return None
-        record = self.record(line.decode("utf-8", "replace").rstrip("\r\n"))
-        if record is None:
+        return self._parse_text(line.decode("utf-8", "replace"))
+
+    def _parse_text(self, text: str) -> Login | None:
+        if text.endswith(("\r", "\n")):
+            text = text.rstrip("\r\n")
+        stamped = self.timestamps.parse_prefix(text)
+        if stamped is None:
             return None
+        time, position = stamped
+        header = _HEADER.match(text, position)
+        if header is None:
+            return None
+        program = header.group("program")
+        message = text[header.end() :]
         for rule in self.rules:
-            login = rule.match(record)
+            login = rule.login(time, program, message)
             if login is not None:
                 return login
         return None

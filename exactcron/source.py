@@ -16,14 +16,11 @@ returned; an unterminated last line waits for its end.
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import hashlib
+import importlib
 import logging
-import lzma
 import os
 import re
-import zlib
+import sys
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,7 +34,7 @@ log = logging.getLogger("exactcron")
 FINGERPRINT_BYTES = 1024
 CHUNK_BYTES = 1 << 20
 # Smaller unseen files are read whole: bisecting would save less than it costs.
-BISECT_MIN_BYTES = 4 * CHUNK_BYTES
+BISECT_MIN_BYTES = 4 << 20
 # Bisection stops when the range is this small, and aims this far before the
 # window, so that stamps a little out of order (several writers) are not skipped.
 BISECT_STOP_BYTES = 64 * 1024
@@ -46,9 +43,8 @@ BISECT_SLACK = timedelta(minutes=10)
 MAX_ROTATED_CANDIDATES = 16
 CHECKPOINT_FORMAT = 2
 
-_OPENERS: dict[str, Callable[..., IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-# Errors a broken or half-written compressed file raises while being read.
-_DECOMPRESS_ERRORS = (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError)
+# Suffix -> module whose `open` reads it; imported only when such a file is read.
+_OPENERS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
 # Names logrotate gives a rotated `path`: path.1, path.2.gz, path-20261125, path-20261125.gz,
 # path-2026-11-25-1764090000 (a `dateformat`).
 _ROTATED_SUFFIX = re.compile(r"^(?:\.\d{1,4}|-\d[\d_.\-]{3,30}\d)(?:\.gz|\.bz2|\.xz)?$")
@@ -163,7 +159,21 @@ class Checkpoint:
 
 
 def _digest(data: bytes) -> str:
+    import hashlib  # not needed by a run that finds nothing new
+
     return hashlib.sha256(data).hexdigest()
+
+
+def _decompress_errors() -> tuple[type[BaseException], ...]:
+    """Errors a broken or half-written compressed file raises while being read.
+
+    A decompressor's own error can only come from a module already imported.
+    """
+    errors: list[type[BaseException]] = [OSError, EOFError, ValueError]
+    for module, name in (("lzma", "LZMAError"), ("zlib", "error")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
 
 
 def fingerprint(stream: IO[bytes], length: int) -> str:
@@ -172,9 +182,10 @@ def fingerprint(stream: IO[bytes], length: int) -> str:
 
 
 def _open(path: Path) -> IO[bytes]:
-    opener = _OPENERS.get(path.suffix)
-    if opener is None:
+    module = _OPENERS.get(path.suffix)
+    if module is None:
         return open(path, "rb")
+    opener: Callable[..., IO[bytes]] = importlib.import_module(module).open
     return opener(path, "rb")
 
 
@@ -218,7 +229,13 @@ class LogReader:
         self.bytes_read = 0
 
     def lines(self) -> Iterator[bytes]:
-        """Every complete line written since the checkpoint; updates `self.checkpoint`."""
+        """Every complete line (without its LF) written since the checkpoint."""
+        for block in self.blocks():
+            yield from block[:-1].split(b"\n")
+
+    def blocks(self) -> Iterator[bytes]:
+        """The complete lines written since the checkpoint, in blocks of whole lines
+        each ending in LF; updates `self.checkpoint` once exhausted."""
         live = self._live_file()
         rotated = self._rotated_files()
         assigned = self._assign_marks(live, rotated)
@@ -230,16 +247,14 @@ class LogReader:
             if mark is not None and mark.complete and file.compressed:
                 new_marks.append(mark)
                 continue
-            batches = self._read_file(file, mark)
-            # Lines come in batches, a chunk's worth each, so that each line
-            # passes through one generator only: this loop is the hot path.
+            blocks = self._read_file(file, mark)
             while True:
                 try:
-                    batch = next(batches)
+                    block = next(blocks)
                 except StopIteration as finished:
                     end = finished.value
                     break
-                yield from batch
+                yield block
             if end is None:
                 continue
             if file.live:
@@ -302,7 +317,7 @@ class LogReader:
             try:
                 with _open(file.path) as stream:
                     file.head = stream.read(FINGERPRINT_BYTES)
-            except _DECOMPRESS_ERRORS as error:
+            except _decompress_errors() as error:
                 log.debug("%s: skipped unreadable rotated file: %s", file.path, error)
                 continue
             files.append(file)
@@ -342,7 +357,7 @@ class LogReader:
 
     # -- reading ----------------------------------------------------------------
 
-    def _read_file(self, file: _File, mark: FileMark | None) -> Generator[list[bytes], None, int | None]:
+    def _read_file(self, file: _File, mark: FileMark | None) -> Generator[bytes, None, int | None]:
         """Lines of `file` from its mark, or from the window start when unseen.
 
         Returns the offset reached, or None when the file could not be read.
@@ -370,7 +385,7 @@ class LogReader:
                 start = self._unseen_start(file, stream)
             try:
                 return (yield from self._read(stream, start, final=file.compressed, path=file.path))
-            except _DECOMPRESS_ERRORS as error:
+            except _decompress_errors() as error:
                 log.warning("%s: stopped reading a damaged compressed file: %s", file.path, error)
                 return None
 
@@ -396,10 +411,12 @@ class LogReader:
             log.info("%s: skipped %d bytes logged before %s", file.path, start, self.since)
         return start
 
-    def _read(
-        self, stream: IO[bytes], offset: int, final: bool, path: Path
-    ) -> Generator[list[bytes], None, int]:
-        """Complete lines from `offset` on (-1: none); returns the offset after the last one."""
+    def _read(self, stream: IO[bytes], offset: int, final: bool, path: Path) -> Generator[bytes, None, int]:
+        """Blocks of complete lines from `offset` on (-1: none); returns the offset after the last one.
+
+        Lines are not split here: a block goes to the parser whole, which
+        looks only at the lines that hold a needle.
+        """
         if offset < 0:
             return 0  # skipped whole; the mark says complete
         stream.seek(offset)
@@ -418,9 +435,9 @@ class LogReader:
             carry = chunk[end + 1 :]
             position += end + 1
             self.bytes_read += end + 1
-            # Split on LF only: a CR inside a line is data (perhaps an
+            # Lines end at LF only: a CR inside a line is data (perhaps an
             # attacker's), never the start of a new line.
-            yield chunk[:end].split(b"\n")
+            yield chunk if end + 1 == len(chunk) else chunk[: end + 1]
         if carry and final:
             # A finished (compressed) file whose last line has no end: a cut
             # line could carry a cut address, so it grants nothing.
@@ -443,6 +460,44 @@ class LogReader:
         return FileMark(
             _digest(head), len(head), offset, file.status.st_dev, file.status.st_ino, file.compressed
         )
+
+
+def files_signature(path: Path, olddir: Path | None = None) -> list[Any]:
+    """The identity, size and times of a log and of its rotated siblings, as JSON values.
+
+    Equal signatures mean nothing was written, renamed, truncated or
+    created since: reading from the checkpoint would find nothing new. A
+    directory that cannot be listed is recorded as such.
+    """
+    signature: list[Any] = []
+    for directory in [path.parent] + ([olddir] if olddir else []):
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError as error:
+            signature.append([str(directory), error.errno])
+            continue
+        for entry in entries:
+            if entry.name != path.name and not (
+                entry.name.startswith(path.name) and _ROTATED_SUFFIX.match(entry.name[len(path.name) :])
+            ):
+                continue
+            try:
+                status = entry.stat()
+            except OSError as error:
+                signature.append([entry.path, error.errno])
+                continue
+            signature.append(
+                [
+                    entry.path,
+                    status.st_dev,
+                    status.st_ino,
+                    status.st_mode,
+                    status.st_size,
+                    status.st_mtime_ns,
+                    status.st_ctime_ns,
+                ]
+            )
+    return signature
 
 
 def _rotation_age(file: _File) -> tuple[int, float]:

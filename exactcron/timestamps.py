@@ -26,6 +26,8 @@ FUTURE_SLACK = timedelta(days=1)
 
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(\.\d{1,9})?(Z|z|[+-]\d\d:?\d\d)? ")
 _TRADITIONAL = re.compile(r"([A-Z][a-z]{2}) ([ 0-3]?\d) (\d\d):(\d\d):(\d\d) ")
+_SECOND_CACHE_SIZE = 1 << 16
+_UNKNOWN = object()
 
 
 @dataclass
@@ -39,6 +41,9 @@ class TimestampParser:
     now: datetime
     zone: tzinfo
     _hour_cache: dict[tuple[int, int, int], datetime | None] = field(default_factory=dict)
+    # (date, clock, offset) of an RFC 3339 stamp -> that second in UTC: log
+    # lines share their second with many others, and the fraction is added.
+    _second_cache: dict[tuple[str, str, str | None], datetime | None] = field(default_factory=dict)
 
     def parse_prefix(self, line: str) -> tuple[datetime, int] | None:
         """Return the stamp at the start of `line` and where the rest begins."""
@@ -48,8 +53,19 @@ class TimestampParser:
             match = _RFC3339.match(line)
             if match is None:
                 return None
-            stamp = self._rfc3339(match)
-            return None if stamp is None else (stamp, match.end())
+            date, clock, fraction, offset = match.groups()
+            key = (date, clock, offset)
+            second = self._second_cache.get(key, _UNKNOWN)
+            if second is _UNKNOWN:
+                if len(self._second_cache) >= _SECOND_CACHE_SIZE:
+                    self._second_cache.clear()  # a hostile log may hold every second there is
+                second = self._second_cache[key] = _rfc3339(date, clock, offset, self.zone)
+            if second is None:
+                return None
+            if fraction is None:
+                return second, match.end()
+            # Offsets are whole minutes, so the fraction survives the shift to UTC as it is.
+            return second.replace(microsecond=int(fraction[1:7].ljust(6, "0"))), match.end()
         match = _TRADITIONAL.match(line)
         if match is None:
             return None
@@ -71,29 +87,29 @@ class TimestampParser:
         parsed = self.parse_prefix(line[:48].decode("ascii", "replace"))
         return parsed[0] if parsed else None
 
-    def _rfc3339(self, match: re.Match[str]) -> datetime | None:
-        date, clock, fraction, offset = match.groups()
-        text = f"{date}T{clock}{(fraction or '')[:7]}"
-        try:
-            stamp = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        if offset is None:
-            return _localize(stamp, self.zone)
-        if offset in ("Z", "z"):
-            return stamp.replace(tzinfo=UTC)
-        sign = 1 if offset[0] == "+" else -1
-        digits = offset[1:].replace(":", "")
-        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-        if delta >= timedelta(hours=24):
-            return None
-        return (stamp - sign * delta).replace(tzinfo=UTC)
-
     def _start_of_hour(self, month: int, day: int, hour: int) -> datetime | None:
         key = (month, day, hour)
         if key not in self._hour_cache:
             self._hour_cache[key] = infer_year(month, day, hour, self.now, self.zone)
         return self._hour_cache[key]
+
+
+def _rfc3339(date: str, clock: str, offset: str | None, zone: tzinfo) -> datetime | None:
+    """A stamp to the second, in UTC; `zone` when it carries no offset."""
+    try:
+        stamp = datetime.fromisoformat(f"{date}T{clock}")
+    except ValueError:
+        return None
+    if offset is None:
+        return _localize(stamp, zone)
+    if offset in ("Z", "z"):
+        return stamp.replace(tzinfo=UTC)
+    sign = 1 if offset[0] == "+" else -1
+    digits = offset[1:].replace(":", "")
+    delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+    if delta >= timedelta(hours=24):
+        return None
+    return (stamp - sign * delta).replace(tzinfo=UTC)
 
 
 def infer_year(month: int, day: int, hour: int, now: datetime, zone: tzinfo) -> datetime | None:
@@ -131,4 +147,6 @@ def parse_instant(text: str) -> datetime:
 
 def format_instant(stamp: datetime) -> str:
     """ISO 8601 with offset, to the second, as written in state and output."""
-    return stamp.astimezone(UTC).replace(microsecond=0).isoformat()
+    if stamp.tzinfo is not UTC:
+        stamp = stamp.astimezone(UTC)
+    return stamp.isoformat(timespec="seconds")

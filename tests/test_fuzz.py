@@ -137,3 +137,27 @@ def test_show_json_is_always_valid_json_with_the_documented_keys(
     for lease in shown:
         assert set(lease) >= {"ip", "user", "last_login", "expires"}
         assert datetime.fromisoformat(lease["expires"]) > now
+
+
+@settings(max_examples=60)
+@given(st.lists(st.tuples(addresses, users, st.integers(min_value=0, max_value=1799)), max_size=8))
+def test_the_lease_file_is_exactly_the_compact_json_of_the_table(
+    logins: list[tuple[str, str | None, int]],
+) -> None:
+    from exactcron.addresses import normalize_address
+    from exactcron.store import encode_leases
+
+    now = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
+    table = LeaseTable()
+    for address, user, seconds_ago in logins:
+        normalized = normalize_address(address)
+        assert normalized is not None
+        login = Login(now - timedelta(seconds=seconds_ago, microseconds=7), "dovecot", user, normalized)
+        table.merge(login, now, timedelta(minutes=30))
+    table.flush([login[0] for login in logins[:1] if normalize_address(login[0]) == login[0]], now)
+    encoded = encode_leases(table)
+    assert (
+        encoded == (json.dumps(leases_to_json(table), separators=(",", ":"), sort_keys=True) + "\n").encode()
+    )
+    # Read back and written again: the same bytes (times are kept to the second).
+    assert encode_leases(leases_from_json(json.loads(encoded))) == encoded
