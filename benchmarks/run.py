@@ -114,6 +114,9 @@ def child_environment() -> dict[str, str]:
     environment["PATH"] = os.pathsep.join([environment.get("PATH", ""), "/usr/sbin", "/sbin"])
     environment["TZ"] = "UTC"
     environment["LC_ALL"] = "C"
+    # An installed exactcron runs from bytecode pip compiled; recompiling the
+    # sources on every run would measure the compiler, not exactcron.
+    environment.pop("PYTHONDONTWRITEBYTECODE", None)
     return environment
 
 
