@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,3 +110,24 @@ def dovecot_failure(address: str, user: str = "mallory", time: str = "2026-11-25
         f"{time} mail dovecot: pop3-login: Disconnected: Connection closed (auth failed, 1 attempts in 2 secs): "
         f"user=<{user}>, method=PLAIN, rip={address}, lip=10.77.0.1, session=<Xr1iP0TtYMEKTQAC>"
     )
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def warnings_logged() -> Iterator[list[str]]:
+    """Warnings of the `exactcron` logger (the CLI's tests turn its propagation off)."""
+    collector = _Collect()
+    logger = logging.getLogger("exactcron")
+    logger.addHandler(collector)
+    try:
+        yield collector.messages
+    finally:
+        logger.removeHandler(collector)

@@ -8,12 +8,10 @@ export stream here, as journald sets it from the sender's cgroup.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,27 +22,6 @@ from exactcron.journal import JournalCheckpoint, JournalReader, entry_line
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 NOW = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 BOOT = "0123456789abcdef0123456789abcdef"
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def warnings_logged() -> Iterator[list[str]]:
-    """Warnings of the `exactcron` logger (the CLI's tests turn its propagation off)."""
-    collector = _Collect()
-    logger = logging.getLogger("exactcron")
-    logger.addHandler(collector)
-    try:
-        yield collector.messages
-    finally:
-        logger.removeHandler(collector)
 
 
 @pytest.fixture

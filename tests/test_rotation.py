@@ -24,7 +24,8 @@ from typing import IO
 
 import pytest
 
-LOGROTATE = shutil.which("logrotate", path="/usr/sbin:/usr/bin:/sbin:/bin")
+from tests.conftest import require_tool
+
 START = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 # Lines between logins: other daemons' lines, so that files grow past the fingerprint length.
 NOISE = "postfix/smtpd[4242]: connect from unknown[192.0.2.7] " + "x" * 60
@@ -32,12 +33,7 @@ NOISE = "postfix/smtpd[4242]: connect from unknown[192.0.2.7] " + "x" * 60
 
 @pytest.fixture
 def logrotate() -> str:
-    if LOGROTATE is None:
-        message = "logrotate is not installed (Debian package logrotate)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return LOGROTATE
+    return require_tool("logrotate")
 
 
 @dataclass

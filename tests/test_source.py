@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import logging
 import lzma
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,27 +14,6 @@ from exactcron.source import BISECT_MIN_BYTES, Checkpoint, FileMark, LogReader
 from exactcron.timestamps import TimestampParser
 
 NOW = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def warnings_logged() -> Iterator[list[str]]:
-    """Warnings of the `exactcron` logger (the CLI's tests turn its propagation off)."""
-    collector = _Collect()
-    logger = logging.getLogger("exactcron")
-    logger.addHandler(collector)
-    try:
-        yield collector.messages
-    finally:
-        logger.removeHandler(collector)
 
 
 def line(minutes_ago: float, text: str) -> bytes:
