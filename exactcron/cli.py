@@ -103,21 +103,24 @@ def update(state: Context) -> None:
 
     result = _guarded(state, lambda: run_update(state.config(), state.now))
     summary = (
-        f"read {sum(source.lines for source in result.sources)} lines, "
-        f"{sum(source.logins for source in result.sources)} logins; granted {len(result.granted)}, "
-        f"expired {len(result.expired)}, {result.leases} leases, {len(result.maps_written)} maps written"
+        f"read {_plural(sum(source.lines for source in result.sources), 'line')}, "
+        f"{_plural(sum(source.logins for source in result.sources), 'login')}; "
+        f"granted {len(result.granted)}, expired {len(result.expired)}, "
+        f"{_plural(result.leases, 'lease')}, {_plural(len(result.maps_written), 'map')} written"
     )
     _to_log_file(logging.INFO, summary)
     if state.verbose:
         for source in result.sources:
-            click.echo(f"{source.path}: {source.lines} new lines, {source.logins} logins")
+            click.echo(
+                f"{source.path}: {_plural(source.lines, 'new line')}, {_plural(source.logins, 'login')}"
+            )
         for address in sorted(result.granted):
             click.echo(f"granted {address}")
         for address in result.expired:
             click.echo(f"expired {address}")
         for path in result.maps_written:
             click.echo(f"wrote {path}")
-        click.echo(f"{result.leases} leases")
+        click.echo(_plural(result.leases, "lease"))
 
 
 @main.command()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import NOW, Site, dovecot_failure, dovecot_login, require_tool
@@ -75,10 +76,10 @@ def test_a_second_update_with_nothing_new_leaves_every_map_file_untouched(site: 
 
 def test_only_new_lines_are_read_on_the_next_run(site: Site) -> None:
     site.write_log(dovecot_login("192.0.2.10"))
-    assert site.run("-v", "update").output.startswith(f"{site.log}: 1 new lines, 1 logins\n")
+    assert site.run("-v", "update").output.startswith(f"{site.log}: 1 new line, 1 login\n")
     site.write_log(dovecot_login("192.0.2.11", time="2026-11-25T17:59:00+00:00"))
     output = site.run("-v", "update").output
-    assert output == (f"{site.log}: 1 new lines, 1 logins\ngranted 192.0.2.11\nwrote {site.map}\n2 leases\n")
+    assert output == (f"{site.log}: 1 new line, 1 login\ngranted 192.0.2.11\nwrote {site.map}\n2 leases\n")
 
 
 def test_an_unterminated_last_line_waits_for_its_end(site: Site) -> None:
@@ -193,3 +194,17 @@ def test_check_prints_the_logins_a_log_would_grant(site: Site) -> None:
     assert "192.0.2.10" in result.output
     assert "192.0.2.66" not in result.output
     assert not site.state.exists()
+
+
+def test_log_file_records_every_run_and_every_error(make_site: Callable[..., Site]) -> None:
+    site = make_site(extra='log_file = "exactcron.log"')
+    site.write_log(dovecot_login("192.0.2.10"))
+    assert site.run("update").output == ""
+    site.log.unlink()
+    site.log.mkdir()  # unreadable as a file
+    assert site.run("update").exit_code == 66
+    lines = (site.root / "exactcron.log").read_text().splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith("INFO: read 1 line, 1 login; granted 1, expired 0, 1 lease, 1 map written")
+    assert " exactcron[" in lines[0]
+    assert lines[1].endswith(f"ERROR: cannot read log {site.log}: Is a directory")

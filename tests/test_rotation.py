@@ -126,7 +126,7 @@ class Site:
         )
         assert result.returncode == 0, result.stderr
         self.granted.update(re.findall(r"^granted (\S+)$", result.stdout, re.MULTILINE))
-        self.logins_read += sum(int(n) for n in re.findall(r" (\d+) logins$", result.stdout, re.MULTILINE))
+        self.logins_read += sum(int(n) for n in re.findall(r" (\d+) logins?$", result.stdout, re.MULTILINE))
         self.warnings += [line for line in result.stderr.splitlines() if line.strip()]
 
     def assert_each_granted_once(self) -> None:
