@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from exactcron import faults
 from exactcron.config import MapConfig
@@ -200,14 +201,14 @@ def _build_database(spec: MapConfig, text: Path, database_type: str) -> None:
         _run(["postmap", f"{database_type}:{text}"], "postmap", spec.path)
 
 
-def _run(command: list[str], tool: str, map_path: Path | None = None, stdin: object = None) -> str:
+def _run(command: list[str], tool: str, map_path: Path | None = None, stdin: IO[bytes] | None = None) -> str:
     import subprocess  # only a run that builds a map pays for it
 
     subject = f"{tool} for {map_path}" if map_path else tool
     try:
         finished = subprocess.run(
             command,
-            stdin=stdin if stdin is not None else subprocess.DEVNULL,  # type: ignore[arg-type]
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
             capture_output=True,
             text=True,
             errors="replace",
@@ -222,4 +223,5 @@ def _run(command: list[str], tool: str, map_path: Path | None = None, stdin: obj
         # One line, whatever the tool printed: the interface promises one line on stderr.
         message = " ".join((finished.stderr or finished.stdout).split())
         raise MapBuildError(f"{subject} failed: {message or f'exit status {finished.returncode}'}")
-    return finished.stdout
+    output: str = finished.stdout
+    return output

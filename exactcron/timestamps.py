@@ -27,7 +27,6 @@ FUTURE_SLACK = timedelta(days=1)
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(\.\d{1,9})?(Z|z|[+-]\d\d:?\d\d)? ")
 _TRADITIONAL = re.compile(r"([A-Z][a-z]{2}) ([ 0-3]?\d) (\d\d):(\d\d):(\d\d) ")
 _SECOND_CACHE_SIZE = 1 << 16
-_UNKNOWN = object()
 
 
 @dataclass
@@ -55,17 +54,18 @@ class TimestampParser:
                 return None
             date, clock, fraction, offset = match.groups()
             key = (date, clock, offset)
-            second = self._second_cache.get(key, _UNKNOWN)
-            if second is _UNKNOWN:
+            if key in self._second_cache:
+                whole_second = self._second_cache[key]
+            else:
                 if len(self._second_cache) >= _SECOND_CACHE_SIZE:
                     self._second_cache.clear()  # a hostile log may hold every second there is
-                second = self._second_cache[key] = _rfc3339(date, clock, offset, self.zone)
-            if second is None:
+                whole_second = self._second_cache[key] = _rfc3339(date, clock, offset, self.zone)
+            if whole_second is None:
                 return None
             if fraction is None:
-                return second, match.end()
+                return whole_second, match.end()
             # Offsets are whole minutes, so the fraction survives the shift to UTC as it is.
-            return second.replace(microsecond=int(fraction[1:7].ljust(6, "0"))), match.end()
+            return whole_second.replace(microsecond=int(fraction[1:7].ljust(6, "0"))), match.end()
         match = _TRADITIONAL.match(line)
         if match is None:
             return None
