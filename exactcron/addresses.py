@@ -17,8 +17,9 @@ _COMPATIBLE_PREFIX = bytes(12)
 
 
 # A log repeats the same few thousand client addresses; parsing each once
-# per run is enough. Bounded, because every address is attacker-chosen.
-@lru_cache(maxsize=1 << 16)
+# per run is enough. Bounded, because every address is attacker-chosen, and
+# small: a full cache of 65,536 took 11 MB.
+@lru_cache(maxsize=1 << 13)
 def normalize_address(text: str) -> str | None:
     """The canonical text of an IP address, or None if `text` is not one.
 
@@ -61,10 +62,16 @@ def packed_address(address: str) -> bytes:
     return socket.inet_pton(socket.AF_INET, address)
 
 
-def sort_key(address: str) -> tuple[int, bytes]:
-    """IPv4 before IPv6, each in numeric order (of a normalized address)."""
+def sort_key(address: str) -> int:
+    """IPv4 before IPv6, each in numeric order (of a normalized address).
+
+    An int, not a (length, bytes) tuple: sorting 100,000 leases holds a key
+    for each, and an IPv4 key then takes 32 bytes instead of 120.
+    """
     packed = packed_address(address)
-    return (len(packed), packed)
+    number = int.from_bytes(packed)
+    # Every IPv6 key above every IPv4 one (which are below 2**32).
+    return number if len(packed) == 4 else number + (1 << 32)
 
 
 def parse_network(text: str) -> Network:

@@ -9,6 +9,9 @@ from datetime import datetime, timedelta
 from exactcron.addresses import Network, is_ignored, sort_key
 from exactcron.rules import Login
 
+# Distinct times `LeaseTable.merge` keeps one object of.
+_SHARED_INSTANTS = 4096
+
 
 @dataclass(frozen=True, slots=True)
 class Lease:
@@ -33,6 +36,9 @@ class LeaseTable:
     # The `ignore` networks (as text) every lease has been checked against;
     # None when unknown. Only a change of `ignore` makes prune check again.
     ignore_checked: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
+    # Equal times of the leases `merge` grants, as one object: 100,000
+    # leases granted over the timeout hold a few thousand datetimes.
+    _instants: dict[datetime, datetime] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def merge(self, login: Login, now: datetime, timeout: timedelta, ignore: Sequence[Network] = ()) -> bool:
         """Grant or extend a lease for a login. True when the table changed.
@@ -41,23 +47,34 @@ class LeaseTable:
         lines after a crash is harmless.
         """
         time = min(login.time, now)  # a stamp from the future counts as now
-        if time <= now - timeout:
+        # A lease is kept to the second, as the lease file has always stored
+        # it: the same before a save and after, and equal times share one object.
+        second = self._shared(time.replace(microsecond=0) if time.microsecond else time)
+        if second <= now - timeout:
             return False
         if self._flushed_after(login.address, time):
             return False
         if is_ignored(login.address, ignore):
             return False
-        expires = time + timeout
+        expires = self._shared(second + timeout)
         current = self.leases.get(login.address)
-        if current is not None and current.last_login >= time and current.expires >= expires:
+        if current is not None and current.last_login >= second and current.expires >= expires:
             return False
         if current is not None and current.expires > expires:
             # A lease granted by hand for longer keeps its end; the login still
             # refreshes who logged in last.
             expires = current.expires
-        self.leases[login.address] = Lease(login.address, login.user, time, expires, login.server)
+        self.leases[login.address] = Lease(login.address, login.user, second, expires, login.server)
         self.changed = True
         return True
+
+    def _shared(self, time: datetime) -> datetime:
+        shared = self._instants.get(time)
+        if shared is None:
+            if len(self._instants) >= _SHARED_INSTANTS:
+                self._instants.clear()  # a hostile log may hold every second there is
+            shared = self._instants[time] = time
+        return shared
 
     def _flushed_after(self, address: str, time: datetime) -> bool:
         if self.flushed_all is not None and time <= self.flushed_all:
@@ -122,4 +139,8 @@ class LeaseTable:
     def active(self, now: datetime) -> list[Lease]:
         """Leases in force at `now`, in address order."""
         live = (lease for lease in self.leases.values() if lease.expires > now)
-        return sorted(live, key=lambda lease: sort_key(lease.address))
+        return sorted(live, key=_address_order)
+
+
+def _address_order(lease: Lease) -> int:
+    return sort_key(lease.address)

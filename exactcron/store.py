@@ -14,12 +14,12 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from filelock import FileLock, Timeout
 
@@ -57,8 +57,15 @@ def _create_temporary(path: Path) -> tuple[int, str]:
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, whole."""
+def write_atomically(
+    path: Path, data: bytes | Iterable[bytes], mode: int = 0o644, keep_same: bool = False
+) -> bool:
+    """Replace `path` with `data` so that readers see the old or the new file, whole.
+
+    `data` may come in chunks, so that a large file is never held whole in
+    memory. With `keep_same`, a file that already holds exactly `data` is
+    left as it is (the copy is discarded); returns whether `path` was replaced.
+    """
     directory = path.parent
     try:
         handle, temporary = _create_temporary(path)
@@ -66,7 +73,14 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise StateWriteError(f"cannot write in {directory}: {error.strerror}") from None
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+            previous = _Comparison(path) if keep_same else None
+            for chunk in [data] if isinstance(data, bytes) else data:
+                stream.write(chunk)
+                if previous is not None:
+                    previous.feed(chunk)
+            if previous is not None and previous.same():
+                _remove_quietly(Path(temporary))
+                return False
             stream.flush()
             faults.point(f"{path.name}:written")
             os.fchmod(stream.fileno(), mode)
@@ -78,6 +92,38 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
     except OSError as error:
         _remove_quietly(Path(temporary))
         raise StateWriteError(f"cannot write {path}: {error.strerror}") from None
+    except BaseException:
+        _remove_quietly(Path(temporary))
+        raise
+    return True
+
+
+class _Comparison:
+    """Compares what is written, chunk by chunk, with the file it is to replace."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._stream: BinaryIO | None = open(path, "rb")  # noqa: SIM115 -- closed in same()
+        except OSError:
+            self._stream = None
+
+    def feed(self, chunk: bytes) -> None:
+        if self._stream is not None and self._stream.read(len(chunk)) != chunk:
+            self._close()
+
+    def same(self) -> bool:
+        """True when the file held exactly what was fed, and nothing more."""
+        if self._stream is None:
+            return False
+        try:
+            return self._stream.read(1) == b""
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
 
 def remove_leftovers(path: Path) -> list[Path]:
@@ -166,6 +212,17 @@ class StateStore:
 
     def load_leases(self, repair: bool = True) -> LeaseTable:
         """The lease table; a broken file is set aside when `repair` (under the lock)."""
+        path = self.leases_path
+        try:
+            table = read_lease_lines(path)
+        except FileNotFoundError:
+            return LeaseTable()
+        except OSError as error:
+            raise StateWriteError(f"cannot read {path}: {error.strerror}") from None
+        if table is not None:
+            return table
+        # Not laid out as this version writes it (edited by hand, say), or
+        # broken: read whole and strictly, which tells the two apart.
         document = self._load_json(LEASES_FILE, repair)
         if document is None:
             return LeaseTable()
@@ -178,10 +235,10 @@ class StateStore:
 
     def save_leases(self, table: LeaseTable) -> None:
         """Write the lease file, unless the table is unchanged since it was loaded from it."""
-        path = self.directory / LEASES_FILE
+        path = self.leases_path
         if not table.changed and path.exists():
             return
-        _write_if_changed(path, encode_leases(table), 0o640)
+        write_atomically(path, lease_file_chunks(table), 0o640, keep_same=True)
         table.changed = False
 
     @property
@@ -261,43 +318,185 @@ class StateStore:
         log.warning("%s is %s; moved it to %s and started afresh from the log", path, why, aside.name)
 
 
-def _write_if_changed(path: Path, data: bytes, mode: int) -> None:
-    try:
-        if path.read_bytes() == data:
-            return
-    except OSError:
-        pass
-    write_atomically(path, data, mode)
-
-
 def _dump(document: dict[str, Any]) -> bytes:
     return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
 
 
-def encode_leases(table: LeaseTable) -> bytes:
-    """The lease file: `leases_to_json(table)` as compact JSON, keys sorted.
+# The lease file holds one lease a line, between a first line with the
+# rest of the document and a last line that closes it. It is one JSON
+# document all the same, but one that is read and written a few thousand
+# leases at a time: 100,000 leases never sit in memory as text or as dicts.
+_LEASES_OPEN = b'"leases":['
+_READ_BATCH_BYTES = 1 << 18
+_WRITE_BATCH_LEASES = 2048
+# Distinct texts of times (or servers) remembered while reading: a lease
+# file written here holds few, one that is not may hold any number.
+_SHARED_MAX = 4096
 
-    Written lease by lease with the C string encoder rather than through
-    100,000 intermediate dicts: a tenth of the time and of the memory.
-    `jq . leases.json` shows it indented.
+
+def encode_leases(table: LeaseTable) -> bytes:
+    """The lease file: `leases_to_json(table)`, keys sorted, compact but for one lease a line."""
+    return b"".join(lease_file_chunks(table))
+
+
+def lease_file_chunks(table: LeaseTable) -> Iterator[bytes]:
+    """`encode_leases(table)` in pieces of a few thousand leases.
+
+    Each lease is written with the C string encoder rather than through a
+    dict and `json.dumps`: a tenth of the time and of the memory.
     """
     document = leases_to_json(table, with_leases=False)
-    quote = encode_basestring_ascii
-    items = [
-        f'{{"expires":"{format_instant(lease.expires)}","ip":"{lease.address}",'
-        f'"last_login":"{format_instant(lease.last_login)}",'
-        f'"server":{"null" if lease.server is None else quote(lease.server)},'
-        f'"user":{"null" if lease.user is None else quote(lease.user)}}}'
-        for lease in sorted(table.leases.values(), key=_by_address)
-    ]
+    del document["schema"]
+    # `leases` sorts after every other key but `schema`.
     head = json.dumps(document, separators=(",", ":"), sort_keys=True)
-    # `leases` sorts between `ignore` and `schema`; the rest of the document is small.
-    before, after = head[:-1].split(',"schema":')
-    return f'{before},"leases":[{",".join(items)}],"schema":{after}}}\n'.encode()
+    yield f"{head[:-1]},{_LEASES_OPEN.decode()}\n".encode()
+    quote = encode_basestring_ascii
+    formatted: dict[datetime, str] = {}
+
+    def instant(stamp: datetime) -> str:
+        text = formatted.get(stamp)
+        if text is None:
+            if len(formatted) >= _SHARED_MAX:
+                formatted.clear()
+            text = formatted[stamp] = format_instant(stamp)
+        return text
+
+    leases = table.leases
+    addresses = sorted(leases)
+    for start in range(0, len(addresses), _WRITE_BATCH_LEASES):
+        lines = []
+        for address in addresses[start : start + _WRITE_BATCH_LEASES]:
+            lease = leases[address]
+            lines.append(
+                f'{{"expires":"{instant(lease.expires)}","ip":"{address}",'
+                f'"last_login":"{instant(lease.last_login)}",'
+                f'"server":{"null" if lease.server is None else quote(lease.server)},'
+                f'"user":{"null" if lease.user is None else quote(lease.user)}}}'
+            )
+        end = ",\n" if start + _WRITE_BATCH_LEASES < len(addresses) else "\n"
+        yield (",\n".join(lines) + end).encode()
+    yield f'],"schema":{SCHEMA}}}\n'.encode()
 
 
-def _by_address(lease: Lease) -> str:
-    return lease.address
+def read_lease_lines(path: Path) -> LeaseTable | None:
+    """The lease file read a batch of lines at a time, when it is laid out as
+    `lease_file_chunks` writes it; None when it is not, or when anything in it
+    is off (the caller then reads it whole, which says what is wrong).
+
+    Each piece is parsed as JSON on its own, and the pieces are checked to
+    join into one document (commas between them, none after the last), so
+    what this accepts is exactly what `json.loads` of the whole accepts.
+    Raises OSError.
+    """
+    with open(path, "rb") as stream:
+        try:
+            return _read_lease_lines(stream)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            return None
+
+
+def _read_lease_lines(stream: BinaryIO) -> LeaseTable | None:
+    head = stream.readline().rstrip()
+    # Starting with `{"`, the whole file is UTF-8 to `json.loads` too.
+    if not head.startswith(b'{"') or not head.endswith(_LEASES_OPEN):
+        return None
+    members = head[: -len(_LEASES_OPEN)]
+    if members == b"{":
+        document: dict[str, Any] = {}
+    elif members.endswith(b","):
+        # Parses only when that comma ends a member of the outer object: then
+        # `"leases":[` is no part of a string.
+        document = _json_object(members[:-1] + b"}")
+    else:
+        return None
+    reader = _LeaseReader()
+    comma_after: bool | None = None  # whether the last piece read ended with a comma
+    while True:
+        lines = stream.readlines(_READ_BATCH_BYTES)
+        if not lines:
+            return None  # cut short: no closing line
+        tail = lines.pop() if lines[-1].startswith(b"]") else None
+        if lines:
+            if comma_after is False or any(line.startswith(b"]") for line in lines):
+                return None
+            piece = b"".join(lines).rstrip()
+            comma_after = piece.endswith(b",")
+            items = json.loads(
+                "[" + piece[: -1 if comma_after else None].decode("utf-8", "surrogatepass") + "]"
+            )
+            if not items:
+                return None
+            reader.add(items)
+        if tail is not None:
+            break
+    if comma_after or stream.read(1):
+        return None
+    rest = tail[1:].strip()
+    if rest.startswith(b","):
+        closing = _json_object(b"{" + rest[1:])
+    elif rest == b"}":
+        closing = {}
+    else:
+        return None
+    if "leases" in document or "leases" in closing:
+        return None  # a key given twice: rare enough to leave to `json.loads`
+    document.update(closing)
+    if document.get("schema") != SCHEMA:
+        return None
+    _read_rest(reader.table, document)
+    return reader.table
+
+
+def _json_object(text: bytes) -> dict[str, Any]:
+    document = json.loads(text.decode("utf-8", "surrogatepass"))
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    return document
+
+
+class _LeaseReader:
+    """Turns lease items into a table, strictly. Equal times and equal
+    server names share one object: 100,000 leases hold a few thousand."""
+
+    def __init__(self) -> None:
+        self.table = LeaseTable()
+        self._instants: dict[str, datetime] = {}
+        self._servers: dict[str, str] = {}
+
+    def add(self, items: Iterable[Any]) -> None:
+        leases = self.table.leases
+        instant = self._instant
+        servers = self._servers
+        # The file is ours: an address must be exactly as we write it
+        # (canonical), which is cheaper to check than to parse it again.
+        for item in items:
+            address = item["ip"]
+            user = item.get("user")
+            server = item.get("server")
+            if (
+                not isinstance(address, str)
+                or not is_canonical(address)
+                or not isinstance(user, str | None)
+                or not isinstance(server, str | None)
+            ):
+                raise CorruptStateError(f"holding a bad lease {item!r}")
+            if server is not None:
+                if len(servers) >= _SHARED_MAX:
+                    servers.clear()
+                server = servers.setdefault(server, server)
+            leases[address] = Lease(
+                address, user, instant(item["last_login"]), instant(item["expires"]), server
+            )
+
+    def _instant(self, text: object) -> datetime:
+        if not isinstance(text, str):
+            return _instant(text)  # raises
+        stamp = self._instants.get(text)
+        if stamp is None:
+            if len(self._instants) >= _SHARED_MAX:
+                self._instants.clear()
+            stamp = self._instants[text] = _instant(text)
+        return stamp
 
 
 def _instant(text: object) -> datetime:
@@ -323,7 +522,7 @@ def leases_to_json(table: LeaseTable, with_leases: bool = True) -> dict[str, Any
                 "expires": format_instant(lease.expires),
                 "server": lease.server,
             }
-            for lease in sorted(table.leases.values(), key=_by_address)
+            for lease in map(table.leases.__getitem__, sorted(table.leases))
             if with_leases
         ],
         "flushed": {address: format_instant(time) for address, time in sorted(table.flushed.items())},
@@ -341,37 +540,25 @@ def leases_from_json(document: dict[str, Any]) -> LeaseTable:
     if document.get("schema") != SCHEMA:
         raise CorruptStateError(f"of schema {document.get('schema')!r}, not {SCHEMA}")
     try:
-        table = LeaseTable()
-        leases = table.leases
-        instant = _instant
-        # The file is ours: an address must be exactly as we write it
-        # (canonical), which is cheaper to check than to parse it again.
-        for item in document["leases"]:
-            address = item["ip"]
-            user = item.get("user")
-            server = item.get("server")
-            if (
-                not isinstance(address, str)
-                or not is_canonical(address)
-                or not isinstance(user, str | None)
-                or not isinstance(server, str | None)
-            ):
-                raise CorruptStateError(f"holding a bad lease {item!r}")
-            leases[address] = Lease(
-                address, user, instant(item["last_login"]), instant(item["expires"]), server
-            )
-        for address, time in document.get("flushed", {}).items():
-            if not is_canonical(address):
-                raise CorruptStateError(f"holding a bad flush record {address!r}")
-            table.flushed[address] = _instant(time)
-        flushed_all = document.get("flushed_all")
-        table.flushed_all = _instant(flushed_all) if flushed_all is not None else None
-        checked = document.get("ignore")
-        # Unknown or odd: prune checks every lease against `ignore` again.
-        if isinstance(checked, list) and all(isinstance(network, str) for network in checked):
-            table.ignore_checked = tuple(checked)
+        reader = _LeaseReader()
+        reader.add(document["leases"])
+        _read_rest(reader.table, document)
     except CorruptStateError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise CorruptStateError(f"not a lease file this version can read ({error})") from None
-    return table
+    return reader.table
+
+
+def _read_rest(table: LeaseTable, document: dict[str, Any]) -> None:
+    """The flush records and the `ignore` check of a lease file into `table`."""
+    for address, time in document.get("flushed", {}).items():
+        if not is_canonical(address):
+            raise CorruptStateError(f"holding a bad flush record {address!r}")
+        table.flushed[address] = _instant(time)
+    flushed_all = document.get("flushed_all")
+    table.flushed_all = _instant(flushed_all) if flushed_all is not None else None
+    checked = document.get("ignore")
+    # Unknown or odd: prune checks every lease against `ignore` again.
+    if isinstance(checked, list) and all(isinstance(network, str) for network in checked):
+        table.ignore_checked = tuple(checked)

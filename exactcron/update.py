@@ -14,10 +14,12 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exactcron import faults
+from exactcron.addresses import normalize_address
 from exactcron.config import Config, MapConfig, SourceConfig
 from exactcron.errors import ExactcronError
 from exactcron.leases import Lease, LeaseTable
@@ -34,8 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("exactcron")
 
 # Logins kept per source before they are merged (each address once, its
-# latest login): bounds the memory a flood of fake success lines can take.
-MAX_PENDING_LOGINS = 1 << 16
+# latest login): bounds the memory a flood of fake success lines (or a
+# first run over 100,000 logins) can take; merging early gives the same leases.
+MAX_PENDING_LOGINS = 1 << 13
 
 
 @dataclass
@@ -49,7 +52,8 @@ class SourceReport:
 @dataclass
 class UpdateResult:
     sources: list[SourceReport] = field(default_factory=list)
-    granted: set[str] = field(default_factory=set)
+    # Sorted, each address once. Not a set: 100,000 grants took 4 MB more.
+    granted: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     maps_written: list[Path] = field(default_factory=list)
     leases: int = 0
@@ -88,6 +92,11 @@ def _update_locked(config: Config, store: StateStore, now: datetime) -> UpdateRe
         result.sources.append(report)
         if checkpoint is not None:
             checkpoints[key] = checkpoint.to_json()
+    # Read: the memory of the parsed addresses is better spent on the rest.
+    normalize_address.cache_clear()
+    # An address granted by two sources, or by two batches of one, once.
+    result.granted.sort()
+    result.granted = [address for address, _ in groupby(result.granted)]
     result.expired = table.prune(now, config.timeout, config.ignore)
     faults.point("update:merged")
     store.save_leases(table)
@@ -223,7 +232,7 @@ def _read_source(
     table: LeaseTable,
     config: Config,
     now: datetime,
-    granted: set[str],
+    granted: list[str],
 ) -> tuple[SourceReport, Checkpoint | JournalCheckpoint | None]:
     timestamps = TimestampParser(now, source.zone)
     # Logins older than this grant nothing: a file never seen is read from here on.
@@ -247,7 +256,7 @@ def _read_source(
     def merge() -> None:
         for login in pending.values():
             if table.merge(login, now, config.timeout, config.ignore):
-                granted.add(login.address)
+                granted.append(login.address)
         pending.clear()
 
     reader: LogReader | JournalReader

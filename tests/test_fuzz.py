@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -141,8 +142,8 @@ def test_show_json_is_always_valid_json_with_the_documented_keys(
 
 @settings(max_examples=60)
 @given(st.lists(st.tuples(addresses, users, st.integers(min_value=0, max_value=1799)), max_size=8))
-def test_the_lease_file_is_exactly_the_compact_json_of_the_table(
-    logins: list[tuple[str, str | None, int]],
+def test_the_lease_file_is_the_json_of_the_table_one_lease_a_line(
+    tmp_path_factory: pytest.TempPathFactory, logins: list[tuple[str, str | None, int]]
 ) -> None:
     from exactcron.addresses import normalize_address
     from exactcron.store import encode_leases
@@ -156,8 +157,97 @@ def test_the_lease_file_is_exactly_the_compact_json_of_the_table(
         table.merge(login, now, timedelta(minutes=30))
     table.flush([login[0] for login in logins[:1] if normalize_address(login[0]) == login[0]], now)
     encoded = encode_leases(table)
-    assert (
-        encoded == (json.dumps(leases_to_json(table), separators=(",", ":"), sort_keys=True) + "\n").encode()
-    )
+    document = leases_to_json(table)
+    assert json.loads(encoded) == document
+    # Compact, keys sorted, each lease on a line of its own (for grep, and
+    # for reading the file a batch of lines at a time).
+    lines = encoded.decode().splitlines()
+    compact = json.dumps(document, separators=(",", ":"), sort_keys=True)
+    assert "".join(lines) == compact
+    assert len(lines) == len(document["leases"]) + 2
+    for line, lease in zip(lines[1:-1], document["leases"], strict=True):
+        assert json.loads(line.removesuffix(",")) == lease
     # Read back and written again: the same bytes (times are kept to the second).
     assert encode_leases(leases_from_json(json.loads(encoded))) == encoded
+    state = tmp_path_factory.mktemp("leases")
+    (state / "leases.json").write_bytes(encoded)
+    assert StateStore(state).load_leases() == table
+
+
+def sample_lease_file() -> bytes:
+    from exactcron.store import encode_leases
+
+    now = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
+    table = LeaseTable()
+    for number, address in enumerate(["192.0.2.1", "192.0.2.2", "198.51.100.7", "2001:db8::5"]):
+        table.merge(Login(now - timedelta(minutes=number), "dovecot", f"user{number}", address), now, TIMEOUT)
+    table.flush(["192.0.2.9"], now)
+    return encode_leases(table)
+
+
+TIMEOUT = timedelta(minutes=30)
+SAMPLE = sample_lease_file()
+
+
+def assert_read_as_whole(state: Path, raw: bytes) -> None:
+    """The lease file is read a batch of lines at a time; what that accepts, and how, is what a whole read does."""
+    try:
+        document = json.loads(raw)
+        expected = leases_from_json(document) if isinstance(document, dict) else LeaseTable()
+    except (ValueError, CorruptStateError):
+        expected = LeaseTable()
+    (state / "leases.json").write_bytes(raw)
+    assert StateStore(state).load_leases(repair=False) == expected, raw
+
+
+# Where the pieces the reader parses one by one meet: around each line's end.
+JOINS = sorted(
+    {max(0, end + offset) for end, byte in enumerate(SAMPLE) if byte == 10 for offset in range(-3, 2)}
+)
+INSERTS = [b",", b"]", b"[", b"\n", b"{", b"}", b'"', b" ", b"\x00", b",\n", b"\n,", b"]\n", b"\n]", b"\n\n"]
+
+
+@pytest.mark.parametrize("batch", [1, 1 << 18])  # 1: each line is a batch of its own
+def test_damage_where_lines_meet_is_found_as_a_whole_read_finds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    from exactcron import store
+
+    monkeypatch.setattr(store, "_READ_BATCH_BYTES", batch)
+    heads = SAMPLE.split(b"\n", 1)
+    tails = SAMPLE.rsplit(b"]", 1)
+    damaged = [
+        # A key given twice: the last one counts.
+        heads[0].replace(b'"leases":[', b'"leases":[],"leases":[') + b"\n" + heads[1],
+        tails[0] + b'],"leases":[]' + tails[1][:-1] + b"\n",
+        SAMPLE + b" ",
+        SAMPLE + b"\n{}",
+    ]
+    for at in JOINS:
+        damaged += [SAMPLE[:at] + SAMPLE[at + cut :] for cut in (1, 2)]
+        damaged += [SAMPLE[:at] + inserted + SAMPLE[at:] for inserted in INSERTS]
+    for raw in damaged:
+        assert_read_as_whole(tmp_path, raw)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=200)
+@given(
+    st.integers(min_value=0, max_value=len(SAMPLE)),
+    st.integers(min_value=0, max_value=3),
+    st.lists(st.sampled_from(INSERTS) | st.binary(max_size=2), max_size=2).map(b"".join),
+)
+def test_damage_anywhere_is_found_as_a_whole_read_finds_it(
+    tmp_path: Path, at: int, cut: int, inserted: bytes
+) -> None:
+    assert_read_as_whole(tmp_path, SAMPLE[:at] + inserted + SAMPLE[at + cut :])
+
+
+@pytest.mark.parametrize("indent", [None, 1])
+def test_a_lease_file_written_otherwise_is_still_read(tmp_path: Path, indent: int | None) -> None:
+    """An administrator's `jq . leases.json > new` (or a file of an earlier version) is a lease file too."""
+    document = json.loads(SAMPLE)
+    (tmp_path / "leases.json").write_text(json.dumps(document, indent=indent))
+    table = StateStore(tmp_path).load_leases()
+    assert sorted(table.leases) == ["192.0.2.1", "192.0.2.2", "198.51.100.7", "2001:db8::5"]
+    assert table == leases_from_json(document)
+    assert list(tmp_path.iterdir()) == [tmp_path / "leases.json"]
