@@ -62,6 +62,23 @@ def write_config(root: Path, body: str) -> Path:
     return config
 
 
+def write_site_config(root: Path, state: Path, more_maps: str = "") -> Path:
+    """A config reading `root/mail.log` into a hash map `state/relay` (and `more_maps`)."""
+    return write_config(
+        root,
+        f"""\
+state_dir = "{state}"
+[[source]]
+path = "{root / "mail.log"}"
+server = "dovecot"
+[[map]]
+mta = "postfix"
+path = "{state / "relay"}"
+type = "hash"
+{more_maps}""",
+    )
+
+
 @pytest.fixture
 def make_site(tmp_path: Path) -> Callable[..., Site]:
     def make(map_type: str = "hash", extra: str = "") -> Site:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import dovecot_login, require_tool, write_config
+from tests.conftest import dovecot_login, require_tool, write_site_config
 
 
 @pytest.fixture
@@ -34,19 +34,7 @@ def small_filesystem(tmp_path: Path) -> Iterator[Path]:
 
 
 def make_site(root: Path, state: Path) -> Path:
-    return write_config(
-        root,
-        f"""\
-state_dir = "{state}"
-[[source]]
-path = "{root / "mail.log"}"
-server = "dovecot"
-[[map]]
-mta = "postfix"
-path = "{state / "relay"}"
-type = "hash"
-""",
-    )
+    return write_site_config(root, state)
 
 
 def update(config: Path, now: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import dovecot_login, require_tool, write_config
+from tests.conftest import dovecot_login, require_tool, write_site_config
 
 FIRST = "2026-11-25T18:00:00+00:00"
 SECOND = "2026-11-25T18:01:00+00:00"
@@ -25,22 +25,7 @@ SECOND = "2026-11-25T18:01:00+00:00"
 def make_site(root: Path) -> Path:
     root.mkdir()
     state = root / "state"
-    config = write_config(
-        root,
-        f"""\
-state_dir = "{state}"
-[[source]]
-path = "{root / "mail.log"}"
-server = "dovecot"
-[[map]]
-mta = "postfix"
-path = "{state / "relay"}"
-type = "hash"
-[[map]]
-mta = "exim"
-path = "{state / "relay-exim"}"
-""",
-    )
+    config = write_site_config(root, state, f'[[map]]\nmta = "exim"\npath = "{state / "relay-exim"}"\n')
     with (root / "mail.log").open("w") as log:
         log.write(dovecot_login("192.0.2.10", "alice", "2026-11-25T17:40:00+00:00") + "\n")
         log.write(dovecot_login("192.0.2.11", "bob", "2026-11-25T17:45:00+00:00") + "\n")
