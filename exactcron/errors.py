@@ -27,7 +27,3 @@ class StateWriteError(ExactcronError):
 
 class LockTimeoutError(ExactcronError):
     exit_code = 75  # EX_TEMPFAIL
-
-
-class UsageError(ExactcronError):
-    exit_code = 2

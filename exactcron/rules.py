@@ -16,7 +16,7 @@ start of the message instead.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,16 +52,6 @@ class Login:
     address: str
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A log line split into its syslog parts."""
-
-    time: datetime
-    host: str | None
-    program: str
-    message: str
-
-
 @dataclass(frozen=True)
 class Form:
     """One shape of success line: the tags it is logged under and its message.
@@ -87,9 +77,6 @@ class Rule:
     # one; lines without any rule's needle are never decoded or split.
     needles: tuple[bytes, ...]
     forms: tuple[Form, ...]
-
-    def match(self, record: Record) -> Login | None:
-        return self.login(record.time, record.program, record.message)
 
     def login(self, time: datetime, program: str, message: str) -> Login | None:
         """The login a line's message states, logged under `program` at `time`, or None."""
@@ -396,19 +383,3 @@ class LineParser:
             if login is not None:
                 return login
         return None
-
-    def record(self, text: str) -> Record | None:
-        stamped = self.timestamps.parse_prefix(text)
-        if stamped is None:
-            return None
-        time, position = stamped
-        header = _HEADER.match(text, position)
-        if header is None:
-            return None
-        return Record(time, header.group("host"), header.group("program"), text[header.end() :])
-
-
-def resolve_rules(names: Iterable[str], site_rules: Mapping[str, Rule]) -> tuple[Rule, ...]:
-    """Rules by name; site rules shadow nothing (the config loader refuses clashes)."""
-    known = {**BUILTIN_RULES, **site_rules}
-    return tuple(known[name] for name in names)

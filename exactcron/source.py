@@ -176,11 +176,6 @@ def _decompress_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def fingerprint(stream: IO[bytes], length: int) -> str:
-    stream.seek(0)
-    return _digest(stream.read(length))
-
-
 def _open(path: Path) -> IO[bytes]:
     module = _OPENERS.get(path.suffix)
     if module is None:

@@ -62,12 +62,13 @@ def write_config(root: Path, body: str) -> Path:
     return config
 
 
-def write_site_config(root: Path, state: Path, more_maps: str = "") -> Path:
+def write_site_config(root: Path, state: Path, more_maps: str = "", settings: str = "") -> Path:
     """A config reading `root/mail.log` into a hash map `state/relay` (and `more_maps`)."""
     return write_config(
         root,
         f"""\
 state_dir = "{state}"
+{settings}
 [[source]]
 path = "{root / "mail.log"}"
 server = "dovecot"

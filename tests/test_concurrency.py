@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import dovecot_login, require_tool, write_config
+from tests.conftest import dovecot_login, require_tool, write_site_config
 
 NOW = "2026-11-25T18:00:00+00:00"
 FLUSHED = "198.51.100.1"
@@ -32,20 +32,7 @@ def test_overlapping_runs_lose_no_grant_and_respect_every_flush(tmp_path: Path) 
     log = tmp_path / "mail.log"
     log.touch()
     state = tmp_path / "state"
-    config = write_config(
-        tmp_path,
-        f"""\
-state_dir = "{state}"
-lock_wait = "2s"
-[[source]]
-path = "{log}"
-server = "dovecot"
-[[map]]
-mta = "postfix"
-path = "{state / "relay"}"
-type = "hash"
-""",
-    )
+    config = write_site_config(tmp_path, state, settings='lock_wait = "2s"')
     written: list[str] = []
 
     def write_logins() -> None:

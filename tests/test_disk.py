@@ -46,13 +46,24 @@ def snapshot(state: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in state.iterdir() if path.name != "last-run.json"}
 
 
-def test_a_full_disk_exits_73_and_keeps_the_previous_state(tmp_path: Path, small_filesystem: Path) -> None:
+def first_run(root: Path, state: Path) -> tuple[Path, dict[str, bytes]]:
+    """A site whose state lives on the small filesystem, after one good run; its state then."""
     require_tool("postmap")
-    state = small_filesystem / "state"
-    config = make_site(tmp_path, state)
-    (tmp_path / "mail.log").write_text(dovecot_login("192.0.2.10") + "\n")
+    config = make_site(root, state)
+    (root / "mail.log").write_text(dovecot_login("192.0.2.10") + "\n")
     assert update(config, "2026-11-25T18:00:00+00:00").returncode == 0
-    before = snapshot(state)
+    return config, snapshot(state)
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], reason: str) -> None:
+    assert result.returncode == 73, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert reason in result.stderr
+
+
+def test_a_full_disk_exits_73_and_keeps_the_previous_state(tmp_path: Path, small_filesystem: Path) -> None:
+    state = small_filesystem / "state"
+    config, before = first_run(tmp_path, state)
     # Many new leases, and no room left for them.
     with (tmp_path / "mail.log").open("a") as log:
         for index in range(1000):
@@ -68,10 +79,7 @@ def test_a_full_disk_exits_73_and_keeps_the_previous_state(tmp_path: Path, small
         pass
     finally:
         os.close(descriptor)
-    result = update(config, "2026-11-25T18:01:00+00:00")
-    assert result.returncode == 73, result.stderr
-    assert result.stderr.count("\n") == 1
-    assert "No space left on device" in result.stderr
+    assert_refused(update(config, "2026-11-25T18:01:00+00:00"), "No space left on device")
     assert snapshot(state) == before
     # Room again: the same lines are read and granted, nothing was lost.
     filler.unlink()
@@ -80,17 +88,10 @@ def test_a_full_disk_exits_73_and_keeps_the_previous_state(tmp_path: Path, small
 
 
 def test_a_read_only_state_filesystem_exits_73(tmp_path: Path, small_filesystem: Path) -> None:
-    require_tool("postmap")
     state = small_filesystem / "state"
-    config = make_site(tmp_path, state)
-    (tmp_path / "mail.log").write_text(dovecot_login("192.0.2.10") + "\n")
-    assert update(config, "2026-11-25T18:00:00+00:00").returncode == 0
-    before = snapshot(state)
+    config, before = first_run(tmp_path, state)
     with (tmp_path / "mail.log").open("a") as log:
         log.write(dovecot_login("192.0.2.11", time="2026-11-25T17:59:00+00:00") + "\n")
     subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)
-    result = update(config, "2026-11-25T18:01:00+00:00")
-    assert result.returncode == 73, result.stderr
-    assert result.stderr.count("\n") == 1
-    assert "Read-only file system" in result.stderr
+    assert_refused(update(config, "2026-11-25T18:01:00+00:00"), "Read-only file system")
     assert snapshot(state) == before

@@ -105,23 +105,31 @@ addresses = st.ip_addresses().map(str)
 users = st.none() | st.text(max_size=40)
 
 
+NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
+
+
+def table_of(logins: list[tuple[str, str | None, int]], microseconds: int = 0) -> LeaseTable:
+    """The leases these (address, user, seconds ago) logins grant at NOW."""
+    from exactcron.addresses import normalize_address
+
+    table = LeaseTable()
+    for address, user, seconds_ago in logins:
+        normalized = normalize_address(address)
+        assert normalized is not None
+        login = Login(
+            NOW - timedelta(seconds=seconds_ago, microseconds=microseconds), "dovecot", user, normalized
+        )
+        table.merge(login, NOW, timedelta(minutes=30))
+    return table
+
+
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
 @given(st.lists(st.tuples(addresses, users, st.integers(min_value=0, max_value=1799)), max_size=8))
 def test_show_json_is_always_valid_json_with_the_documented_keys(
     tmp_path: Path, logins: list[tuple[str, str | None, int]]
 ) -> None:
-    now = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
-    table = LeaseTable()
-    for address, user, seconds_ago in logins:
-        from exactcron.addresses import normalize_address
-
-        normalized = normalize_address(address)
-        assert normalized is not None
-        table.merge(
-            Login(now - timedelta(seconds=seconds_ago), "dovecot", user, normalized),
-            now,
-            timedelta(minutes=30),
-        )
+    now = NOW
+    table = table_of(logins)
     state = tmp_path / "show-state"
     state.mkdir(exist_ok=True)
     StateStore(state).save_leases(table)
@@ -148,13 +156,8 @@ def test_the_lease_file_is_the_json_of_the_table_one_lease_a_line(
     from exactcron.addresses import normalize_address
     from exactcron.store import encode_leases
 
-    now = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
-    table = LeaseTable()
-    for address, user, seconds_ago in logins:
-        normalized = normalize_address(address)
-        assert normalized is not None
-        login = Login(now - timedelta(seconds=seconds_ago, microseconds=7), "dovecot", user, normalized)
-        table.merge(login, now, timedelta(minutes=30))
+    now = NOW
+    table = table_of(logins, microseconds=7)
     table.flush([login[0] for login in logins[:1] if normalize_address(login[0]) == login[0]], now)
     encoded = encode_leases(table)
     document = leases_to_json(table)
