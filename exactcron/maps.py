@@ -23,7 +23,7 @@ from typing import IO
 from exactcron import faults
 from exactcron.config import MapConfig
 from exactcron.errors import MapBuildError, StateWriteError
-from exactcron.store import fsync_directory
+from exactcron.state import fsync_directory
 
 # The MTA's daemons (postfix, Debian-exim) must read the map; only its owner writes it.
 MAP_MODE = 0o644

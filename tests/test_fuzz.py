@@ -18,9 +18,25 @@ from hypothesis import strategies as st
 from exactcron.cli import main
 from exactcron.config import parse_config
 from exactcron.errors import ConfigError
+from exactcron.leasefile import (
+    LEASES_FILE,
+    FileLeaseStore,
+    lease_file_chunks,
+    leases_from_json,
+    leases_to_json,
+)
 from exactcron.leases import LeaseTable
 from exactcron.rules import Login
-from exactcron.store import CorruptStateError, StateStore, leases_from_json, leases_to_json
+from exactcron.state import CorruptStateError, LocalState, write_atomically
+
+
+def load_leases(state: Path, repair: bool = True) -> LeaseTable:
+    return FileLeaseStore(LocalState(state), repair).table
+
+
+def save_leases(state: Path, table: LeaseTable) -> None:
+    write_atomically(state / LEASES_FILE, lease_file_chunks(table), 0o640)
+
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
 json_values = st.recursive(
@@ -98,7 +114,7 @@ def test_any_bytes_in_the_lease_file_never_crash_a_load(tmp_path: Path, raw: byt
     state = tmp_path / "fuzz-state"
     state.mkdir(exist_ok=True)
     (state / "leases.json").write_bytes(raw)
-    StateStore(state).load_leases(repair=False)
+    load_leases(state, repair=False)
 
 
 addresses = st.ip_addresses().map(str)
@@ -132,7 +148,7 @@ def test_show_json_is_always_valid_json_with_the_documented_keys(
     table = table_of(logins)
     state = tmp_path / "show-state"
     state.mkdir(exist_ok=True)
-    StateStore(state).save_leases(table)
+    save_leases(state, table)
     config = tmp_path / "show.toml"
     config.write_text(
         f'state_dir = "{state}"\n[[source]]\npath = "x.log"\nserver = "dovecot"\n'
@@ -154,7 +170,7 @@ def test_the_lease_file_is_the_json_of_the_table_one_lease_a_line(
     tmp_path_factory: pytest.TempPathFactory, logins: list[tuple[str, str | None, int]]
 ) -> None:
     from exactcron.addresses import normalize_address
-    from exactcron.store import encode_leases
+    from exactcron.leasefile import encode_leases
 
     now = NOW
     table = table_of(logins, microseconds=7)
@@ -174,11 +190,11 @@ def test_the_lease_file_is_the_json_of_the_table_one_lease_a_line(
     assert encode_leases(leases_from_json(json.loads(encoded))) == encoded
     state = tmp_path_factory.mktemp("leases")
     (state / "leases.json").write_bytes(encoded)
-    assert StateStore(state).load_leases() == table
+    assert load_leases(state) == table
 
 
 def sample_lease_file() -> bytes:
-    from exactcron.store import encode_leases
+    from exactcron.leasefile import encode_leases
 
     now = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
     table = LeaseTable()
@@ -200,7 +216,7 @@ def assert_read_as_whole(state: Path, raw: bytes) -> None:
     except (ValueError, CorruptStateError):
         expected = LeaseTable()
     (state / "leases.json").write_bytes(raw)
-    assert StateStore(state).load_leases(repair=False) == expected, raw
+    assert load_leases(state, repair=False) == expected, raw
 
 
 # Where the pieces the reader parses one by one meet: around each line's end.
@@ -214,9 +230,9 @@ INSERTS = [b",", b"]", b"[", b"\n", b"{", b"}", b'"', b" ", b"\x00", b",\n", b"\
 def test_damage_where_lines_meet_is_found_as_a_whole_read_finds_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int
 ) -> None:
-    from exactcron import store
+    from exactcron import leasefile
 
-    monkeypatch.setattr(store, "_READ_BATCH_BYTES", batch)
+    monkeypatch.setattr(leasefile, "_READ_BATCH_BYTES", batch)
     heads = SAMPLE.split(b"\n", 1)
     tails = SAMPLE.rsplit(b"]", 1)
     damaged = [
@@ -250,7 +266,7 @@ def test_a_lease_file_written_otherwise_is_still_read(tmp_path: Path, indent: in
     """An administrator's `jq . leases.json > new` (or a file of an earlier version) is a lease file too."""
     document = json.loads(SAMPLE)
     (tmp_path / "leases.json").write_text(json.dumps(document, indent=indent))
-    table = StateStore(tmp_path).load_leases()
+    table = load_leases(tmp_path)
     assert sorted(table.leases) == ["192.0.2.1", "192.0.2.2", "198.51.100.7", "2001:db8::5"]
     assert table == leases_from_json(document)
     assert list(tmp_path.iterdir()) == [tmp_path / "leases.json"]

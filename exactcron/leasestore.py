@@ -1,0 +1,71 @@
+"""Where leases live: one interface, one module per back end.
+
+`update`, `add`, `flush`, `render`, `show` and `status` talk to a
+`LeaseStore` only. The embedded back end is the JSON file in `state_dir`
+(leasefile.py). A back end keeps the lease rules of leases.py: a merge keeps
+the later expiry, a flush beats every login logged before it, `add` never
+shortens a lease. Checkpoints, the lock and the last-run record stay local
+whatever the back end (state.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from exactcron.addresses import Network
+from exactcron.config import Config
+from exactcron.leases import Lease
+from exactcron.rules import Login
+from exactcron.state import LocalState
+
+
+@dataclass
+class Snapshot:
+    """The leases in force at a time, and the store's `version` they belong to."""
+
+    leases: list[Lease]  # in address order
+    version: Any  # a JSON value; see LeaseStore.version
+
+
+class LeaseStore(Protocol):
+    def begin(self) -> bool:
+        """Load what a run needs; True when the stored leases were lost (a
+        broken file set aside) and must be rebuilt from the logs."""
+
+    def version(self) -> Any:
+        """A cheap JSON value that changes whenever the leases may have
+        changed, whoever changed them; None when unknown."""
+
+    def merge(
+        self, logins: Iterable[Login], now: datetime, timeout: timedelta, ignore: Sequence[Network]
+    ) -> list[str]:
+        """Grant or extend a lease per login; the addresses whose lease changed."""
+
+    def add(self, address: str, now: datetime, duration: timedelta) -> Lease:
+        """A lease granted by hand, from `now` for `duration`."""
+
+    def flush(self, addresses: Sequence[str] | None, now: datetime) -> list[str]:
+        """Revoke the leases of `addresses` (all when None); the addresses that held one."""
+
+    def prune(self, now: datetime, timeout: timedelta, ignore: Sequence[Network]) -> list[str]:
+        """Drop expired and ignored leases; the addresses dropped."""
+
+    def save(self) -> None:
+        """Make every change so far durable."""
+
+    def snapshot(self, now: datetime) -> Snapshot:
+        """The leases in force at `now`, as stored."""
+
+    def last_known(self, now: datetime) -> list[Lease]:
+        """The leases in force at `now` among those last read, without asking
+        the back end: what the maps may still hold when the store fails."""
+
+
+def open_lease_store(config: Config, state: LocalState, repair: bool = True) -> LeaseStore:
+    """The store `config` names. `repair`: set broken local files aside (only under the lock)."""
+    from exactcron.leasefile import FileLeaseStore
+
+    return FileLeaseStore(state, repair)

@@ -1,0 +1,126 @@
+"""The quiet run: telling, cheaply, that a full `update` would change nothing.
+
+Most runs find nothing new. The last full run records, beside the
+checkpoints (saved last, so a run killed earlier leaves an older record that
+no longer fits), what its outcome depended on: the configuration, the
+identity and size of every log file before it read them, the lease store's
+version and the maps as it left them, and the earliest lease expiry. While
+all of that still holds, a full run would read nothing, grant nothing,
+expire nothing and write nothing: it is skipped. Anything missing, unknown
+or different means a full run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from exactcron.config import Config, MapConfig, SourceConfig
+from exactcron.leases import Lease
+from exactcron.leasestore import LeaseStore
+from exactcron.source import files_signature
+from exactcron.state import file_signature
+
+
+def quiet_leases(
+    config: Config,
+    settled: dict[str, Any] | None,
+    saved: dict[str, dict[str, Any]],
+    store: LeaseStore,
+    now: datetime,
+) -> int | None:
+    """The number of leases in force when a full run has nothing to do, else None.
+
+    The store's version is asked last: it may be a query to a database.
+    """
+    if settled is None:
+        return None
+    expires = settled.get("expires", "")
+    active = settled.get("active")
+    if not (expires is None or isinstance(expires, int)) or not isinstance(active, int):
+        return None
+    if expires is not None and now.timestamp() >= expires:
+        return None
+    if settled.get("config") != config_key(config):
+        return None
+    if settled.get("maps") != maps_signature(config.maps):
+        return None
+    logs = settled.get("logs")
+    if not isinstance(logs, dict):
+        return None
+    for source in config.sources:
+        key = str(source.path)
+        if key not in saved:
+            return None
+        if source.journal:
+            if not _journal_is_quiet(source, saved[key], now - config.timeout):
+                return None
+        elif logs.get(key) != files_signature(source.path, source.olddir):
+            return None
+    leases = settled.get("leases")
+    if leases is None or store.version() != leases:
+        return None
+    return active
+
+
+def _journal_is_quiet(source: SourceConfig, saved: dict[str, Any], since: datetime) -> bool:
+    from exactcron.journal import JournalCheckpoint, JournalReader
+
+    start = JournalCheckpoint.from_json(saved)
+    if start is None:
+        return False
+    reader = JournalReader(source.journal, start, since, source.journal_directory)
+    # The full run that follows a non-empty answer asks journalctl again, from the same cursor.
+    return next(iter(reader.lines()), None) is None and reader.checkpoint == start
+
+
+def settled_record(
+    config: Config, active: Sequence[Lease], version: Any, logs: dict[str, Any]
+) -> dict[str, Any]:
+    """What a full run that left `active` in force (at the store's `version`) depended on."""
+    earliest = min((lease.expires for lease in active), default=None)
+    return {
+        "config": config_key(config),
+        # Whole seconds, rounded down: a quiet run ends before any lease does.
+        "expires": None if earliest is None else math.floor(earliest.timestamp()),
+        "active": len(active),
+        "leases": version,
+        "maps": maps_signature(config.maps),
+        "logs": logs,
+    }
+
+
+def config_key(config: Config) -> list[Any]:
+    """What of the configuration decides the leases and the maps, as JSON values."""
+    return [
+        config.timeout.total_seconds(),
+        sorted(str(network) for network in config.ignore),
+        [[spec.mta, str(spec.path), spec.type, str(spec.include or "")] for spec in config.maps],
+        [
+            [str(source.path), str(source.olddir or ""), [rule.name for rule in source.rules]]
+            for source in config.sources
+        ],
+    ]
+
+
+def maps_signature(maps: Iterable[MapConfig]) -> list[Any]:
+    """Each map's text and the databases built beside it (NAME.db, .lmdb, .cdb), and its include."""
+    signature: list[Any] = []
+    for spec in maps:
+        files: list[Any] = [[spec.path.name, file_signature(spec.path)]]
+        try:
+            entries = sorted(os.scandir(spec.path.parent), key=lambda entry: entry.name)
+        except OSError:
+            return [None]
+        files += [
+            [entry.name, file_signature(Path(entry.path))]
+            for entry in entries
+            if entry.name.startswith(spec.path.name + ".")
+        ]
+        include = file_signature(spec.include) if spec.include else None
+        signature.append([str(spec.path), files, include])
+    return signature
