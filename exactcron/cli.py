@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,8 +18,9 @@ import click
 
 from exactcron import __version__
 from exactcron.addresses import is_ignored, normalize_address
+from exactcron.audit import who_ran
 from exactcron.config import Config, config_path, load_config, parse_duration
-from exactcron.errors import ExactcronError, LogUnreadableError
+from exactcron.errors import ConfigError, ExactcronError, LogUnreadableError
 from exactcron.leases import Lease
 from exactcron.rules import BUILTIN_RULES
 from exactcron.timestamps import format_instant, parse_instant
@@ -41,7 +43,7 @@ class Context:
         if self._config is None:
             self._config = load_config(self.config_file)
             if self._config.log_file is not None:
-                _log_to_file(self._config.log_file)
+                _log_to_file(self._config.log_file, self.given_now)
         return self._config
 
 
@@ -160,7 +162,8 @@ def flush(state: Context, addresses: tuple[str, ...], flush_all: bool) -> None:
     if flush_all == bool(addresses):
         raise click.UsageError("give one or more addresses, or --all")
     chosen = None if flush_all else list(addresses)
-    revoked = _guarded(state, lambda: flush_leases(state.config(), state.now, chosen))
+    by = who_ran()
+    revoked = _guarded(state, lambda: flush_leases(state.config(), state.now, chosen, by))
     for address in revoked:
         click.echo(f"revoked {address}")
     for address in addresses:
@@ -188,7 +191,8 @@ def add(state: Context, address: str, duration: str | None) -> None:
             raise click.BadParameter(str(error), param_hint="--for") from None
     if is_ignored(address, config.ignore):
         raise click.BadParameter(f"{address} is in `ignore`; it is never granted", param_hint="ADDRESS")
-    lease = _guarded(state, lambda: add_lease(config, state.now, address, length))
+    by = who_ran()
+    lease = _guarded(state, lambda: add_lease(config, state.now, address, length, by))
     click.echo(f"added {lease.address} until {format_instant(lease.expires)}")
 
 
@@ -196,11 +200,20 @@ def add(state: Context, address: str, duration: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @click.pass_obj
 def status(state: Context, as_json: bool) -> None:
-    """Per source: checkpoint and bytes not yet read; the last run; the lease count."""
+    """Per source: checkpoint and bytes not yet read; the last run; the lease count.
+
+    Exits 1 when unhealthy: the last update failed, or none succeeded
+    within stale_after. The reason is one line on stderr.
+    """
+    from exactcron.health import RunRecord, assess
     from exactcron.journal import JournalCheckpoint
     from exactcron.update import status as read_status
 
-    report = _guarded(state, lambda: read_status(state.config(), state.now))
+    config = _guarded(state, state.config)
+    report = _guarded(state, lambda: read_status(config, state.now))
+    record = RunRecord.from_json(report.last_run)
+    health = assess(record, state.now, config.stale_after)
+    last_run_time = None if record.time is None else format_instant(record.time)
     document = {
         "sources": [
             {
@@ -210,11 +223,15 @@ def status(state: Context, as_json: bool) -> None:
             }
             for source in report.sources
         ],
-        "last_run": report.last_run,
+        "last_run": None if record.time is None else {"time": last_run_time, "outcome": record.outcome},
         "leases": report.leases,
+        "healthy": health.healthy,
+        "last_success": None if record.last_success is None else format_instant(record.last_success),
+        "last_error": record.last_error,
     }
     if as_json:
         click.echo(json.dumps(document, indent=2))
+        _exit_unhealthy(health.reason)
         return
     for source in report.sources:
         click.echo(f"source {source.path}")
@@ -228,11 +245,21 @@ def status(state: Context, as_json: bool) -> None:
         if not isinstance(point, JournalCheckpoint):
             unread = "unknown (log missing)" if source.unread_bytes is None else str(source.unread_bytes)
             click.echo(f"  unread bytes: {unread}")
-    if report.last_run is None:
+    if record.time is None:
         click.echo("last run: never")
     else:
-        click.echo(f"last run: {report.last_run.get('time')} {report.last_run.get('outcome')}")
+        click.echo(f"last run: {last_run_time} {record.outcome}")
+    if record.last_success is not None and record.outcome != "ok":
+        click.echo(f"last success: {format_instant(record.last_success)}")
     click.echo(f"leases: {report.leases}")
+    click.echo("healthy" if health.healthy else "unhealthy")
+    _exit_unhealthy(health.reason)
+
+
+def _exit_unhealthy(reason: str) -> None:
+    if reason:
+        click.echo(f"exactcron: unhealthy: {reason}", err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -266,6 +293,7 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...]) -> None
     config = _guarded(state, state.config) if needs_config else None
     if logfile is None:
         assert config is not None
+        _check_permissions(config)
         click.echo(f"{state.config_file}: OK ({len(config.sources)} sources)")
         return
     source = None
@@ -313,6 +341,21 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...]) -> None
     click.echo("would grant: " + (" ".join(report.granted) if report.granted else "nothing"))
 
 
+def _check_permissions(config: Config) -> None:
+    """One line per right or tool the running user lacks for `update`; exit with the first one's code."""
+    from exactcron.audit import user_name
+    from exactcron.permissions import missing
+
+    problems = missing(config)
+    if not problems:
+        return
+    user = user_name(os.geteuid())
+    for problem in problems:
+        _to_log_file(logging.ERROR, f"check: as user {user}: {problem.message}")
+        click.echo(f"exactcron: as user {user}: {problem.message}", err=True)
+    sys.exit(problems[0].exit_code)
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
@@ -334,6 +377,45 @@ def render(state: Context) -> None:
 
     for path in _guarded(state, lambda: render_maps(state.config(), state.now)):
         click.echo(f"wrote {path}")
+
+
+@main.command("import-exact")
+@click.argument("exact_conf", metavar="EXACT_CONF", type=click.Path(dir_okay=False))
+@click.argument("servers_conf", metavar="[SERVERS_CONF]", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--state-dir",
+    default="/var/lib/exactcron",
+    show_default=True,
+    metavar="DIR",
+    help="The state_dir of the configuration printed.",
+)
+def import_exact(exact_conf: str, servers_conf: str | None, state_dir: str) -> None:
+    """Print an exactcron.toml equivalent to Exact's exact.conf (and exact-servers.conf).
+
+    Without SERVERS_CONF, the file exact.conf names in `serverdefs` is read
+    when it exists. What has no equivalent becomes a comment and a warning.
+    """
+    from exactcron.exact_import import convert, serverdefs_path
+
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError as error:
+            _fail(ConfigError(f"{path}: cannot read: {error.strerror}"), verbose=False)
+
+    exact_text = read(exact_conf)
+    if servers_conf is None:
+        named = serverdefs_path(exact_text)
+        if named is not None and Path(named).is_file():
+            servers_conf = named
+    servers_text = read(servers_conf) if servers_conf is not None else None
+    try:
+        conversion = convert(exact_text, exact_conf, servers_text, servers_conf, state_dir)
+    except ConfigError as error:
+        _fail(error, verbose=False)
+    for warning in conversion.warnings:
+        click.echo(f"exactcron: warning: {warning}", err=True)
+    click.echo(conversion.toml, nl=False)
 
 
 def _lease_json(lease: Lease) -> dict[str, Any]:
@@ -386,16 +468,41 @@ def _log_to_stderr(verbose: bool) -> None:
     log.propagate = False
 
 
-def _log_to_file(path: Path) -> None:
+class _FileFormat(logging.Formatter):
+    """Every line stamped in ISO 8601 UTC (the time of --now when given);
+    audit lines carry their own stamp."""
+
+    def __init__(self, now: datetime | None) -> None:
+        super().__init__("%(asctime)s exactcron[%(process)d]: %(levelname)s: %(message)s")
+        self.now = now
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        from exactcron.audit import utc_stamp
+
+        return utc_stamp(self.now or datetime.fromtimestamp(record.created, UTC))
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "exactcron.audit":
+            return record.getMessage()
+        return super().format(record)
+
+
+def _log_to_file(path: Path, now: datetime | None) -> None:
+    from exactcron.audit import AUDIT
+
     try:
+        # 0640, as logrotate.d/exactcron creates it: the audit trail names users and addresses.
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        os.close(descriptor)
         handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
     except OSError as error:
         log.warning("cannot open log_file %s: %s", path, error.strerror)
         return
     handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s exactcron[%(process)d]: %(levelname)s: %(message)s"))
+    handler.setFormatter(_FileFormat(now))
     handler.set_name("file")
     log.addHandler(handler)
+    AUDIT.handlers = [handler]
 
 
 def _to_log_file(level: int, message: str) -> None:

@@ -56,6 +56,9 @@ class Config:
     maps: tuple[MapConfig, ...]
     # Every [rule.NAME], used by a source or not, so `check --server NAME` finds it.
     site_rules: Mapping[str, Rule] = field(default_factory=dict)
+    # `status` is unhealthy when no update succeeded for this long.
+    stale_after: timedelta = timedelta(minutes=5)
+    metrics_file: Path | None = None  # Prometheus textfile, rewritten after every update
 
 
 def parse_duration(value: object) -> timedelta:
@@ -166,7 +169,20 @@ def load_config(path: Path) -> Config:
 
 def parse_config(path: Path, document: dict[str, Any]) -> Config:
     top = _Reader(path, document, "")
-    top.refuse_unknown({"state_dir", "timeout", "ignore", "lock_wait", "log_file", "source", "map", "rule"})
+    top.refuse_unknown(
+        {
+            "state_dir",
+            "timeout",
+            "ignore",
+            "lock_wait",
+            "log_file",
+            "metrics_file",
+            "stale_after",
+            "source",
+            "map",
+            "rule",
+        }
+    )
 
     site_rules = _site_rules(path, document.get("rule", {}))
     timeout = top.duration("timeout", "30m")
@@ -192,6 +208,8 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
         sources=tuple(_source(path, index, table, site_rules) for index, table in enumerate(sources)),
         maps=tuple(_map(path, index, table) for index, table in enumerate(maps)),
         site_rules=site_rules,
+        stale_after=top.duration("stale_after", "5m"),
+        metrics_file=top.path("metrics_file"),
     )
 
 

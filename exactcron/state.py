@@ -25,7 +25,6 @@ from filelock import FileLock, Timeout
 
 from exactcron import faults
 from exactcron.errors import ConfigError, LockTimeoutError, StateWriteError
-from exactcron.timestamps import format_instant
 
 log = logging.getLogger("exactcron")
 
@@ -248,8 +247,9 @@ class LocalState:
             return None
         return document if isinstance(document, dict) else None
 
-    def save_last_run(self, time: datetime, outcome: str) -> None:
-        document = {"schema": SCHEMA, "time": format_instant(time), "outcome": outcome}
+    def save_last_run(self, record: dict[str, Any]) -> None:
+        """The last update's record (health.RunRecord): time, outcome, counters."""
+        document = {"schema": SCHEMA, **record}
         write_atomically(self.directory / LAST_RUN_FILE, _dump(document), 0o644)
 
     # -- helpers -------------------------------------------------------------

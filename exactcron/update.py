@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exactcron import faults
+from exactcron import audit, faults
 from exactcron.addresses import normalize_address
 from exactcron.config import Config, MapConfig, SourceConfig
 from exactcron.errors import ExactcronError
+from exactcron.health import RunRecord, missing_logs
 from exactcron.leases import Lease
 from exactcron.leasestore import LeaseStore, open_lease_store
 from exactcron.quiet import quiet_leases, settled_record
@@ -49,6 +52,8 @@ class SourceReport:
     lines: int = 0
     logins: int = 0
     bytes_read: int = 0
+    # The addresses this source granted or extended; kept only for the audit trail.
+    granted: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -62,16 +67,58 @@ class UpdateResult:
 
 
 def run_update(config: Config, now: datetime) -> UpdateResult:
+    started = time.monotonic()
     state = LocalState(config.state_dir)
     store = open_lease_store(config, state)
     with state.locked(config.lock_wait.total_seconds()):
+        record = RunRecord.from_json(state.load_last_run())
+        warnings, record = missing_logs(record, _logs_present(config), now)
+        for warning in warnings:
+            log.warning("%s", warning)
         try:
             result = _update_locked(config, state, store, now)
         except ExactcronError as error:
-            _record_failure(state, now, error)
+            record = record.failed(now, str(error))
+            _record_failure(state, record)
+            _write_metrics(config, state, record, started)
             raise
-        state.save_last_run(now, "ok")
+        logins = {str(report.path): report.logins for report in result.sources}
+        record = record.succeeded(now, result.leases, logins)
+        state.save_last_run(record.to_json())
+        _write_metrics(config, state, record, started)
         return result
+
+
+def _logs_present(config: Config) -> dict[str, bool]:
+    """Whether each log file exists (a journal source always does)."""
+    return {
+        str(source.path): bool(source.journal) or os.path.lexists(source.path) for source in config.sources
+    }
+
+
+def _write_metrics(config: Config, state: LocalState, record: RunRecord, started: float) -> None:
+    if config.metrics_file is None:
+        return
+    from exactcron import metrics
+
+    saved = state.load_checkpoints(repair=False)
+    unread = {str(each.path): each.unread_bytes for each in _source_statuses(config, saved)}
+    sources = [str(source.path) for source in config.sources]
+    text = metrics.render(record, unread, sources, time.monotonic() - started)
+    try:
+        metrics.write(config.metrics_file, text)
+    except ExactcronError as error:
+        # Monitoring that cannot be written must not stop relay control.
+        log.warning("%s", error)
+
+
+# Every lease ever read, expired or not, as `LeaseStore.last_known` gives them.
+_ALL_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _known_leases(store: LeaseStore) -> dict[str, Lease]:
+    """The leases as loaded, for the audit trail's user and expiry; empty when no one audits."""
+    return {lease.address: lease for lease in store.last_known(_ALL_TIME)} if audit.enabled() else {}
 
 
 def _update_locked(config: Config, state: LocalState, store: LeaseStore, now: datetime) -> UpdateResult:
@@ -83,6 +130,7 @@ def _update_locked(config: Config, state: LocalState, store: LeaseStore, now: da
     if store.begin():
         # Rebuild from the logs: every login still inside the timeout grants again.
         saved = {}
+    before = _known_leases(store)
     checkpoints = dict(saved)
     logs: dict[str, Any] = {}
     for source in config.sources:
@@ -104,6 +152,8 @@ def _update_locked(config: Config, state: LocalState, store: LeaseStore, now: da
     store.save()
     snapshot = store.snapshot(now)
     active = snapshot.leases
+    if audit.enabled():
+        _audit_update(result, before, active, now)
     result.maps_written = _install_maps(config.maps, [lease.address for lease in active])
     result.leases = len(active)
     faults.point("update:maps-written")
@@ -111,6 +161,18 @@ def _update_locked(config: Config, state: LocalState, store: LeaseStore, now: da
     if checkpoints != saved or settled != state.settled:
         state.save_checkpoints(checkpoints, settled)
     return result
+
+
+def _audit_update(result: UpdateResult, before: dict[str, Lease], active: list[Lease], now: datetime) -> None:
+    after = {lease.address: lease for lease in active}
+    for report in result.sources:
+        for address in report.granted:
+            lease = after.get(address)
+            if lease is not None:
+                audit.lease_granted(now, before.get(address), lease, str(report.path))
+        report.granted = []
+    for address in result.expired:
+        audit.lease_expired(now, before.get(address), address)
 
 
 # -- reading ------------------------------------------------------------------
@@ -143,8 +205,13 @@ def _read_source(
         if len(pending) > MAX_PENDING_LOGINS:
             merge()
 
+    auditing = audit.enabled()
+
     def merge() -> None:
-        granted.extend(store.merge(pending.values(), now, config.timeout, config.ignore))
+        changed = store.merge(pending.values(), now, config.timeout, config.ignore)
+        granted.extend(changed)
+        if auditing:
+            report.granted.extend(changed)
         pending.clear()
 
     reader: LogReader | JournalReader
@@ -184,10 +251,10 @@ def _install_maps(maps: Iterable[MapConfig], addresses: Sequence[str]) -> list[P
     return written
 
 
-def _record_failure(state: LocalState, now: datetime, error: ExactcronError) -> None:
+def _record_failure(state: LocalState, record: RunRecord) -> None:
     # When the state directory is what failed, the error itself is still reported.
     with contextlib.suppress(ExactcronError):
-        state.save_last_run(now, f"failed: {error}")
+        state.save_last_run(record.to_json())
 
 
 def _change_leases(config: Config, now: datetime, change: Callable[[LeaseStore], Any]) -> Any:
@@ -196,20 +263,39 @@ def _change_leases(config: Config, now: datetime, change: Callable[[LeaseStore],
     store = open_lease_store(config, state)
     with state.locked(config.lock_wait.total_seconds()):
         store.begin()
+        before = _known_leases(store)
         outcome = change(store)
-        store.prune(now, config.timeout, config.ignore)
+        for address in store.prune(now, config.timeout, config.ignore):
+            audit.lease_expired(now, before.get(address), address)
         store.save()
         _install_maps(config.maps, [lease.address for lease in store.snapshot(now).leases])
         return outcome
 
 
-def flush(config: Config, now: datetime, addresses: list[str] | None) -> list[str]:
+def flush(config: Config, now: datetime, addresses: list[str] | None, by: str | None = None) -> list[str]:
     """Revoke the leases of `addresses` (all when None); return those that held one."""
-    return _change_leases(config, now, lambda store: store.flush(addresses, now))  # type: ignore[no-any-return]
+
+    def change(store: LeaseStore) -> list[str]:
+        held = _known_leases(store)
+        revoked = store.flush(addresses, now)
+        if addresses is None:
+            audit.record(now, "flush", "all", by=by, revoked=str(len(revoked)))
+        for address in revoked if addresses is None else addresses:
+            lease = held.get(address)
+            user = lease.user if lease is not None and lease.expires > now else None
+            audit.record(now, "flush", address, user=user, by=by)
+        return revoked
+
+    return _change_leases(config, now, change)  # type: ignore[no-any-return]
 
 
-def add(config: Config, now: datetime, address: str, duration: timedelta) -> Lease:
-    return _change_leases(config, now, lambda store: store.add(address, now, duration))  # type: ignore[no-any-return]
+def add(config: Config, now: datetime, address: str, duration: timedelta, by: str | None = None) -> Lease:
+    def change(store: LeaseStore) -> Lease:
+        lease = store.add(address, now, duration)
+        audit.record(now, "add", address, until=audit.utc_stamp(lease.expires), by=by)
+        return lease
+
+    return _change_leases(config, now, change)  # type: ignore[no-any-return]
 
 
 def render(config: Config, now: datetime) -> list[Path]:
@@ -250,6 +336,10 @@ def status(config: Config, now: datetime) -> Status:
     state = LocalState(config.state_dir)
     store = open_lease_store(config, state, repair=False)
     saved = state.load_checkpoints(repair=False)
+    return Status(_source_statuses(config, saved), state.load_last_run(), len(store.snapshot(now).leases))
+
+
+def _source_statuses(config: Config, saved: dict[str, dict[str, Any]]) -> list[SourceStatus]:
     sources = []
     for source in config.sources:
         document = saved.get(str(source.path))
@@ -262,4 +352,4 @@ def status(config: Config, now: datetime) -> Status:
         checkpoint = Checkpoint.from_json(document) if document else None
         reader = LogReader(source.path, checkpoint, olddir=source.olddir)
         sources.append(SourceStatus(source.path, checkpoint, reader.unread_bytes()))
-    return Status(sources, state.load_last_run(), len(store.snapshot(now).leases))
+    return sources

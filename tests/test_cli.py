@@ -6,9 +6,14 @@ Runs the real postmap and reads the map back with the real `postmap -q`.
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import NOW, Site, dovecot_failure, dovecot_login, require_tool
 
@@ -165,8 +170,11 @@ def test_render_rebuilds_a_deleted_map(site: Site) -> None:
 
 
 def test_status_reports_the_checkpoint_and_the_last_run(site: Site) -> None:
-    assert site.run("status").output == (
+    before = site.run("status")
+    assert (before.exit_code, before.output) == (
+        1,
         f"source {site.log}\n  checkpoint: none (not read yet)\n  unread bytes: 0\nlast run: never\nleases: 0\n"
+        "unhealthy\nexactcron: unhealthy: no update has run yet\n",
     )
     site.write_log(dovecot_login("192.0.2.10"))
     site.run("update")
@@ -196,15 +204,62 @@ def test_check_prints_the_logins_a_log_would_grant(site: Site) -> None:
     assert not site.state.exists()
 
 
-def test_log_file_records_every_run_and_every_error(make_site: Callable[..., Site]) -> None:
+def test_log_file_records_every_run_every_grant_and_every_error_in_utc(
+    make_site: Callable[..., Site],
+) -> None:
     site = make_site(extra='log_file = "exactcron.log"')
     site.write_log(dovecot_login("192.0.2.10"))
     assert site.run("update").output == ""
+    site.write_log(dovecot_login("192.0.2.10", time="2026-11-25T18:04:00+00:00"))
+    assert site.run("update", now="2026-11-25T18:05:00+00:00").output == ""
+    assert site.run("update", now="2026-11-25T18:40:00+00:00").output == ""
     site.log.unlink()
     site.log.mkdir()  # unreadable as a file
-    assert site.run("update").exit_code == 66
-    lines = (site.root / "exactcron.log").read_text().splitlines()
-    assert len(lines) == 2
-    assert lines[0].endswith("INFO: read 1 line, 1 login; granted 1, expired 0, 1 lease, 1 map written")
-    assert " exactcron[" in lines[0]
-    assert lines[1].endswith(f"ERROR: cannot read log {site.log}: Is a directory")
+    assert site.run("update", now="2026-11-25T18:41:00+00:00").exit_code == 66
+    text = (site.root / "exactcron.log").read_text()
+    assert re.sub(r"exactcron\[\d+\]", "exactcron[PID]", text) == (
+        f"2026-11-25T18:00:00Z grant 192.0.2.10 user=alice until=2026-11-25T18:20:13Z source={site.log}\n"
+        "2026-11-25T18:00:00Z exactcron[PID]: INFO: read 1 line, 1 login; granted 1, expired 0, 1 lease, 1 map written\n"
+        f"2026-11-25T18:05:00Z extend 192.0.2.10 user=alice until=2026-11-25T18:34:00Z source={site.log}\n"
+        "2026-11-25T18:05:00Z exactcron[PID]: INFO: read 1 line, 1 login; granted 1, expired 0, 1 lease, 0 maps written\n"
+        "2026-11-25T18:40:00Z expire 192.0.2.10 user=alice until=2026-11-25T18:34:00Z\n"
+        "2026-11-25T18:40:00Z exactcron[PID]: INFO: read 0 lines, 0 logins; granted 0, expired 1, 0 leases, 1 map written\n"
+        f"2026-11-25T18:41:00Z exactcron[PID]: ERROR: cannot read log {site.log}: Is a directory\n"
+    )
+    assert stat.S_IMODE((site.root / "exactcron.log").stat().st_mode) == 0o640
+
+
+def test_manual_add_and_flush_name_who_ran_them_in_the_audit_trail(
+    make_site: Callable[..., Site], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = make_site(extra='log_file = "exactcron.log"')
+    monkeypatch.setenv("SUDO_USER", "alice")
+    site.run("add", "192.0.2.44", "--for", "2h")
+    site.run("flush", "192.0.2.44", "192.0.2.45")
+    site.run("add", "192.0.2.46")
+    monkeypatch.setenv("SUDO_USER", "bob smith")  # a name that could forge a field is quoted
+    site.run("flush", "--all")
+    assert (site.root / "exactcron.log").read_text() == (
+        "2026-11-25T18:00:00Z add 192.0.2.44 until=2026-11-25T20:00:00Z by=alice\n"
+        "2026-11-25T18:00:00Z flush 192.0.2.44 by=alice\n"
+        "2026-11-25T18:00:00Z flush 192.0.2.45 by=alice\n"
+        "2026-11-25T18:00:00Z add 192.0.2.46 until=2026-11-25T18:30:00Z by=alice\n"
+        '2026-11-25T18:00:00Z flush all by="bob smith" revoked=1\n'
+        '2026-11-25T18:00:00Z flush 192.0.2.46 by="bob smith"\n'
+    )
+
+
+def test_who_ran_a_manual_command_is_the_login_user_without_sudo(
+    make_site: Callable[..., Site], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pwd
+
+    site = make_site(extra='log_file = "exactcron.log"')
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    try:
+        login_uid = int(Path("/proc/self/loginuid").read_text())
+    except (OSError, ValueError):
+        login_uid = -1
+    uid = login_uid if 0 <= login_uid < 4294967295 else os.getuid()
+    site.run("add", "192.0.2.44")
+    assert (site.root / "exactcron.log").read_text().endswith(f" by={pwd.getpwuid(uid).pw_name}\n")

@@ -31,6 +31,7 @@ def check(config: Path) -> tuple[int, str]:
 
 def test_a_good_config_checks_ok_and_paths_are_read_beside_it(tmp_path: Path) -> None:
     config = write_config(tmp_path, GOOD)
+    (tmp_path / "mail.log").touch()
     assert check(config) == (0, f"{config}: OK (1 sources)\n")
     loaded = load_config(config)
     assert loaded.state_dir == tmp_path / "state"
@@ -103,6 +104,7 @@ def test_a_world_writable_config_is_refused(tmp_path: Path) -> None:
 
 def test_config_comes_from_the_environment_when_not_given(tmp_path: Path) -> None:
     config = write_config(tmp_path, GOOD)
+    (tmp_path / "mail.log").touch()
     result = CliRunner().invoke(main, ["check"], env={"EXACTCRON_CONFIG": str(config)})
     assert (result.exit_code, result.output) == (0, f"{config}: OK (1 sources)\n")
 

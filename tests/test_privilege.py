@@ -61,11 +61,17 @@ def site() -> Iterator[Path]:
 
 
 def update_as_nobody(site: Path, *groups: str) -> subprocess.CompletedProcess[str]:
+    return run_as_nobody(site, "update", groups=groups)
+
+
+def run_as_nobody(
+    site: Path, *args: str, groups: tuple[str, ...] = (), path: str = "/usr/sbin:/usr/bin:/sbin:/bin"
+) -> subprocess.CompletedProcess[str]:
     switch = ["setpriv", "--reuid=nobody", "--regid=nogroup"]
     switch += [f"--groups={','.join(groups)}"] if groups else ["--clear-groups"]
     command = [SYSTEM_PYTHON, "-m", "exactcron", "--config", str(site / "exactcron.toml")]
-    command += ["--now", "2026-11-25T18:00:00+00:00", "update"]
-    environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(site / "lib")}
+    command += ["--now", "2026-11-25T18:00:00+00:00", *args]
+    environment = {"PATH": path, "PYTHONPATH": str(site / "lib")}
     return subprocess.run([*switch, *command], capture_output=True, text=True, env=environment, cwd="/")
 
 
@@ -89,3 +95,45 @@ def test_as_a_member_of_adm_it_grants_and_writes_a_map_only_it_can_change(site: 
         assert status.st_mode & 0o777 == 0o644  # the MTA reads it; no one else writes it
     leases = (site / "state" / "leases.json").stat()
     assert leases.st_mode & 0o777 == 0o640
+
+
+def test_check_says_the_cron_user_cannot_read_the_log_without_adm(site: Path) -> None:
+    require_tool("postmap")
+    result = run_as_nobody(site, "check")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        66,
+        "",
+        f"exactcron: as user nobody: cannot read log {site / 'mail.log'}\n",
+    )
+    granted = run_as_nobody(site, "check", groups=("adm",))
+    assert (granted.returncode, granted.stdout, granted.stderr) == (
+        0,
+        f"{site / 'exactcron.toml'}: OK (1 sources)\n",
+        "",
+    )
+
+
+def test_check_names_every_right_and_tool_the_cron_user_lacks(site: Path) -> None:
+    require_tool("postmap")
+    maps = site / "maps"
+    maps.mkdir(mode=0o755)  # root's: the cron user cannot write there
+    (site / "state").chmod(0o555)
+    os.chown(site / "state", 0, 0)
+    config = site / "exactcron.toml"
+    config.write_text(
+        config.read_text()
+        + f'[[map]]\nmta = "sendmail"\npath = "{maps / "access"}"\n'
+        + f'[[source]]\npath = "{site / "missing.log"}"\nserver = "dovecot"\n'
+    )
+    result = run_as_nobody(site, "check", groups=("adm",), path="/usr/bin:/bin")
+    assert result.returncode == 66
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"exactcron: as user nobody: log {site / 'missing.log'} does not exist\n"
+        f"exactcron: as user nobody: state_dir: cannot write in {site / 'state'}\n"
+        "exactcron: as user nobody: postmap not found on PATH (/usr/bin:/bin), "
+        f"needed for map {site / 'state' / 'relay'}\n"
+        f"exactcron: as user nobody: the directory of map {maps / 'access'}: cannot write in {maps}\n"
+        "exactcron: as user nobody: makemap not found on PATH (/usr/bin:/bin), "
+        f"needed for map {maps / 'access'}\n"
+    )

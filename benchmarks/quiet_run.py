@@ -1,0 +1,87 @@
+"""What the monitoring adds to a quiet run (nothing new in the log), the cron job's usual case.
+
+    python3 benchmarks/quiet_run.py [--runs 200] [--base DIR]
+
+Times `exactcron update` as cron runs it (a fresh process each time) on a
+10-line log with two leases: without metrics_file and log_file, with
+metrics_file, and with both; with --base, also the code in DIR (a checkout
+or `git archive` of an older version) on the plain configuration. The runs
+are interleaved, so that the machine's load falls on all alike. Prints the
+median and the 10th-90th percentile of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+NOW = "2026-11-25T18:00:00+00:00"
+LINE = (
+    "2026-11-25T17:50:{second:02d}.000000+00:00 mx1 dovecot: imap-login: Login: user=<u{n}>, method=PLAIN, "
+    "rip=192.0.2.{n}, lip=198.51.100.1, mpid=1{n}, TLS, session=<abc{n}>\n"
+)
+
+
+def site(root: Path, extra: str) -> Path:
+    root.mkdir()
+    log = root / "mail.log"
+    log.write_text("".join(LINE.format(second=n, n=n % 2 + 10) for n in range(10)))
+    config = root / "exactcron.toml"
+    config.write_text(
+        f'state_dir = "{root / "state"}"\n{extra}\n'
+        f'[[source]]\npath = "{log}"\nserver = "dovecot"\ntimezone = "UTC"\n'
+        f'[[map]]\nmta = "postfix"\npath = "{root / "state" / "relay"}"\ntype = "hash"\n'
+    )
+    return config
+
+
+def command(code: Path, config: Path) -> tuple[list[str], dict[str, str]]:
+    environment = {**os.environ, "PYTHONPATH": str(code)}
+    return [sys.executable, "-m", "exactcron", "--config", str(config), "--now", NOW, "update"], environment
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--base", type=Path, help="older code to compare with (holds exactcron/)")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="exactcron-quiet-") as directory:
+        root = Path(directory)
+        cases = {
+            "plain": command(REPOSITORY, site(root / "plain", "")),
+            "metrics_file": command(
+                REPOSITORY, site(root / "metrics", f'metrics_file = "{root / "m.prom"}"')
+            ),
+            "metrics_file + log_file": command(
+                REPOSITORY,
+                site(root / "both", f'metrics_file = "{root / "b.prom"}"\nlog_file = "{root / "b.log"}"'),
+            ),
+        }
+        if options.base:
+            cases["plain, --base code"] = command(options.base, site(root / "base", ""))
+        for arguments, environment in cases.values():
+            subprocess.run(arguments, env=environment, check=True)  # the first, full run
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(options.runs):
+            for name, (arguments, environment) in cases.items():
+                start = time.perf_counter()
+                subprocess.run(arguments, env=environment, check=True)
+                times[name].append(time.perf_counter() - start)
+        print(f"quiet update, {options.runs} runs each, interleaved")
+        for name, samples in times.items():
+            deciles = statistics.quantiles(samples, n=10)
+            print(
+                f"  {name:<26} median {statistics.median(samples) * 1000:6.1f} ms"
+                f"   p10-p90 {deciles[0] * 1000:6.1f}-{deciles[-1] * 1000:6.1f} ms"
+            )
+
+
+if __name__ == "__main__":
+    main()

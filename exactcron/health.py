@@ -1,0 +1,174 @@
+"""Whether relay control is still running: the record each update leaves, and what it means.
+
+Pure: the record in and out as JSON values; the caller reads and writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from exactcron.timestamps import format_instant, parse_instant
+
+# A log that is missing for longer than this is not being rotated: logrotate
+# renames it and the syslog daemon (or `create`) makes a new one within a
+# second or two; two cron runs a minute apart finding none is no rotation.
+ROTATION_GRACE = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the last update left behind, for `status`, the metrics and the next run."""
+
+    time: datetime | None = None
+    outcome: str | None = None  # "ok" or "failed: MESSAGE"
+    last_success: datetime | None = None
+    # The error of the last run that failed, until a run succeeds again.
+    last_error: str | None = None
+    leases: int | None = None
+    logins_total: Mapping[str, int] = field(default_factory=dict)  # per source, since the state began
+    logs_seen: Mapping[str, datetime] = field(default_factory=dict)  # per source: when last found
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any] | None) -> RunRecord:
+        """Whatever of the record is readable; the rest as if never recorded."""
+        if not document:
+            return cls()
+        counts = document.get("logins_total")
+        seen = document.get("logs_seen")
+        leases = document.get("leases")
+        time = _instant(document.get("time"))
+        outcome = _text(document.get("outcome"))
+        # A record of 0.1.0 has only the time and the outcome of the last run.
+        last_success = _instant(document.get("last_success"))
+        if last_success is None and outcome == "ok" and "last_success" not in document:
+            last_success = time
+        last_error = _text(document.get("last_error"))
+        if last_error is None and outcome and outcome.startswith("failed: ") and "last_error" not in document:
+            last_error = outcome.removeprefix("failed: ")
+        return cls(
+            time=time,
+            outcome=outcome,
+            last_success=last_success,
+            last_error=last_error,
+            leases=leases if isinstance(leases, int) and not isinstance(leases, bool) else None,
+            logins_total={
+                key: value
+                for key, value in (counts.items() if isinstance(counts, dict) else ())
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            },
+            logs_seen={
+                key: stamp
+                for key, value in (seen.items() if isinstance(seen, dict) else ())
+                if (stamp := _instant(value)) is not None
+            },
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "time": _format(self.time),
+            "outcome": self.outcome,
+            "last_success": _format(self.last_success),
+            "last_error": self.last_error,
+            "leases": self.leases,
+            "logins_total": dict(sorted(self.logins_total.items())),
+            "logs_seen": {key: format_instant(value) for key, value in sorted(self.logs_seen.items())},
+        }
+
+    def succeeded(self, now: datetime, leases: int, logins: Mapping[str, int]) -> RunRecord:
+        totals = dict(self.logins_total)
+        for source, count in logins.items():
+            totals[source] = totals.get(source, 0) + count
+        return replace(
+            self,
+            time=now,
+            outcome="ok",
+            last_success=now,
+            last_error=None,
+            leases=leases,
+            logins_total=totals,
+        )
+
+    def failed(self, now: datetime, error: str) -> RunRecord:
+        return replace(self, time=now, outcome=f"failed: {error}", last_error=error)
+
+
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    reason: str  # one line; empty when healthy
+
+
+def assess(record: RunRecord, now: datetime, stale_after: timedelta) -> Health:
+    """Healthy when the last update succeeded and is at most `stale_after` old."""
+    if record.time is None:
+        return Health(False, "no update has run yet")
+    if record.last_error is not None:
+        return Health(
+            False, f"the last update, at {format_instant(record.time)}, failed: {record.last_error}"
+        )
+    if record.last_success is None:
+        return Health(False, "no update has succeeded yet")
+    age = now - record.last_success
+    if age > stale_after:
+        return Health(
+            False,
+            f"no update succeeded for {_duration(age)} (since {format_instant(record.last_success)}; "
+            f"stale_after is {_duration(stale_after)}): is the cron job or timer running?",
+        )
+    return Health(True, "")
+
+
+def missing_logs(
+    record: RunRecord, present: Mapping[str, bool], now: datetime
+) -> tuple[list[str], RunRecord]:
+    """Warnings for logs never seen or gone for longer than a rotation; the record with today's sightings."""
+    seen = {key: value for key, value in record.logs_seen.items() if key in present}
+    warnings = []
+    for path, exists in present.items():
+        if exists:
+            seen[path] = now
+            continue
+        last = seen.get(path)
+        if last is None:
+            warnings.append(
+                f"log {path} does not exist and never has: check the path, and that the "
+                "syslog daemon (rsyslog) writes it; no login is read until it does"
+            )
+        elif now - last > ROTATION_GRACE:
+            warnings.append(
+                f"log {path} has been missing since {format_instant(last)}, longer than a rotation "
+                "takes: no login is read until it is back"
+            )
+    return warnings, replace(record, logs_seen=seen)
+
+
+def _duration(length: timedelta) -> str:
+    seconds = int(length.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def _instant(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_instant(value)
+    except ValueError:
+        return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _format(value: datetime | None) -> str | None:
+    return None if value is None else format_instant(value)

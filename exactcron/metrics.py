@@ -1,0 +1,72 @@
+"""`metrics_file`: the Prometheus text exposition (for node_exporter's textfile collector).
+
+`render` is pure; `write` replaces the file by rename, so the collector
+never reads half a file. No fsync: the file is rewritten every minute, and
+a lost one says no more than a stale timestamp.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from exactcron.errors import StateWriteError
+from exactcron.health import RunRecord
+
+
+def render(record: RunRecord, unread: Mapping[str, int | None], sources: list[str], duration: float) -> str:
+    succeeded = record.outcome == "ok"
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
+
+    family("exactcron_leases", "gauge", "Addresses allowed to relay after the last update.")
+    if record.leases is not None:
+        out.append(f"exactcron_leases {record.leases}\n")
+    family("exactcron_last_run_success", "gauge", "1 when the last update succeeded, 0 when it failed.")
+    out.append(f"exactcron_last_run_success {1 if succeeded else 0}\n")
+    family(
+        "exactcron_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last update that succeeded.",
+    )
+    if record.last_success is not None:
+        out.append(f"exactcron_last_success_timestamp_seconds {record.last_success.timestamp():.3f}\n")
+    family("exactcron_logins_total", "counter", "Successful logins read from each source.")
+    for source in sources:
+        out.append(
+            f'exactcron_logins_total{{source="{_label(source)}"}} {record.logins_total.get(source, 0)}\n'
+        )
+    family("exactcron_unread_bytes", "gauge", "Bytes of each log not read yet (none for a journal).")
+    for source in sources:
+        bytes_left = unread.get(source)
+        if bytes_left is not None:
+            out.append(f'exactcron_unread_bytes{{source="{_label(source)}"}} {bytes_left}\n')
+    family("exactcron_run_duration_seconds", "gauge", "How long the last update took.")
+    out.append(f"exactcron_run_duration_seconds {duration:.6f}\n")
+    return "".join(out)
+
+
+def write(path: Path, text: str) -> None:
+    """Replace `path` with `text`: a temporary file beside it (a dot name, which
+    the textfile collector skips), then rename."""
+    temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(descriptor, text.encode())
+            os.fchmod(descriptor, 0o644)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise StateWriteError(f"cannot write metrics_file {path}: {error.strerror}") from None
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,104 @@
+"""`check`'s test of the running user's rights: every file and tool an update will need.
+
+Asks the kernel (access(2) with the effective ids), so the answer is the
+one the cron job gets when `check` runs as the cron user.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from exactcron.config import Config
+from exactcron.errors import LogUnreadableError, MapBuildError, StateWriteError
+
+
+@dataclass(frozen=True)
+class Missing:
+    """One right or tool an update needs and does not have."""
+
+    message: str
+    exit_code: int
+
+
+def missing(config: Config) -> list[Missing]:
+    """What the current user lacks to run `update` with `config`, in the order an update needs it."""
+    problems: list[Missing] = []
+    unreadable = LogUnreadableError.exit_code
+    for source in config.sources:
+        if source.journal:
+            if shutil.which("journalctl") is None:
+                problems.append(Missing(f"journalctl not found on PATH (for {source.path})", unreadable))
+            continue
+        directories = [source.path.parent] + ([source.olddir] if source.olddir else [])
+        for directory in directories:
+            # Listing it finds a rotated log; searching it opens the live one.
+            if not _can(directory, os.R_OK | os.X_OK):
+                problems.append(
+                    Missing(f"cannot list directory {directory} (of log {source.path})", unreadable)
+                )
+        if not source.path.exists():
+            problems.append(Missing(f"log {source.path} does not exist", unreadable))
+        elif not _can(source.path, os.R_OK):
+            problems.append(Missing(f"cannot read log {source.path}", unreadable))
+    problems += _writable_directory(config.state_dir, "state_dir", create=True)
+    for spec in config.maps:
+        if spec.path.parent != config.state_dir:  # else made with state_dir, and checked above
+            problems += _writable_directory(spec.path.parent, f"the directory of map {spec.path}")
+        for tool in _tools(spec.mta, spec.type):
+            if shutil.which(tool) is None:
+                problems.append(
+                    Missing(
+                        f"{tool} not found on PATH ({os.environ.get('PATH', '')}), needed for map {spec.path}",
+                        MapBuildError.exit_code,
+                    )
+                )
+    if config.log_file is not None:
+        problems += _writable_file(config.log_file, "log_file")
+    if config.metrics_file is not None:
+        problems += _writable_directory(
+            config.metrics_file.parent, f"the directory of metrics_file {config.metrics_file}"
+        )
+    # Several maps in one directory need saying once.
+    return list(dict.fromkeys(problems))
+
+
+def _tools(mta: str, map_type: str | None) -> list[str]:
+    if mta == "sendmail":
+        return ["makemap"]
+    if mta == "postfix":
+        if map_type == "texthash":
+            return []
+        return ["postmap"] if map_type else ["postconf", "postmap"]
+    return []
+
+
+def _writable_directory(directory: Path, what: str, create: bool = False) -> list[Missing]:
+    code = StateWriteError.exit_code
+    if not directory.exists():
+        if not create:
+            return [Missing(f"{what}: {directory} does not exist", code)]
+        # Created on the first update: its nearest existing parent must be writable.
+        parent = next((each for each in directory.parents if each.exists()), Path("/"))
+        if not _can(parent, os.W_OK | os.X_OK):
+            return [Missing(f"{what}: cannot create {directory} (no write permission in {parent})", code)]
+        return []
+    if not directory.is_dir():
+        return [Missing(f"{what}: {directory} is not a directory", code)]
+    if not _can(directory, os.W_OK | os.X_OK):
+        return [Missing(f"{what}: cannot write in {directory}", code)]
+    return []
+
+
+def _writable_file(path: Path, what: str) -> list[Missing]:
+    if path.exists():
+        if _can(path, os.W_OK):
+            return []
+        return [Missing(f"{what}: cannot write {path}", StateWriteError.exit_code)]
+    return _writable_directory(path.parent, f"{what} {path}")
+
+
+def _can(path: Path, mode: int) -> bool:
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
