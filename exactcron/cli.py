@@ -293,7 +293,7 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...]) -> None
     config = _guarded(state, state.config) if needs_config else None
     if logfile is None:
         assert config is not None
-        _check_permissions(config)
+        _check_permissions(state, config)
         click.echo(f"{state.config_file}: OK ({len(config.sources)} sources)")
         return
     source = None
@@ -341,15 +341,17 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...]) -> None
     click.echo("would grant: " + (" ".join(report.granted) if report.granted else "nothing"))
 
 
-def _check_permissions(config: Config) -> None:
+def _check_permissions(state: Context, config: Config) -> None:
     """One line per right or tool the running user lacks for `update`; exit with the first one's code."""
     from exactcron.audit import user_name
-    from exactcron.permissions import missing
+    from exactcron.permissions import cron_user, missing, missing_as
 
-    problems = missing(config)
+    # Run as root, the rights that matter are those of the cron job's user.
+    owner = cron_user(config)
+    problems = missing(config) if owner is None else _guarded(state, lambda: missing_as(config, owner))
     if not problems:
         return
-    user = user_name(os.geteuid())
+    user = user_name(os.geteuid()) if owner is None else owner[0]
     for problem in problems:
         _to_log_file(logging.ERROR, f"check: as user {user}: {problem.message}")
         click.echo(f"exactcron: as user {user}: {problem.message}", err=True)

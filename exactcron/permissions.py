@@ -65,6 +65,55 @@ def missing(config: Config) -> list[Missing]:
     return list(dict.fromkeys(problems))
 
 
+def cron_user(config: Config) -> tuple[str, int, int] | None:
+    """The user the cron job runs as (the owner of state_dir) when that is not
+    the one running `check` as root: (name, uid, gid); else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        owner = config.state_dir.stat().st_uid
+    except OSError:
+        return None
+    if owner == 0:
+        return None
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(owner)
+    except KeyError:
+        return None
+    return entry.pw_name, entry.pw_uid, entry.pw_gid
+
+
+def missing_as(config: Config, user: tuple[str, int, int]) -> list[Missing]:
+    """`missing(config)` as `user` (with its groups): root passes every test,
+    the cron job's user may not. Needs root."""
+    import json
+
+    name, uid, gid = user
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover -- the child reports through the pipe
+        status = 1
+        try:
+            os.close(reading)
+            os.initgroups(name, gid)
+            os.setgid(gid)
+            os.setuid(uid)
+            found = [[problem.message, problem.exit_code] for problem in missing(config)]
+            os.write(writing, json.dumps(found).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(writing)
+    with os.fdopen(reading, "rb") as stream:
+        answer = stream.read()
+    _, status = os.waitpid(child, 0)
+    if status != 0:
+        raise StateWriteError(f"cannot test the rights of user {name} (exit status {status})")
+    return [Missing(message, code) for message, code in json.loads(answer)]
+
+
 def _tools(mta: str, map_type: str | None) -> list[str]:
     if mta == "sendmail":
         return ["makemap"]

@@ -137,3 +137,19 @@ def test_check_names_every_right_and_tool_the_cron_user_lacks(site: Path) -> Non
         "exactcron: as user nobody: makemap not found on PATH (/usr/bin:/bin), "
         f"needed for map {maps / 'access'}\n"
     )
+
+
+def test_check_run_as_root_tests_the_rights_of_the_owner_of_state_dir(site: Path) -> None:
+    require_tool("postmap")
+    command = [SYSTEM_PYTHON, "-m", "exactcron", "--config", str(site / "exactcron.toml"), "check"]
+    environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(site / "lib")}
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, cwd="/")
+    # nobody is in no group that may read the log (it is root:adm 0640).
+    assert (result.returncode, result.stdout, result.stderr) == (
+        66,
+        "",
+        f"exactcron: as user nobody: cannot read log {site / 'mail.log'}\n",
+    )
+    (site / "mail.log").chmod(0o644)
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, cwd="/")
+    assert (result.returncode, result.stderr) == (0, "")
