@@ -18,7 +18,7 @@ import click
 
 from exactcron import __version__
 from exactcron.addresses import is_ignored, normalize_address
-from exactcron.audit import who_ran
+from exactcron.audit import AUDIT, who_ran
 from exactcron.config import Config, config_path, load_config, parse_duration
 from exactcron.errors import ConfigError, ExactcronError, LogUnreadableError
 from exactcron.leases import Lease
@@ -468,6 +468,8 @@ def _log_to_stderr(verbose: bool) -> None:
     handler.setFormatter(logging.Formatter("exactcron: %(levelname)s: %(message)s"))
     log.handlers = [handler]
     log.propagate = False
+    # The audit trail goes to log_file only, once the configuration names one.
+    AUDIT.handlers = []
 
 
 class _FileFormat(logging.Formatter):
@@ -490,8 +492,6 @@ class _FileFormat(logging.Formatter):
 
 
 def _log_to_file(path: Path, now: datetime | None) -> None:
-    from exactcron.audit import AUDIT
-
     try:
         # 0640, as logrotate.d/exactcron creates it: the audit trail names users and addresses.
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
