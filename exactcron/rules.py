@@ -16,7 +16,7 @@ start of the message instead.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,17 +52,25 @@ class Login:
     address: str
 
 
+# A form's second look at a matched message: (user, address text), or None
+# when the line, though shaped like a success, must grant nothing.
+FieldReader = Callable[["re.Match[str]"], "tuple[str | None, str] | None"]
+
+
 @dataclass(frozen=True)
 class Form:
     """One shape of success line: the tags it is logged under and its message.
 
     `program_pattern` covers tag families (`perdition.imaps`, Cyrus's
-    `PREFIX/imap`); it must match the whole tag.
+    `PREFIX/imap`); it must match the whole tag. `read`, when set, takes
+    the user and address from the match where a regular expression alone
+    cannot decide (fields in any order, anonymous logins).
     """
 
     programs: frozenset[str]
     pattern: re.Pattern[str]
     program_pattern: re.Pattern[str] | None = None
+    read: FieldReader | None = None
 
     def accepts(self, program: str) -> bool:
         if program in self.programs:
@@ -86,39 +94,131 @@ class Rule:
             found = form.pattern.fullmatch(message)
             if found is None:
                 continue
-            address = normalize_address(found.group("ip"))
+            if form.read is not None:
+                fields = form.read(found)
+                if fields is None:
+                    return None
+                user, text = fields
+            else:
+                user, text = found.groupdict().get("user"), found.group("ip")
+            address = normalize_address(text)
             if address is None:
                 return None
-            groups = found.groupdict()
-            return Login(time, self.name, groups.get("user"), address)
+            return Login(time, self.name, user, address)
         return None
 
 
-def _form(programs: Iterable[str], pattern: str, program_pattern: str | None = None) -> Form:
+def _form(
+    programs: Iterable[str],
+    pattern: str,
+    program_pattern: str | None = None,
+    read: FieldReader | None = None,
+) -> Form:
     return Form(
         frozenset(programs),
         re.compile(pattern, re.ASCII | re.DOTALL),
         re.compile(program_pattern, re.ASCII) if program_pattern else None,
+        read,
     )
 
 
-# Dovecot: `login_log_format_elements` puts the user first, then method,
-# rip and lip, then fields Dovecot writes itself (mpid, TLS, session).
-# The user name is taken greedily, so a name that contains a fake
-# `>, method=..., rip=...` can only end up inside the user, never in the
-# address: the last such sequence is Dovecot's own.
-_DOVECOT_LOGIN = (
-    r"Login: user=<(?P<user>.*)>, (?:PID=\d+, )?method=[A-Za-z0-9_\-]+, "
-    rf"rip=(?P<ip>{_IP}), lip={_IP}(?:, .*)?"
+# Dovecot: `imap-login: Login: ELEMENTS` (1.x to 2.3) or `Logged in:
+# ELEMENTS` (2.4), where ELEMENTS is `login_log_format_elements` expanded:
+# by default `user=<U>, method=M, rip=R, lip=L, mpid=P, TLS,
+# session=<S>`, joined with `, `, each element dropped when its value is
+# empty (`rip` over a UNIX socket, `mpid`, the TLS state). A site may
+# reorder, drop or add elements. Only the user is client text: Dovecot
+# writes it through str_sanitize (control characters become `?`), and a
+# site that relaxes auth_username_chars lets it hold `>`, `,`, `=` and
+# spaces. Every other element has a strict shape, each appears at most
+# once, and the user ends at the first `>` that ends an element. So a
+# name that imitates elements either breaks the shape or repeats one
+# Dovecot writes itself (session, method, rip), and the line grants
+# nothing; the address is Dovecot's own `rip` or nothing.
+_DOVECOT_VALUES = {
+    "method": re.compile(r"[A-Za-z0-9_\-]{1,64}", re.ASCII),
+    "rip": re.compile(_IP),
+    "lip": re.compile(_IP),
+    "mpid": re.compile(r"\d{1,10}"),
+    "PID": re.compile(r"\d{1,10}"),  # 1.x
+    "rport": re.compile(r"\d{1,5}"),
+    "lport": re.compile(r"\d{1,5}"),
+    "session": re.compile(r"<[A-Za-z0-9+/]{1,64}={0,2}>", re.ASCII),
+}
+# Any other `key=value` a site adds: no quoting, so no client text.
+_DOVECOT_OTHER = re.compile(r"[A-Za-z_]{1,32}=[A-Za-z0-9_.:@+/\-]{0,128}", re.ASCII)
+# %{secured}: what it expands to on a connection that finished its TLS
+# handshake, or a secured plain one (loopback, trusted networks).
+_DOVECOT_SECURED = frozenset({"TLS", "secured", "TSL"})
+# %{ssl_security}: `TLSv1.2 with cipher ECDHE-RSA-AES128-GCM-SHA256 (128/128 bits)`.
+_DOVECOT_SSL_SECURITY = re.compile(
+    r"(?:TLS|SSL)v[0-9.]{1,5} with cipher [A-Za-z0-9_\-]{1,64} \(\d{1,4}/\d{1,4} bits\)(?: [A-Za-z0-9_\-]{1,32})?",
+    re.ASCII,
 )
+_DOVECOT_USER = re.compile(r"(?:^|, )user=<")
+_DOVECOT_USER_END = re.compile(r">(?:, |$)")
+
+
+def _dovecot_element_key(element: str) -> str | None:
+    """The key an element of a Dovecot login line fills, or None when it has no known shape."""
+    if element in _DOVECOT_SECURED:
+        return "secured"
+    key, equals, value = element.partition("=")
+    if equals:
+        shape = _DOVECOT_VALUES.get(key)
+        if shape is not None:
+            return key if shape.fullmatch(value) else None
+        return key if _DOVECOT_OTHER.fullmatch(element) else None
+    if _DOVECOT_SSL_SECURITY.fullmatch(element):
+        return "ssl_security"
+    return None
+
+
+def _dovecot_fields(found: re.Match[str]) -> tuple[str | None, str] | None:
+    elements = found.group("elements")
+    user = None
+    others = [elements]
+    opening = _DOVECOT_USER.search(elements)
+    if opening is not None:
+        closing = _DOVECOT_USER_END.search(elements, opening.end())
+        if closing is None:
+            return None
+        user = elements[opening.end() : closing.start()] or None
+        others = [part for part in (elements[: opening.start()], elements[closing.end() :]) if part]
+    values: dict[str, str] = {}
+    for element in (element for part in others for element in part.split(", ")):
+        key = _dovecot_element_key(element)
+        if key is None or key in values:
+            return None
+        values[key] = element.partition("=")[2]
+    remote = values.get("rip")
+    if remote is None or values.get("method", "").upper() == "ANONYMOUS":
+        return None
+    # A login from the server's own address (webmail, a local proxy) is
+    # not a client of this host.
+    local = values.get("lip")
+    if local is not None and normalize_address(local) == normalize_address(remote):
+        return None
+    return user, remote
+
+
+_DOVECOT_LOGIN = r"(?:Info: )?(?:Login|Logged in): (?P<elements>.+)"
+_DOVECOT1_NAME = "dovecot: "
 DOVECOT = Rule(
     name="dovecot",
-    needles=(b"Login: user=<",),
+    needles=(b"Login: ", b"Logged in: "),
     forms=(
-        # Through syslog: `dovecot: imap-login: Login: ...` (2.3 may add `Info: `).
-        _form({"dovecot"}, rf"(?:imap|pop3)-login: (?:Info: )?{_DOVECOT_LOGIN}"),
-        # Dovecot's own log_path file, and 1.x syslog tags: `pop3-login: Info: Login: ...`.
-        _form({"imap-login", "pop3-login"}, rf"(?:Info: )?{_DOVECOT_LOGIN}"),
+        # Through syslog and the journal: `dovecot: imap-login: Login: ...`
+        # (with or without `Info: `); 2.4: `... Logged in: ...`; 1.x's own
+        # log file: `dovecot: STAMP Info: pop3-login: Login: ...`.
+        _form(
+            {"dovecot"},
+            rf"(?:Info: )?(?:imap|pop3)-login: {_DOVECOT_LOGIN}",
+            read=_dovecot_fields,
+        ),
+        # Dovecot's own log_path/info_log_path file, and 1.x syslog tags:
+        # `pop3-login: Info: Login: ...`, `imap-login: Info: Logged in: ...`.
+        _form({"imap-login", "pop3-login"}, _DOVECOT_LOGIN, read=_dovecot_fields),
     ),
 )
 
@@ -139,22 +239,95 @@ COURIER = Rule(
     ),
 )
 
-# Cyrus: `login: HOST [ADDR] USER MECH[+TLS] User logged in SESSIONID=<...>`
-# (HOST is absent when reverse DNS fails; older versions end after MECH).
-# The message must begin `login:`: Exact's unanchored `login:` also matched
-# `badlogin:`, granting relay on failed logins. The address comes before
-# any client text, so it is anchored to the start. The tag is the service
-# name from cyrus.conf, optionally behind a configured `PREFIX/`.
+# Cyrus, classic: `login: HOST [ADDR] USER MECH[+TLS] User logged in
+# SESSIONID=<...>` (HOST is absent when reverse DNS fails; older versions
+# end after MECH). The message must begin `login:`: Exact's unanchored
+# `login:` also matched `badlogin:`, granting relay on failed logins. The
+# address comes before any client text, so it is anchored to the start.
+# The tag is the service name from cyrus.conf, optionally behind a
+# configured `PREFIX/`. An anonymous login (`login: HOST [ADDR] anonymous
+# PASSWORD`, or SASL ANONYMOUS) authenticates nobody and grants nothing.
+_CYRUS_SERVICE = r"(?:[A-Za-z0-9_.\-]{1,64}/)?(?:imap|pop3|pop|proxy)[A-Za-z0-9_\-]{0,32}"
+
+
+def _is_cyrus_anonymous(user: str, mechanism: str | None) -> bool:
+    # Cyrus's is_userid_anonymous: `anonymous` in any case, with or without a domain.
+    name = re.split(r"[@%]", user, maxsplit=1)[0]
+    return name.lower() == "anonymous" or (mechanism or "").upper() == "ANONYMOUS"
+
+
+def _cyrus_classic_fields(found: re.Match[str]) -> tuple[str | None, str] | None:
+    user = found.group("user")
+    # The user is read up to the first word that looks like a mechanism, so
+    # only its first word is surely the user's.
+    if _is_cyrus_anonymous(user.split(" ", 1)[0], found.group("mech")):
+        return None
+    return user, found.group("ip")
+
+
+# Cyrus 3.13: logfmt, `event=login.good r.sessionid=... r.clienthost=HOST
+# u.username=USER login.mech=PLAIN login.tls=1 ...` (doc/README.logfmt.md).
+# A value is bare printable ASCII without `"`, `=` or `\`, or quoted with
+# `\"`, `\\` and `\x{HH}` escapes; keys never repeat. r.clienthost is
+# `[ADDR]` or `NAME [ADDR]` (then quoted). An anonymous login has
+# `login.anonymous=1`, no u.username, and the client's "password" after it.
+_LOGFMT_PAIR = re.compile(r'([!#-<>-\[\]-~]+)=("(?:[^"\\]|\\.)*"|[!#-<>-\[\]-~]+)(?: |$)', re.DOTALL)
+_LOGFMT_ESCAPE = re.compile(r"\\(?:x\{([0-9A-Fa-f]{2})\}|(.))", re.DOTALL)
+_LOGFMT_SPECIAL = {"n": "\n", "r": "\r", "t": "\t"}
+_CYRUS_CLIENT = re.compile(rf"(?:{_DNS_NAME} )?\[(?P<ip>{_IP})\]|(?P<bare>{_IP})")
+
+
+def _logfmt_value(text: str) -> str:
+    if not text.startswith('"'):
+        return text
+    return _LOGFMT_ESCAPE.sub(
+        lambda escape: (
+            chr(int(escape.group(1), 16))
+            if escape.group(1)
+            else _LOGFMT_SPECIAL.get(escape.group(2), escape.group(2))
+        ),
+        text[1:-1],
+    )
+
+
+def _logfmt_pairs(message: str) -> dict[str, str] | None:
+    """The fields of one logfmt event, or None when it is not exactly that grammar or repeats a key."""
+    pairs: dict[str, str] = {}
+    position = 0
+    while position < len(message):
+        pair = _LOGFMT_PAIR.match(message, position)
+        if pair is None or pair.group(1) in pairs:
+            return None
+        pairs[pair.group(1)] = _logfmt_value(pair.group(2))
+        position = pair.end()
+    if message.endswith(" "):
+        return None
+    return pairs
+
+
+def _cyrus_logfmt_fields(found: re.Match[str]) -> tuple[str | None, str] | None:
+    pairs = _logfmt_pairs(found.group(0))
+    if pairs is None or pairs.get("event") != "login.good" or "login.anonymous" in pairs:
+        return None
+    user = pairs.get("u.username")
+    client = _CYRUS_CLIENT.fullmatch(pairs.get("r.clienthost", ""))
+    if not user or client is None or _is_cyrus_anonymous(user, pairs.get("login.mech")):
+        return None
+    return user, client.group("ip") or client.group("bare")
+
+
 CYRUS = Rule(
     name="cyrus",
-    needles=(b"login: ",),
+    needles=(b"login: ", b"event=login.good "),
     forms=(
         _form(
             (),
             rf"login: (?:{_DNS_NAME} ?)?\[(?P<ip>{_IP})\] (?P<user>.+?)(?: \(proxy\))?"
-            r" [A-Za-z0-9_\-]{1,40}(?:\+TLS)?(?: .*)?",
-            r"(?:[A-Za-z0-9_.\-]{1,64}/)?(?:imap|pop3|pop|proxy)[A-Za-z0-9_\-]{0,32}",
+            r" (?P<mech>[A-Za-z0-9_\-]{1,40})(?:\+TLS)?(?: .*)?",
+            _CYRUS_SERVICE,
+            read=_cyrus_classic_fields,
         ),
+        _form((), r"event=login\.good .*", _CYRUS_SERVICE, read=_cyrus_logfmt_fields),
     ),
 )
 
@@ -371,13 +544,28 @@ class LineParser:
             text = text.rstrip("\r\n")
         stamped = self.timestamps.parse_prefix(text)
         if stamped is None:
-            return None
+            return self._dovecot1_own_log(text)
         time, position = stamped
         header = _HEADER.match(text, position)
         if header is None:
             return None
-        program = header.group("program")
-        message = text[header.end() :]
+        return self._login(time, header.group("program"), text[header.end() :])
+
+    def _dovecot1_own_log(self, text: str) -> Login | None:
+        """Dovecot 1.x's own log file puts its name before the stamp.
+
+        `dovecot: 2008-10-02 23:34:07 Info: pop3-login: Login: ...`; no
+        syslog line starts that way, as syslog writes the stamp first.
+        """
+        if not text.startswith(_DOVECOT1_NAME):
+            return None
+        stamped = self.timestamps.parse_prefix(text[len(_DOVECOT1_NAME) :])
+        if stamped is None:
+            return None
+        time, position = stamped
+        return self._login(time, "dovecot", text[len(_DOVECOT1_NAME) + position :])
+
+    def _login(self, time: datetime, program: str, message: str) -> Login | None:
         for rule in self.rules:
             login = rule.login(time, program, message)
             if login is not None:

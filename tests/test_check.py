@@ -20,7 +20,7 @@ Nov 25 17:51:10 mail dovecot: pop3-login: Aborted login (auth failed, 1 attempts
 Nov 25 17:52:10 mail imapd-ssl: LOGIN, user=bob, ip=[::ffff:192.0.2.20], port=[4242], protocol=IMAP
 Nov 25 17:53:10 mail mypopd[9]: user carol logged in from 192.0.2.30
 Nov 25 16:00:00 mail dovecot: imap-login: Login: user=<dave>, method=PLAIN, rip=192.0.2.40, lip=192.0.2.1
-Nov 25 17:54:10 mail dovecot: imap-login: Login: user=<web>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.1
+Nov 25 17:54:10 mail dovecot: imap-login: Login: user=<web>, method=PLAIN, rip=127.0.0.1, lip=192.0.2.1
 """
 
 
