@@ -196,8 +196,9 @@ def _dovecot_fields(found: re.Match[str]) -> tuple[str | None, str] | None:
         return None
     # A login from the server's own address (webmail, a local proxy) is
     # not a client of this host.
+    # A lip that is no address is no line Dovecot wrote.
     local = values.get("lip")
-    if local is not None and normalize_address(local) == normalize_address(remote):
+    if local is not None and normalize_address(local) in (None, normalize_address(remote)):
         return None
     return user, remote
 

@@ -18,6 +18,11 @@ server's rule would take is caught too.
   two pop3-login), listed below; the other files hold none.
 - fail2ban/: failed logins and rejections only, with `# failJSON` notes on
   the lines fail2ban must catch: no line grants anything.
+- annotated/: each line carries its verdict above it, fail2ban-style:
+  `# grants: ADDRESS` or `# grants: nothing (why)`, under the `# source:`
+  it came from. `# prefix: TEXT` marks a line its source quoted without
+  the stamp (and tag) in front: as quoted it grants nothing, with TEXT and
+  a space before it, it grants what its note says.
 """
 
 from __future__ import annotations
@@ -112,6 +117,36 @@ def _cases() -> list[Case]:
     for path in sorted((CORPUS / "fail2ban").glob("*.log")):
         for number, line in enumerate(_lines(path), start=1):
             cases.append(Case(f"fail2ban/{path.name}", number, line, "fail", None))
+    for path in sorted((CORPUS / "annotated").glob("*.log")):
+        cases.extend(_annotated_cases(path))
+    return cases
+
+
+def _annotated_cases(path: Path) -> list[Case]:
+    cases = []
+    source = grants = prefix = None
+    for number, line in enumerate(_lines(path), start=1):
+        text = line.decode("utf-8")
+        if text.startswith("# "):
+            key, _, value = text[2:].partition(": ")
+            assert key in ("source", "grants", "prefix"), f"{path.name}:{number}: unknown note {key}"
+            if key == "source":
+                source = value
+            elif key == "grants":
+                grants = value
+            else:
+                prefix = value
+            continue
+        assert source and grants, f"{path.name}:{number}: a line without its source or verdict"
+        address = None if grants.startswith("nothing") else grants
+        kind = "ok" if address else "other"
+        name = f"annotated/{path.name}"
+        if prefix is None:
+            cases.append(Case(name, number, line, kind, address))
+        else:
+            cases.append(Case(name, number, line, "ok-bare", None))
+            cases.append(Case(f"{name}+prefix", number, f"{prefix} ".encode() + line, kind, address))
+        grants = prefix = None  # every line carries its own verdict
     return cases
 
 
@@ -145,7 +180,7 @@ def test_the_corpus_holds_what_its_sources_say() -> None:
         "misc.log": 5,
     }
     granting = [case for case in CASES if case.address is not None]
-    assert len(granting) == 50
+    assert len(granting) == 63
 
 
 @pytest.mark.parametrize(
