@@ -54,6 +54,21 @@ SUCCESSES = [
         "bob",
         "fd77::2",
     ),
+    # Dovecot 2.4 through syslog and its own log file.
+    (
+        f"{STAMP} dovecot: imap-login: Logged in: user=<bob>, method=PLAIN, rip=192.0.2.12, lip=192.0.2.1, "
+        "mpid=12, secured, session=<abc>",
+        "dovecot",
+        "bob",
+        "192.0.2.12",
+    ),
+    (
+        "Nov 25 17:50:10 pop3-login: Info: Logged in: user=<bob>, method=PLAIN, rip=192.0.2.13, "
+        "lip=192.0.2.1, mpid=12, TLS, session=<abc>",
+        "dovecot",
+        "bob",
+        "192.0.2.13",
+    ),
     # Courier: with and without port, IPv4-mapped and IPv6, the imapd extras.
     (
         f"{STAMP} courierpop3login: LOGIN, user=justin, ip=[::ffff:203.0.113.51]",
@@ -90,6 +105,14 @@ SUCCESSES = [
         "192.0.2.9",
     ),
     (f"{STAMP} pop3d[15443]: login: [192.0.2.35] stew plaintext", "cyrus", "stew", "192.0.2.35"),
+    # Cyrus 3.13 logfmt.
+    (
+        f'{STAMP} cyrus/imaps[8]: event=login.good r.sessionid=s-1 r.clienthost="host.example [192.0.2.36]" '
+        "u.username=stew login.mech=PLAIN login.tls=1",
+        "cyrus",
+        "stew",
+        "192.0.2.36",
+    ),
     (
         f"{STAMP} cyrus/pop3[8]: login: host.example [2001:db8::5] ann APOP User logged in",
         "cyrus",
@@ -275,11 +298,17 @@ CRAFTED_USERS = [
     "'\"[]<>()",
     "x" * 90 + " [6.6.6.6]",
     "Login: user=<a>, method=PLAIN, rip=6.6.6.6, lip=6.6.6.6, mpid=1",
+    "x, rip=6.6.6.6",
+    "x>, rip=6.6.6.6, session=<y",
+    "x r.clienthost=[6.6.6.6]",
+    'x" r.clienthost=[6.6.6.6] u.username="y',
 ]
 
 TEMPLATES = {
     "dovecot": "{stamp} dovecot: pop3-login: Login: user=<{user}>, method=PLAIN, rip=192.0.2.10, "
     "lip=192.0.2.1, mpid=1, session=<s>",
+    "dovecot-2.4": "{stamp} dovecot: imap-login: Logged in: user=<{user}>, method=PLAIN, rip=192.0.2.10, "
+    "lip=192.0.2.1, mpid=1, TLS, session=<s>",
     "courier": "{stamp} imapd: LOGIN, user={user}, ip=[::ffff:192.0.2.10], port=[4242], protocol=IMAP",
     "uw-imap": "{stamp} imapd[1]: Login user={user} host=client.example [192.0.2.10]",
     "qpopper": '{stamp} in.qpopper[1]: (v4.0.9) POP login by user "{user}" at (client.example) 192.0.2.10',
@@ -291,6 +320,8 @@ TEMPLATES = {
     "gnu-pop3d": "{stamp} gnu-pop3d[1]: User '{user}' logged in with mailbox '{user}' from 192.0.2.10",
     # Address first: the user cannot reach it.
     "cyrus": "{stamp} cyrus/imap[1]: login: client.example [192.0.2.10] {user} PLAIN User logged in",
+    "cyrus-logfmt": '{stamp} imap[1]: event=login.good r.clienthost="client.example [192.0.2.10]" '
+    "u.username={user} login.mech=PLAIN login.tls=1",
     "perdition": "{stamp} perdition[1]: Auth: 192.0.2.10:4242->198.51.100.9:110 client-secure=plaintext "
     'authorisation_id="{user}" authentication_id="{user}" server="pop.example:110" protocol=POP3 '
     'server-secure=plaintext status="ok"',
