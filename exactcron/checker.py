@@ -14,8 +14,12 @@ from exactcron.addresses import Network, is_ignored, normalize_address, sort_key
 from exactcron.rules import MAX_LINE_BYTES, LineParser, Login, Rule
 from exactcron.timestamps import TimestampParser
 
-# How many unmatched login-like lines the report quotes.
+# How many unmatched login-like lines, and lines a rule matched that speak
+# of failure, the report quotes (the rest are counted).
 EXAMPLES = 5
+# How many logins, and addresses per verdict, the report lists unless asked
+# for all: beyond that, a log is summed up per rule.
+LISTED = 20
 # How much of each quoted line.
 EXAMPLE_CHARS = 160
 
@@ -27,6 +31,12 @@ _FAILURE_WORD = re.compile(
     rb"(?i)fail|bad|abort|den(?:y|ied)|invalid|error|refus|disabled|excessive|reject|unknown user|mismatch"
 )
 _ADDRESS_CANDIDATE = re.compile(rb"[0-9A-Fa-f:.]{7,45}")
+# Words of a failed or refused login, as whole words: a line a rule takes
+# for a success should hold none of them outside the user name.
+_FAILURE_TEXT = re.compile(
+    r"(?i)\b(?:fail\w*|abort\w*|invalid|den(?:y|ied)|refus\w*|reject\w*|disabled|errors?|mismatch|bad\w*"
+    r"|incorrect|wrong|unknown user|not (?:allowed|permitted))\b"
+)
 
 
 @dataclass(frozen=True)
@@ -36,11 +46,26 @@ class UnmatchedLine:
 
 
 @dataclass
+class RuleSummary:
+    """What one rule matched in the log."""
+
+    addresses: set[str] = field(default_factory=set)
+    users: set[str] = field(default_factory=set)
+    first: datetime | None = None
+    last: datetime | None = None
+    # Matched lines that speak of failure: a rule that takes them is wrong.
+    failure_lines: int = 0
+    failure_examples: list[UnmatchedLine] = field(default_factory=list)
+
+
+@dataclass
 class CheckReport:
     rules: tuple[str, ...]
     lines: int = 0
-    logins: list[Login] = field(default_factory=list)
+    logins: list[Login] = field(default_factory=list)  # the first `listed`, in log order
+    login_count: int = 0
     matched: dict[str, int] = field(default_factory=dict)  # rule name -> lines
+    summaries: dict[str, RuleSummary] = field(default_factory=dict)  # rule name -> what it matched
     looked_like_logins: int = 0  # login-like lines no rule matched
     examples: list[UnmatchedLine] = field(default_factory=list)
     too_long: int = 0
@@ -55,23 +80,33 @@ def check_log(
     timestamps: TimestampParser,
     timeout: timedelta,
     ignore: Iterable[Network],
+    listed: int | None = LISTED,
 ) -> CheckReport:
-    """Parse `lines` with `rules`; count what matched, and what looked like a login but did not."""
+    """Parse `lines` with `rules`; count what matched, and what looked like a login but did not.
+
+    The report keeps the first `listed` logins and quoted lines of each kind
+    (all of them when `listed` is None) and counts the rest.
+    """
     networks = tuple(ignore)
     parser = LineParser(rules, timestamps)
     report = CheckReport(rules=tuple(rule.name for rule in rules))
     report.matched = {rule.name: 0 for rule in rules}
+    report.summaries = {rule.name: RuleSummary() for rule in rules}
+    examples = EXAMPLES if listed is not None else None
     latest: dict[str, datetime] = {}
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip(b"\n")
         login = parser.parse(line)
         if login is not None:
-            report.logins.append(login)
+            report.login_count += 1
+            if listed is None or len(report.logins) < listed:
+                report.logins.append(login)
             report.matched[login.server] += 1
+            _summarize(report.summaries[login.server], login, number, line, examples)
             latest[login.address] = max(login.time, latest.get(login.address, login.time))
         elif len(line) <= MAX_LINE_BYTES and looks_like_login(line):
             report.looked_like_logins += 1
-            if len(report.examples) < EXAMPLES:
+            if examples is None or len(report.examples) < examples:
                 report.examples.append(UnmatchedLine(number, printable(line)))
     report.lines = parser.lines
     report.too_long = parser.too_long
@@ -84,6 +119,26 @@ def check_log(
         else:
             report.granted.append(address)
     return report
+
+
+def _summarize(summary: RuleSummary, login: Login, number: int, line: bytes, examples: int | None) -> None:
+    summary.addresses.add(login.address)
+    if login.user is not None:
+        summary.users.add(login.user)
+    summary.first = login.time if summary.first is None else min(summary.first, login.time)
+    summary.last = login.time if summary.last is None else max(summary.last, login.time)
+    if speaks_of_failure(line, login.user):
+        summary.failure_lines += 1
+        if examples is None or len(summary.failure_examples) < examples:
+            summary.failure_examples.append(UnmatchedLine(number, printable(line)))
+
+
+def speaks_of_failure(line: bytes, user: str | None) -> bool:
+    """True when a line, its user name left out, holds a word of a failed login."""
+    text = line.decode("utf-8", "replace")
+    if user:
+        text = text.replace(user, "", 1)
+    return _FAILURE_TEXT.search(text) is not None
 
 
 def looks_like_login(line: bytes) -> bool:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -24,6 +24,9 @@ from exactcron.errors import ConfigError, ExactcronError, LogUnreadableError
 from exactcron.leases import Lease
 from exactcron.rules import BUILTIN_RULES
 from exactcron.timestamps import format_instant, parse_instant
+
+if TYPE_CHECKING:
+    from exactcron.checker import UnmatchedLine
 
 log = logging.getLogger("exactcron")
 
@@ -271,15 +274,20 @@ def _exit_unhealthy(reason: str) -> None:
     metavar="NAME",
     help="Use this rule (built-in or [rule.NAME]) instead of the configured ones; repeat or comma-separate.",
 )
+@click.option(
+    "--all", "list_all", is_flag=True, help="List every login, quoted line and address, however big the log."
+)
 @click.pass_obj
-def check(state: Context, logfile: str | None, servers: tuple[str, ...]) -> None:
+def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_all: bool) -> None:
     """Validate the configuration; with a log, show the logins it would grant.
 
-    Per rule, the lines it matched; the lines that looked like a login but
-    matched no rule; and why an address is not granted. Touches no state.
+    Per rule, the lines it matched, and those of them that speak of failure;
+    the lines that looked like a login but matched no rule; and why an
+    address is not granted. A big log is summed up per rule unless --all.
+    Touches no state.
     """
     from exactcron.addresses import parse_network
-    from exactcron.checker import check_log
+    from exactcron.checker import LISTED, check_log
     from exactcron.config import system_zone
     from exactcron.rules import MAX_LINE_BYTES
     from exactcron.timestamps import TimestampParser
@@ -321,24 +329,43 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...]) -> None
         zone = source.zone if source is not None else config.sources[0].zone
         timeout, ignore = config.timeout, config.ignore
     with _open_log(logfile) as stream:
-        report = check_log(stream, rules, TimestampParser(state.now, zone), timeout, ignore)
+        listed = None if list_all else LISTED
+        report = check_log(stream, rules, TimestampParser(state.now, zone), timeout, ignore, listed)
     for login in report.logins:
         click.echo(f"{format_instant(login.time)} {login.server} {login.user or '-'} {login.address}")
+    left_out = report.login_count - len(report.logins)
+    if left_out:
+        click.echo(f"and {_plural(left_out, 'more login')} (--all lists every one)")
     for name, count in report.matched.items():
-        click.echo(f"rule {name}: {_plural(count, 'line')} matched")
+        summary = report.summaries[name]
+        line = f"rule {name}: {_plural(count, 'line')} matched"
+        if left_out and count:
+            assert summary.first is not None and summary.last is not None
+            line += (
+                f", {_plural(len(summary.addresses), 'address', 'addresses')}, "
+                f"{_plural(len(summary.users), 'user')}, "
+                f"{format_instant(summary.first)} to {format_instant(summary.last)}"
+            )
+        click.echo(line)
+        if summary.failure_lines:
+            click.echo(
+                f"  warning: {_plural(summary.failure_lines, 'line')} of them "
+                f"{'speaks' if summary.failure_lines == 1 else 'speak'} of failure; "
+                "a rule must match successful logins only"
+            )
+            _echo_quoted(summary.failure_examples, summary.failure_lines)
     click.echo(
-        f"read {_plural(report.lines, 'line')}, {_plural(len(report.logins), 'login')}; "
+        f"read {_plural(report.lines, 'line')}, {_plural(report.login_count, 'login')}; "
         f"{_plural(report.looked_like_logins, 'line')} looked like a login but matched no rule"
     )
-    for example in report.examples:
-        click.echo(f"  line {example.number}: {example.text}")
+    _echo_quoted(report.examples, report.looked_like_logins)
     if report.too_long:
         click.echo(f"skipped {_plural(report.too_long, 'line')} longer than {MAX_LINE_BYTES} bytes")
     if report.too_old:
-        click.echo(f"not granted, older than the timeout: {' '.join(report.too_old)}")
+        click.echo(f"not granted, older than the timeout: {_cut(report.too_old, listed)}")
     if report.ignored:
-        click.echo(f"not granted, in ignore: {' '.join(report.ignored)}")
-    click.echo("would grant: " + (" ".join(report.granted) if report.granted else "nothing"))
+        click.echo(f"not granted, in ignore: {_cut(report.ignored, listed)}")
+    click.echo("would grant: " + (_cut(report.granted, listed) if report.granted else "nothing"))
 
 
 def _check_permissions(state: Context, config: Config) -> None:
@@ -358,8 +385,23 @@ def _check_permissions(state: Context, config: Config) -> None:
     sys.exit(problems[0].exit_code)
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def _echo_quoted(lines: list[UnmatchedLine], total: int) -> None:
+    """Quoted log lines, and how many of `total` were left out."""
+    for quoted in lines:
+        click.echo(f"  line {quoted.number}: {quoted.text}")
+    if total > len(lines):
+        click.echo(f"  and {total - len(lines)} more")
+
+
+def _cut(addresses: list[str], listed: int | None) -> str:
+    """Addresses as one line: the first `listed`, and how many more."""
+    if listed is None or len(addresses) <= listed:
+        return " ".join(addresses)
+    return " ".join(addresses[:listed]) + f" and {len(addresses) - listed} more"
+
+
+def _plural(count: int, noun: str, nouns: str | None = None) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {nouns or noun + 's'}"
 
 
 def _open_log(logfile: str) -> Any:

@@ -157,3 +157,111 @@ def test_check_log_is_pure_and_counts_every_rule() -> None:
     assert report.looked_like_logins == 2
     assert report.granted == ["127.0.0.1", "192.0.2.10"]
     assert report.too_old == ["192.0.2.40"]
+
+
+def test_check_flags_a_rule_that_matches_failure_lines(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text(
+        "Nov 25 17:50:10 mail mypopd[9]: user carol logged in from 192.0.2.30\n"
+        "Nov 25 17:51:10 mail mypopd[9]: user mallory login failed from 192.0.2.66\n"
+        "Nov 25 17:52:10 mail mypopd[9]: user failed logged in from 192.0.2.31\n"
+        "Nov 25 17:53:10 mail mypopd[9]: user eve login denied (invalid password) from 192.0.2.67\n",
+        encoding="utf-8",
+    )
+    # A careless site rule: it takes any line with `user U ... from ADDR`.
+    site = "[rule.mypopd]\nprogram = \"mypopd\"\nmatch = 'user (?P<user>\\S+) .* from (?P<ip>\\S+)$'\n"
+    code, output = run(str(log), config=write_config(tmp_path, log, '["mypopd"]', site))
+    assert code == 0
+    assert output == (
+        "2026-11-25T17:50:10+00:00 mypopd carol 192.0.2.30\n"
+        "2026-11-25T17:51:10+00:00 mypopd mallory 192.0.2.66\n"
+        "2026-11-25T17:52:10+00:00 mypopd failed 192.0.2.31\n"
+        "2026-11-25T17:53:10+00:00 mypopd eve 192.0.2.67\n"
+        "rule mypopd: 4 lines matched\n"
+        "  warning: 2 lines of them speak of failure; a rule must match successful logins only\n"
+        "  line 2: Nov 25 17:51:10 mail mypopd[9]: user mallory login failed from 192.0.2.66\n"
+        "  line 4: Nov 25 17:53:10 mail mypopd[9]: user eve login denied (invalid password) from 192.0.2.67\n"
+        "read 4 lines, 4 logins; 0 lines looked like a login but matched no rule\n"
+        "would grant: 192.0.2.30 192.0.2.31 192.0.2.66 192.0.2.67\n"
+    )
+
+
+def test_no_built_in_rule_matches_a_line_that_speaks_of_failure() -> None:
+    corpus = Path(__file__).parent / "data" / "corpus"
+    now = parse_instant(NOW)
+    lines = [
+        line
+        for path in sorted(corpus.glob("*/*.log"))
+        for line in path.read_bytes().splitlines(keepends=True)
+    ]
+    report = check_log(
+        lines,
+        tuple(BUILTIN_RULES.values()),
+        TimestampParser(now, now.tzinfo),  # type: ignore[arg-type]
+        timeout=timedelta(minutes=30),
+        ignore=(),
+        listed=None,
+    )
+    assert report.login_count > 40
+    assert {name: summary.failure_examples for name, summary in report.summaries.items()} == {
+        name: [] for name in BUILTIN_RULES
+    }
+
+
+def test_check_says_how_many_quoted_lines_it_left_out() -> None:
+    lines = "".join(
+        f"Nov 25 17:50:{second:02d} mail x[1]: user{second} logged in from 192.0.2.{second}\n"
+        for second in range(8)
+    )
+    code, output = run("-", "--server", "dovecot", input=lines.encode())
+    assert code == 0
+    assert output == (
+        "rule dovecot: 0 lines matched\n"
+        "read 8 lines, 0 logins; 8 lines looked like a login but matched no rule\n"
+        "  line 1: Nov 25 17:50:00 mail x[1]: user0 logged in from 192.0.2.0\n"
+        "  line 2: Nov 25 17:50:01 mail x[1]: user1 logged in from 192.0.2.1\n"
+        "  line 3: Nov 25 17:50:02 mail x[1]: user2 logged in from 192.0.2.2\n"
+        "  line 4: Nov 25 17:50:03 mail x[1]: user3 logged in from 192.0.2.3\n"
+        "  line 5: Nov 25 17:50:04 mail x[1]: user4 logged in from 192.0.2.4\n"
+        "  and 3 more\n"
+        "would grant: nothing\n"
+    )
+
+
+def _big_log(count: int) -> bytes:
+    return "".join(
+        f"Nov 25 17:{30 + number}:00 mail dovecot: imap-login: Logged in: user=<u{number}>, method=PLAIN, "
+        f"rip=192.0.2.{number}, lip=198.51.100.1, mpid={number}, TLS, session=<s{number}>\n"
+        for number in range(1, count + 1)
+    ).encode()
+
+
+def test_check_sums_up_a_big_log_per_rule() -> None:
+    code, output = run("-", "--server", "dovecot,cyrus", input=_big_log(25))
+    assert code == 0
+    assert output == (
+        "".join(
+            f"2026-11-25T17:{30 + number}:00+00:00 dovecot u{number} 192.0.2.{number}\n"
+            for number in range(1, 21)
+        )
+        + "and 5 more logins (--all lists every one)\n"
+        "rule dovecot: 25 lines matched, 25 addresses, 25 users, "
+        "2026-11-25T17:31:00+00:00 to 2026-11-25T17:55:00+00:00\n"
+        "rule cyrus: 0 lines matched\n"
+        "read 25 lines, 25 logins; 0 lines looked like a login but matched no rule\n"
+        "would grant: " + " ".join(f"192.0.2.{number}" for number in range(1, 21)) + " and 5 more\n"
+    )
+
+
+def test_check_all_lists_every_login_and_address() -> None:
+    code, output = run("-", "--server", "dovecot", "--all", input=_big_log(25))
+    assert code == 0
+    assert output == (
+        "".join(
+            f"2026-11-25T17:{30 + number}:00+00:00 dovecot u{number} 192.0.2.{number}\n"
+            for number in range(1, 26)
+        )
+        + "rule dovecot: 25 lines matched\n"
+        "read 25 lines, 25 logins; 0 lines looked like a login but matched no rule\n"
+        "would grant: " + " ".join(f"192.0.2.{number}" for number in range(1, 26)) + "\n"
+    )
