@@ -102,10 +102,19 @@ class Rule:
             else:
                 user, text = found.groupdict().get("user"), found.group("ip")
             address = normalize_address(text)
-            if address is None:
+            if address is None or (user is not None and is_anonymous(user)):
                 return None
             return Login(time, self.name, user, address)
         return None
+
+
+def is_anonymous(user: str) -> bool:
+    """True for the user of an anonymous login, which authenticates nobody.
+
+    `anonymous` in any case, with or without a domain (Cyrus's
+    is_userid_anonymous; Dovecot's default auth_anonymous_username).
+    """
+    return re.split(r"[@%]", user, maxsplit=1)[0].lower() == "anonymous"
 
 
 def _form(
@@ -252,9 +261,7 @@ _CYRUS_SERVICE = r"(?:[A-Za-z0-9_.\-]{1,64}/)?(?:imap|pop3|pop|proxy)[A-Za-z0-9_
 
 
 def _is_cyrus_anonymous(user: str, mechanism: str | None) -> bool:
-    # Cyrus's is_userid_anonymous: `anonymous` in any case, with or without a domain.
-    name = re.split(r"[@%]", user, maxsplit=1)[0]
-    return name.lower() == "anonymous" or (mechanism or "").upper() == "ANONYMOUS"
+    return is_anonymous(user) or (mechanism or "").upper() == "ANONYMOUS"
 
 
 def _cyrus_classic_fields(found: re.Match[str]) -> tuple[str | None, str] | None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 
 from exactcron.journal import entry_line
-from exactcron.rules import BUILTIN_RULES, LineParser, Login
+from exactcron.rules import BUILTIN_RULES, LineParser, Login, site_rule
 from exactcron.timestamps import TimestampParser
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
@@ -252,3 +252,22 @@ def test_a_crafted_cyrus_user_name_never_moves_the_address(user: str) -> None:
     assert login is None or (login.address == "192.0.2.10" and login.user == user)
     # Unescaped (no line Cyrus writes), it breaks the grammar or repeats a key.
     assert parse(f"{STAMP} imap[1]: event=login.good r.clienthost=[192.0.2.10] u.username={user}") is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"{STAMP} imapd[1]: Login user=anonymous host=client.example [192.0.2.10]",
+        f"{STAMP} imapd-ssl: LOGIN, user=Anonymous, ip=[::ffff:192.0.2.10], port=[4242], protocol=IMAP",
+        f"{STAMP} dovecot: imap-login: Logged in: user=<anonymous@example.org>, method=PLAIN, rip=192.0.2.10",
+    ],
+)
+def test_the_anonymous_user_is_granted_by_no_rule(line: str) -> None:
+    assert parse(line) is None
+
+
+def test_a_site_rule_never_grants_the_anonymous_user() -> None:
+    rule = site_rule("mypopd", "mypopd", r"OK user=(?P<user>\S+) from (?P<ip>\S+)")
+    parser = LineParser((rule,), TimestampParser(NOW, UTC))
+    assert parser.parse(f"{STAMP} mypopd[1]: OK user=anonymous from 192.0.2.10".encode()) is None
+    assert parser.parse(f"{STAMP} mypopd[1]: OK user=ann from 192.0.2.10".encode()) is not None
