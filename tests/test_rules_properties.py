@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exactcron.rules import BUILTIN_RULES, LineParser
+from exactcron.rules import BUILTIN_RULES, LineParser, is_anonymous
 from exactcron.timestamps import TimestampParser
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
@@ -32,6 +32,11 @@ SUCCESS = {
     "cucipop": f"{STAMP} cucipop[1]: {{user}} {ADDRESS} 1, 2 (3), 4 (5)",
     "solid-pop3d": f"{STAMP} spop3d[1]: user {{user}} authenticated - {ADDRESS}",
     "gnu-pop3d": f"{STAMP} gnu-pop3d[1]: User '{{user}}' logged in with mailbox 'box' from {ADDRESS}",
+    # Today's forms, under a second name each: Dovecot 2.4, Cyrus 3.13 logfmt.
+    "dovecot 2.4": f"{STAMP} dovecot: imap-login: Logged in: user=<{{user}}>, method=PLAIN, rip={ADDRESS}, "
+    "lip=192.0.2.1, mpid=1, TLS, session=<s>",
+    "cyrus logfmt": f"{STAMP} imaps[1]: event=login.good r.sessionid=s-1 r.clienthost=[{ADDRESS}] "
+    "u.username={user} login.mech=PLAIN login.tls=1",
 }
 
 FAILURE = [
@@ -46,6 +51,10 @@ FAILURE = [
     'server-secure=plaintext status="failed: Re-Authentication Failure"',
     f"{STAMP} solid-pop3d[1]: authentication failed for user {{user}} - {ADDRESS}",
     f"{STAMP} postfix/smtpd[1]: warning: unknown[{ADDRESS}]: SASL LOGIN authentication failed: {{user}}",
+    f"{STAMP} dovecot: imap-login: Login aborted: Logged out (auth failed, 1 attempts in 2 secs) (auth_failed): "
+    f"user=<{{user}}>, method=PLAIN, rip={ADDRESS}, lip=192.0.2.1, TLS, session=<s>",
+    f"{STAMP} imaps[1]: event=login.bad r.clienthost=[{ADDRESS}] u.username={{user}} login.mech=PLAIN "
+    'error="authentication failure"',
 ]
 
 # User names as clients send them: any text on one line, weighted towards
@@ -81,12 +90,14 @@ def test_a_success_line_with_any_user_name_grants_exactly_its_own_address(server
     # with no word after it); none may grant any other address.
     if login is not None:
         assert login.address == ADDRESS
-        assert login.server == server
+        assert login.server == server.split(" ")[0]
 
 
 @given(
     st.sampled_from(sorted(SUCCESS)),
-    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._@-", min_size=1, max_size=64),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._@-", min_size=1, max_size=64).filter(
+        lambda user: not is_anonymous(user)  # an anonymous login authenticates nobody
+    ),
 )
 def test_an_ordinary_user_name_is_always_granted(server: str, user: str) -> None:
     login = parser().parse(SUCCESS[server].format(user=user).encode())
