@@ -236,32 +236,37 @@ def _big_log(count: int) -> bytes:
     ).encode()
 
 
+def _listed(count: int) -> tuple[str, str]:
+    """The first `count` logins of the big log as check lists them, and their addresses."""
+    logins = "".join(
+        f"2026-11-25T17:{30 + number}:00+00:00 dovecot u{number} 192.0.2.{number}\n"
+        for number in range(1, count + 1)
+    )
+    return logins, " ".join(f"192.0.2.{number}" for number in range(1, count + 1))
+
+
 def test_check_sums_up_a_big_log_per_rule() -> None:
     code, output = run("-", "--server", "dovecot,cyrus", input=_big_log(25))
+    logins, addresses = _listed(20)
     assert code == 0
     assert output == (
-        "".join(
-            f"2026-11-25T17:{30 + number}:00+00:00 dovecot u{number} 192.0.2.{number}\n"
-            for number in range(1, 21)
-        )
-        + "and 5 more logins (--all lists every one)\n"
+        f"{logins}"
+        "and 5 more logins (--all lists every one)\n"
         "rule dovecot: 25 lines matched, 25 addresses, 25 users, "
         "2026-11-25T17:31:00+00:00 to 2026-11-25T17:55:00+00:00\n"
         "rule cyrus: 0 lines matched\n"
         "read 25 lines, 25 logins; 0 lines looked like a login but matched no rule\n"
-        "would grant: " + " ".join(f"192.0.2.{number}" for number in range(1, 21)) + " and 5 more\n"
+        f"would grant: {addresses} and 5 more\n"
     )
 
 
 def test_check_all_lists_every_login_and_address() -> None:
     code, output = run("-", "--server", "dovecot", "--all", input=_big_log(25))
+    logins, addresses = _listed(25)
     assert code == 0
     assert output == (
-        "".join(
-            f"2026-11-25T17:{30 + number}:00+00:00 dovecot u{number} 192.0.2.{number}\n"
-            for number in range(1, 26)
-        )
-        + "rule dovecot: 25 lines matched\n"
+        f"{logins}"
+        "rule dovecot: 25 lines matched\n"
         "read 25 lines, 25 logins; 0 lines looked like a login but matched no rule\n"
-        "would grant: " + " ".join(f"192.0.2.{number}" for number in range(1, 26)) + "\n"
+        f"would grant: {addresses}\n"
     )
