@@ -177,6 +177,10 @@ def _dovecot_element_key(element: str) -> str | None:
         shape = _DOVECOT_VALUES.get(key)
         if shape is not None:
             return key if shape.fullmatch(value) else None
+        # A user name outside `user=<...>` (`user=%{user}`, `%{auth_user}`)
+        # could hold anything: such a line is not read.
+        if "user" in key.lower():
+            return None
         return key if _DOVECOT_OTHER.fullmatch(element) else None
     if _DOVECOT_SSL_SECURITY.fullmatch(element):
         return "ssl_security"
@@ -203,9 +207,8 @@ def _dovecot_fields(found: re.Match[str]) -> tuple[str | None, str] | None:
     remote = values.get("rip")
     if remote is None or values.get("method", "").upper() == "ANONYMOUS":
         return None
-    # A login from the server's own address (webmail, a local proxy) is
-    # not a client of this host.
-    # A lip that is no address is no line Dovecot wrote.
+    # A login from the server's own address (webmail, a local proxy) is not
+    # a client of this host; an lip that is no address, no line Dovecot wrote.
     local = values.get("lip")
     if local is not None and normalize_address(local) in (None, normalize_address(remote)):
         return None

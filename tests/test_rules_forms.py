@@ -121,6 +121,9 @@ DOVECOT_NOTHING = [
     "imap-login: Logged in: user=<alice>, method=PLAIN, rip=192.0.2.10, TLS: Disconnected",
     "imap-login: Logged in: user=<alice>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1, ",
     "imap-login: Logged in: user=<alice, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1",
+    # A user name outside `user=<...>` may hold anything.
+    "imap-login: Logged in: user=alice, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1",
+    "imap-login: Logged in: user=<alice>, auth_user=bob, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1",
 ]
 
 
