@@ -34,9 +34,9 @@ from pathlib import Path
 import pytest
 
 try:
-    from tests.e2e import harness
+    from tests.e2e import debian_root, harness
 except ImportError:  # tests/ is no package: pytest put tests/ itself on sys.path
-    from e2e import harness  # type: ignore[no-redef,import-not-found,unused-ignore]
+    from e2e import debian_root, harness  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 REPO = Path(__file__).resolve().parent.parent
 C2 = harness.CLIENT2
@@ -46,9 +46,7 @@ V6 = harness.SERVER_V6
 TIMEOUT = timedelta(minutes=30)
 
 
-@pytest.fixture(scope="module")
-def workdir() -> Iterator[Path]:
-    problems = harness.environment_problems()
+def skip_or_fail(problems: list[str]) -> None:
     if problems:
         reason = "end-to-end test cannot run: " + "; ".join(problems)
         # CI installs everything and runs as root: a gap there is a broken
@@ -56,9 +54,22 @@ def workdir() -> Iterator[Path]:
         if os.environ.get("CI"):
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
-    path = harness.make_workdir()
-    yield path
-    harness.remove_workdir(path)
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    skip_or_fail(harness.environment_problems())
+    with harness.machine_lock():
+        path = harness.make_workdir()
+        yield path
+        harness.remove_workdir(path)
+
+
+@pytest.fixture(scope="session")
+def debian13_root() -> Path:
+    """Debian 13's packages in a root of their own, built on first use (about a minute)."""
+    skip_or_fail(harness.environment_problems() + debian_root.build_problems())
+    return debian_root.cached_root(debian_root.TRIXIE)
 
 
 @pytest.fixture(scope="module")
@@ -74,20 +85,41 @@ def postfix(network: None, workdir: Path) -> Iterator[harness.Postfix]:
         yield instance
 
 
-@pytest.fixture(params=["rsyslog", "log_path"])
+@pytest.fixture(
+    params=[
+        ("this machine", "rsyslog"),
+        ("this machine", "log_path"),
+        ("debian13", "rsyslog"),
+        ("debian13", "log_path"),
+    ],
+    ids=["rsyslog", "log_path", "debian13-rsyslog", "debian13-log_path"],
+)
 def mail_log(request: pytest.FixtureRequest, network: None, workdir: Path) -> Iterator[harness.MailLog]:
-    """A fresh Dovecot (and rsyslogd) per case; the log exactcron is to read."""
-    case = workdir / request.param
+    """A fresh Dovecot (and rsyslogd) per case; the log exactcron is to read.
+
+    ``debian13``: Debian 13's Dovecot 2.4 and rsyslogd, run from a Debian 13
+    root; otherwise this machine's own.
+    """
+    release, logging_to = request.param
+    case = workdir / request.node.callspec.id
     with ExitStack() as stack:
-        if request.param == "rsyslog":
-            rsyslog = harness.Rsyslog(case / "rsyslog")
+        place: harness.Place = harness.HERE
+        if release == "debian13":
+            view = debian_root.RootView(request.getfixturevalue("debian13_root"), case / "root", workdir)
+            stack.enter_context(harness.started(view))
+            place = view
+        if logging_to == "rsyslog":
+            rsyslog = harness.Rsyslog(case / "rsyslog", place)
             stack.enter_context(harness.started(rsyslog))
-            dovecot = harness.Dovecot(case / "dovecot", syslog_socket=rsyslog.socket)
+            dovecot = harness.Dovecot(case / "dovecot", syslog_socket=rsyslog.socket, place=place)
             log_file = rsyslog.mail_log
         else:
-            dovecot = harness.Dovecot(case / "dovecot")
+            dovecot = harness.Dovecot(case / "dovecot", place=place)
             log_file = dovecot.log_path
         stack.enter_context(harness.started(dovecot))
+        if release == "debian13":
+            # What this case is for: Debian 13's Dovecot really is 2.4.
+            assert dovecot.version is not None and dovecot.version >= (2, 4), dovecot.version
         yield harness.MailLog(log_file)
 
 

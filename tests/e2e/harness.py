@@ -18,6 +18,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,7 +29,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
+
+from filelock import FileLock
 
 SERVER_V4 = "10.77.0.1"
 SERVER_V6 = "fd77::1"
@@ -273,6 +276,38 @@ def listening(address: str, port: int) -> bool:
     return False
 
 
+class Place(Protocol):
+    """Where a server's programs run: this machine, or a Debian root (debian_root.py)."""
+
+    def binary(self, name: str) -> str: ...
+
+    def command(self, argv: Sequence[str]) -> list[str]: ...
+
+
+class ThisMachine:
+    """The programs installed on this machine, run as they are."""
+
+    def binary(self, name: str) -> str:
+        return binary(name)
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        return list(argv)
+
+
+HERE = ThisMachine()
+
+
+@contextlib.contextmanager
+def machine_lock() -> Iterator[None]:
+    """Hold the machine's bridge, namespaces and server ports for one run.
+
+    Two runs at once (two checkouts on one machine) would otherwise tear
+    down each other's network: Network.start() clears what it finds.
+    """
+    with FileLock("/run/lock/exactcron-e2e.lock", timeout=600):
+        yield
+
+
 # --------------------------------------------------------------------------
 # network namespaces
 
@@ -411,11 +446,12 @@ class Rsyslog:
     """A private rsyslogd: its own socket, mail.* into its own file.
 
     The output uses RSYSLOG_FileFormat, the RFC 3339 template that Debian 12's
-    stock configuration writes /var/log/mail.log with.
+    and 13's stock configurations write /var/log/mail.log with.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, place: Place = HERE) -> None:
         self.directory = directory
+        self.place = place
         self.socket = directory / "log.sock"
         self.mail_log = directory / "mail.log"
         self.conf = directory / "rsyslog.conf"
@@ -436,7 +472,9 @@ mail.* action(type="omfile" file="{self.mail_log}" template="RSYSLOG_FileFormat"
         )
         with open(self.output, "wb") as out:
             self.proc = subprocess.Popen(
-                [binary("rsyslogd"), "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
+                self.place.command(
+                    [self.place.binary("rsyslogd"), "-n", "-f", str(self.conf), "-i", str(self.pidfile)]
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -498,56 +536,56 @@ exec "$@"
 """
 
 
-class Dovecot:
-    """A private Dovecot: pop3 and imap on the server addresses, user alice.
+def dovecot_version(place: Place = HERE) -> tuple[int, int]:
+    """Major and minor version of the Dovecot at ``place``: (2, 3), (2, 4)..."""
+    shown = run(place.command([place.binary("dovecot"), "--version"])).stdout
+    found = re.match(r"\s*(\d+)\.(\d+)", shown)
+    if found is None:
+        raise HarnessError(f"dovecot --version printed {shown!r}")
+    return int(found[1]), int(found[2])
 
-    ``syslog_socket`` set: logs through syslog to that socket (see above).
-    Otherwise Dovecot writes its own format to ``log_path``.
-    """
 
-    def __init__(self, directory: Path, *, syslog_socket: Path | None = None) -> None:
-        self.directory = directory
-        self.syslog_socket = syslog_socket
-        self.conf = directory / "dovecot.conf"
-        self.base_dir = directory / "run"
-        self.log_path = directory / "dovecot.log"
-        self.output = directory / "dovecot.out"
-        self.users = directory / "users"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _write_config(self) -> None:
-        home = self.directory / "home" / USER
-        home.mkdir(parents=True, exist_ok=True)
-        os.chown(home, MAIL_UID, MAIL_GID)
-        home.chmod(0o700)
-        (self.directory / "state").mkdir(exist_ok=True)
-        self.users.write_text(f"{USER}:{PASSWORD}:{MAIL_UID}:{MAIL_GID}::{home}::\n")
-        self.users.chmod(0o644)
-        log_path = "syslog" if self.syslog_socket is not None else str(self.log_path)
-        self.conf.write_text(
-            f"""\
-base_dir = {self.base_dir}
-state_dir = {self.directory / "state"}
-protocols = pop3 imap
-listen = {SERVER_V4}, {SERVER_V6}
-ssl = no
+# The lines in which 2.3 and 2.4 configurations differ; 2.4 refuses a 2.3
+# file ("The first setting must be dovecot_config_version").
+_DOVECOT_23 = """\
 disable_plaintext_auth = no
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = passwd-file
+  args = {users}
+}}
+userdb {{
+  driver = passwd-file
+  args = {users}
+}}
+"""
+_DOVECOT_24 = """\
+dovecot_config_version = 2.4.0
+dovecot_storage_version = 2.4.0
+auth_allow_cleartext = yes
+mail_driver = maildir
+mail_path = ~/Maildir
+passdb passwd-file {{
+  passwd_file_path = {users}
+}}
+userdb passwd-file {{
+  passwd_file_path = {users}
+}}
+"""
+# The same in both.
+_DOVECOT_COMMON = """\
+base_dir = {base_dir}
+state_dir = {state_dir}
+protocols = pop3 imap
+listen = {v4}, {v6}
+ssl = no
 auth_mechanisms = plain login
 # The failed login of the scenario should not cost the default 2 s.
 auth_failure_delay = 0
 default_login_user = dovenull
 default_internal_user = dovecot
-mail_location = maildir:~/Maildir
 log_path = {log_path}
 syslog_facility = mail
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN {self.users}
-}}
-userdb {{
-  driver = passwd-file
-  args = {self.users}
-}}
 service imap-login {{
   inet_listener imap {{
     port = 143
@@ -565,25 +603,70 @@ service pop3-login {{
   }}
 }}
 """
+
+
+class Dovecot:
+    """A private Dovecot: pop3 and imap on the server addresses, user alice.
+
+    ``syslog_socket`` set: logs through syslog to that socket (see above).
+    Otherwise Dovecot writes its own format to ``log_path``.  ``place`` says
+    whose Dovecot it is; its configuration is written for that Dovecot's
+    version.
+    """
+
+    def __init__(self, directory: Path, *, syslog_socket: Path | None = None, place: Place = HERE) -> None:
+        self.directory = directory
+        self.syslog_socket = syslog_socket
+        self.place = place
+        self.conf = directory / "dovecot.conf"
+        self.base_dir = directory / "run"
+        self.log_path = directory / "dovecot.log"
+        self.output = directory / "dovecot.out"
+        self.users = directory / "users"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.version: tuple[int, int] | None = None
+
+    def _write_config(self) -> None:
+        home = self.directory / "home" / USER
+        home.mkdir(parents=True, exist_ok=True)
+        os.chown(home, MAIL_UID, MAIL_GID)
+        home.chmod(0o700)
+        (self.directory / "state").mkdir(exist_ok=True)
+        # {PLAIN}: the scheme in the password itself, read alike by 2.3 and 2.4.
+        self.users.write_text(f"{USER}:{{PLAIN}}{PASSWORD}:{MAIL_UID}:{MAIL_GID}::{home}::\n")
+        self.users.chmod(0o644)
+        self.version = dovecot_version(self.place)
+        # The version lines first: 2.4 wants dovecot_config_version before all.
+        specific = _DOVECOT_24 if self.version >= (2, 4) else _DOVECOT_23
+        self.conf.write_text(
+            specific.format(users=self.users)
+            + _DOVECOT_COMMON.format(
+                base_dir=self.base_dir,
+                state_dir=self.directory / "state",
+                v4=SERVER_V4,
+                v6=SERVER_V6,
+                log_path="syslog" if self.syslog_socket is not None else self.log_path,
+            )
         )
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._write_config()
+        place = self.place
         # -F: stay in the foreground, so the pid we hold is the master's.
-        command = [binary("dovecot"), "-F", "-c", str(self.conf)]
+        command = [place.binary("dovecot"), "-F", "-c", str(self.conf)]
         if self.syslog_socket is not None:
             scratch = self.directory / "devoverlay"
             scratch.mkdir(exist_ok=True)
             # unshare execs the shell, which execs dovecot: still one pid.
             command = [
-                binary("unshare"), "--mount", "--propagation", "private", "--",
+                place.binary("unshare"), "--mount", "--propagation", "private", "--",
                 "/bin/sh", "-c", _DEVLOG_WRAPPER, "exc-e2e-dovecot",
                 str(scratch), str(self.syslog_socket), *command,
             ]  # fmt: skip
         with open(self.output, "wb") as out:
             self.proc = subprocess.Popen(
-                command,
+                place.command(command),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -779,8 +862,13 @@ class MailLog:
             return []
 
     def logins(self, address: str) -> int:
+        """Successful logins from ``address``: 2.3 writes ``Login:``, 2.4 ``Logged in:``."""
         needle = f"rip={address},"
-        return sum(1 for line in self.lines() if "Login: user=<" in line and needle in line)
+        return sum(
+            1
+            for line in self.lines()
+            if ("Login: user=<" in line or "Logged in: user=<" in line) and needle in line
+        )
 
     def mentions(self, address: str) -> int:
         needle = f"rip={address},"
@@ -801,8 +889,14 @@ class MailLog:
         )
 
 
+class Startable(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @contextlib.contextmanager
-def started(server: Rsyslog | Dovecot | Postfix | Network) -> Iterator[None]:
+def started(server: Startable) -> Iterator[None]:
     """Start a server; stop it on leaving, whatever happened in between."""
     server.start()
     try:

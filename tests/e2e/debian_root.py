@@ -1,0 +1,240 @@
+"""Servers from another Debian release: a cached debootstrap root, run through chroot.
+
+``cached_root`` builds ``debootstrap --variant=minbase SUITE`` plus the
+servers' packages once and keeps it under ~/.cache/exactcron/roots/SUITE.  It
+is built in a temporary directory beside it and renamed into place only when
+complete, under a lock, so a build that was killed is never used: the next run
+removes it and starts over.
+
+``RootView`` runs programs of such a root without ever changing it: a process
+of its own holds a private mount namespace in which an overlay (the cached
+root below, a per-test directory on top) gets /proc and the test's work
+directory bind-mounted at the same path as outside, so that file names mean
+the same on both sides.  Programs enter that namespace with ``nsenter`` and
+then ``chroot``; the network namespace stays the machine's, so a server in the
+root listens on the test bridge like one outside it.  Every mount lives only
+in that namespace and vanishes when its last process exits, also when the test
+is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+try:
+    from tests.e2e.harness import HarnessError, binary, run, stop_popen, tail, wait_until
+except ImportError:  # tests/ itself on sys.path (see tests/test_e2e.py)
+    from e2e.harness import (  # type: ignore[no-redef,import-not-found,unused-ignore]
+        HarnessError,
+        binary,
+        run,
+        stop_popen,
+        tail,
+        wait_until,
+    )
+
+ROOTS_CACHE = Path(os.environ.get("EXACTCRON_ROOTS_CACHE") or Path.home() / ".cache" / "exactcron" / "roots")
+# Written last, holding the package list: a root without it, or built for
+# other packages, is rebuilt.
+COMPLETE = ".exactcron-complete"
+# Debian's build and package tools expect Debian's own directories first.
+_CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_BUILD_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class RootSpec:
+    suite: str
+    packages: tuple[str, ...]
+
+    @property
+    def stamp(self) -> str:
+        return " ".join(("debootstrap", "--variant=minbase", self.suite, *self.packages)) + "\n"
+
+
+# Debian 13: Dovecot 2.4.1.
+TRIXIE = RootSpec("trixie", ("dovecot-pop3d", "dovecot-imapd", "rsyslog"))
+
+
+def build_problems() -> list[str]:
+    """Why this machine cannot build or enter a root; empty when it can."""
+    missing = [name for name in ("debootstrap", "chroot", "nsenter", "unshare", "mount") if not _found(name)]
+    if missing:
+        return ["missing binaries: " + ", ".join(missing) + " (apt-get install debootstrap util-linux)"]
+    return []
+
+
+def _found(name: str) -> bool:
+    try:
+        binary(name)
+    except HarnessError:
+        return False
+    return True
+
+
+def cached_root(spec: RootSpec, cache: Path = ROOTS_CACHE) -> Path:
+    """The root for ``spec``, built first if the cache has no complete one."""
+    cache.mkdir(parents=True, exist_ok=True)
+    final = cache / spec.suite
+    with FileLock(str(cache / f"{spec.suite}.lock"), timeout=_BUILD_TIMEOUT + 60):
+        if _is_complete(final, spec):
+            return final
+        for leftover in [final, *cache.glob(f"{spec.suite}.partial-*")]:
+            remove_root(leftover)
+        partial = Path(tempfile.mkdtemp(prefix=f"{spec.suite}.partial-", dir=cache))
+        try:
+            _build(partial, spec)
+            partial.rename(final)
+        except BaseException:
+            remove_root(partial)
+            raise
+    return final
+
+
+def _is_complete(root: Path, spec: RootSpec) -> bool:
+    try:
+        return (root / COMPLETE).read_text() == spec.stamp
+    except OSError:
+        return False
+
+
+def _build(target: Path, spec: RootSpec) -> None:
+    # Mirror left to debootstrap's default: Debian's own archive.
+    run([binary("debootstrap"), "--variant=minbase", spec.suite, target], timeout=_BUILD_TIMEOUT)
+    # Package scripts must not start the servers (system configuration,
+    # system ports) while the root is being built, nor ever after.
+    policy = target / "usr" / "sbin" / "policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    env = {"PATH": _CHROOT_PATH, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8"}
+    chroot = [binary("chroot"), str(target)]
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *spec.packages]
+    run([*chroot, *install], env=env, timeout=_BUILD_TIMEOUT)
+    run([*chroot, "apt-get", "clean"], env=env)
+    (target / COMPLETE).write_text(spec.stamp)
+
+
+def _mount_points_under(path: Path) -> list[str]:
+    """Mount points at or below ``path``, deepest first."""
+    prefix = str(path.resolve())
+    found: list[str] = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+        for row in handle:
+            # Field 5 is the mount point, with space, tab, newline and
+            # backslash written as octal escapes.
+            point = row.split()[4].encode().decode("unicode_escape")
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def remove_root(path: Path) -> None:
+    """Delete a root; first unmount what a killed debootstrap left mounted in it.
+
+    Deleting through a still-mounted /proc or /sys would reach the machine's
+    own, so nothing is deleted while a mount remains.
+    """
+    if not path.exists():
+        return
+    for point in _mount_points_under(path):
+        run([binary("umount"), "--lazy", point], check=False)
+    left = _mount_points_under(path)
+    if left:
+        raise HarnessError(f"cannot remove {path}: still mounted: {', '.join(left)}")
+    shutil.rmtree(path)
+
+
+_NAMESPACE_SCRIPT = r"""
+set -e
+lower=$1; upper=$2; work=$3; merged=$4; shared=$5; ready=$6
+mount -t overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" exc-e2e-root "$merged"
+mount -t proc exc-e2e-proc "$merged/proc"
+mkdir -p "$merged$shared"
+mount --bind "$shared" "$merged$shared"
+touch "$ready"
+exec sleep infinity
+"""
+
+
+class RootView:
+    """A throwaway, writable view of a cached root; see the module's docstring.
+
+    ``shared`` (an absolute directory) appears at the same path inside.
+    """
+
+    def __init__(self, root: Path, directory: Path, shared: Path) -> None:
+        self.root = root
+        self.directory = directory
+        self.shared = shared.resolve()
+        self.merged = directory / "merged"
+        self.output = directory / "namespace.out"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        upper, work, ready = self.directory / "upper", self.directory / "work", self.directory / "ready"
+        for path in (upper, work, self.merged):
+            path.mkdir(parents=True, exist_ok=True)
+        with open(self.output, "wb") as out:
+            self.proc = subprocess.Popen(
+                [binary("unshare"), "--mount", "--propagation", "private", "--",
+                 "/bin/sh", "-c", _NAMESPACE_SCRIPT, "exc-e2e-root",
+                 str(self.root), str(upper), str(work), str(self.merged), str(self.shared), str(ready)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        proc = self.proc
+
+        def mounted() -> bool:
+            if proc.poll() is not None:
+                raise HarnessError(
+                    f"mount namespace for {self.root} exited {proc.returncode}:\n{tail(self.output)}"
+                )
+            return ready.exists()
+
+        try:
+            wait_until(f"the view of {self.root}", mounted, timeout=10.0)
+        except BaseException:
+            self.stop()
+            raise
+
+    def binary(self, name: str) -> str:
+        """A program's path inside the root."""
+        for directory in _CHROOT_PATH.split(":"):
+            inside = f"{directory}/{name}"
+            if os.access(self.root / inside.lstrip("/"), os.X_OK):
+                return inside
+        raise HarnessError(f"{name} not found in {self.root}")
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` as a command line that runs it inside the root.
+
+        nsenter (mount namespace only) and chroot both exec, so the pid of
+        the command started is the program's own.
+        """
+        if self.proc is None or self.proc.poll() is not None:
+            raise HarnessError(f"the view of {self.root} is not running")
+        return [
+            binary("nsenter"),
+            "-t",
+            str(self.proc.pid),
+            "-m",
+            "--",
+            binary("chroot"),
+            str(self.merged),
+            *argv,
+        ]
+
+    def stop(self) -> None:
+        # The namespace, and with it every mount, goes when its last process
+        # does: callers stop the servers they started inside first.
+        stop_popen(self.proc, f"mount namespace for {self.root}")
