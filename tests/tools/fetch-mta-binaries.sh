@@ -29,22 +29,46 @@ cache=$(cd "$cache" && pwd)
 root=$cache/root
 libs=$root/usr/lib/x86_64-linux-gnu:$root/lib/x86_64-linux-gnu
 
-if [ ! -f "$cache/complete" ]; then
-    command -v apt-get >/dev/null || fail "apt-get not found (Debian or Ubuntu needed)"
-    downloads=$(mktemp -d "$cache/download.XXXXXX")
-    trap 'rm -rf "$downloads"' EXIT
-    # Libraries the binaries link against that the system lacks (libidn12 and
-    # liblockfile1 on a Postfix host): unpacked beside them, not installed.
-    missing=""
-    for library in $(apt-cache depends --no-recommends --no-suggests exim4-daemon-light sendmail-bin \
-        | sed -n 's/^ *Depends: \(lib[^ <>]*\)$/\1/p' | sort -u); do
-        if ! dpkg-query -W -f '${Status}' "$library" 2>/dev/null | grep -q "ok installed"; then
-            missing="$missing $library"
+binaries="usr/sbin/exim4 usr/libexec/sendmail/sendmail usr/libexec/sendmail/makemap
+    usr/libexec/sendmail/editmap usr/bin/m4"
+
+unresolved() { # the libraries an unpacked binary cannot find, or "missing BINARY"
+    for binary in $binaries; do
+        if [ -x "$root/$binary" ]; then
+            LD_LIBRARY_PATH=$libs ldd "$root/$binary" | grep "not found" || true
+        else
+            echo "missing $binary"
         fi
     done
+}
+
+# Libraries the binaries link against that the system lacks, their own
+# dependencies included (libidn12 and liblockfile1 on a Debian 12 Postfix
+# host; on Debian 13 also libunbound8, which GnuTLS's DANE library needs):
+# apt's own resolver names them in a simulated install (-s changes nothing),
+# and they are unpacked beside the binaries, not installed.
+missing_libraries() {
+    found=""
+    for package in exim4-daemon-light sendmail-bin; do
+        simulated=$(apt-get -s -q install --no-install-recommends "$package" 2>&1) \
+            || fail "apt-get -s install $package failed: $(echo "$simulated" | tail -n 3 | tr '\n' ' ')"
+        found="$found $(echo "$simulated" | sed -n 's/^Inst \(lib[^ ]*\) .*/\1/p')"
+    done
+    # shellcheck disable=SC2086 # word splitting wanted: a list of package names
+    printf '%s\n' $found | sort -u | tr '\n' ' '
+}
+
+# A cache is reused while every binary finds its libraries; one made before
+# the system changed (a release upgrade, packages removed) is made afresh.
+if [ ! -f "$cache/complete" ] || [ -n "$(unresolved)" ]; then
+    command -v apt-get >/dev/null || fail "apt-get not found (Debian or Ubuntu needed)"
+    missing=$(missing_libraries) # set -e: a failure in there stops the script
+    downloads=$(mktemp -d "$cache/download.XXXXXX")
+    trap 'rm -rf "$downloads"' EXIT
     # shellcheck disable=SC2086 # word splitting wanted: a list of package names
     (cd "$downloads" && apt-get download $packages $missing) >"$downloads/apt.log" 2>&1 \
-        || fail "apt-get download $packages$missing failed: $(tail -n 3 "$downloads/apt.log" | tr '\n' ' ')"
+        || fail "apt-get download $packages $missing failed: $(tail -n 3 "$downloads/apt.log" | tr '\n' ' ')"
+    rm -f "$cache/complete"
     rm -rf "$root"
     for deb in "$downloads"/*.deb; do
         dpkg -x "$deb" "$root"
