@@ -6,7 +6,9 @@ fd77::2, exc-c3: 10.77.0.3) talking to a real Dovecot and a real Postfix on
 reading the log Dovecot really wrote and writing the access map that Postfix
 really consults (``check_client_access hash:MAP`` in
 ``smtpd_relay_restrictions``).  The scenario proves, for Dovecot logging both
-through rsyslogd (RFC 3339 stamps) and to its own ``log_path`` file:
+through rsyslogd (RFC 3339 stamps) and to its own ``log_path`` file, and for
+both this machine's Dovecot and Debian 13's Dovecot 2.4 (``Logged in:``; run
+from a cached Debian 13 root, see tests/e2e/debian_root.py):
 
 * POP3 and IMAP logins let exactly that address relay (RCPT to a foreign
   domain: 250), while a failed login (wrong password) grants nothing (554);
@@ -16,7 +18,8 @@ through rsyslogd (RFC 3339 stamps) and to its own ``log_path`` file:
   makes ``update`` close the relay.
 
 Needs root and the Debian packages postfix, dovecot-pop3d, dovecot-imapd,
-rsyslog and iproute2.  Without them it skips, unless CI is set: then it fails.
+rsyslog, iproute2 and debootstrap (and, once, Debian's archive to build the
+root).  Without them it skips, unless CI is set: then it fails.
 """
 
 from __future__ import annotations

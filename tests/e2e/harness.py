@@ -304,7 +304,9 @@ def machine_lock() -> Iterator[None]:
     Two runs at once (two checkouts on one machine) would otherwise tear
     down each other's network: Network.start() clears what it finds.
     """
-    with FileLock("/run/lock/exactcron-e2e.lock", timeout=600):
+    lock_dir = Path("/run/lock")
+    lock_dir.mkdir(parents=True, exist_ok=True)  # a bare chroot or container may lack it
+    with FileLock(str(lock_dir / "exactcron-e2e.lock"), timeout=600):
         yield
 
 
