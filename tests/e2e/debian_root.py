@@ -91,6 +91,7 @@ def cached_root(spec: RootSpec, cache: Path = ROOTS_CACHE) -> Path:
             remove_root(leftover)
         partial = Path(tempfile.mkdtemp(prefix=f"{spec.suite}.partial-", dir=cache))
         try:
+            partial.chmod(0o755)  # it becomes "/": servers' users must traverse it
             _build(partial, spec)
             partial.rename(final)
         except BaseException:
