@@ -10,8 +10,8 @@ removes it and starts over.
 of its own holds a private mount namespace in which an overlay (the cached
 root below, a per-test directory on top) gets /proc and the test's work
 directory bind-mounted at the same path as outside, so that file names mean
-the same on both sides.  Programs enter that namespace with ``nsenter`` and
-then ``chroot``; the network namespace stays the machine's, so a server in the
+the same on both sides.  Programs enter that namespace and the root with
+``nsenter``; the network namespace stays the machine's, so a server in the
 root listens on the test bridge like one outside it.  Every mount lives only
 in that namespace and vanishes when its last process exits, also when the test
 is killed.
@@ -153,15 +153,19 @@ def remove_root(path: Path) -> None:
     shutil.rmtree(path)
 
 
+# Ends as the root's own ``sleep``, chrooted: entering this process's mount
+# namespace and root (nsenter -m -r) then lands inside the root, even for a
+# caller that is itself in a chroot (setns would put it at the namespace's
+# real root, the machine's).
 _NAMESPACE_SCRIPT = r"""
 set -e
-lower=$1; upper=$2; work=$3; merged=$4; shared=$5; ready=$6
+chroot=$1; lower=$2; upper=$3; work=$4; merged=$5; shared=$6; ready=$7
 mount -t overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" exc-e2e-root "$merged"
 mount -t proc exc-e2e-proc "$merged/proc"
 mkdir -p "$merged$shared"
 mount --bind "$shared" "$merged$shared"
 touch "$ready"
-exec sleep infinity
+exec "$chroot" "$merged" /bin/sleep infinity
 """
 
 
@@ -186,7 +190,7 @@ class RootView:
         with open(self.output, "wb") as out:
             self.proc = subprocess.Popen(
                 [binary("unshare"), "--mount", "--propagation", "private", "--",
-                 "/bin/sh", "-c", _NAMESPACE_SCRIPT, "exc-e2e-root",
+                 "/bin/sh", "-c", _NAMESPACE_SCRIPT, "exc-e2e-root", binary("chroot"),
                  str(self.root), str(upper), str(work), str(self.merged), str(self.shared), str(ready)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -219,21 +223,13 @@ class RootView:
     def command(self, argv: Sequence[str]) -> list[str]:
         """``argv`` as a command line that runs it inside the root.
 
-        nsenter (mount namespace only) and chroot both exec, so the pid of
-        the command started is the program's own.
+        nsenter takes the namespace, root and working directory of the
+        process holding the view and execs (no fork for a mount namespace),
+        so the pid of the command started is the program's own.
         """
         if self.proc is None or self.proc.poll() is not None:
             raise HarnessError(f"the view of {self.root} is not running")
-        return [
-            binary("nsenter"),
-            "-t",
-            str(self.proc.pid),
-            "-m",
-            "--",
-            binary("chroot"),
-            str(self.merged),
-            *argv,
-        ]
+        return [binary("nsenter"), "-t", str(self.proc.pid), "-m", "-r", "-w", "--", *argv]
 
     def stop(self) -> None:
         # The namespace, and with it every mount, goes when its last process
