@@ -13,8 +13,8 @@ directory bind-mounted at the same path as outside, so that file names mean
 the same on both sides.  Programs enter that namespace and the root with
 ``nsenter``; the network namespace stays the machine's, so a server in the
 root listens on the test bridge like one outside it.  Every mount lives only
-in that namespace and vanishes when its last process exits, also when the test
-is killed.
+in that namespace, never in the machine's own mount table, and vanishes when
+its last process exits.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 from filelock import FileLock
 
 try:
-    from tests.e2e.harness import HarnessError, binary, run, stop_popen, tail, wait_until
+    from tests.e2e.harness import HarnessError, binary, run, stop_popen, tail, wait_until, which
 except ImportError:  # tests/ itself on sys.path (see tests/test_e2e.py)
     from e2e.harness import (  # type: ignore[no-redef,import-not-found,unused-ignore]
         HarnessError,
@@ -39,6 +39,7 @@ except ImportError:  # tests/ itself on sys.path (see tests/test_e2e.py)
         stop_popen,
         tail,
         wait_until,
+        which,
     )
 
 ROOTS_CACHE = Path(os.environ.get("EXACTCRON_ROOTS_CACHE") or Path.home() / ".cache" / "exactcron" / "roots")
@@ -66,18 +67,11 @@ TRIXIE = RootSpec("trixie", ("dovecot-pop3d", "dovecot-imapd", "rsyslog"))
 
 def build_problems() -> list[str]:
     """Why this machine cannot build or enter a root; empty when it can."""
-    missing = [name for name in ("debootstrap", "chroot", "nsenter", "unshare", "mount") if not _found(name)]
+    needed = ("debootstrap", "chroot", "nsenter", "unshare", "mount", "umount")
+    missing = [name for name in needed if which(name) is None]
     if missing:
-        return ["missing binaries: " + ", ".join(missing) + " (apt-get install debootstrap util-linux)"]
+        return ["missing binaries: " + ", ".join(missing) + " (apt-get install debootstrap util-linux mount)"]
     return []
-
-
-def _found(name: str) -> bool:
-    try:
-        binary(name)
-    except HarnessError:
-        return False
-    return True
 
 
 def cached_root(spec: RootSpec, cache: Path = ROOTS_CACHE) -> Path:
