@@ -70,7 +70,7 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def debian13_root() -> Path:
-    """Debian 13's packages in a root of their own, built on first use (about a minute)."""
+    """Debian 13's packages in a root of their own, built on first use (one to two minutes)."""
     skip_or_fail(harness.environment_problems() + debian_root.build_problems())
     return debian_root.cached_root(debian_root.TRIXIE)
 
