@@ -74,6 +74,8 @@ class Site:
     log: Path
     map_type: str
     servers: Sequence[str]
+    store: str = ""  # a [store] table: the leases live in PostgreSQL
+    reads_log: bool = True  # False: an MTA host that only renders the store's leases
     config: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -86,8 +88,13 @@ class Site:
             f'state_dir = "{self.root / "state"}"\n'
             f'timeout = "{TIMEOUT}"\n'
             'ignore = ["127.0.0.0/8", "::1/128"]\n\n'
-            f'[[source]]\npath = "{self.log}"\nserver = [{servers}]\ntimezone = "UTC"\n\n'
-            f'[[map]]\nmta = "postfix"\npath = "{self.root / "state" / "relay"}"\ntype = "{self.map_type}"\n',
+            + (
+                f'[[source]]\npath = "{self.log}"\nserver = [{servers}]\ntimezone = "UTC"\n\n'
+                if self.reads_log
+                else ""
+            )
+            + f'[[map]]\nmta = "postfix"\npath = "{self.root / "state" / "relay"}"\ntype = "{self.map_type}"\n'
+            + self.store,
             encoding="utf-8",
         )
         self.config.chmod(0o644)
@@ -218,6 +225,125 @@ def build_logs(rebuild: bool) -> dict[str, Path]:
     return {"big": big, "huge": huge, "small": small, "logins": logins}
 
 
+WRITERS = 3
+WRITER_LOGINS = 10_000
+
+
+def build_store_logs(rebuild: bool) -> dict[str, Path]:
+    """The 100,000-login log, and one log of 10,000 logins (of other clients) per writer."""
+    addresses = maillog.client_addresses(WRITERS * WRITER_LOGINS)
+
+    def writer_log(number: int) -> Callable[[Path], None]:
+        mine = addresses[number * WRITER_LOGINS : (number + 1) * WRITER_LOGINS]
+        return lambda path: maillog.write_login_log(
+            path, mine, NOW - timedelta(minutes=1), timedelta(minutes=10)
+        )
+
+    logs = {
+        f"writer-{number}": cached(f"logins-10k-{number}.log", writer_log(number), rebuild)
+        for number in range(WRITERS)
+    }
+    logs["logins"] = cached(
+        "logins-100k.log",
+        lambda path: maillog.write_login_log(
+            path, maillog.client_addresses(LEASES), NOW - timedelta(minutes=2), timedelta(minutes=20)
+        ),
+        rebuild,
+    )
+    return logs
+
+
+def store_rows(
+    times: int, logs: dict[str, Path], site: Callable[..., Site], file_noop: Row | None = None
+) -> list[Row]:
+    """Rows 7: writers at once, render and the quiet run, with the leases in PostgreSQL."""
+    sys.path.insert(0, str(REPOSITORY))
+    try:
+        from tests.pg_cluster import remove_cluster, start_cluster
+    except ImportError as error:
+        print(f"shared store not measured: {error}", file=sys.stderr)
+        return []
+    try:
+        cluster = start_cluster()
+    except BaseException as error:  # pytest's skip, when PostgreSQL is missing
+        print(f"shared store not measured: {error}", file=sys.stderr)
+        return []
+    os.environ["PGPASSFILE"] = ENVIRONMENT["PGPASSFILE"] = str(cluster.passfile)
+    try:
+        rows: list[Row] = []
+        samples = []
+        for index in range(times):
+            store = cluster.store(f"bench_writers_{index}")
+            writers = [
+                site(f"store-writer-{index}-{number}", logs[f"writer-{number}"], store=store)
+                for number in range(WRITERS)
+            ]
+            samples.append(measure_together([writer.command("update") for writer in writers]))
+            stored = int(cluster.sql(f"SELECT count(*) FROM bench_writers_{index}.lease"))
+            if stored != WRITERS * WRITER_LOGINS:
+                raise SystemExit(f"{WRITERS} writers stored {stored} leases, not {WRITERS * WRITER_LOGINS:,}")
+        together = Row("7", f"{WRITERS} writers at once x {WRITER_LOGINS:,} logins each", samples)
+        together.figure = f"{WRITERS * WRITER_LOGINS / together.median / 1e3:.1f} k logins/s stored"
+        rows.append(together)
+
+        store = cluster.store("bench_leases")
+        writer = site("store-leases-100k", logs["logins"], link=False, store=store)
+        rows.append(
+            Row("7", f"first update, {LEASES:,} logins -> store", [measure(writer.command("update"))])
+        )
+        mta = site("store-mta", logs["logins"], store=store)
+        mta.reads_log = False
+        mta.write_config()
+        rows.append(
+            Row(
+                "7",
+                f"render, {LEASES:,} leases from the store",
+                repeat(times, lambda _: mta.command("render")),
+            )
+        )
+        run_once(writer, "update")
+        run_once(mta, "update")
+        # The lease file beside it, for comparison: the same 100,000 leases.
+        local = site("file-leases-100k", logs["logins"], link=False)
+        run_once(local, "update")
+        # The cheap runs take turns, so that a busy moment weighs on all alike.
+        quiet_runs: list[Sample] = []
+        mta_runs: list[Sample] = []
+        file_runs: list[Sample] = []
+        bare_runs: list[Sample] = []
+        for _ in range(cheap_times(times)):
+            quiet_runs.append(measure(writer.command("update")))
+            mta_runs.append(measure(mta.command("update")))
+            file_runs.append(measure(local.command("update")))
+            bare_runs.append(measure([sys.executable, "-c", "pass"]))
+        quiet = Row("7", f"no-op update, {LEASES:,} leases in the store", quiet_runs)
+        file_quiet = file_noop or Row("7", f"no-op update, {LEASES:,} leases in the lease file", file_runs)
+        quiet.figure = f"{quiet.median - file_quiet.median:+.3f} s against the lease file"
+        mta_quiet = Row("7", f"no-op update of an MTA host (no source), {LEASES:,} leases", mta_runs)
+        rows += [quiet, mta_quiet]
+        if file_noop is None:
+            rows += [file_quiet, Row("7", "python3 -c pass", bare_runs)]
+        return rows
+    finally:
+        remove_cluster(cluster)
+
+
+def measure_together(commands: Sequence[Sequence[str]]) -> Sample:
+    """Wall time of processes started at once, until the last one ends."""
+    started = time.perf_counter()
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENVIRONMENT)
+        for command in commands
+    ]
+    for process, command in zip(processes, commands, strict=True):
+        _, errors = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(
+                f"benchmark command failed: {' '.join(command)}\n{errors.decode(errors='replace')}"
+            )
+    return Sample(time.perf_counter() - started, None)
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     try:
         os.link(source, target)
@@ -262,10 +388,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     options.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is shown")
     options.add_argument("--rebuild", action="store_true", help="regenerate the cached logs")
+    options.add_argument(
+        "--only-store",
+        action="store_true",
+        help="only the shared store's rows (7), against a private PostgreSQL (needs root)",
+    )
     arguments = options.parse_args(argv)
     times = max(arguments.repeat, 1)
 
-    logs = build_logs(arguments.rebuild)
     servers = available_servers()
     map_type, map_note = postmap_type()
     runs = CACHE / "runs"
@@ -273,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs.mkdir(parents=True)
     rows: list[Row] = []
 
-    def site(name: str, log: Path, kind: str = map_type, link: bool = True) -> Site:
+    def site(name: str, log: Path, kind: str = map_type, link: bool = True, store: str = "") -> Site:
         root = runs / name
         root.mkdir()
         target = root / "mail.log"
@@ -281,7 +411,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             link_or_copy(log, target)
         else:
             shutil.copyfile(log, target)
-        return Site(root, target, kind, servers)
+        return Site(root, target, kind, servers, store)
+
+    if arguments.only_store:
+        store_logs = build_store_logs(arguments.rebuild)
+        rows += store_rows(times, store_logs, site)
+        print_table(rows, None, map_type, map_note, servers, times)
+        return 0
+
+    logs = build_logs(arguments.rebuild)
 
     # 1. First run on 1,000,000 lines against grep on the same file.
     grep = Row(
@@ -399,6 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     small_noop.figure = f"{ratio:.1f} x python3 -c pass"
     small_noop.goal, small_noop.met = "<= 3 x python", ratio <= 3.0
     rows.append(bare)
+
+    # 7. The shared store, with 100,000 leases in PostgreSQL.
+    rows += store_rows(times, build_store_logs(arguments.rebuild), site, noop_leases)
 
     # 6. Memory: every exactcron row, against the goal.
     peaks = [row.peak_mib for row in rows if row.what.startswith(("first", "no-op", "update"))]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -91,6 +91,16 @@ def _ranges(networks: tuple[Network, ...]) -> tuple[tuple[int, int, int], ...]:
 def is_ignored(address: str, networks: Iterable[Network]) -> bool:
     """Whether a normalized address lies in one of `networks`."""
     ranges = _ranges(networks if isinstance(networks, tuple) else tuple(networks))
+    return _in_ranges(address, ranges)
+
+
+def ignore_test(networks: Iterable[Network]) -> Callable[[str], bool]:
+    """`is_ignored` for many addresses against the same networks, faster."""
+    ranges = _ranges(tuple(networks))
+    return lambda address: _in_ranges(address, ranges)
+
+
+def _in_ranges(address: str, ranges: tuple[tuple[int, int, int], ...]) -> bool:
     if not ranges:
         return False
     packed = packed_address(address)

@@ -231,7 +231,10 @@ def status(state: Context, as_json: bool) -> None:
         "healthy": health.healthy,
         "last_success": None if record.last_success is None else format_instant(record.last_success),
         "last_error": record.last_error,
+        "warnings": report.warnings,
     }
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(document, indent=2))
         _exit_unhealthy(health.reason)

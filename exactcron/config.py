@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from exactcron.addresses import Network, parse_network
@@ -45,6 +46,14 @@ class MapConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    """`[store]`: the PostgreSQL database the leases of many hosts are shared in."""
+
+    url: str  # a libpq URI without a password (that comes from ~/.pgpass or PGPASSFILE)
+    schema: str = "exactcron"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     state_dir: Path
@@ -59,6 +68,7 @@ class Config:
     # `status` is unhealthy when no update succeeded for this long.
     stale_after: timedelta = timedelta(minutes=5)
     metrics_file: Path | None = None  # Prometheus textfile, rewritten after every update
+    store: StoreConfig | None = None  # None: the lease file in state_dir
 
 
 def parse_duration(value: object) -> timedelta:
@@ -181,6 +191,7 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
             "source",
             "map",
             "rule",
+            "store",
         }
     )
 
@@ -196,8 +207,10 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
     state_dir = top.path("state_dir", "/var/lib/exactcron")
     assert state_dir is not None
 
-    sources = _tables(top, "source")
-    maps = _tables(top, "map")
+    store = _store(path, document.get("store"))
+    # With a shared store, a host may only read logins, or only render maps.
+    sources = _tables(top, "source", optional=store is not None)
+    maps = _tables(top, "map", optional=store is not None)
     return Config(
         path=path,
         state_dir=state_dir,
@@ -210,16 +223,48 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
         site_rules=site_rules,
         stale_after=top.duration("stale_after", "5m"),
         metrics_file=top.path("metrics_file"),
+        store=store,
     )
 
 
-def _tables(top: _Reader, key: str) -> list[dict[str, Any]]:
+def _tables(top: _Reader, key: str, optional: bool = False) -> list[dict[str, Any]]:
     value = top.table.get(key)
+    if value is None and optional:
+        return []
     if value is None:
         raise top.fail(key, f"missing: add at least one [[{key}]] table")
     if not isinstance(value, list) or not value or not all(isinstance(item, dict) for item in value):
         raise top.fail(key, f"expected one or more [[{key}]] tables")
     return value
+
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _store(path: Path, table: object) -> StoreConfig | None:
+    if table is None:
+        return None
+    reader = _Reader(path, table if isinstance(table, dict) else {}, "store")
+    if not isinstance(table, dict):
+        raise reader.fail("", "expected a [store] table with url")
+    reader.refuse_unknown({"url", "schema"})
+    url = reader.required_string("url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise reader.fail("url", "expected a libpq URI such as postgresql://exactcron@db.example.net/mail")
+    try:
+        password = parts.password
+    except ValueError:
+        password = None
+    if password is not None or "password" in parse_qs(parts.query):
+        # The configuration is readable by more than the store's role, and
+        # the URL is shown in messages; a password lives in ~/.pgpass.
+        raise ConfigError(f"{path}: store.url: holds a password; put it in ~/.pgpass (or PGPASSFILE) instead")
+    schema = reader.string("schema", "exactcron")
+    assert schema is not None
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise reader.fail("schema", f"expected a lower-case SQL name such as exactcron, got {schema!r}")
+    return StoreConfig(url, schema)
 
 
 def _site_rules(path: Path, tables: object) -> dict[str, Rule]:

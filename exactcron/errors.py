@@ -27,3 +27,7 @@ class StateWriteError(ExactcronError):
 
 class LockTimeoutError(ExactcronError):
     exit_code = 75  # EX_TEMPFAIL
+
+
+class StoreUnavailableError(ExactcronError):
+    exit_code = 75  # EX_TEMPFAIL: the shared lease store cannot be reached; try again later

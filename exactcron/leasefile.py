@@ -24,15 +24,17 @@ LEASES_FILE = "leases.json"
 
 
 class FileLeaseStore:
-    """The lease table in `leases.json`, loaded on first use, written by `save`."""
+    """The lease table in `leases.json` (or another file `name` in `state_dir`),
+    loaded on first use, written by `save`."""
 
-    def __init__(self, state: LocalState, repair: bool = True) -> None:
-        self.path = state.directory / LEASES_FILE
+    def __init__(self, state: LocalState, repair: bool = True, name: str = LEASES_FILE) -> None:
+        self.path = state.directory / name
+        self._name = name
         self._state = state
         self._repair = repair
         self._table: LeaseTable | None = None
         self._lost = False
-        state.files.append(LEASES_FILE)
+        state.files.append(name)
 
     @property
     def table(self) -> LeaseTable:
@@ -78,6 +80,16 @@ class FileLeaseStore:
     def last_known(self, now: datetime) -> list[Lease]:
         return self.table.active(now)
 
+    def warnings(self, clock: datetime) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        """Nothing to let go of: the file is read whole and written whole."""
+
+    def hold(self, table: LeaseTable) -> None:
+        """Keep `table` in place of what the file holds, for `save` to write."""
+        self._table = table
+
     def _load(self) -> LeaseTable:
         """The lease table; a broken file is set aside when repairing (under the lock)."""
         path = self.path
@@ -91,14 +103,14 @@ class FileLeaseStore:
             return table
         # Not laid out as this version writes it (edited by hand, say), or
         # broken: read whole and strictly, which tells the two apart.
-        document = self._state.load_json(LEASES_FILE, self._repair)
+        document = self._state.load_json(self._name, self._repair)
         if document is None:
-            self._lost = LEASES_FILE in self._state.set_aside_files
+            self._lost = self._name in self._state.set_aside_files
             return LeaseTable()
         try:
             return leases_from_json(document)
         except CorruptStateError as error:
-            self._state.set_aside(LEASES_FILE, str(error), self._repair)
+            self._state.set_aside(self._name, str(error), self._repair)
             self._lost = self._repair
             return LeaseTable()
 

@@ -63,9 +63,19 @@ class LeaseStore(Protocol):
         """The leases in force at `now` among those last read, without asking
         the back end: what the maps may still hold when the store fails."""
 
+    def warnings(self, clock: datetime) -> list[str]:
+        """What `status` should warn about; `clock` is this host's time."""
+
+    def close(self) -> None:
+        """Let go of the back end (a connection, say)."""
+
 
 def open_lease_store(config: Config, state: LocalState, repair: bool = True) -> LeaseStore:
     """The store `config` names. `repair`: set broken local files aside (only under the lock)."""
+    if config.store is not None:
+        from exactcron.pgstore import PostgresLeaseStore
+
+        return PostgresLeaseStore(config.store, config.ignore, state, repair)
     from exactcron.leasefile import FileLeaseStore
 
     return FileLeaseStore(state, repair)

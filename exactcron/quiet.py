@@ -104,6 +104,7 @@ def config_key(config: Config) -> list[Any]:
             [str(source.path), str(source.olddir or ""), [rule.name for rule in source.rules]]
             for source in config.sources
         ],
+        [config.store.url, config.store.schema] if config.store else None,
     ]
 
 

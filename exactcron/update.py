@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from exactcron import audit, faults
 from exactcron.addresses import normalize_address
 from exactcron.config import Config, MapConfig, SourceConfig
-from exactcron.errors import ExactcronError
+from exactcron.errors import ExactcronError, StoreUnavailableError
 from exactcron.health import RunRecord, missing_logs
 from exactcron.leases import Lease
 from exactcron.leasestore import LeaseStore, open_lease_store
@@ -66,11 +66,20 @@ class UpdateResult:
     leases: int = 0
 
 
+@contextlib.contextmanager
+def _opened(config: Config, repair: bool = True) -> Iterator[tuple[LocalState, LeaseStore]]:
+    """This host's state and the lease store; the store is closed on leaving."""
+    state = LocalState(config.state_dir)
+    store = open_lease_store(config, state, repair)
+    try:
+        yield state, store
+    finally:
+        store.close()
+
+
 def run_update(config: Config, now: datetime) -> UpdateResult:
     started = time.monotonic()
-    state = LocalState(config.state_dir)
-    store = open_lease_store(config, state)
-    with state.locked(config.lock_wait.total_seconds()):
+    with _opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
         record = RunRecord.from_json(state.load_last_run())
         warnings, record = missing_logs(record, _logs_present(config), now)
         for warning in warnings:
@@ -78,6 +87,10 @@ def run_update(config: Config, now: datetime) -> UpdateResult:
         try:
             result = _update_locked(config, state, store, now)
         except ExactcronError as error:
+            if isinstance(error, StoreUnavailableError):
+                # Relay never outlives its lease: what was last read, less what expired since.
+                with contextlib.suppress(ExactcronError):
+                    _install_maps(config.maps, [lease.address for lease in store.last_known(now)])
             record = record.failed(now, str(error))
             _record_failure(state, record)
             _write_metrics(config, state, record, started)
@@ -259,9 +272,7 @@ def _record_failure(state: LocalState, record: RunRecord) -> None:
 
 def _change_leases(config: Config, now: datetime, change: Callable[[LeaseStore], Any]) -> Any:
     """Apply `change(store)` under the lock, then save leases and rewrite maps."""
-    state = LocalState(config.state_dir)
-    store = open_lease_store(config, state)
-    with state.locked(config.lock_wait.total_seconds()):
+    with _opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
         store.begin()
         before = _known_leases(store)
         outcome = change(store)
@@ -300,9 +311,7 @@ def add(config: Config, now: datetime, address: str, duration: timedelta, by: st
 
 def render(config: Config, now: datetime) -> list[Path]:
     """Rewrite every map from the current leases, whether or not it changed."""
-    state = LocalState(config.state_dir)
-    store = open_lease_store(config, state)
-    with state.locked(config.lock_wait.total_seconds()):
+    with _opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
         addresses = [lease.address for lease in store.snapshot(now).leases]
         from exactcron.maps import MapWriter
 
@@ -315,7 +324,8 @@ def render(config: Config, now: datetime) -> list[Path]:
 
 def current_leases(config: Config, now: datetime) -> list[Lease]:
     """Leases in force now. Reads without the lock: the file is only ever replaced whole."""
-    return open_lease_store(config, LocalState(config.state_dir), repair=False).snapshot(now).leases
+    with _opened(config, repair=False) as (_, store):
+        return store.snapshot(now).leases
 
 
 @dataclass
@@ -330,13 +340,18 @@ class Status:
     sources: list[SourceStatus]
     last_run: dict[str, Any] | None
     leases: int
+    warnings: list[str] = field(default_factory=list)
 
 
 def status(config: Config, now: datetime) -> Status:
-    state = LocalState(config.state_dir)
-    store = open_lease_store(config, state, repair=False)
+    with _opened(config, repair=False) as (state, store):
+        return _status(config, state, store, now)
+
+
+def _status(config: Config, state: LocalState, store: LeaseStore, now: datetime) -> Status:
     saved = state.load_checkpoints(repair=False)
-    return Status(_source_statuses(config, saved), state.load_last_run(), len(store.snapshot(now).leases))
+    leases = len(store.snapshot(now).leases)
+    return Status(_source_statuses(config, saved), state.load_last_run(), leases, store.warnings(now))
 
 
 def _source_statuses(config: Config, saved: dict[str, dict[str, Any]]) -> list[SourceStatus]:

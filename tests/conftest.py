@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from click.testing import CliRunner, Result
 from hypothesis import settings
 
 from exactcron.cli import main
+from tests.pg_cluster import Cluster, remove_cluster, start_cluster
 
 NOW = "2026-11-25T18:00:00+00:00"
 
@@ -149,3 +151,27 @@ def warnings_logged() -> Iterator[list[str]]:
         yield collector.messages
     finally:
         logger.removeHandler(collector)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """One private PostgreSQL for the session; stopped at the end, also on failure."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        remove_cluster(cluster)
+
+
+@pytest.fixture
+def postgres(postgres_cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Cluster:
+    """The cluster, running, with its passwords reachable through PGPASSFILE."""
+    postgres_cluster.ensure_running()
+    monkeypatch.setenv("PGPASSFILE", str(postgres_cluster.passfile))
+    return postgres_cluster
+
+
+@pytest.fixture
+def schema() -> str:
+    """A schema of its own for each test, so tests sharing the cluster never meet."""
+    return f"t{uuid.uuid4().hex[:12]}"

@@ -116,3 +116,33 @@ def test_an_unknown_timezone_is_named(tmp_path: Path) -> None:
     code, output = check(config)
     assert code == 78
     assert "source[0].timezone: unknown time zone 'Mars/Olympus'" in output
+
+
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        ('url = "mysql://db/mail"', "store.url: expected a libpq URI"),
+        ('url = "postgresql://pop:hunter22@db/mail"', "store.url: holds a password; put it in ~/.pgpass"),
+        ('url = "postgresql://pop@db/mail?password=hunter22"', "store.url: holds a password"),
+        (
+            'url = "postgresql://pop@db/mail"\nschema = "Drop Table"',
+            "store.schema: expected a lower-case SQL name",
+        ),
+        ('url = "postgresql://pop@db/mail"\nhost = "db"', "store.host: unknown key"),
+        ("", "store.url: missing (required)"),
+    ],
+)
+def test_a_wrong_store_is_named_and_no_password_is_shown(tmp_path: Path, store: str, message: str) -> None:
+    code, output = check(write_config(tmp_path, f"{GOOD}[store]\n{store}\n"))
+    assert code == 78
+    assert message in output
+    assert "hunter22" not in output
+
+
+def test_with_a_store_a_host_may_have_no_source_or_no_map(tmp_path: Path) -> None:
+    store = '[store]\nurl = "postgresql://mta@db.example.net/mail"\n'
+    loaded = load_config(write_config(tmp_path, f'state_dir = "state"\n{store}'))
+    assert loaded.sources == () and loaded.maps == ()
+    assert loaded.store is not None and loaded.store.schema == "exactcron"
+    code, output = check(write_config(tmp_path, 'state_dir = "state"\n[[map]]\nmta = "exim"\npath = "r"\n'))
+    assert code == 78 and "source: missing" in output

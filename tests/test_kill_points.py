@@ -12,20 +12,26 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import dovecot_login, require_tool, write_site_config
+from tests.pg_cluster import Cluster
 
 FIRST = "2026-11-25T18:00:00+00:00"
 SECOND = "2026-11-25T18:01:00+00:00"
 
 
-def make_site(root: Path) -> Path:
+def make_site(root: Path, store: str = "") -> Path:
+    """A site; with `store` (a [store] table), its leases live in PostgreSQL."""
     root.mkdir()
     state = root / "state"
-    config = write_site_config(root, state, f'[[map]]\nmta = "exim"\npath = "{state / "relay-exim"}"\n')
+    config = write_site_config(
+        root, state, f'[[map]]\nmta = "exim"\npath = "{state / "relay-exim"}"\n{store}'
+    )
     with (root / "mail.log").open("w") as log:
         log.write(dovecot_login("192.0.2.10", "alice", "2026-11-25T17:40:00+00:00") + "\n")
         log.write(dovecot_login("192.0.2.11", "bob", "2026-11-25T17:45:00+00:00") + "\n")
@@ -44,12 +50,14 @@ def append_second_batch(config: Path) -> None:
 
 
 def leases(config: Path) -> list[dict[str, object]]:
-    document = json.loads((config.parent / "state" / "leases.json").read_text())
-    return document["leases"]
+    """The leases as `show --json` lists them, at SECOND."""
+    command = [sys.executable, "-m", "exactcron", "--config", str(config), "--now", SECOND, "show", "--json"]
+    shown = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(shown.stdout)["leases"]  # type: ignore[no-any-return]
 
 
-def points_of_second_run(tmp_path: Path) -> list[str]:
-    config = make_site(tmp_path / "trace")
+def points_of_second_run(tmp_path: Path, store: Callable[[], str]) -> list[str]:
+    config = make_site(tmp_path / "trace", store())
     assert run_update(config, FIRST).returncode == 0
     append_second_batch(config)
     trace = tmp_path / "points"
@@ -57,19 +65,29 @@ def points_of_second_run(tmp_path: Path) -> list[str]:
     return list(dict.fromkeys(trace.read_text().split()))
 
 
-def test_a_run_killed_at_any_point_loses_nothing(tmp_path: Path) -> None:
+@pytest.fixture(params=["file", "postgresql"])
+def store(request: pytest.FixtureRequest) -> Callable[[], str]:
+    """A new site's [store] table (none: the lease file), one schema per site."""
+    if request.param == "file":
+        return lambda: ""
+    cluster: Cluster = request.getfixturevalue("postgres")
+    return lambda: cluster.store(f"k{uuid.uuid4().hex[:12]}")
+
+
+def test_a_run_killed_at_any_point_loses_nothing(tmp_path: Path, store: Callable[[], str]) -> None:
     require_tool("postmap")
-    reference = make_site(tmp_path / "reference")
+    reference = make_site(tmp_path / "reference", store())
     assert run_update(reference, FIRST).returncode == 0
     append_second_batch(reference)
     assert run_update(reference, SECOND).returncode == 0
     expected = leases(reference)
     assert [lease["ip"] for lease in expected] == ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
 
-    points = points_of_second_run(tmp_path)
-    assert {"leases.json:renamed", "update:maps-written", "checkpoints.json:synced"} <= set(points)
+    points = points_of_second_run(tmp_path, store)
+    writes = "store:committed" if store() else "leases.json:renamed"
+    assert {writes, "update:maps-written", "checkpoints.json:synced"} <= set(points)
     for number, point in enumerate(points):
-        config = make_site(tmp_path / f"kill-{number}")
+        config = make_site(tmp_path / f"kill-{number}", store())
         assert run_update(config, FIRST).returncode == 0
         append_second_batch(config)
         killed = run_update(config, SECOND, EXACTCRON_KILL_AT=point)

@@ -736,7 +736,18 @@ class Postfix:
     reject_unauth_destination, the hook real-servers.md recommends.
     """
 
-    def __init__(self, directory: Path, map_path: Path, map_type: str = "hash") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        map_path: Path,
+        map_type: str = "hash",
+        addresses: tuple[str, str] = (SERVER_V4, SERVER_V6),
+        client_access: str | None = None,
+    ) -> None:
+        """`addresses`: the IPv4 and IPv6 address smtpd listens on; `client_access`:
+        the table `check_client_access` consults (default `map_type:map_path`)."""
+        self.addresses = addresses
+        self.client_access = client_access or f"{map_type}:{map_path}"
         self.directory = directory
         self.config_dir = directory / "config"
         self.queue_dir = directory / "queue"
@@ -768,10 +779,10 @@ relay_domains =
 local_recipient_maps =
 alias_maps =
 alias_database =
-inet_interfaces = {SERVER_V4}, [{SERVER_V6}]
+inet_interfaces = {self.addresses[0]}, [{self.addresses[1]}]
 inet_protocols = all
 mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, check_client_access {self.map_type}:{self.map_path}, reject_unauth_destination
+smtpd_relay_restrictions = permit_mynetworks, check_client_access {self.client_access}, reject_unauth_destination
 # discard:, not error:, so that an accepted relay reads 250 at RCPT.
 default_transport = discard:
 relay_transport = discard:
@@ -780,7 +791,9 @@ smtp_dns_support_level = disabled
 biff = no
 """
         )
-        (self.config_dir / "master.cf").write_text(_MASTER_CF.format(v4=SERVER_V4, v6=SERVER_V6))
+        (self.config_dir / "master.cf").write_text(
+            _MASTER_CF.format(v4=self.addresses[0], v6=self.addresses[1])
+        )
 
     def _read_master_pid(self) -> int | None:
         try:
@@ -804,7 +817,7 @@ biff = no
             )
         try:
             self.master_pid = wait_until("postfix master.pid", self._read_master_pid, timeout=15.0)
-            for address in (SERVER_V4, SERVER_V6):
+            for address in self.addresses:
                 wait_until(
                     f"smtpd on [{address}]:25 to greet",
                     functools.partial(self._greets, address),

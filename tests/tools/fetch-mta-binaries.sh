@@ -7,8 +7,11 @@
 # system lacks are unpacked there too. Also unpacked: sendmail-cf and m4, to
 # build a real sendmail.cf with FEATURE(access_db).
 #
+# exim4-daemon-heavy (Exim with its pgsql lookup) is unpacked into a root of
+# its own, since it ships the same /usr/sbin/exim4 as the light daemon.
+#
 # Usage: fetch-mta-binaries.sh CACHE
-# Leaves CACHE/bin/{exim4,makemap,editmap,sendmail,m4}: wrappers that run the
+# Leaves CACHE/bin/{exim4,exim4-heavy,makemap,editmap,sendmail,m4}: wrappers that run the
 # unpacked binaries with their libraries; makemap and editmap get
 # `-C CACHE/etc/sendmail.cf`, which they read for TrustedUser, standing in
 # for the /etc/mail/sendmail.cf a sendmail host has. As root, also creates
@@ -76,6 +79,27 @@ if [ ! -f "$cache/complete" ] || [ -n "$(unresolved)" ]; then
     touch "$cache/complete"
 fi
 
+heavy=$cache/root-heavy
+if [ ! -f "$cache/complete-heavy" ]; then
+    downloads=$(mktemp -d "$cache/download.XXXXXX")
+    trap 'rm -rf "$downloads"' EXIT
+    missing=""
+    for library in $(apt-cache depends --no-recommends --no-suggests exim4-daemon-heavy \
+        | sed -n 's/^ *Depends: \(lib[^ <>]*\)$/\1/p' | sort -u); do
+        if ! dpkg-query -W -f '${Status}' "$library" 2>/dev/null | grep -q "ok installed"; then
+            missing="$missing $library"
+        fi
+    done
+    # shellcheck disable=SC2086 # word splitting wanted: a list of package names
+    (cd "$downloads" && apt-get download exim4-daemon-heavy $missing) >"$downloads/apt.log" 2>&1 \
+        || fail "apt-get download exim4-daemon-heavy$missing failed: $(tail -n 3 "$downloads/apt.log" | tr '\n' ' ')"
+    rm -rf "$heavy"
+    for deb in "$downloads"/*.deb; do
+        dpkg -x "$deb" "$heavy"
+    done
+    touch "$cache/complete-heavy"
+fi
+
 mkdir -p "$cache/bin" "$cache/etc"
 # makemap reads only TrustedUser from it; any syntactically valid cf will do.
 printf 'V10/Berkeley\n' >"$cache/etc/sendmail.cf"
@@ -105,6 +129,9 @@ wrap sendmail "$root/usr/libexec/sendmail/sendmail"
 wrap makemap "$root/usr/libexec/sendmail/makemap" -C "'$cache/etc/sendmail.cf'"
 wrap editmap "$root/usr/libexec/sendmail/editmap" -C "'$cache/etc/sendmail.cf'"
 wrap m4 "$root/usr/bin/m4"
+# libspf2 sits in /usr/lib, not in the multiarch directory.
+libs=$heavy/usr/lib/x86_64-linux-gnu:$heavy/lib/x86_64-linux-gnu:$heavy/usr/lib:$libs
+wrap exim4-heavy "$heavy/usr/sbin/exim4"
 
 if [ "$(id -u)" = 0 ] && ! getent passwd Debian-exim >/dev/null; then
     useradd --system --user-group --no-create-home --home-dir /var/spool/exim4 \

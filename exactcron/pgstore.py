@@ -1,0 +1,451 @@
+"""The shared lease store: PostgreSQL, for many POP/IMAP hosts and MTAs.
+
+The lease rules stay in leases.py: every write transaction first locks the
+one row of `SCHEMA.meta` (so writers on all hosts take turns and none works
+from a stale read), loads the rows it touches into a LeaseTable, applies the
+same merge, flush or add the lease file gets, and writes back what changed.
+A flush leaves a tombstone row that every login logged before it meets,
+whichever host reads that login and whenever. `meta.changes` counts the
+writes that changed a lease, so a quiet run asks one cheap question.
+
+What this host last read is kept in `store-cache.json` (the lease file's
+format): when the database cannot be reached, the maps are rewritten from it
+without the expired leases, and never with anything more.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from exactcron import faults
+from exactcron.addresses import Network, ignore_test, is_canonical, sort_key
+from exactcron.config import StoreConfig
+from exactcron.errors import ConfigError, StoreUnavailableError
+from exactcron.leasefile import FileLeaseStore
+from exactcron.leases import Lease, LeaseTable
+from exactcron.leasestore import Snapshot
+from exactcron.rules import Login
+from exactcron.state import LocalState
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger("exactcron")
+
+CACHE_FILE = "store-cache.json"
+SCHEMA_VERSION = 1
+# Without an answer for this long, the database counts as unreachable.
+CONNECT_TIMEOUT_SECONDS = 10
+STATEMENT_TIMEOUT_MS = 60_000
+# `status` warns when the host's clock and the database's differ by more.
+CLOCK_SKEW_WARNING = timedelta(minutes=1)
+
+
+def migrations(schema: str) -> tuple[str, ...]:
+    """The SQL that brings the schema from version N to N + 1, for each N from 0."""
+    return (
+        f"""CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.schema_version (version integer NOT NULL);
+CREATE TABLE IF NOT EXISTS {schema}.meta (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    store_id uuid NOT NULL DEFAULT gen_random_uuid(),
+    changes bigint NOT NULL DEFAULT 0,
+    flushed_all timestamptz
+);
+INSERT INTO {schema}.meta (one) VALUES (true) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS {schema}.lease (
+    address text PRIMARY KEY,
+    username text,
+    last_login timestamptz NOT NULL,
+    expires timestamptz NOT NULL,
+    server text
+);
+CREATE INDEX IF NOT EXISTS lease_expires ON {schema}.lease (expires);
+CREATE TABLE IF NOT EXISTS {schema}.flush (
+    address text PRIMARY KEY,
+    flushed timestamptz NOT NULL
+);
+CREATE OR REPLACE VIEW {schema}.relay AS
+    SELECT address FROM {schema}.lease WHERE expires > now();
+""",
+    )
+
+
+def schema_sql(schema: str) -> str:
+    """What a DBA runs instead of letting exactcron create the schema."""
+    steps = "".join(migrations(schema))
+    return f"{steps}INSERT INTO {schema}.schema_version VALUES ({SCHEMA_VERSION});\n"
+
+
+def grants_sql(schema: str, writer: str, reader: str) -> str:
+    """The privileges of the POP/IMAP hosts' role and of the MTAs' read-only role."""
+    return (
+        f"GRANT USAGE ON SCHEMA {schema} TO {writer}, {reader};\n"
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {writer};\n"
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {reader};\n"
+    )
+
+
+class PostgresLeaseStore:
+    """Leases in PostgreSQL; one connection, opened on first use."""
+
+    def __init__(
+        self, store: StoreConfig, ignore: Sequence[Network], state: LocalState, repair: bool = True
+    ) -> None:
+        self._config = store
+        self._schema = store.schema
+        # Leases other hosts granted inside this host's `ignore` are left out of its maps.
+        self._ignore = tuple(ignore)
+        self._repair = repair
+        self._connection: psycopg.Connection[Any] | None = None
+        self._writable = False
+        # The version read when connecting, until something may have changed it.
+        self._version: list[Any] | None = None
+        self._cache = FileLeaseStore(state, repair, CACHE_FILE)
+
+    # -- the interface -------------------------------------------------------
+
+    def begin(self) -> bool:
+        self._connect()
+        return False
+
+    def version(self) -> Any:
+        connection = self._connect()
+        if self._version is None:
+            with self._guard("reading its version"):
+                row = connection.execute(f"SELECT store_id, changes FROM {self._schema}.meta").fetchone()
+            assert row is not None
+            self._version = [str(row[0]), row[1]]
+        version, self._version = self._version, None
+        return version
+
+    def merge(
+        self, logins: Iterable[Login], now: datetime, timeout: timedelta, ignore: Sequence[Network]
+    ) -> list[str]:
+        latest: dict[str, Login] = {}
+        for login in logins:
+            # The same choice update.py makes: per address, its latest login.
+            current = latest.get(login.address)
+            if current is None or min(login.time, now) > min(current.time, now):
+                latest[login.address] = login
+        if not latest:
+            return []
+        with self._writing() as (cursor, table):
+            self._load(cursor, table, list(latest))
+            granted = [
+                address for address, login in latest.items() if table.merge(login, now, timeout, ignore)
+            ]
+            self._upsert(cursor, [table.leases[address] for address in granted])
+        return granted
+
+    def add(self, address: str, now: datetime, duration: timedelta) -> Lease:
+        with self._writing() as (cursor, table):
+            self._load(cursor, table, [address])
+            lease = table.add(address, now, duration)
+            self._upsert(cursor, [lease])
+        return lease
+
+    def flush(self, addresses: Sequence[str] | None, now: datetime) -> list[str]:
+        s = self._schema
+        with self._writing() as (cursor, table):
+            if addresses is None:
+                cursor.execute(f"DELETE FROM {s}.lease RETURNING address")
+                table.leases = {
+                    row[0]: _placeholder(row[0], now) for row in cursor.fetchall() if is_canonical(row[0])
+                }
+                revoked = table.flush_all(now)
+                cursor.execute(f"UPDATE {s}.meta SET flushed_all = %s", [table.flushed_all])
+                return revoked
+            wanted = list(dict.fromkeys(addresses))
+            self._load(cursor, table, wanted)
+            revoked = table.flush(wanted, now)
+            tombstones = [
+                {"address": address, "flushed": _json_time(table.flushed[address])} for address in wanted
+            ]
+            cursor.execute(
+                f"INSERT INTO {s}.flush AS f (address, flushed)"
+                " SELECT address, flushed FROM json_to_recordset(%s::json) AS t(address text, flushed timestamptz)"
+                " ON CONFLICT (address) DO UPDATE SET flushed = greatest(f.flushed, excluded.flushed)",
+                [json.dumps(tombstones)],
+            )
+            cursor.execute(f"DELETE FROM {s}.lease WHERE address IN ({_ELEMENTS})", [json.dumps(revoked)])
+        return revoked
+
+    def prune(self, now: datetime, timeout: timedelta, ignore: Sequence[Network]) -> list[str]:
+        """Delete expired leases, and flushes no login can outlive any more.
+
+        Leases inside `ignore` stay: another host, with its own `ignore`, may
+        have granted them; this host leaves them out of its maps (snapshot).
+        Expired leases not deleted yet are in no map all the same.
+        On a host whose role may only read (an MTA's), nothing is deleted:
+        an expired lease is in no map and not in the view all the same.
+        """
+        self._connect()
+        if not self._writable:
+            return []
+        s = self._schema
+        # Only what has expired by the database's clock as well: a host whose
+        # clock runs ahead must not end the leases of the others early.
+        with self._writing() as (cursor, _):
+            cursor.execute(
+                f"DELETE FROM {s}.lease WHERE expires <= least(%s, now()) RETURNING address", [now]
+            )
+            removed = [row[0] for row in cursor.fetchall() if is_canonical(row[0])]
+            horizon = [now - timeout, timeout]
+            cursor.execute(f"DELETE FROM {s}.flush WHERE flushed <= least(%s, now() - %s)", horizon)
+            cursor.execute(
+                f"UPDATE {s}.meta SET flushed_all = NULL WHERE flushed_all <= least(%s, now() - %s)", horizon
+            )
+        return sorted(removed, key=sort_key)
+
+    def save(self) -> None:
+        """Nothing: every change was committed as it was made."""
+
+    def snapshot(self, now: datetime) -> Snapshot:
+        """The leases in force at `now` and the version they belong to, read in one snapshot.
+
+        Under the lock, they are also kept as this host's copy (last_known).
+        """
+        s = self._schema
+        connection = self._connect()
+        table = LeaseTable()
+        instants: dict[datetime, datetime] = {}
+
+        def shared(stamp: datetime) -> datetime:
+            # Leases granted over the timeout share a few thousand times: one object each.
+            if len(instants) >= 4096:
+                instants.clear()
+            stamp = _utc(stamp)
+            return instants.setdefault(stamp, stamp)
+
+        with self._guard("reading the leases"):
+            connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                meta = connection.execute(f"SELECT store_id, changes FROM {s}.meta").fetchone()
+                # A server-side cursor, read a few thousand rows at a time: 100,000
+                # leases never sit in memory as one result.
+                cursor = connection.cursor(name="exactcron_leases")
+                cursor.itersize = _READ_BATCH
+                cursor.execute(
+                    f"SELECT address, username, last_login, expires, server FROM {s}.lease"
+                    " WHERE expires > %s",
+                    [now],
+                )
+                for address, user, last_login, expires, server in cursor:
+                    # Only exactcron should write here; whatever else is found never reaches a map.
+                    if not isinstance(address, str) or not is_canonical(address):
+                        log.warning("lease store: skipped a lease for %r, not an address", address)
+                        continue
+                    table.leases[address] = Lease(address, user, shared(last_login), shared(expires), server)
+            finally:
+                connection.execute("COMMIT")
+        faults.point("store:read")
+        assert meta is not None
+        version = [str(meta[0]), meta[1]]
+        ignored = ignore_test(self._ignore)
+        active = [lease for lease in table.active(now) if not ignored(lease.address)]
+        if self._repair:
+            table.changed = True
+            self._cache.hold(table)
+            self._cache.save()
+        return Snapshot(active, version)
+
+    def last_known(self, now: datetime) -> list[Lease]:
+        return self._cache.last_known(now)
+
+    def warnings(self, clock: datetime) -> list[str]:
+        """Whether the database's clock and this host's (`clock`, the real time) agree."""
+        connection = self._connect()
+        with self._guard("reading its clock"):
+            before = time.monotonic()
+            row = connection.execute("SELECT clock_timestamp()").fetchone()
+            elapsed = time.monotonic() - before
+        assert row is not None
+        skew = _utc(row[0]) - (clock + timedelta(seconds=elapsed / 2))
+        if abs(skew) <= CLOCK_SKEW_WARNING:
+            return []
+        direction = "ahead of" if skew > timedelta(0) else "behind"
+        return [
+            f"the lease store's clock is {abs(skew).total_seconds():.0f}s {direction} this host's;"
+            " leases are computed from each host's log times: run NTP on every host"
+        ]
+
+    # -- the database --------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        """The connection, set up (and the schema created or migrated) on first use."""
+        if self._connection is not None:
+            return self._connection
+        try:
+            import psycopg
+            from psycopg.conninfo import conninfo_to_dict, make_conninfo
+        except ImportError:
+            raise ConfigError(
+                "[store] needs psycopg 3: install python3-psycopg, or exactcron[postgresql]"
+            ) from None
+        with self._guard("connecting"):
+            given = conninfo_to_dict(self._config.url)
+            defaults: dict[str, str | int] = {
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "application_name": "exactcron",
+                # A database that stops answering mid-run (a cable, a firewall)
+                # ends the run instead of holding it forever.
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+                "tcp_user_timeout": CONNECT_TIMEOUT_SECONDS * 1000,
+                "options": f"-c TimeZone=UTC -c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            }
+            extra = {key: value for key, value in defaults.items() if key not in given}
+            connection = psycopg.connect(make_conninfo(self._config.url, **extra), autocommit=True)
+            self._connection = connection
+            self._check_schema(connection)
+        return connection
+
+    def _check_schema(self, connection: psycopg.Connection[Any]) -> None:
+        """Read the store's version; create or migrate the schema when it is behind."""
+        import psycopg
+
+        s = self._schema
+        query = (
+            f"SELECT m.store_id, m.changes, (SELECT max(version) FROM {s}.schema_version),"
+            f" has_table_privilege('{s}.lease', 'DELETE') FROM {s}.meta m"
+        )
+        try:
+            row = connection.execute(query).fetchone()
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+            row = None
+        if row is None or row[2] is None or row[2] < SCHEMA_VERSION:
+            self._migrate(connection)
+            row = connection.execute(query).fetchone()
+            assert row is not None
+        if row[2] > SCHEMA_VERSION:
+            raise StoreUnavailableError(
+                f"lease store {self._config.url}: schema {s} is version {row[2]}, newer than this"
+                f" exactcron knows ({SCHEMA_VERSION}); upgrade exactcron"
+            )
+        self._version = [str(row[0]), row[1]]
+        self._writable = bool(row[3])
+
+    def _migrate(self, connection: psycopg.Connection[Any]) -> None:
+        s = self._schema
+        with connection.transaction():
+            # One host migrates; the others wait here, then find it done.
+            connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"exactcron schema {s}"])
+            exists = connection.execute("SELECT to_regclass(%s)", [f"{s}.schema_version"]).fetchone()
+            current = 0
+            if exists is not None and exists[0] is not None:
+                found = connection.execute(f"SELECT max(version) FROM {s}.schema_version").fetchone()
+                current = found[0] if found is not None and found[0] is not None else 0
+            steps = migrations(s)[current:]
+            for step in steps:
+                connection.execute(step.encode())
+            if steps:
+                connection.execute(f"DELETE FROM {s}.schema_version")
+                connection.execute(f"INSERT INTO {s}.schema_version VALUES ({SCHEMA_VERSION})")
+                log.info("lease store: schema %s is now at version %d", s, SCHEMA_VERSION)
+
+    @contextmanager
+    def _writing(self) -> Iterator[tuple[psycopg.Cursor[Any], LeaseTable]]:
+        """A write transaction, with every other writer waiting on the meta row.
+
+        Yields a LeaseTable holding the store's `flush --all` time, for the
+        caller to load the rows it changes into. The change counter moves
+        when that table says it changed.
+        """
+        connection = self._connect()
+        s = self._schema
+        with self._guard("writing"), connection.transaction():
+            cursor = connection.cursor()
+            cursor.execute(f"SELECT flushed_all FROM {s}.meta FOR UPDATE")
+            row = cursor.fetchone()
+            assert row is not None
+            table = LeaseTable(flushed_all=_utc(row[0]) if row[0] is not None else None)
+            yield cursor, table
+            faults.point("store:writing")
+            if table.changed:
+                cursor.execute(f"UPDATE {s}.meta SET changes = changes + 1")
+        self._version = None
+        faults.point("store:committed")
+
+    def _load(self, cursor: psycopg.Cursor[Any], table: LeaseTable, addresses: list[str]) -> None:
+        """The leases and flushes of `addresses`, into `table`."""
+        s = self._schema
+        wanted = json.dumps(addresses)
+        cursor.execute(
+            f"SELECT address, username, last_login, expires, server FROM {s}.lease WHERE address IN ({_ELEMENTS})",
+            [wanted],
+        )
+        for address, user, last_login, expires, server in cursor.fetchall():
+            table.leases[address] = Lease(address, user, _utc(last_login), _utc(expires), server)
+        cursor.execute(f"SELECT address, flushed FROM {s}.flush WHERE address IN ({_ELEMENTS})", [wanted])
+        for address, flushed in cursor.fetchall():
+            table.flushed[address] = _utc(flushed)
+        table.changed = False
+
+    def _upsert(self, cursor: psycopg.Cursor[Any], leases: list[Lease]) -> None:
+        if not leases:
+            return
+        s = self._schema
+        rows = [
+            {
+                "address": lease.address,
+                "username": lease.user,
+                "last_login": _json_time(lease.last_login),
+                "expires": _json_time(lease.expires),
+                "server": lease.server,
+            }
+            for lease in leases
+        ]
+        # One JSON text rather than five arrays: psycopg adapts a list item by item.
+        cursor.execute(
+            f"INSERT INTO {s}.lease (address, username, last_login, expires, server)"
+            " SELECT address, username, last_login, expires, server FROM json_to_recordset(%s::json)"
+            " AS l(address text, username text, last_login timestamptz, expires timestamptz, server text)"
+            " ON CONFLICT (address) DO UPDATE SET username = excluded.username,"
+            " last_login = excluded.last_login, expires = excluded.expires, server = excluded.server",
+            [json.dumps(rows)],
+        )
+
+    @contextmanager
+    def _guard(self, step: str) -> Iterator[None]:
+        """Any database error as one line and exit 75; the connection is not used again."""
+        import psycopg
+
+        try:
+            yield
+        except psycopg.Error as error:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise StoreUnavailableError(f"lease store {self._config.url}: {step} failed: {reason}") from None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+_READ_BATCH = 4096
+# The addresses of a JSON array parameter, as rows.
+_ELEMENTS = "SELECT json_array_elements_text(%s::json)"
+
+
+def _json_time(stamp: datetime) -> str:
+    return stamp.astimezone(UTC).isoformat()
+
+
+def _utc(stamp: datetime) -> datetime:
+    return stamp if stamp.tzinfo is UTC else stamp.astimezone(UTC)
+
+
+def _placeholder(address: str, now: datetime) -> Lease:
+    """A lease `flush --all` removed, for LeaseTable.flush_all to list."""
+    return Lease(address, None, now, now)
