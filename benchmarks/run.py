@@ -416,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.only_store:
         store_logs = build_store_logs(arguments.rebuild)
         rows += store_rows(times, store_logs, site)
-        print_table(rows, None, map_type, map_note, servers, times)
+        print_table(rows, peak_of(rows), map_type, map_note, servers, times)
         return 0
 
     logs = build_logs(arguments.rebuild)
@@ -542,11 +542,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows += store_rows(times, build_store_logs(arguments.rebuild), site, noop_leases)
 
     # 6. Memory: every exactcron row, against the goal.
-    peaks = [row.peak_mib for row in rows if row.what.startswith(("first", "no-op", "update"))]
-    peak = max((value for value in peaks if value is not None), default=None)
-
-    print_table(rows, peak, map_type, map_note, servers, times)
+    print_table(rows, peak_of(rows), map_type, map_note, servers, times)
     return 0
+
+
+def peak_of(rows: Sequence[Row]) -> float | None:
+    """The highest peak RSS of the rows that run exactcron."""
+    peaks = [row.peak_mib for row in rows if row.what.startswith(("first", "no-op", "update", "render"))]
+    return max((value for value in peaks if value is not None), default=None)
 
 
 def print_table(
