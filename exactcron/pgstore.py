@@ -345,7 +345,7 @@ class PostgresLeaseStore:
                 current = found[0] if found is not None and found[0] is not None else 0
             steps = migrations(s)[current:]
             for step in steps:
-                connection.execute(step.encode())
+                connection.execute(step)
             if steps:
                 connection.execute(f"DELETE FROM {s}.schema_version")
                 connection.execute(f"INSERT INTO {s}.schema_version VALUES ({SCHEMA_VERSION})")
