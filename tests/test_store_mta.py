@@ -153,6 +153,13 @@ def test_a_login_on_host_a_opens_relay_through_postfix_on_host_b_and_a_flush_on_
         assert harness.relay_probe(CLIENT, SERVER[0])[0] == 554
         assert harness.relay_probe(CLIENT, SERVER[1])[0] == 250
 
+        # The database gone, the lookup fails and smtpd defers: no relay, even for a lease.
+        postgres.stop()
+        try:
+            assert harness.relay_probe(CLIENT, SERVER[1])[0] == 451
+        finally:
+            postgres.start()
+
 
 @pytest.fixture(scope="session")
 def exim_heavy() -> Path:
