@@ -45,6 +45,20 @@ CONNECT_TIMEOUT_SECONDS = 10
 STATEMENT_TIMEOUT_MS = 60_000
 # `status` warns when the host's clock and the database's differ by more.
 CLOCK_SKEW_WARNING = timedelta(minutes=1)
+# Rows read from the database at a time.
+_READ_BATCH = 4096
+# Connection parameters a store URL may override.
+_DEFAULTS = {
+    "connect_timeout": str(CONNECT_TIMEOUT_SECONDS),
+    "application_name": "exactcron",
+    # A database that stops answering mid-run (a cable, a firewall) ends the
+    # run instead of holding it forever.
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": str(CONNECT_TIMEOUT_SECONDS * 1000),
+    "options": f"-c TimeZone=UTC -c statement_timeout={STATEMENT_TIMEOUT_MS}",
+}
 
 
 def migrations(schema: str) -> tuple[str, ...]:
@@ -116,12 +130,20 @@ class PostgresLeaseStore:
         return False
 
     def version(self) -> Any:
+        query = f"SELECT store_id, changes FROM {self._schema}.meta"
+        if self._connection is None:
+            # The quiet run: asked through libpq alone, psycopg need not be loaded.
+            from exactcron.libpq import one_row
+
+            row = one_row(self._config.url, _DEFAULTS, query)
+            if row is not None and row[0] is not None and row[1] is not None and row[1].isdigit():
+                return [row[0], int(row[1])]
         connection = self._connect()
         if self._version is None:
             with self._guard("reading its version"):
-                row = connection.execute(f"SELECT store_id, changes FROM {self._schema}.meta").fetchone()
-            assert row is not None
-            self._version = [str(row[0]), row[1]]
+                found = connection.execute(query).fetchone()
+            assert found is not None
+            self._version = [str(found[0]), found[1]]
         version, self._version = self._version, None
         return version
 
@@ -291,18 +313,7 @@ class PostgresLeaseStore:
             ) from None
         with self._guard("connecting"):
             given = conninfo_to_dict(self._config.url)
-            defaults: dict[str, str | int] = {
-                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                "application_name": "exactcron",
-                # A database that stops answering mid-run (a cable, a firewall)
-                # ends the run instead of holding it forever.
-                "keepalives_idle": 10,
-                "keepalives_interval": 5,
-                "keepalives_count": 3,
-                "tcp_user_timeout": CONNECT_TIMEOUT_SECONDS * 1000,
-                "options": f"-c TimeZone=UTC -c statement_timeout={STATEMENT_TIMEOUT_MS}",
-            }
-            extra = {key: value for key, value in defaults.items() if key not in given}
+            extra = {key: value for key, value in _DEFAULTS.items() if key not in given}
             connection = psycopg.connect(make_conninfo(self._config.url, **extra), autocommit=True)
             self._connection = connection
             self._check_schema(connection)
@@ -433,7 +444,6 @@ class PostgresLeaseStore:
             self._connection = None
 
 
-_READ_BATCH = 4096
 # The addresses of a JSON array parameter, as rows.
 _ELEMENTS = "SELECT json_array_elements_text(%s::json)"
 

@@ -193,6 +193,14 @@ def test_a_quiet_run_still_brings_other_hosts_grants_to_this_hosts_map(
     )
     # Nothing changed anywhere: the run asked one question and read no lease.
     assert "store:read" not in trace.read_text().split()
+    # ... through libpq alone: loading psycopg would cost more than the rest of the run.
+    quiet = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "exactcron", "--config", str(pop_a.config), "update"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "exactcron.libpq" in quiet.stderr and "psycopg" not in quiet.stderr
 
 
 def test_the_schema_comes_from_the_readme_sql_for_roles_that_may_not_create(
