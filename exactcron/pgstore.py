@@ -271,7 +271,9 @@ class PostgresLeaseStore:
         assert meta is not None
         version = [str(meta[0]), meta[1]]
         ignored = ignore_test(self._ignore)
-        active = [lease for lease in table.active(now) if not ignored(lease.address)]
+        for address in [address for address in table.leases if ignored(address)]:
+            del table.leases[address]
+        active = table.active(now)
         if self._repair:
             table.changed = True
             self._cache.hold(table)
@@ -282,7 +284,7 @@ class PostgresLeaseStore:
         return self._cache.last_known(now)
 
     def warnings(self, clock: datetime) -> list[str]:
-        """Whether the database's clock and this host's (`clock`, the real time) agree."""
+        """Whether the database's clock and this host's (`clock`) agree."""
         connection = self._connect()
         with self._guard("reading its clock"):
             before = time.monotonic()

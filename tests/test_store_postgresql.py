@@ -301,3 +301,23 @@ def test_a_host_whose_clock_runs_ahead_ends_no_other_hosts_lease(
     assert relay(postgres, schema) == ["192.0.2.10"]  # by the database's, it is not
     pop.ok("update")
     assert pop.mapped() == ["192.0.2.10"]
+
+
+def test_a_host_leaves_addresses_in_its_own_ignore_out_of_its_maps(
+    tmp_path: Path, postgres: Cluster, schema: str
+) -> None:
+    pop = Host(tmp_path / "pop", postgres.store(schema))
+    mx = Host(tmp_path / "mx", postgres.store(schema), sources=False)
+    mx.config.write_text('ignore = ["192.0.2.0/28"]\n' + mx.config.read_text())
+    pop.login("192.0.2.10")
+    pop.login("192.0.2.20")
+    pop.ok("update")
+    mx.ok("update")
+    assert mx.mapped() == ["192.0.2.20"]
+    postgres.stop()
+    try:
+        assert mx.run("update").returncode == 75
+    finally:
+        postgres.start()
+    assert mx.mapped() == ["192.0.2.20"]  # its copy of the leases, as it read them
+    assert relay(postgres, schema) == ["192.0.2.10", "192.0.2.20"]
