@@ -55,6 +55,18 @@ def is_canonical(text: str) -> bool:
     return socket.inet_ntop(socket.AF_INET6, packed) == text
 
 
+@lru_cache(maxsize=1 << 10)
+def is_special(address: str) -> bool:
+    """An address no client can log in from: unspecified (and IPv4's `0.0.0.0/8`),
+    the limited broadcast, multicast and link-local. Never granted."""
+    parsed = ipaddress.ip_address(address)
+    if isinstance(parsed, ipaddress.IPv4Address) and (
+        parsed.packed[0] == 0 or parsed == ipaddress.IPv4Address("255.255.255.255")
+    ):
+        return True
+    return parsed.is_unspecified or parsed.is_multicast or parsed.is_link_local
+
+
 def packed_address(address: str) -> bytes:
     """The 4 or 16 bytes of a normalized address. Raises OSError for anything else."""
     if ":" in address:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from exactcron.addresses import Network, is_ignored, normalize_address, sort_key
+from exactcron.addresses import Network, is_ignored, is_special, normalize_address, sort_key
 from exactcron.rules import MAX_LINE_BYTES, LineParser, Login, Rule
 from exactcron.timestamps import TimestampParser
 
@@ -72,6 +72,8 @@ class CheckReport:
     granted: list[str] = field(default_factory=list)  # sorted
     too_old: list[str] = field(default_factory=list)  # logged before now - timeout
     ignored: list[str] = field(default_factory=list)  # in `ignore`
+    special: list[str] = field(default_factory=list)  # unspecified, broadcast, multicast, link-local
+    other_hosts: int = 0  # login lines from a host not in `hosts`
 
 
 def check_log(
@@ -81,14 +83,16 @@ def check_log(
     timeout: timedelta,
     ignore: Iterable[Network],
     listed: int | None = LISTED,
+    hosts: frozenset[str] | None = None,
 ) -> CheckReport:
     """Parse `lines` with `rules`; count what matched, and what looked like a login but did not.
 
     The report keeps the first `listed` logins and quoted lines of each kind
-    (all of them when `listed` is None) and counts the rest.
+    (all of them when `listed` is None) and counts the rest. Lines from a
+    host not in `hosts` (None: any) grant nothing.
     """
     networks = tuple(ignore)
-    parser = LineParser(rules, timestamps)
+    parser = LineParser(rules, timestamps, hosts)
     report = CheckReport(rules=tuple(rule.name for rule in rules))
     report.matched = {rule.name: 0 for rule in rules}
     report.summaries = {rule.name: RuleSummary() for rule in rules}
@@ -110,9 +114,12 @@ def check_log(
                 report.examples.append(UnmatchedLine(number, printable(line)))
     report.lines = parser.lines
     report.too_long = parser.too_long
+    report.other_hosts = parser.other_hosts
     cutoff = timestamps.now - timeout
     for address in sorted(latest, key=sort_key):
-        if is_ignored(address, networks):
+        if is_special(address):
+            report.special.append(address)
+        elif is_ignored(address, networks):
             report.ignored.append(address)
         elif latest[address] <= cutoff:
             report.too_old.append(address)

@@ -5,6 +5,7 @@ The only module that prints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from exactcron import __version__
-from exactcron.addresses import is_ignored, normalize_address
+from exactcron.addresses import is_ignored, is_special, normalize_address
 from exactcron.audit import AUDIT, who_ran
 from exactcron.config import Config, config_path, load_config, parse_duration
 from exactcron.errors import ConfigError, ExactcronError, LogUnreadableError
@@ -48,6 +49,34 @@ class Context:
             if self._config.log_file is not None:
                 _log_to_file(self._config.log_file, self.given_now)
         return self._config
+
+    def writer_config(self) -> Config:
+        """The configuration of a command that writes state, run as the owner of state_dir.
+
+        The switch comes before anything is written, exactcron's own log included.
+        A configuration that cannot be loaded still lets expired leases leave
+        the maps the last run installed.
+        """
+        if self._config is not None:
+            return self._config
+        from exactcron.privilege import become_state_owner
+
+        try:
+            config = load_config(self.config_file)
+        except ConfigError:
+            from exactcron.update import salvage_maps, state_dir_of
+
+            state_dir = state_dir_of(self.config_file)
+            if state_dir is not None:
+                with contextlib.suppress(ExactcronError, OSError):
+                    become_state_owner(state_dir)
+                    salvage_maps(state_dir, self.now)
+            raise
+        become_state_owner(config.state_dir)
+        self._config = config
+        if config.log_file is not None:
+            _log_to_file(config.log_file, self.given_now)
+        return config
 
 
 def _parse_now(_: click.Context, __: click.Parameter, value: str | None) -> datetime | None:
@@ -107,7 +136,7 @@ def update(state: Context) -> None:
     """
     from exactcron.update import run_update
 
-    result = _guarded(state, lambda: run_update(state.config(), state.now))
+    result = _guarded(state, lambda: run_update(state.writer_config(), state.now))
     summary = (
         f"read {_plural(sum(source.lines for source in result.sources), 'line')}, "
         f"{_plural(sum(source.logins for source in result.sources), 'login')}; "
@@ -145,7 +174,12 @@ def show(state: Context, as_json: bool) -> None:
         return
     rows = [("ADDRESS", "USER", "LAST LOGIN", "EXPIRES")]
     rows += [
-        (lease.address, lease.user or "-", format_instant(lease.last_login), format_instant(lease.expires))
+        (
+            lease.address,
+            _safe(lease.user or "-"),
+            format_instant(lease.last_login),
+            format_instant(lease.expires),
+        )
         for lease in leases
     ]
     _echo_table(rows)
@@ -166,7 +200,7 @@ def flush(state: Context, addresses: tuple[str, ...], flush_all: bool) -> None:
         raise click.UsageError("give one or more addresses, or --all")
     chosen = None if flush_all else list(addresses)
     by = who_ran()
-    revoked = _guarded(state, lambda: flush_leases(state.config(), state.now, chosen, by))
+    revoked = _guarded(state, lambda: flush_leases(state.writer_config(), state.now, chosen, by))
     for address in revoked:
         click.echo(f"revoked {address}")
     for address in addresses:
@@ -184,7 +218,7 @@ def add(state: Context, address: str, duration: str | None) -> None:
     """Grant a lease by hand and rewrite the maps."""
     from exactcron.update import add as add_lease
 
-    config = _guarded(state, state.config)
+    config = _guarded(state, state.writer_config)
     if duration is None:
         length = config.timeout
     else:
@@ -194,6 +228,11 @@ def add(state: Context, address: str, duration: str | None) -> None:
             raise click.BadParameter(str(error), param_hint="--for") from None
     if is_ignored(address, config.ignore):
         raise click.BadParameter(f"{address} is in `ignore`; it is never granted", param_hint="ADDRESS")
+    if is_special(address):
+        raise click.BadParameter(
+            f"{address} is unspecified, broadcast, multicast or link-local; it is never granted",
+            param_hint="ADDRESS",
+        )
     by = who_ran()
     lease = _guarded(state, lambda: add_lease(config, state.now, address, length, by))
     click.echo(f"added {lease.address} until {format_instant(lease.expires)}")
@@ -217,12 +256,15 @@ def status(state: Context, as_json: bool) -> None:
     record = RunRecord.from_json(report.last_run)
     health = assess(record, state.now, config.stale_after)
     last_run_time = None if record.time is None else format_instant(record.time)
+    forgeable = {str(source.path) for source in config.sources if source.forgeable}
     document = {
         "sources": [
             {
                 "path": str(source.path),
                 "checkpoint": source.checkpoint.to_json() if source.checkpoint else None,
                 "unread_bytes": source.unread_bytes,
+                # Any local user can write a line of it that counts (a plain syslog-fed file).
+                "forgeable": str(source.path) in forgeable,
             }
             for source in report.sources
         ],
@@ -240,12 +282,14 @@ def status(state: Context, as_json: bool) -> None:
         _exit_unhealthy(health.reason)
         return
     for source in report.sources:
-        click.echo(f"source {source.path}")
+        click.echo(f"source {_safe(str(source.path))}")
+        if str(source.path) in forgeable:
+            click.echo(f"  trust: {FORGEABLE_WARNING}")
         point = source.checkpoint
         if point is None:
             click.echo("  checkpoint: none (not read yet)")
         elif isinstance(point, JournalCheckpoint):
-            click.echo(f"  checkpoint: journal cursor {point.cursor}")
+            click.echo(f"  checkpoint: journal cursor {_safe(point.cursor)}")
         else:
             click.echo(f"  checkpoint: device {point.device}, inode {point.inode}, offset {point.offset}")
         if not isinstance(point, JournalCheckpoint):
@@ -254,7 +298,7 @@ def status(state: Context, as_json: bool) -> None:
     if record.time is None:
         click.echo("last run: never")
     else:
-        click.echo(f"last run: {last_run_time} {record.outcome}")
+        click.echo(f"last run: {last_run_time} {_safe(str(record.outcome))}")
     if record.last_success is not None and record.outcome != "ok":
         click.echo(f"last success: {format_instant(record.last_success)}")
     click.echo(f"leases: {report.leases}")
@@ -291,7 +335,7 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
     """
     from exactcron.addresses import parse_network
     from exactcron.checker import LISTED, check_log
-    from exactcron.config import system_zone
+    from exactcron.config import own_host_names, system_zone
     from exactcron.rules import MAX_LINE_BYTES
     from exactcron.timestamps import TimestampParser
 
@@ -305,7 +349,10 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
     if logfile is None:
         assert config is not None
         _check_permissions(state, config)
-        click.echo(f"{state.config_file}: OK ({len(config.sources)} sources)")
+        click.echo(f"{_safe(str(state.config_file))}: OK ({len(config.sources)} sources)")
+        for each in config.sources:
+            if each.forgeable:
+                click.echo(f"warning: {_safe(str(each.path))}: {FORGEABLE_WARNING}")
         return
     source = None
     if config is not None:
@@ -326,16 +373,19 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
         assert config is not None
         rules = tuple(dict.fromkeys(rule for each in config.sources for rule in each.rules))
     if config is None:
-        zone, timeout = system_zone(), parse_duration("30m")
+        zone, timeout, hosts = system_zone(), parse_duration("30m"), own_host_names()
         ignore = tuple(parse_network(text) for text in ("127.0.0.0/8", "::1/128"))
     else:
-        zone = source.zone if source is not None else config.sources[0].zone
+        chosen = source if source is not None else config.sources[0]
+        zone, hosts = chosen.zone, chosen.hosts
         timeout, ignore = config.timeout, config.ignore
+        if chosen.forgeable:
+            click.echo(f"warning: {_safe(str(chosen.path))}: {FORGEABLE_WARNING}")
     with _open_log(logfile) as stream:
         listed = None if list_all else LISTED
-        report = check_log(stream, rules, TimestampParser(state.now, zone), timeout, ignore, listed)
+        report = check_log(stream, rules, TimestampParser(state.now, zone), timeout, ignore, listed, hosts)
     for login in report.logins:
-        click.echo(f"{format_instant(login.time)} {login.server} {login.user or '-'} {login.address}")
+        click.echo(f"{format_instant(login.time)} {login.server} {_safe(login.user or '-')} {login.address}")
     left_out = report.login_count - len(report.logins)
     if left_out:
         click.echo(f"and {_plural(left_out, 'more login')} (--all lists every one)")
@@ -368,6 +418,12 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
         click.echo(f"not granted, older than the timeout: {_cut(report.too_old, listed)}")
     if report.ignored:
         click.echo(f"not granted, in ignore: {_cut(report.ignored, listed)}")
+    if report.special:
+        click.echo(
+            f"never granted (unspecified, broadcast, multicast, link-local): {_cut(report.special, listed)}"
+        )
+    if report.other_hosts:
+        click.echo(f"not granted, from a host not in `hosts`: {_plural(report.other_hosts, 'login line')}")
     click.echo("would grant: " + (_cut(report.granted, listed) if report.granted else "nothing"))
 
 
@@ -407,6 +463,21 @@ def _plural(count: int, noun: str, nouns: str | None = None) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {nouns or noun + 's'}"
 
 
+FORGEABLE_WARNING = (
+    "a syslog-fed log: any local user can forge its lines (logger -t dovecot ...); "
+    "see README, Threat model: use journal, written_by or syslog_senders"
+)
+
+
+def _safe(text: str) -> str:
+    """Text for a terminal: control characters (escape sequences, bidi overrides) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text
+    )
+
+
 def _open_log(logfile: str) -> Any:
     if logfile == "-":
         return sys.stdin.buffer
@@ -422,7 +493,7 @@ def render(state: Context) -> None:
     """Rewrite every map from the current leases (after a config change, or a deleted map)."""
     from exactcron.update import render as render_maps
 
-    for path in _guarded(state, lambda: render_maps(state.config(), state.now)):
+    for path in _guarded(state, lambda: render_maps(state.writer_config(), state.now)):
         click.echo(f"wrote {path}")
 
 
@@ -502,7 +573,7 @@ def _fail(error: ExactcronError, verbose: bool) -> NoReturn:
 
         traceback.print_exception(error)
     _to_log_file(logging.ERROR, str(error))
-    click.echo(f"exactcron: {error}", err=True)
+    click.echo(f"exactcron: {_safe(str(error))}", err=True)
     sys.exit(error.exit_code)
 
 

@@ -23,6 +23,9 @@ MTAS = ("postfix", "exim", "sendmail")
 POSTFIX_TYPES = ("hash", "btree", "lmdb", "cdb", "texthash")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _RULE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# What a syslog header's host field can hold (rules._HEADER), and a POSIX-ish user name.
+_HOST_NAME = re.compile(r"[^\s:\[\]*]{1,255}")
+_USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,31}\$?")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -35,6 +38,19 @@ class SourceConfig:
     olddir: Path | None = None  # where logrotate moves rotated files (`olddir`)
     journal: tuple[str, ...] = ()  # systemd units whose journal entries are read instead of a file
     journal_directory: Path | None = None  # a journal directory to read instead of the system's
+    # Lowercased syslog host names whose lines count; None: every host (`["*"]`).
+    hosts: frozenset[str] | None = None
+    # The server writes this log file itself, as this user (`written_by`): refused
+    # when anyone else but root can write it.
+    written_by: str | None = None
+    # The log is written by rsyslog with the sender's uid after each line
+    # (`syslog_senders`): only lines these users sent count.
+    syslog_senders: tuple[str, ...] = ()
+
+    @property
+    def forgeable(self) -> bool:
+        """A plain syslog-fed file: any local user can write a line that counts."""
+        return not self.journal and self.written_by is None and not self.syslog_senders
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,14 @@ def parse_duration(value: object) -> timedelta:
     if seconds <= 0 or seconds > 366 * 86400:
         raise ValueError(f"{value!r} is out of range (more than 0, at most 366d)")
     return timedelta(seconds=seconds)
+
+
+def own_host_names() -> frozenset[str]:
+    """The names this machine's syslog writes in the host field: its host name and short name."""
+    import socket
+
+    name = socket.gethostname().lower()
+    return frozenset({name, name.split(".", 1)[0]} - {""})
 
 
 def system_zone() -> tzinfo:
@@ -292,7 +316,19 @@ def _site_rules(path: Path, tables: object) -> dict[str, Rule]:
 
 def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str, Rule]) -> SourceConfig:
     reader = _Reader(path, table, f"source[{index}]")
-    reader.refuse_unknown({"path", "server", "timezone", "olddir", "journal", "journal_directory"})
+    reader.refuse_unknown(
+        {
+            "path",
+            "server",
+            "timezone",
+            "olddir",
+            "journal",
+            "journal_directory",
+            "hosts",
+            "written_by",
+            "syslog_senders",
+        }
+    )
     units = tuple(reader.string_list("journal", []))
     log_path = reader.path("path")
     if units and log_path is not None:
@@ -331,6 +367,18 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
                 "timezone", f"unknown time zone {zone_name!r} (for example Europe/Berlin)"
             ) from None
     rules = tuple(known[name] for name in dict.fromkeys(names))
+    written_by = reader.string("written_by")
+    senders = tuple(reader.string_list("syslog_senders", []))
+    if (written_by is not None or senders) and units:
+        key = "written_by" if written_by is not None else "syslog_senders"
+        raise reader.fail(key, "only a log file source has a writer; the journal's own fields are checked")
+    if written_by is not None and senders:
+        raise reader.fail("written_by", "give either written_by (the server's own file) or syslog_senders")
+    for user in ([written_by] if written_by else []) + list(senders):
+        if not _USER_NAME.fullmatch(user):
+            raise reader.fail(
+                "written_by" if user == written_by else "syslog_senders", f"{user!r} is not a user name"
+            )
     return SourceConfig(
         log_path,
         rules,
@@ -339,7 +387,21 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
         olddir=None if olddir is None or units else log_path.parent / Path(olddir).expanduser(),
         journal=units,
         journal_directory=journal_directory,
+        hosts=_hosts(reader),
+        written_by=written_by,
+        syslog_senders=senders,
     )
+
+
+def _hosts(reader: _Reader) -> frozenset[str] | None:
+    names = reader.string_list("hosts", [])
+    if "hosts" not in reader.table:
+        return own_host_names()
+    if names == ["*"]:
+        return None
+    if not names or not all(_HOST_NAME.fullmatch(name) for name in names):
+        raise reader.fail("hosts", f'expected syslog host names, or ["*"] for every host, got {names!r}')
+    return frozenset(name.lower() for name in names)
 
 
 def _map(path: Path, index: int, table: dict[str, Any]) -> MapConfig:

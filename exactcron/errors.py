@@ -31,3 +31,7 @@ class LockTimeoutError(ExactcronError):
 
 class StoreUnavailableError(ExactcronError):
     exit_code = 75  # EX_TEMPFAIL: the shared lease store cannot be reached; try again later
+
+
+class NotOwnerError(ExactcronError):
+    exit_code = 77  # EX_NOPERM: neither root nor the owner of state_dir

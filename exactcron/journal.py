@@ -55,12 +55,14 @@ def entry_line(entry: dict[str, Any], units: frozenset[str]) -> bytes | None:
         return None
     message = _text(entry.get("MESSAGE"))
     identifier = _text(entry.get("SYSLOG_IDENTIFIER")) or _text(entry.get("_COMM"))
-    host = _text(entry.get("_HOSTNAME")) or "localhost"
+    # Trusted like the unit: set by journald (or journal-remote, from the
+    # sending machine); the source's `hosts` decide whether it counts.
+    host = _text(entry.get("_HOSTNAME"))
     try:
         microseconds = int(entry["__REALTIME_TIMESTAMP"])
     except (KeyError, TypeError, ValueError):
         return None
-    if message is None or not identifier:
+    if message is None or not identifier or not host:
         return None
     stamp = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=microseconds)
     return f"{stamp.isoformat(timespec='microseconds')} {host} {identifier}: {message}".encode(

@@ -6,11 +6,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from exactcron.addresses import Network, is_ignored, sort_key
+from exactcron.addresses import Network, is_ignored, is_special, sort_key
 from exactcron.rules import Login
 
 # Distinct times `LeaseTable.merge` keeps one object of.
 _SHARED_INSTANTS = 4096
+# The server name of a lease whose end was set by hand (`add`): the timeout
+# in force does not bound it.
+MANUAL = "manual"
+SPECIAL_CHECKED = "special"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +51,20 @@ class LeaseTable:
         lines after a crash is harmless.
         """
         time = min(login.time, now)  # a stamp from the future counts as now
+        if is_special(login.address):
+            return False
+        # A flush wins over every login logged before it, whatever its stamp
+        # claims: the earlier reading of an ambiguous local time, and a stamp
+        # still in the future, which may have been written before the flush
+        # by a clock that runs ahead.
+        if self._flushed_after(login.address, login.earliest or time):
+            return False
+        if login.time > now and self._ever_flushed(login.address):
+            return False
         # A lease is kept to the second, as the lease file has always stored
         # it: the same before a save and after, and equal times share one object.
         second = self._shared(time.replace(microsecond=0) if time.microsecond else time)
         if second <= now - timeout:
-            return False
-        if self._flushed_after(login.address, time):
             return False
         if is_ignored(login.address, ignore):
             return False
@@ -60,11 +72,12 @@ class LeaseTable:
         current = self.leases.get(login.address)
         if current is not None and current.last_login >= second and current.expires >= expires:
             return False
+        server = login.server
         if current is not None and current.expires > expires:
-            # A lease granted by hand for longer keeps its end; the login still
-            # refreshes who logged in last.
-            expires = current.expires
-        self.leases[login.address] = Lease(login.address, login.user, second, expires, login.server)
+            # A lease granted by hand for longer keeps its end (and stays one
+            # granted by hand); the login still refreshes who logged in last.
+            expires, server = current.expires, MANUAL
+        self.leases[login.address] = Lease(login.address, login.user, second, expires, server)
         self.changed = True
         return True
 
@@ -82,9 +95,16 @@ class LeaseTable:
         flushed = self.flushed.get(address)
         return flushed is not None and time <= flushed
 
+    def _ever_flushed(self, address: str) -> bool:
+        return self.flushed_all is not None or address in self.flushed
+
     def add(self, address: str, now: datetime, duration: timedelta) -> Lease:
-        """A lease granted by hand, from now for `duration`."""
-        lease = Lease(address, None, now, now + duration, "manual")
+        """A lease granted by hand until now + `duration`, or longer: it never shortens one."""
+        current = self.leases.get(address)
+        if current is not None and current.expires > now + duration:
+            lease = Lease(address, current.user, current.last_login, current.expires, MANUAL)
+        else:
+            lease = Lease(address, None, now, now + duration, MANUAL)
         self.leases[address] = lease
         self.changed = True
         return lease
@@ -113,17 +133,31 @@ class LeaseTable:
         nothing once they are older than the timeout.
         """
         networks = tuple(ignore)
-        checked = tuple(sorted(str(network) for network in networks))
+        # The marker records that special addresses were checked too (0.1 did not).
+        checked = (*sorted(str(network) for network in networks), SPECIAL_CHECKED)
         # A lease passed `ignore` when it was granted; only a changed
         # `ignore` needs every lease checked again.
         recheck = checked != self.ignore_checked
         removed = [
             address
             for address, lease in self.leases.items()
-            if lease.expires <= now or (recheck and is_ignored(address, networks))
+            if lease.expires <= now
+            or (lease.server != MANUAL and lease.last_login + timeout <= now)
+            or (recheck and (is_ignored(address, networks) or is_special(address)))
         ]
         for address in removed:
             del self.leases[address]
+        # A login's lease ends at its time + the timeout in force: a lowered
+        # timeout shortens the leases granted under the old one.
+        shortened = [
+            lease
+            for lease in self.leases.values()
+            if lease.server != MANUAL and lease.expires > lease.last_login + timeout
+        ]
+        for lease in shortened:
+            self.leases[lease.address] = Lease(
+                lease.address, lease.user, lease.last_login, lease.last_login + timeout, lease.server
+            )
         if recheck:
             self.ignore_checked = checked
         horizon = now - timeout
@@ -131,7 +165,13 @@ class LeaseTable:
         flushed_all = (
             self.flushed_all if self.flushed_all is not None and self.flushed_all > horizon else None
         )
-        if removed or recheck or len(flushed) != len(self.flushed) or flushed_all != self.flushed_all:
+        if (
+            removed
+            or shortened
+            or recheck
+            or len(flushed) != len(self.flushed)
+            or flushed_all != self.flushed_all
+        ):
             self.changed = True
         self.flushed, self.flushed_all = flushed, flushed_all
         return sorted(removed, key=sort_key)

@@ -13,17 +13,19 @@ renamed yet and the live map is untouched.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from exactcron import faults
 from exactcron.config import MapConfig
 from exactcron.errors import MapBuildError, StateWriteError
-from exactcron.state import fsync_directory
+from exactcron.state import MAP_RECORD_FILE, fsync_directory, write_atomically
 
 # The MTA's daemons (postfix, Debian-exim) must read the map; only its owner writes it.
 MAP_MODE = 0o644
@@ -99,18 +101,114 @@ class MapWriter:
             self._default_postfix_type = default
         return self._default_postfix_type
 
-    def install(self, spec: MapConfig, addresses: Sequence[str], force: bool = False) -> bool:
-        """Write the map if its content changed or a file of it is missing (always, with `force`).
+    def install(
+        self, spec: MapConfig, addresses: Sequence[str], force: bool = False, record: MapRecord | None = None
+    ) -> bool:
+        """Write the map if its content changed or a file of it differs from what
+        was installed last (always, with `force`). Returns True when it was rewritten.
 
-        Returns True when the map was rewritten.
+        `record` holds what each map's files held when installed: a database
+        replaced without its text (a run killed between the two renames) is
+        told apart from one in step with the text, and built again.
         """
         content = render(spec.mta, addresses, _read_include(spec))
         database_type = self.database_type(spec)
         suffix = DATABASE_SUFFIX[database_type] if database_type else None
-        if not force and _is_current(spec.path, content, suffix):
+        digest = hashlib.sha256(content).hexdigest()
+        files = [spec.path] + ([database_path(spec.path, suffix)] if suffix else [])
+        current = not force and _is_current(spec.path, content, suffix)
+        if current and (record is None or record.matches(spec, digest, files)):
             return False
         _build_and_install(spec, content, database_type if suffix else None, suffix)
+        if record is not None:
+            record.remember(spec, digest, files)
         return True
+
+
+class MapRecord:
+    """What each installed map holds: its configuration, the digest of its text,
+    and the identity of its text and database files, as left by the install.
+
+    Kept in the state directory; a map missing from it, or whose files are not
+    those recorded, is built again. Also read when the configuration cannot be,
+    so that a broken configuration still lets expired leases leave the maps.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / MAP_RECORD_FILE
+        self.maps: dict[str, dict[str, Any]] = {}
+        try:
+            document = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return
+        maps = document.get("maps") if isinstance(document, dict) else None
+        if isinstance(maps, dict):
+            self.maps = {key: value for key, value in maps.items() if isinstance(value, dict)}
+
+    def matches(self, spec: MapConfig, digest: str, files: list[Path]) -> bool:
+        entry = self.maps.get(str(spec.path))
+        return (
+            entry is not None
+            and entry.get("spec") == _spec_json(spec)
+            and entry.get("text") == digest
+            and entry.get("files") == _identities(files)
+        )
+
+    def remember(self, spec: MapConfig, digest: str, files: list[Path]) -> None:
+        self.maps[str(spec.path)] = {"spec": _spec_json(spec), "text": digest, "files": _identities(files)}
+
+    def specs(self) -> list[MapConfig]:
+        """The maps installed last, as configured then."""
+        found = []
+        for entry in self.maps.values():
+            spec = entry.get("spec")
+            if (
+                isinstance(spec, dict)
+                and isinstance(spec.get("mta"), str)
+                and isinstance(spec.get("path"), str)
+            ):
+                include = spec.get("include")
+                kind = spec.get("type")
+                found.append(
+                    MapConfig(
+                        spec["mta"],
+                        Path(spec["path"]),
+                        kind if isinstance(kind, str) else None,
+                        Path(include) if isinstance(include, str) else None,
+                    )
+                )
+        return found
+
+    def save(self, configured: Sequence[MapConfig] | None = None) -> None:
+        """Write the record; with `configured`, forget the maps no longer configured."""
+        if configured is not None:
+            keep = {str(spec.path) for spec in configured}
+            self.maps = {key: value for key, value in self.maps.items() if key in keep}
+        document = {"schema": 1, "maps": self.maps}
+        write_atomically(
+            self.path, (json.dumps(document, indent=1, sort_keys=True) + "\n").encode(), 0o644, keep_same=True
+        )
+
+
+def _spec_json(spec: MapConfig) -> dict[str, Any]:
+    return {
+        "mta": spec.mta,
+        "path": str(spec.path),
+        "type": spec.type,
+        "include": str(spec.include) if spec.include else None,
+    }
+
+
+def _identities(files: list[Path]) -> list[Any]:
+    identities: list[Any] = []
+    for file in files:
+        try:
+            status = os.stat(file)
+        except OSError:
+            identities.append(None)
+            continue
+        identities.append([status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns])
+    return identities
 
 
 def database_path(path: Path, suffix: str) -> Path:

@@ -47,7 +47,8 @@ def quiet_leases(
         return None
     if settled.get("config") != config_key(config):
         return None
-    if settled.get("maps") != maps_signature(config.maps):
+    maps = maps_signature(config.maps)
+    if maps is None or settled.get("maps") != maps:
         return None
     logs = settled.get("logs")
     if not isinstance(logs, dict):
@@ -59,8 +60,11 @@ def quiet_leases(
         if source.journal:
             if not _journal_is_quiet(source, saved[key], now - config.timeout):
                 return None
-        elif logs.get(key) != files_signature(source.path, source.olddir):
-            return None
+        else:
+            # A directory that cannot be listed hides whatever changed in it: never quiet.
+            current = files_signature(source.path, source.olddir)
+            if current is None or logs.get(key) != current:
+                return None
     leases = settled.get("leases")
     if leases is None or store.version() != leases:
         return None
@@ -101,14 +105,21 @@ def config_key(config: Config) -> list[Any]:
         sorted(str(network) for network in config.ignore),
         [[spec.mta, str(spec.path), spec.type, str(spec.include or "")] for spec in config.maps],
         [
-            [str(source.path), str(source.olddir or ""), [rule.name for rule in source.rules]]
+            [
+                str(source.path),
+                str(source.olddir or ""),
+                [rule.name for rule in source.rules],
+                sorted(source.hosts) if source.hosts is not None else "*",
+                source.written_by,
+                list(source.syslog_senders),
+            ]
             for source in config.sources
         ],
         [config.store.url, config.store.schema] if config.store else None,
     ]
 
 
-def maps_signature(maps: Iterable[MapConfig]) -> list[Any]:
+def maps_signature(maps: Iterable[MapConfig]) -> list[Any] | None:
     """Each map's text and the databases built beside it (NAME.db, .lmdb, .cdb), and its include."""
     signature: list[Any] = []
     for spec in maps:
@@ -116,7 +127,7 @@ def maps_signature(maps: Iterable[MapConfig]) -> list[Any]:
         try:
             entries = sorted(os.scandir(spec.path.parent), key=lambda entry: entry.name)
         except OSError:
-            return [None]
+            return None
         files += [
             [entry.name, file_signature(Path(entry.path))]
             for entry in entries

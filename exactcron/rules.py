@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from exactcron.addresses import normalize_address
@@ -50,6 +50,10 @@ class Login:
     server: str
     user: str | None
     address: str
+    # The earliest instant the stamp may mean, when earlier than `time` (a
+    # local time in the hour repeated when clocks go back): what a flush is
+    # compared with.
+    earliest: datetime | None = None
 
 
 # A form's second look at a matched message: (user, address text), or None
@@ -490,8 +494,12 @@ class LineParser:
 
     rules: tuple[Rule, ...]
     timestamps: TimestampParser
+    # Lowercased host names whose lines count; None: any host. A line
+    # without a host field (a server's own log file) always counts.
+    hosts: frozenset[str] | None = None
     too_long: int = 0
     lines: int = 0
+    other_hosts: int = 0  # login lines refused for their host
 
     def __post_init__(self) -> None:
         needles = {needle for rule in self.rules for needle in rule.needles}
@@ -560,7 +568,7 @@ class LineParser:
         header = _HEADER.match(text, position)
         if header is None:
             return None
-        return self._login(time, header.group("program"), text[header.end() :])
+        return self._login(time, header.group("program"), text[header.end() :], header.group("host"))
 
     def _dovecot1_own_log(self, text: str) -> Login | None:
         """Dovecot 1.x's own log file puts its name before the stamp.
@@ -574,11 +582,22 @@ class LineParser:
         if stamped is None:
             return None
         time, position = stamped
-        return self._login(time, "dovecot", text[len(_DOVECOT1_NAME) + position :])
+        # Its own file: no host field, which always counts.
+        return self._login(time, "dovecot", text[len(_DOVECOT1_NAME) + position :], None)
 
-    def _login(self, time: datetime, program: str, message: str) -> Login | None:
+    def _login(self, time: datetime, program: str, message: str, host: str | None) -> Login | None:
         for rule in self.rules:
             login = rule.login(time, program, message)
             if login is not None:
+                if not self._host_counts(host):
+                    return None
+                if self.timestamps.ambiguity:
+                    return replace(login, earliest=time - self.timestamps.ambiguity)
                 return login
         return None
+
+    def _host_counts(self, host: str | None) -> bool:
+        if host is None or self.hosts is None or host.lower() in self.hosts:
+            return True
+        self.other_hosts += 1
+        return False

@@ -457,20 +457,19 @@ class LogReader:
         )
 
 
-def files_signature(path: Path, olddir: Path | None = None) -> list[Any]:
+def files_signature(path: Path, olddir: Path | None = None) -> list[Any] | None:
     """The identity, size and times of a log and of its rotated siblings, as JSON values.
 
     Equal signatures mean nothing was written, renamed, truncated or
-    created since: reading from the checkpoint would find nothing new. A
-    directory that cannot be listed is recorded as such.
+    created since: reading from the checkpoint would find nothing new. None
+    when a directory cannot be listed: then what changed is unknown.
     """
     signature: list[Any] = []
     for directory in [path.parent] + ([olddir] if olddir else []):
         try:
             entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
-        except OSError as error:
-            signature.append([str(directory), error.errno])
-            continue
+        except OSError:
+            return None
         for entry in entries:
             if entry.name != path.name and not (
                 entry.name.startswith(path.name) and _ROTATED_SUFFIX.match(entry.name[len(path.name) :])

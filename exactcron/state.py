@@ -32,6 +32,11 @@ SCHEMA = 1
 CHECKPOINTS_FILE = "checkpoints.json"
 LAST_RUN_FILE = "last-run.json"
 LOCK_FILE = "lock"
+# Present while the leases must be rebuilt from the logs (a broken lease file
+# was set aside): whichever command found it, the next update re-reads.
+REBUILD_FILE = "rebuild-from-logs"
+# What each installed map holds (maps.MapRecord).
+MAP_RECORD_FILE = "maps.json"
 
 
 class CorruptStateError(ValueError):
@@ -176,7 +181,7 @@ class LocalState:
         # None when absent or not understood.
         self.settled: dict[str, Any] | None = None
         # Other files kept here (a lease store's), whose leftovers the lock clears.
-        self.files: list[str] = [CHECKPOINTS_FILE, LAST_RUN_FILE]
+        self.files: list[str] = [CHECKPOINTS_FILE, LAST_RUN_FILE, REBUILD_FILE, MAP_RECORD_FILE]
         # The files found broken and set aside by this process.
         self.set_aside_files: list[str] = []
 
@@ -213,6 +218,22 @@ class LocalState:
             yield
         finally:
             lock.release()
+
+    # -- rebuilding the leases from the logs ------------------------------------
+
+    def request_rebuild(self) -> None:
+        write_atomically(self.directory / REBUILD_FILE, b"leases set aside; rebuild from the logs\n", 0o644)
+
+    def rebuild_pending(self) -> bool:
+        return (self.directory / REBUILD_FILE).exists()
+
+    def rebuild_done(self) -> None:
+        try:
+            (self.directory / REBUILD_FILE).unlink(missing_ok=True)
+        except OSError as error:
+            raise StateWriteError(
+                f"cannot remove {self.directory / REBUILD_FILE}: {error.strerror}"
+            ) from None
 
     # -- checkpoints ---------------------------------------------------------
 

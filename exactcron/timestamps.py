@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
 
 MONTHS = {
     name: number
@@ -43,9 +44,15 @@ class TimestampParser:
     # (date, clock, offset) of an RFC 3339 stamp -> that second in UTC: log
     # lines share their second with many others, and the fraction is added.
     _second_cache: dict[tuple[str, str, str | None], datetime | None] = field(default_factory=dict)
+    # How much earlier the stamp last parsed may have been: non-zero for a
+    # local time in the hour that occurs twice when clocks go back, which
+    # is read as the later instant (a lease never ends early) but may be the
+    # earlier one (a flush made in between must still win).
+    ambiguity: timedelta = field(default=timedelta(0))
 
     def parse_prefix(self, line: str) -> tuple[datetime, int] | None:
         """Return the stamp at the start of `line` and where the rest begins."""
+        self.ambiguity = timedelta(0)
         if not line:
             return None
         if line[0].isdigit():
@@ -62,6 +69,8 @@ class TimestampParser:
                 whole_second = self._second_cache[key] = _rfc3339(date, clock, offset, self.zone)
             if whole_second is None:
                 return None
+            if offset is None:
+                self.ambiguity = _ambiguity(whole_second, self.zone)
             if fraction is None:
                 return whole_second, match.end()
             # Offsets are whole minutes, so the fraction survives the shift to UTC as it is.
@@ -79,6 +88,7 @@ class TimestampParser:
         start_of_hour = self._start_of_hour(month, day, hour)
         if start_of_hour is None:
             return None
+        self.ambiguity = _ambiguity(start_of_hour, self.zone)
         # A leap second (:60) is read as the next second; syslog rarely writes one.
         return start_of_hour + timedelta(minutes=minute, seconds=second), match.end()
 
@@ -125,6 +135,16 @@ def infer_year(month: int, day: int, hour: int, now: datetime, zone: tzinfo) -> 
         if stamp <= now + FUTURE_SLACK:
             return stamp
     return None
+
+
+@lru_cache(maxsize=4096)
+def _ambiguity(stamp: datetime, zone: tzinfo) -> timedelta:
+    """How much earlier the other reading of the wall-clock time of `stamp` (in UTC) is."""
+    if zone is UTC:
+        return timedelta(0)
+    wall = stamp.astimezone(zone).replace(tzinfo=None)
+    earlier = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    return max(stamp - earlier, timedelta(0))
 
 
 def _localize(naive: datetime, zone: tzinfo) -> datetime:

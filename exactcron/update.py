@@ -32,6 +32,7 @@ from exactcron.rules import LineParser, Login
 from exactcron.source import Checkpoint, LogReader, files_signature
 from exactcron.state import LocalState, remove_leftovers
 from exactcron.timestamps import TimestampParser
+from exactcron.trust import SenderFilter, check_written_by, user_id
 
 if TYPE_CHECKING:
     # Imported where used: a run without a journal source (or without a map
@@ -89,8 +90,9 @@ def run_update(config: Config, now: datetime) -> UpdateResult:
         except ExactcronError as error:
             if isinstance(error, StoreUnavailableError):
                 # Relay never outlives its lease: what was last read, less what expired since.
-                with contextlib.suppress(ExactcronError):
-                    _install_maps(config.maps, [lease.address for lease in store.last_known(now)])
+                _install_maps_failing_closed(
+                    config.maps, state, [lease.address for lease in store.last_known(now)]
+                )
             record = record.failed(now, str(error))
             _record_failure(state, record)
             _write_metrics(config, state, record, started)
@@ -136,22 +138,33 @@ def _known_leases(store: LeaseStore) -> dict[str, Lease]:
 
 def _update_locked(config: Config, state: LocalState, store: LeaseStore, now: datetime) -> UpdateResult:
     saved = state.load_checkpoints()
-    quiet = quiet_leases(config, state.settled, saved, store, now)
+    quiet = None if state.rebuild_pending() else quiet_leases(config, state.settled, saved, store, now)
     if quiet is not None:
         return UpdateResult(sources=[SourceReport(source.path) for source in config.sources], leases=quiet)
     result = UpdateResult()
-    if store.begin():
+    _begin(config, state, store)
+    rebuild = state.rebuild_pending()
+    if rebuild:
         # Rebuild from the logs: every login still inside the timeout grants again.
         saved = {}
     before = _known_leases(store)
     checkpoints = dict(saved)
     logs: dict[str, Any] = {}
+    # Whatever fails, the run goes on: the other sources are read, and every
+    # map that can be written drops the expired leases; the first error is
+    # raised at the end.
+    errors: list[ExactcronError] = []
     for source in config.sources:
         key = str(source.path)
         if not source.journal:
             # Taken before reading: whatever is written from now on makes the files differ.
             logs[key] = files_signature(source.path, source.olddir)
-        report, checkpoint = _read_source(source, saved.get(key), store, config, now, result.granted)
+        try:
+            report, checkpoint = _read_source(source, saved.get(key), store, config, now, result.granted)
+        except ExactcronError as error:
+            errors.append(error)
+            result.sources.append(SourceReport(source.path))
+            continue
         result.sources.append(report)
         if checkpoint is not None:
             checkpoints[key] = checkpoint.to_json()
@@ -162,18 +175,37 @@ def _update_locked(config: Config, state: LocalState, store: LeaseStore, now: da
     result.granted = [address for address, _ in groupby(result.granted)]
     result.expired = store.prune(now, config.timeout, config.ignore)
     faults.point("update:merged")
-    store.save()
-    snapshot = store.snapshot(now)
-    active = snapshot.leases
-    if audit.enabled():
+    leases_saved = _collect(errors, store.save)
+    snapshot = store.snapshot(now) if leases_saved else None
+    active = snapshot.leases if snapshot is not None else store.last_known(now)
+    if audit.enabled() and snapshot is not None:
         _audit_update(result, before, active, now)
-    result.maps_written = _install_maps(config.maps, [lease.address for lease in active])
+    result.maps_written = _install_maps(config.maps, state, [lease.address for lease in active], errors)
     result.leases = len(active)
     faults.point("update:maps-written")
-    settled = settled_record(config, active, snapshot.version, logs)
-    if checkpoints != saved or settled != state.settled:
-        state.save_checkpoints(checkpoints, settled)
+    if snapshot is not None:
+        # Without an error, what the run depended on, so that the next can be quiet.
+        settled = settled_record(config, active, snapshot.version, logs) if not errors else None
+        if checkpoints != saved or settled != state.settled or errors:
+            _collect(errors, lambda: state.save_checkpoints(checkpoints, settled))
+        if rebuild and not errors:
+            _collect(errors, state.rebuild_done)
+    if errors:
+        # One line on stderr, the first error's; the others only with -v and in log_file.
+        for other in errors[1:]:
+            log.info("also failed: %s", other)
+        raise errors[0]
     return result
+
+
+def _collect(errors: list[ExactcronError], action: Callable[[], object]) -> bool:
+    """Run `action`; on an exactcron error, keep it in `errors`. True when it succeeded."""
+    try:
+        action()
+    except ExactcronError as error:
+        errors.append(error)
+        return False
+    return True
 
 
 def _audit_update(result: UpdateResult, before: dict[str, Lease], active: list[Lease], now: datetime) -> None:
@@ -202,7 +234,14 @@ def _read_source(
     timestamps = TimestampParser(now, source.zone)
     # Logins older than this grant nothing: a file never seen is read from here on.
     since = now - config.timeout
-    parser = LineParser(source.rules, timestamps)
+    parser = LineParser(source.rules, timestamps, source.hosts)
+    senders = None
+    if source.written_by is not None:
+        check_written_by(source.path, source.written_by)
+    elif source.syslog_senders:
+        senders = SenderFilter(
+            user_id(name, f"syslog_senders of {source.path}") for name in source.syslog_senders
+        )
     report = SourceReport(source.path)
     # Per address, its latest login only: the lease it grants is the one
     # all its logins would grant when merged one by one, in log order.
@@ -241,27 +280,75 @@ def _read_source(
         checkpoint = Checkpoint.from_json(saved) if saved else None
         reader = LogReader(source.path, checkpoint, since, timestamps.stamp, source.olddir)
         for block in reader.blocks():
-            keep(parser.logins(block))
+            keep(parser.logins(senders.block(block) if senders is not None else block))
     merge()
     report.lines = parser.lines
     report.bytes_read = reader.bytes_read
     if parser.too_long:
         log.warning("%s: skipped %d over-long lines", source.path, parser.too_long)
+    if parser.other_hosts:
+        log.info("%s: %d logins from hosts not in `hosts` granted nothing", source.path, parser.other_hosts)
     return report, reader.checkpoint
 
 
-def _install_maps(maps: Iterable[MapConfig], addresses: Sequence[str]) -> list[Path]:
-    """Rewrite the maps whose content differs from `addresses` (normalized, sorted)."""
-    from exactcron.maps import MapWriter
+def _install_maps(
+    maps: Sequence[MapConfig],
+    state: LocalState,
+    addresses: Sequence[str],
+    errors: list[ExactcronError],
+    force: bool = False,
+) -> list[Path]:
+    """Rewrite the maps whose content differs from `addresses` (normalized, sorted),
+    or whose files are not those installed last (every map, with `force`).
+
+    A map that fails leaves its error in `errors`; the others are still written.
+    """
+    from exactcron.maps import MapRecord, MapWriter
 
     writer = MapWriter()
+    record = MapRecord(state.directory)
     written = []
     for spec in maps:
         # Under the lock, a temporary file beside the map is a killed run's.
         remove_leftovers(spec.path)
-        if writer.install(spec, addresses):
-            written.append(spec.path)
+        try:
+            if writer.install(spec, addresses, force, record):
+                written.append(spec.path)
+        except ExactcronError as error:
+            errors.append(error)
+    _collect(errors, lambda: record.save(maps))
     return written
+
+
+def _install_maps_failing_closed(
+    maps: Sequence[MapConfig], state: LocalState, addresses: Sequence[str]
+) -> None:
+    """Install the maps with `addresses` on the way out of a failed run; their own
+    errors go to the log, since the run's error is the one reported."""
+    errors: list[ExactcronError] = []
+    _install_maps(maps, state, addresses, errors)
+    for error in errors:
+        log.info("also failed: %s", error)
+
+
+def _begin(config: Config, state: LocalState, store: LeaseStore) -> bool:
+    """Load the leases under the lock; True when they were lost (a broken file set aside).
+
+    Leases that cannot be read justify no relay: the maps are emptied (fail
+    closed) and the error raised. Lost leases are rebuilt from the logs by the
+    next update, whichever command found them lost: that is remembered.
+    """
+    try:
+        lost = store.begin()
+    except StoreUnavailableError:
+        # The caller serves what was last read, less what expired since.
+        raise
+    except ExactcronError:
+        _install_maps_failing_closed(config.maps, state, [])
+        raise
+    if lost:
+        state.request_rebuild()
+    return lost
 
 
 def _record_failure(state: LocalState, record: RunRecord) -> None:
@@ -273,13 +360,17 @@ def _record_failure(state: LocalState, record: RunRecord) -> None:
 def _change_leases(config: Config, now: datetime, change: Callable[[LeaseStore], Any]) -> Any:
     """Apply `change(store)` under the lock, then save leases and rewrite maps."""
     with _opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
-        store.begin()
+        _begin(config, state, store)
         before = _known_leases(store)
         outcome = change(store)
         for address in store.prune(now, config.timeout, config.ignore):
             audit.lease_expired(now, before.get(address), address)
-        store.save()
-        _install_maps(config.maps, [lease.address for lease in store.snapshot(now).leases])
+        errors: list[ExactcronError] = []
+        saved = _collect(errors, store.save)
+        active = store.snapshot(now).leases if saved else store.last_known(now)
+        _install_maps(config.maps, state, [lease.address for lease in active], errors)
+        if errors:
+            raise errors[0]
         return outcome
 
 
@@ -312,14 +403,47 @@ def add(config: Config, now: datetime, address: str, duration: timedelta, by: st
 def render(config: Config, now: datetime) -> list[Path]:
     """Rewrite every map from the current leases, whether or not it changed."""
     with _opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
+        errors: list[ExactcronError] = []
+        if _begin(config, state, store):
+            # The broken file is set aside: store the (empty) leases, so that `show` agrees.
+            _collect(errors, store.save)
         addresses = [lease.address for lease in store.snapshot(now).leases]
-        from exactcron.maps import MapWriter
-
-        writer = MapWriter()
-        for spec in config.maps:
-            remove_leftovers(spec.path)
-            writer.install(spec, addresses, force=True)
+        _install_maps(config.maps, state, addresses, errors, force=True)
+        if errors:
+            raise errors[0]
         return [spec.path for spec in config.maps]
+
+
+def salvage_maps(state_dir: Path, now: datetime) -> None:
+    """After a configuration that cannot be loaded: drop expired leases from the maps
+    the last run installed, as recorded in the state directory. Best effort."""
+    if not state_dir.is_dir():
+        return
+    from exactcron.leasefile import FileLeaseStore
+    from exactcron.maps import MapRecord
+
+    state = LocalState(state_dir)
+    with contextlib.suppress(ExactcronError), state.locked(5):
+        specs = MapRecord(state_dir).specs()
+        if specs:
+            # The local lease file: with a broken configuration, no other store is known.
+            leases = FileLeaseStore(state, repair=False).snapshot(now).leases
+            _install_maps_failing_closed(specs, state, [lease.address for lease in leases])
+
+
+def state_dir_of(config_file: Path) -> Path | None:
+    """`state_dir` of a configuration file that may be broken elsewhere."""
+    import tomllib
+
+    try:
+        document = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = document.get("state_dir", "/var/lib/exactcron")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (config_file.parent / path).resolve()
 
 
 def current_leases(config: Config, now: datetime) -> list[Lease]:

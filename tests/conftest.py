@@ -74,6 +74,7 @@ state_dir = "{state}"
 [[source]]
 path = "{root / "mail.log"}"
 server = "dovecot"
+hosts = ["mail"]
 [[map]]
 mta = "postfix"
 path = "{state / "relay"}"
@@ -100,6 +101,7 @@ timeout = "30m"
 path = "{log}"
 server = "dovecot"
 timezone = "UTC"
+hosts = ["mail"]
 
 [[map]]
 mta = "postfix"

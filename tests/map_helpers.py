@@ -53,7 +53,7 @@ class Site:
         self.config.write_text(
             f'state_dir = "{self.directory / "state"}"\n'
             'timeout = "30m"\n'
-            f'[[source]]\npath = "{self.log}"\nserver = "dovecot"\ntimezone = "UTC"\n{tables}'
+            f'[[source]]\npath = "{self.log}"\nserver = "dovecot"\ntimezone = "UTC"\nhosts = ["vm"]\n{tables}'
         )
         self.config.chmod(0o644)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from exactcron.checker import check_log, looks_like_login
-from exactcron.cli import main
+from exactcron.cli import FORGEABLE_WARNING, main
 from exactcron.rules import BUILTIN_RULES, MAX_LINE_BYTES
 from exactcron.timestamps import TimestampParser, parse_instant
 
@@ -44,6 +45,7 @@ ignore = ["127.0.0.0/8"]
 path = "{log}"
 server = {server}
 timezone = "UTC"
+hosts = ["*"]
 
 [[map]]
 mta = "exim"
@@ -57,7 +59,8 @@ path = "{tmp_path / "state" / "relay"}"
 
 def test_check_reports_per_rule_counts_unmatched_logins_and_why_not_granted(tmp_path: Path) -> None:
     log = tmp_path / "mail.log"
-    log.write_text(LOG, encoding="utf-8")
+    # Without a configuration, the default `hosts`: this machine's own name.
+    log.write_text(LOG.replace(" mail ", f" {socket.gethostname()} "), encoding="utf-8")
     code, output = run(str(log), "--server", "dovecot,courier")
     assert code == 0
     assert output == (
@@ -68,7 +71,7 @@ def test_check_reports_per_rule_counts_unmatched_logins_and_why_not_granted(tmp_
         "rule dovecot: 3 lines matched\n"
         "rule courier: 1 line matched\n"
         "read 6 lines, 4 logins; 1 line looked like a login but matched no rule\n"
-        "  line 4: Nov 25 17:53:10 mail mypopd[9]: user carol logged in from 192.0.2.30\n"
+        f"  line 4: Nov 25 17:53:10 {socket.gethostname()} mypopd[9]: user carol logged in from 192.0.2.30\n"
         "not granted, older than the timeout: 192.0.2.40\n"
         "not granted, in ignore: 127.0.0.1\n"
         "would grant: 192.0.2.10 192.0.2.20\n"
@@ -83,6 +86,7 @@ def test_check_with_the_configured_rules_and_a_site_rule(tmp_path: Path) -> None
     code, output = run(str(log), config=config)
     assert code == 0
     assert output == (
+        f"warning: {log}: {FORGEABLE_WARNING}\n"
         "2026-11-25T17:50:10+00:00 dovecot alice 192.0.2.10\n"
         "2026-11-25T17:53:10+00:00 mypopd carol 192.0.2.30\n"
         "2026-11-25T16:00:00+00:00 dovecot dave 192.0.2.40\n"
@@ -173,6 +177,7 @@ def test_check_flags_a_rule_that_matches_failure_lines(tmp_path: Path) -> None:
     code, output = run(str(log), config=write_config(tmp_path, log, '["mypopd"]', site))
     assert code == 0
     assert output == (
+        f"warning: {log}: {FORGEABLE_WARNING}\n"
         "2026-11-25T17:50:10+00:00 mypopd carol 192.0.2.30\n"
         "2026-11-25T17:51:10+00:00 mypopd mallory 192.0.2.66\n"
         "2026-11-25T17:52:10+00:00 mypopd failed 192.0.2.31\n"
@@ -230,7 +235,7 @@ def test_check_says_how_many_quoted_lines_it_left_out() -> None:
 
 def _big_log(count: int) -> bytes:
     return "".join(
-        f"Nov 25 17:{30 + number}:00 mail dovecot: imap-login: Logged in: user=<u{number}>, method=PLAIN, "
+        f"Nov 25 17:{30 + number}:00 {socket.gethostname()} dovecot: imap-login: Logged in: user=<u{number}>, method=PLAIN, "
         f"rip=192.0.2.{number}, lip=198.51.100.1, mpid={number}, TLS, session=<s{number}>\n"
         for number in range(1, count + 1)
     ).encode()
@@ -269,4 +274,22 @@ def test_check_all_lists_every_login_and_address() -> None:
         "rule dovecot: 25 lines matched\n"
         "read 25 lines, 25 logins; 0 lines looked like a login but matched no rule\n"
         f"would grant: {addresses}\n"
+    )
+
+
+def test_check_says_why_lines_of_other_hosts_and_special_addresses_grant_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    here = socket.gethostname()
+    log.write_text(
+        f"Nov 25 17:50:10 {here} dovecot: pop3-login: Login: user=<a>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1\n"
+        f"Nov 25 17:50:11 {here} dovecot: pop3-login: Login: user=<b>, method=PLAIN, rip=224.0.0.1, lip=192.0.2.1\n"
+        "Nov 25 17:50:12 elsewhere dovecot: pop3-login: Login: user=<c>, method=PLAIN, rip=192.0.2.12, lip=192.0.2.1\n",
+        encoding="utf-8",
+    )
+    code, output = run(str(log), "--server", "dovecot")
+    assert code == 0
+    assert output.endswith(
+        "never granted (unspecified, broadcast, multicast, link-local): 224.0.0.1\n"
+        "not granted, from a host not in `hosts`: 1 login line\n"
+        "would grant: 192.0.2.10\n"
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from exactcron.cli import FORGEABLE_WARNING
 from tests.conftest import NOW, Site, dovecot_failure, dovecot_login, require_tool
 
 
@@ -173,7 +174,7 @@ def test_status_reports_the_checkpoint_and_the_last_run(site: Site) -> None:
     before = site.run("status")
     assert (before.exit_code, before.output) == (
         1,
-        f"source {site.log}\n  checkpoint: none (not read yet)\n  unread bytes: 0\nlast run: never\nleases: 0\n"
+        f"source {site.log}\n  trust: {FORGEABLE_WARNING}\n  checkpoint: none (not read yet)\n  unread bytes: 0\nlast run: never\nleases: 0\n"
         "unhealthy\nexactcron: unhealthy: no update has run yet\n",
     )
     site.write_log(dovecot_login("192.0.2.10"))

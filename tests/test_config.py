@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from exactcron.cli import main
+from exactcron.cli import FORGEABLE_WARNING, main
 from exactcron.config import load_config, parse_duration
 from tests.conftest import write_config
 
@@ -32,7 +32,10 @@ def check(config: Path) -> tuple[int, str]:
 def test_a_good_config_checks_ok_and_paths_are_read_beside_it(tmp_path: Path) -> None:
     config = write_config(tmp_path, GOOD)
     (tmp_path / "mail.log").touch()
-    assert check(config) == (0, f"{config}: OK (1 sources)\n")
+    assert check(config) == (
+        0,
+        f"{config}: OK (1 sources)\nwarning: {tmp_path / 'mail.log'}: {FORGEABLE_WARNING}\n",
+    )
     loaded = load_config(config)
     assert loaded.state_dir == tmp_path / "state"
     assert loaded.sources[0].path == tmp_path / "mail.log"
@@ -106,7 +109,8 @@ def test_config_comes_from_the_environment_when_not_given(tmp_path: Path) -> Non
     config = write_config(tmp_path, GOOD)
     (tmp_path / "mail.log").touch()
     result = CliRunner().invoke(main, ["check"], env={"EXACTCRON_CONFIG": str(config)})
-    assert (result.exit_code, result.output) == (0, f"{config}: OK (1 sources)\n")
+    expected = f"{config}: OK (1 sources)\nwarning: {tmp_path / 'mail.log'}: {FORGEABLE_WARNING}\n"
+    assert (result.exit_code, result.output) == (0, expected)
 
 
 def test_an_unknown_timezone_is_named(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ exact-servers.conf stanzas, and the 1.2x layout with `match` in exact.conf.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -182,11 +183,12 @@ def test_a_site_stanza_grants_what_exact_granted(root: Path) -> None:
     assert 'server = "mypopd"\n' in result.stdout
     assert '[[map]]\nmta = "exim"\n' in result.stdout
     assert checked(root, result.stdout).returncode == 0
+    # This machine's lines: a source counts only its own host's by default.
     lines = (
         "Nov 25 17:50:00 mx1 mypopd[12]: OK from [192.0.2.7] user=alice\n"
         "Nov 25 17:50:01 mx1 mypopd[12]: FAILED from [192.0.2.66] user=mallory\n"
         "Nov 25 17:50:02 mx1 otherd[13]: OK from [192.0.2.99] user=mallory\n"  # not the server's tag
-    )
+    ).replace(" mx1 ", f" {socket.gethostname()} ")
     found = exactcron("--config", str(root / "exactcron.toml"), "--now", NOW, "check", "-", stdin=lines)
     assert found.returncode == 0, found.stderr
     assert "2026-11-25T17:50:00+00:00 mypopd alice 192.0.2.7\n" in found.stdout

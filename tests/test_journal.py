@@ -96,7 +96,7 @@ def test_journal_source_grants_trusted_units_only_and_resumes_at_its_cursor(
     config.write_text(
         f'state_dir = "{tmp_path / "state"}"\ntimeout = "30m"\nignore = []\n'
         f'[[source]]\njournal = ["dovecot.service", "imap.service"]\njournal_directory = "{journal}"\n'
-        f'server = "dovecot"\n[[map]]\nmta = "exim"\npath = "{tmp_path / "relay"}"\n'
+        f'server = "dovecot"\nhosts = ["mx"]\n[[map]]\nmta = "exim"\npath = "{tmp_path / "relay"}"\n'
     )
     granted, _ = update(config, NOW)
     assert sorted(granted) == ["192.0.2.2", "192.0.2.4"]

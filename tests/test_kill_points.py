@@ -4,6 +4,11 @@ Each point in the run (found by tracing a clean run, so new points are
 covered without editing this file) is tried with SIGKILL, then one clean
 `update` runs. After each: the leases equal those of a run that was never
 killed, every map equals the leases, and no temporary file is left behind.
+
+And what the MTA would see: after a kill at every point of an `update` and
+of a `flush`, followed by a `flush`, an `add` or a run after every lease has
+expired, each map's database (queried with postmap -q, Sendmail's editmap -q,
+and Exim's file) holds exactly the addresses `show` lists.
 """
 
 from __future__ import annotations
@@ -18,20 +23,25 @@ from pathlib import Path
 
 import pytest
 
+from tests import test_mta_exim_sendmail
 from tests.conftest import dovecot_login, require_tool, write_site_config
 from tests.pg_cluster import Cluster
 
+# The unpacked Sendmail tools (editmap, makemap), a fixture of the MTA tests.
+mta_bin = test_mta_exim_sendmail.mta_bin
 FIRST = "2026-11-25T18:00:00+00:00"
 SECOND = "2026-11-25T18:01:00+00:00"
 
 
-def make_site(root: Path, store: str = "") -> Path:
+def make_site(root: Path, store: str = "", sendmail: bool = False) -> Path:
     """A site; with `store` (a [store] table), its leases live in PostgreSQL."""
     root.mkdir()
+    root.chmod(0o755)
     state = root / "state"
-    config = write_site_config(
-        root, state, f'[[map]]\nmta = "exim"\npath = "{state / "relay-exim"}"\n{store}'
-    )
+    maps = f'[[map]]\nmta = "exim"\npath = "{state / "relay-exim"}"\n'
+    if sendmail:
+        maps += f'[[map]]\nmta = "sendmail"\npath = "{state / "relay-sendmail"}"\n'
+    config = write_site_config(root, state, maps + store)
     with (root / "mail.log").open("w") as log:
         log.write(dovecot_login("192.0.2.10", "alice", "2026-11-25T17:40:00+00:00") + "\n")
         log.write(dovecot_login("192.0.2.11", "bob", "2026-11-25T17:45:00+00:00") + "\n")
@@ -39,7 +49,11 @@ def make_site(root: Path, store: str = "") -> Path:
 
 
 def run_update(config: Path, now: str, **environment: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "exactcron", "--config", str(config), "--now", now, "update"]
+    return run(config, now, "update", **environment)
+
+
+def run(config: Path, now: str, *arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "exactcron", "--config", str(config), "--now", now, *arguments]
     return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **environment})
 
 
@@ -56,12 +70,15 @@ def leases(config: Path) -> list[dict[str, object]]:
     return json.loads(shown.stdout)["leases"]  # type: ignore[no-any-return]
 
 
-def points_of_second_run(tmp_path: Path, store: Callable[[], str]) -> list[str]:
-    config = make_site(tmp_path / "trace", store())
-    assert run_update(config, FIRST).returncode == 0
+def points_of_second_run(
+    tmp_path: Path, store: str = "", command: tuple[str, ...] = ("update",), **environment: str
+) -> list[str]:
+    config = make_site(tmp_path / f"trace-{command[0]}", store, sendmail=bool(environment))
+    assert run_update(config, FIRST, **environment).returncode == 0
     append_second_batch(config)
-    trace = tmp_path / "points"
-    assert run_update(config, SECOND, EXACTCRON_TRACE_POINTS=str(trace)).returncode == 0
+    trace = tmp_path / f"points-{command[0]}"
+    traced = run(config, SECOND, *command, EXACTCRON_TRACE_POINTS=str(trace), **environment)
+    assert traced.returncode == 0, traced.stderr
     return list(dict.fromkeys(trace.read_text().split()))
 
 
@@ -83,7 +100,7 @@ def test_a_run_killed_at_any_point_loses_nothing(tmp_path: Path, store: Callable
     expected = leases(reference)
     assert [lease["ip"] for lease in expected] == ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
 
-    points = points_of_second_run(tmp_path, store)
+    points = points_of_second_run(tmp_path, store())
     writes = "store:committed" if store() else "leases.json:renamed"
     assert {writes, "update:maps-written", "checkpoints.json:synced"} <= set(points)
     for number, point in enumerate(points):
@@ -115,3 +132,71 @@ def test_a_killed_run_leaves_the_previous_map_whole(tmp_path: Path, point: str) 
         [require_tool("postmap"), "-q", "192.0.2.11", f"hash:{relay}"], capture_output=True, text=True
     )
     assert lookup.stdout == "OK\n"
+
+
+CANDIDATES = ["192.0.2.10", "192.0.2.11", "192.0.2.12", "198.51.100.1"]
+FOLLOW_UPS = {
+    "flush": (("flush", "192.0.2.12"), SECOND),
+    "add": (("add", "198.51.100.1"), SECOND),
+    "expiry": (("update",), "2026-11-25T19:00:00+00:00"),
+}
+
+
+def shown(config: Path, now: str) -> set[str]:
+    result = run(config, now, "show", "--json")
+    assert result.returncode == 0, result.stderr
+    return {lease["ip"] for lease in json.loads(result.stdout)["leases"]}
+
+
+def in_databases(config: Path, bin_dir: Path) -> dict[str, set[str]]:
+    """The candidate addresses each map's database answers for, as the MTA would look them up."""
+    state = config.parent / "state"
+    postmap = require_tool("postmap")
+    found: dict[str, set[str]] = {"postfix": set(), "sendmail": set(), "exim": set()}
+    for address in CANDIDATES:
+        lookup = subprocess.run(
+            [postmap, "-q", address, f"hash:{state / 'relay'}"], capture_output=True, text=True
+        )
+        assert lookup.returncode in (0, 1), lookup.stderr
+        if lookup.stdout == "OK\n":
+            found["postfix"].add(address)
+        query = [str(bin_dir / "editmap"), "-q", "hash", str(state / "relay-sendmail"), f"Connect:{address}"]
+        access = subprocess.run(query, capture_output=True, text=True)
+        assert access.returncode in (0, 69), access.stderr
+        if access.stdout == "RELAY\n":
+            found["sendmail"].add(address)
+    # Exim reads the file itself on every use.
+    found["exim"] = set((state / "relay-exim").read_text().split()) & set(CANDIDATES)
+    return found
+
+
+@pytest.mark.parametrize("follow_up", FOLLOW_UPS)
+@pytest.mark.parametrize("killed", ["update", "flush"])
+def test_after_a_kill_anywhere_every_database_holds_what_show_lists(
+    tmp_path: Path, mta_bin: Path, killed: str, follow_up: str
+) -> None:
+    require_tool("postmap")
+    environment = {"PATH": f"{mta_bin}:{os.environ['PATH']}"}
+    command = ("update",) if killed == "update" else ("flush", "192.0.2.11")
+    points = points_of_second_run(tmp_path, "", command, **environment)
+    assert "relay:renamed.db" in points and "relay-sendmail:renamed.db" in points
+    arguments, now = FOLLOW_UPS[follow_up]
+    for number, point in enumerate(points):
+        config = make_site(tmp_path / f"kill-{number}", sendmail=True)
+        assert run_update(config, FIRST, **environment).returncode == 0
+        append_second_batch(config)
+        killed_run = run(config, SECOND, *command, EXACTCRON_KILL_AT=point, **environment)
+        assert killed_run.returncode == -9, f"{point}: not reached ({killed_run.stderr})"
+        after = run(config, now, *arguments, **environment)
+        assert after.returncode == 0, f"after {point}: {after.stderr}"
+        leased = shown(config, now)
+        if follow_up == "flush":
+            assert "192.0.2.12" not in leased
+        if follow_up == "add":
+            assert "198.51.100.1" in leased
+        if follow_up == "expiry":
+            assert leased == set()
+        databases = in_databases(config, mta_bin)
+        assert databases == {"postfix": leased, "sendmail": leased, "exim": leased}, (
+            f"{follow_up} after a kill of {killed} at {point}"
+        )

@@ -20,6 +20,7 @@ import click
 import filelock
 import pytest
 
+from exactcron.cli import FORGEABLE_WARNING
 from tests.conftest import dovecot_login, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +53,7 @@ def site() -> Iterator[Path]:
         os.chown(state, nobody.pw_uid, nobody.pw_gid)
         (root / "exactcron.toml").write_text(
             f'state_dir = "{state}"\n'
-            f'[[source]]\npath = "{log}"\nserver = "dovecot"\n'
+            f'[[source]]\npath = "{log}"\nserver = "dovecot"\nhosts = ["mail"]\n'
             f'[[map]]\nmta = "postfix"\npath = "{state / "relay"}"\ntype = "hash"\n'
         )
         yield root
@@ -108,7 +109,7 @@ def test_check_says_the_cron_user_cannot_read_the_log_without_adm(site: Path) ->
     granted = run_as_nobody(site, "check", groups=("adm",))
     assert (granted.returncode, granted.stdout, granted.stderr) == (
         0,
-        f"{site / 'exactcron.toml'}: OK (1 sources)\n",
+        f"{site / 'exactcron.toml'}: OK (1 sources)\nwarning: {site / 'mail.log'}: {FORGEABLE_WARNING}\n",
         "",
     )
 
@@ -153,3 +154,87 @@ def test_check_run_as_root_tests_the_rights_of_the_owner_of_state_dir(site: Path
     (site / "mail.log").chmod(0o644)
     result = subprocess.run(command, capture_output=True, text=True, env=environment, cwd="/")
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def run_as(
+    site: Path,
+    user: str | None,
+    *arguments: str,
+    now: str = "2026-11-25T18:00:00+00:00",
+    groups: tuple[str, ...] = ("adm",),
+) -> subprocess.CompletedProcess[str]:
+    """exactcron as `user` (None: root, as an administrator types it)."""
+    switch: list[str] = []
+    if user is not None:
+        group = grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+        switch = ["setpriv", f"--reuid={user}", f"--regid={group}", f"--groups={','.join(groups)}"]
+    command = [SYSTEM_PYTHON, "-m", "exactcron", "--config", str(site / "exactcron.toml"), "--now", now]
+    environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(site / "lib")}
+    return subprocess.run(
+        [*switch, *command, *arguments], capture_output=True, text=True, env=environment, cwd="/"
+    )
+
+
+def postfix_answers(relay: Path, address: str) -> bool:
+    lookup = subprocess.run(
+        [require_tool("postmap"), "-q", address, f"hash:{relay}"], capture_output=True, text=True
+    )
+    return lookup.stdout == "OK\n"
+
+
+def test_a_command_run_as_root_runs_as_the_owner_and_leaves_nothing_the_cron_job_cannot_write(
+    site: Path,
+) -> None:
+    require_tool("postmap")
+    added = run_as(site, None, "add", "198.51.100.1", "--for", "5m")
+    assert (added.returncode, added.stderr) == (0, "")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    state = site / "state"
+    assert {path.stat().st_uid for path in state.iterdir()} == {nobody}
+    relay = state / "relay"
+    assert postfix_answers(relay, "198.51.100.1")
+    # The cron job, an hour later: it can write everything, and the lease is gone.
+    later = run_as(site, "nobody", "update", now="2026-11-25T19:00:00+00:00")
+    assert (later.returncode, later.stderr) == (0, "")
+    assert not postfix_answers(relay, "198.51.100.1")
+    for command in (["update"], ["render"], ["flush", "--all"]):
+        assert run_as(site, None, *command).returncode == 0
+    assert {path.stat().st_uid for path in state.iterdir()} == {nobody}
+
+
+def test_state_files_an_earlier_root_run_left_are_handed_to_the_owner(site: Path) -> None:
+    require_tool("postmap")
+    state = site / "state"
+    (state / "leases.json").write_text('{"schema": 1, "leases": [], "flushed": {}, "flushed_all": null}\n')
+    (state / "leases.json").chmod(0o600)  # as 0.1 left it when run as root
+    assert run_as(site, None, "render").returncode == 0
+    result = run_as(site, "nobody", "update")
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_any_other_user_is_refused_with_77_naming_the_owner(site: Path) -> None:
+    for command in (["update"], ["add", "198.51.100.1"], ["flush", "--all"], ["render"]):
+        result = run_as(site, "daemon", *command)
+        assert result.returncode == 77, command
+        assert result.stderr == (
+            f"exactcron: {site / 'state'} belongs to nobody; run this as nobody "
+            "(runuser -u nobody -- exactcron ...) or as root\n"
+        )
+    assert list((site / "state").iterdir()) == []
+
+
+def test_a_log_directory_that_cannot_be_listed_never_makes_a_run_quiet(site: Path) -> None:
+    require_tool("postmap")
+    logs = site / "logs"
+    logs.mkdir(mode=0o711)  # the cron user may open the log, not list its directory
+    log = logs / "mail.log"
+    (site / "mail.log").rename(log)
+    config = site / "exactcron.toml"
+    config.write_text(config.read_text().replace(str(site / "mail.log"), str(log)))
+    first = run_as(site, "nobody", "update")
+    assert (first.returncode, first.stderr) == (0, "")
+    with log.open("a") as stream:
+        stream.write(dovecot_login("192.0.2.11", "bob", "2026-11-25T18:00:30+00:00") + "\n")
+    second = run_as(site, "nobody", "update", now="2026-11-25T18:01:00+00:00")
+    assert (second.returncode, second.stderr) == (0, "")
+    assert (site / "state" / "relay").read_text() == "192.0.2.10 OK\n192.0.2.11 OK\n"

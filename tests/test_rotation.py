@@ -63,7 +63,7 @@ class Site:
         )
         (self.directory / "exactcron.toml").write_text(
             f'state_dir = "{self.directory / "state"}"\ntimeout = "2h"\nignore = []\n'
-            f'[[source]]\npath = "{self.log}"\nserver = "dovecot"\ntimezone = "UTC"\n'
+            f'[[source]]\npath = "{self.log}"\nserver = "dovecot"\ntimezone = "UTC"\nhosts = ["*"]\n'
             + (f'olddir = "{self.directory / "old"}"\n' if "olddir" in self.options else "")
             + f'[[map]]\nmta = "exim"\npath = "{self.directory / "relay"}"\n'
         )

@@ -453,6 +453,7 @@ state_dir = "{tmp_path / "state"}"
 path = "{tmp_path / "mail.log"}"
 server = "{server}"
 timezone = "UTC"
+hosts = ["*"]
 
 [[map]]
 mta = "exim"

@@ -1,0 +1,118 @@
+"""Who wrote a log line: the checks that come before any rule reads it.
+
+A rule can only say what a line claims. Whether it counts depends on who
+could have written it: a log file the server writes itself counts only while
+nobody but root and the server's user can write it or its directory; an
+rsyslog-written line counts only when rsyslog's own record of the sender
+(the uid imuxsock takes from the socket's credentials) names a trusted user.
+The host field is checked by the line parser (rules.LineParser.hosts).
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+from exactcron.errors import ConfigError
+
+# What the template in README.md appends to every line, from rsyslog's
+# trusted properties ($!uid, $!pid with imuxsock's ParseTrusted): only
+# digits, after whatever the sender wrote, so the last one is rsyslog's own.
+# A line from the network carries no uid and never counts.
+_SENDER = re.compile(rb" @\[uid=(\d{1,10}) pid=\d{1,10}\]$")
+
+
+def user_id(name: str, key: str) -> int:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        raise ConfigError(f"{key}: no such user {name!r}") from None
+
+
+class SenderFilter:
+    """Keeps the lines rsyslog received from one of `uids`, without rsyslog's suffix."""
+
+    def __init__(self, uids: Iterable[int]) -> None:
+        self.uids = frozenset(uids)
+        self.refused = 0
+
+    def accept(self, line: bytes) -> bytes | None:
+        found = _SENDER.search(line)
+        if found is None or int(found.group(1)) not in self.uids:
+            self.refused += 1
+            return None
+        return line[: found.start()]
+
+    def block(self, block: bytes) -> bytes:
+        """The accepted lines of a block of whole lines, each ending in LF."""
+        kept = (self.accept(line) for line in block[:-1].split(b"\n"))
+        return b"".join(line + b"\n" for line in kept if line is not None)
+
+
+def check_written_by(path: Path, writer: str) -> None:
+    """Refuse a server's own log file that anyone but root and `writer` can write.
+
+    The file and its directory: whoever can write the directory can replace
+    the file. Raises ConfigError naming what is wrong and how to fix it.
+    """
+    allowed = {0, user_id(writer, f"written_by of {path}")}
+    for target in (path.parent, path):
+        try:
+            status = os.stat(target)
+        except FileNotFoundError:
+            continue  # being rotated: the directory's check stands
+        except OSError as error:
+            raise ConfigError(f"{target}: cannot check who may write it: {error.strerror}") from None
+        others = _other_writers(status, allowed)
+        if others:
+            trusted = "root" if writer == "root" else f"root and {writer}"
+            raise ConfigError(
+                f"{target} can be written by {others}, not only by {trusted}, "
+                f"so its lines could be forged; refusing it (chown root or {writer}, chmod go-w)"
+            )
+
+
+def _other_writers(status: os.stat_result, allowed: set[int]) -> str | None:
+    if status.st_mode & stat.S_IWOTH:
+        return "every user"
+    if status.st_uid not in allowed:
+        return f"its owner {_user_name(status.st_uid)}"
+    if status.st_mode & stat.S_IWGRP:
+        members = _group_members(status.st_gid) - allowed
+        if members:
+            return f"the members of group {_group_name(status.st_gid)}"
+    return None
+
+
+def _group_members(gid: int) -> set[int]:
+    """The uids in a group: its listed members and the users whose primary group it is."""
+    uids = {user.pw_uid for user in pwd.getpwall() if user.pw_gid == gid}
+    try:
+        names = grp.getgrgid(gid).gr_mem
+    except KeyError:
+        return uids | {-1}  # an unknown group: assume strangers
+    for name in names:
+        try:
+            uids.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            uids.add(-1)
+    return uids
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return f"gid {gid}"

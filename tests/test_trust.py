@@ -1,0 +1,297 @@
+"""Forgery attempts against every set-up the README recommends, with the real tools.
+
+A private rsyslogd (its own socket, UDP port on loopback, pid file and
+files) writes the mail log; `logger`, run as the unprivileged user `nobody`
+through runuser, plays the local attacker; a UDP datagram plays another host
+(a central log host, or a spoofed sender); systemd-journal-remote writes a
+journal whose entries come from another machine. A plain syslog-fed file
+can be forged by anyone, and `check` and `status` say so; with rsyslog's
+trusted sender uid, a server-written file nobody else can write, the
+journal's fields and the host field, the forgery grants nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from exactcron.cli import FORGEABLE_WARNING
+from tests.conftest import require_tool
+
+FORGED = "imap-login: Login: user=<x>, method=PLAIN, rip=203.0.113.66, lip=192.0.2.1, mpid=1, session=<a>"
+GENUINE = "imap-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.44, lip=192.0.2.1, mpid=2, session=<b>"
+# What README.md tells rsyslog to write: each line, then the sender's uid as imuxsock saw it.
+TEMPLATE = (
+    'template(name="exactcron" type="string" string="%TIMESTAMP:::date-rfc3339% %HOSTNAME% '
+    '%syslogtag%%msg:::sp-if-no-1st-sp%%msg:::drop-last-lf% @[uid=%$!uid% pid=%$!pid%]\\n")'
+)
+
+
+def root_required() -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root; these tests switch users")
+        pytest.skip("needs root to run logger as another user")
+
+
+class Rsyslog:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.socket = directory / "log.sock"
+        self.plain = directory / "plain.log"
+        self.trusted = directory / "trusted.log"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        (directory / "work").mkdir()
+        config = directory / "rsyslog.conf"
+        config.write_text(
+            f"""\
+global(workDirectory="{directory / "work"}")
+module(load="imuxsock" SysSock.Use="off")
+input(type="imuxsock" Socket="{self.socket}" Annotate="on" ParseTrusted="on" CreatePath="on")
+module(load="imudp")
+input(type="imudp" address="127.0.0.1" port="{self.port}")
+{TEMPLATE}
+mail.* action(type="omfile" file="{self.plain}" template="RSYSLOG_FileFormat")
+mail.* action(type="omfile" file="{self.trusted}" template="exactcron")
+"""
+        )
+        self.process = subprocess.Popen(
+            [require_tool("rsyslogd"), "-n", "-f", str(config), "-i", str(directory / "rsyslogd.pid")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for(lambda: self.socket.exists(), "rsyslogd's socket")
+        self.socket.chmod(0o666)  # as /dev/log: every local user may log
+
+    def logger(self, user: str | None, message: str, tag: str = "dovecot") -> None:
+        command = [require_tool("logger"), "-u", str(self.socket), "-p", "mail.info", "-t", tag, message]
+        if user is not None:
+            command = [require_tool("runuser"), "-u", user, "--", *command]
+        subprocess.run(command, check=True, capture_output=True)
+
+    def from_network(self, host: str, message: str, tag: str = "dovecot") -> None:
+        stamp = datetime.now(UTC).strftime("%b %d %H:%M:%S").replace(" 0", "  ", 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(f"<22>{stamp} {host} {tag}: {message}".encode(), ("127.0.0.1", self.port))
+
+    def wait_for_lines(self, count: int) -> None:
+        for log in (self.plain, self.trusted):
+            wait_for(lambda log=log: log.exists() and log.read_text().count("\n") >= count, f"{count} lines")  # type: ignore[misc]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=10)
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def rsyslog() -> Iterator[Rsyslog]:
+    root_required()
+    require_tool("postmap")
+    # Under /tmp, open to every user: `nobody` must reach the socket.
+    directory = Path(tempfile.mkdtemp(prefix="exct-trust-"))
+    directory.chmod(0o755)
+    server = None
+    try:
+        server = Rsyslog(directory)
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(directory)
+
+
+def configure(directory: Path, source: str) -> Path:
+    """A site in `directory` (created) reading one source into a hash map."""
+    directory.mkdir(exist_ok=True)
+    config = directory / "exactcron.toml"
+    config.write_text(
+        f'state_dir = "{directory / "state"}"\n[[source]]\n{source}\n'
+        f'[[map]]\nmta = "postfix"\npath = "{directory / "state" / "relay"}"\ntype = "hash"\n'
+    )
+    config.chmod(0o644)
+    return config
+
+
+def exactcron(config: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "exactcron", "--config", str(config), *arguments]
+    return subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+
+
+def granted(config: Path) -> set[str]:
+    result = exactcron(config, "update")
+    assert result.returncode == 0, result.stderr
+    relay = config.parent / "state" / "relay"
+    found = set()
+    for address in ("203.0.113.66", "192.0.2.44"):
+        lookup = subprocess.run(
+            [require_tool("postmap"), "-q", address, f"hash:{relay}"], capture_output=True
+        )
+        if lookup.returncode == 0:
+            found.add(address)
+    return found
+
+
+def test_a_plain_syslog_file_is_forged_by_any_user_and_check_and_status_say_so(rsyslog: Rsyslog) -> None:
+    rsyslog.logger("nobody", FORGED)
+    rsyslog.wait_for_lines(1)
+    config = configure(rsyslog.directory / "site", f'path = "{rsyslog.plain}"\nserver = "dovecot"')
+    # What 0.1 did with the README's production set-up, and still does: it cannot tell.
+    assert granted(config) == {"203.0.113.66"}
+    checked = exactcron(config, "check")
+    assert f"warning: {rsyslog.plain}: {FORGEABLE_WARNING}\n" in checked.stdout
+    assert f"  trust: {FORGEABLE_WARNING}\n" in exactcron(config, "status").stdout
+    (source,) = json.loads(exactcron(config, "status", "--json").stdout)["sources"]
+    assert source["forgeable"] is True
+
+
+def test_rsyslogs_trusted_sender_uid_refuses_a_line_logged_by_another_user(rsyslog: Rsyslog) -> None:
+    rsyslog.logger("nobody", FORGED)
+    # Imitating rsyslog's own suffix gains nothing: rsyslog's comes last.
+    rsyslog.logger("nobody", FORGED + " @[uid=0 pid=1]")
+    rsyslog.logger(None, GENUINE)  # Dovecot's log process runs as root
+    rsyslog.wait_for_lines(3)
+    source = f'path = "{rsyslog.trusted}"\nserver = "dovecot"\nsyslog_senders = ["root"]'
+    config = configure(rsyslog.directory / "site", source)
+    assert granted(config) == {"192.0.2.44"}
+    checked = exactcron(config, "check")
+    assert checked.returncode == 0 and "warning" not in checked.stdout
+    (source,) = json.loads(exactcron(config, "status", "--json").stdout)["sources"]
+    assert source["forgeable"] is False
+
+
+def test_lines_from_another_host_grant_nothing_unless_it_is_listed(rsyslog: Rsyslog) -> None:
+    rsyslog.from_network("elsewhere", FORGED)
+    rsyslog.logger(None, GENUINE)
+    rsyslog.wait_for_lines(2)
+    assert f" elsewhere dovecot: {FORGED}" in rsyslog.plain.read_text()
+    config = configure(rsyslog.directory / "default", f'path = "{rsyslog.plain}"\nserver = "dovecot"')
+    assert granted(config) == {"192.0.2.44"}  # this machine's own lines only
+    # A network line carries no sender uid: refused there whatever its host.
+    trusted = configure(
+        rsyslog.directory / "trusted",
+        f'path = "{rsyslog.trusted}"\nserver = "dovecot"\nsyslog_senders = ["root"]\nhosts = ["*"]',
+    )
+    assert granted(trusted) == {"192.0.2.44"}
+    listed = configure(
+        rsyslog.directory / "listed", f'path = "{rsyslog.plain}"\nserver = "dovecot"\nhosts = ["elsewhere"]'
+    )
+    assert granted(listed) == {"203.0.113.66"}
+
+
+@pytest.fixture
+def server_log() -> Iterator[Path]:
+    """A log file as Dovecot's `log_path` writes it, owned by the server's user."""
+    root_required()
+    require_tool("postmap")
+    directory = Path(tempfile.mkdtemp(prefix="exct-trust-"))
+    try:
+        directory.chmod(0o755)
+        logs = directory / "dovecot"
+        logs.mkdir(mode=0o755)
+        log = logs / "dovecot.log"
+        stamp = datetime.now(UTC).strftime("%b %d %H:%M:%S")
+        log.write_text(f"{stamp} {GENUINE.replace('Login:', 'Info: Login:')}\n")
+        log.chmod(0o640)
+        yield log
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_a_server_written_log_nobody_else_can_write_cannot_be_forged(server_log: Path) -> None:
+    config = configure(
+        server_log.parent.parent / "site",
+        f'path = "{server_log}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"',
+    )
+    attempt = subprocess.run(
+        [require_tool("runuser"), "-u", "nobody", "--", "sh", "-c", f"echo '{FORGED}' >> {server_log}"],
+        capture_output=True,
+        text=True,
+    )
+    assert attempt.returncode != 0 and "Permission denied" in attempt.stderr
+    assert granted(config) == {"192.0.2.44"}
+    checked = exactcron(config, "check")
+    assert checked.returncode == 0 and "warning" not in checked.stdout
+
+
+@pytest.mark.parametrize(
+    "loosen, culprit",
+    [
+        (lambda log: log.chmod(0o666), "every user"),
+        (lambda log: log.parent.chmod(0o1777), "every user"),
+        (lambda log: os.chown(log, pwd.getpwnam("nobody").pw_uid, -1), "its owner nobody"),
+    ],
+)
+def test_a_server_written_log_others_can_write_is_refused(
+    server_log: Path, loosen: Callable[[Path], None], culprit: str
+) -> None:
+    config = configure(
+        server_log.parent.parent / "site",
+        f'path = "{server_log}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"',
+    )
+    loosen(server_log)
+    result = exactcron(config, "update")
+    assert result.returncode == 78
+    (line,) = result.stderr.splitlines()
+    assert f"can be written by {culprit}, not only by root, so its lines could be forged" in line
+
+
+JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
+
+
+def test_journal_entries_from_another_machine_grant_nothing_unless_it_is_listed(tmp_path: Path) -> None:
+    if not JOURNAL_REMOTE.exists():
+        if os.environ.get("CI"):
+            pytest.fail("systemd-journal-remote is not installed")
+        pytest.skip("systemd-journal-remote is not installed")
+    require_tool("postmap")
+    now = datetime.now(UTC)
+    blocks = []
+    for number, (host, message) in enumerate(
+        [("elsewhere", FORGED), (socket.gethostname(), GENUINE)], start=1
+    ):
+        microseconds = int(now.timestamp() * 1_000_000) - 60_000_000 + number
+        blocks.append(
+            f"__REALTIME_TIMESTAMP={microseconds}\n__MONOTONIC_TIMESTAMP={number}\n"
+            f"_BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME={host}\n_TRANSPORT=syslog\n"
+            f"_SYSTEMD_UNIT=dovecot.service\nSYSLOG_IDENTIFIER=dovecot\nMESSAGE={message}\n\n"
+        )
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    export = tmp_path / "entries.export"
+    export.write_text("".join(blocks))
+    subprocess.run(
+        [str(JOURNAL_REMOTE), f"--output={journal / 'remote.journal'}", str(export)],
+        check=True,
+        capture_output=True,
+    )
+    source = f'journal = "dovecot.service"\njournal_directory = "{journal}"\nserver = "dovecot"'
+    assert granted(configure(tmp_path / "default", source)) == {"192.0.2.44"}
+    listed = configure(tmp_path / "listed", source + '\nhosts = ["elsewhere"]')
+    assert granted(listed) == {"203.0.113.66"}
+    assert json.loads(exactcron(listed, "show", "--json").stdout)["leases"][0]["user"] == "x"
