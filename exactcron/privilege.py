@@ -12,6 +12,7 @@ import pwd
 import stat
 from pathlib import Path
 
+from exactcron.audit import user_name
 from exactcron.errors import NotOwnerError, StateWriteError
 
 
@@ -34,7 +35,7 @@ def become_state_owner(state_dir: Path) -> None:
     current = os.geteuid()
     if current == uid:
         return
-    name = _user_name(uid)
+    name = user_name(uid)
     if current != 0:
         raise NotOwnerError(
             f"{state_dir} belongs to {name}; run this as {name} (runuser -u {name} -- exactcron ...) or as root"
@@ -68,10 +69,3 @@ def _hand_over_root_files(state_dir: Path, uid: int, gid: int) -> None:
                 os.chown(entry.path, uid, gid, follow_symlinks=False)
         except OSError:
             continue
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"

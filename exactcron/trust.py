@@ -18,6 +18,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from exactcron.audit import user_name
 from exactcron.errors import ConfigError
 
 # What the template in README.md appends to every line, from rsyslog's
@@ -81,7 +82,7 @@ def _other_writers(status: os.stat_result, allowed: set[int]) -> str | None:
     if status.st_mode & stat.S_IWOTH:
         return "every user"
     if status.st_uid not in allowed:
-        return f"its owner {_user_name(status.st_uid)}"
+        return f"its owner {user_name(status.st_uid)}"
     if status.st_mode & stat.S_IWGRP:
         members = _group_members(status.st_gid) - allowed
         if members:
@@ -102,13 +103,6 @@ def _group_members(gid: int) -> set[int]:
         except KeyError:
             uids.add(-1)
     return uids
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
 
 
 def _group_name(gid: int) -> str:
