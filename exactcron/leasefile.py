@@ -5,7 +5,10 @@ Guarded by the local lock; replaced whole like every state file.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring_ascii
@@ -21,6 +24,8 @@ from exactcron.state import SCHEMA, CorruptStateError, LocalState, file_signatur
 from exactcron.timestamps import format_instant
 
 LEASES_FILE = "leases.json"
+
+log = logging.getLogger("exactcron")
 
 
 class FileLeaseStore:
@@ -103,16 +108,57 @@ class FileLeaseStore:
             return table
         # Not laid out as this version writes it (edited by hand, say), or
         # broken: read whole and strictly, which tells the two apart.
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            raw = b""
         document = self._state.load_json(self._name, self._repair)
         if document is None:
             self._lost = self._name in self._state.set_aside_files
-            return LeaseTable()
+            return salvage_flushes(raw) if self._lost else LeaseTable()
         try:
             return leases_from_json(document)
         except CorruptStateError as error:
             self._state.set_aside(self._name, str(error), self._repair)
             self._lost = self._repair
-            return LeaseTable()
+            return salvage_flushes(raw) if self._lost else LeaseTable()
+
+
+# The flush records of a lease file, as written (or edited by hand).
+_FLUSHED = re.compile(rb'"flushed"\s*:\s*(\{[^{}]*\})')
+_FLUSHED_ALL = re.compile(rb'"flushed_all"\s*:\s*"([^"]{1,64})"')
+
+
+def salvage_flushes(raw: bytes) -> LeaseTable:
+    """An empty table with the flush records still readable in a broken lease file.
+
+    The leases are rebuilt from the logs, which still hold the logins that
+    a flush revoked: without its record, a flushed address would be granted
+    again. Whatever cannot be read is lost, as the leases are.
+    """
+    table = LeaseTable()
+    found = _FLUSHED.search(raw)
+    records: Any = {}
+    if found is not None:
+        try:
+            records = json.loads(found.group(1))
+        except ValueError:
+            records = {}
+    for address, time in records.items() if isinstance(records, dict) else ():
+        try:
+            if isinstance(address, str) and is_canonical(address):
+                table.flushed[address] = _instant(time)
+        except ValueError:
+            continue
+    everything = _FLUSHED_ALL.search(raw)
+    if everything is not None:
+        with contextlib.suppress(ValueError):
+            table.flushed_all = _instant(everything.group(1).decode("ascii", "replace"))
+    if table.flushed or table.flushed_all:
+        table.changed = True
+        kept = len(table.flushed) + bool(table.flushed_all)
+        log.warning("kept %d flush record%s of the broken lease file", kept, "" if kept == 1 else "s")
+    return table
 
 
 # The lease file holds one lease a line, between a first line with the

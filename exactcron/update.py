@@ -142,7 +142,7 @@ def _update_locked(config: Config, state: LocalState, store: LeaseStore, now: da
     if quiet is not None:
         return UpdateResult(sources=[SourceReport(source.path) for source in config.sources], leases=quiet)
     result = UpdateResult()
-    _begin(config, state, store)
+    _begin(config, state, store, now)
     rebuild = state.rebuild_pending()
     if rebuild:
         # Rebuild from the logs: every login still inside the timeout grants again.
@@ -331,20 +331,23 @@ def _install_maps_failing_closed(
         log.info("also failed: %s", error)
 
 
-def _begin(config: Config, state: LocalState, store: LeaseStore) -> bool:
+def _begin(config: Config, state: LocalState, store: LeaseStore, now: datetime) -> bool:
     """Load the leases under the lock; True when they were lost (a broken file set aside).
 
-    Leases that cannot be read justify no relay: the maps are emptied (fail
-    closed) and the error raised. Lost leases are rebuilt from the logs by the
-    next update, whichever command found them lost: that is remembered.
+    Leases that cannot be read justify no relay beyond what the store last
+    gave (for the lease file: nothing): the maps keep only those still in
+    force (fail closed) and the error is raised. Lost leases are rebuilt from
+    the logs by the next update, whichever command found them lost: that is
+    remembered.
     """
     try:
         lost = store.begin()
-    except StoreUnavailableError:
-        # The caller serves what was last read, less what expired since.
-        raise
     except ExactcronError:
-        _install_maps_failing_closed(config.maps, state, [])
+        try:
+            known = [lease.address for lease in store.last_known(now)]
+        except ExactcronError:
+            known = []
+        _install_maps_failing_closed(config.maps, state, known)
         raise
     if lost:
         state.request_rebuild()
@@ -360,7 +363,7 @@ def _record_failure(state: LocalState, record: RunRecord) -> None:
 def _change_leases(config: Config, now: datetime, change: Callable[[LeaseStore], Any]) -> Any:
     """Apply `change(store)` under the lock, then save leases and rewrite maps."""
     with _opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
-        _begin(config, state, store)
+        _begin(config, state, store, now)
         before = _known_leases(store)
         outcome = change(store)
         for address in store.prune(now, config.timeout, config.ignore):
@@ -404,7 +407,7 @@ def render(config: Config, now: datetime) -> list[Path]:
     """Rewrite every map from the current leases, whether or not it changed."""
     with _opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
         errors: list[ExactcronError] = []
-        if _begin(config, state, store):
+        if _begin(config, state, store, now):
             # The broken file is set aside: store the (empty) leases, so that `show` agrees.
             _collect(errors, store.save)
         addresses = [lease.address for lease in store.snapshot(now).leases]
