@@ -36,7 +36,7 @@ def site(root: Path, extra: str) -> Path:
     config = root / "exactcron.toml"
     config.write_text(
         f'state_dir = "{root / "state"}"\n{extra}\n'
-        f'[[source]]\npath = "{log}"\nserver = "dovecot"\ntimezone = "UTC"\n'
+        f'[[source]]\npath = "{log}"\nserver = "dovecot"\ntimezone = "UTC"\nhosts = ["mail"]\n'
         f'[[map]]\nmta = "postfix"\npath = "{root / "state" / "relay"}"\ntype = "hash"\n'
     )
     return config

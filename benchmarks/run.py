@@ -89,7 +89,7 @@ class Site:
             f'timeout = "{TIMEOUT}"\n'
             'ignore = ["127.0.0.0/8", "::1/128"]\n\n'
             + (
-                f'[[source]]\npath = "{self.log}"\nserver = [{servers}]\ntimezone = "UTC"\n\n'
+                f'[[source]]\npath = "{self.log}"\nserver = [{servers}]\ntimezone = "UTC"\nhosts = ["mail"]\n\n'
                 if self.reads_log
                 else ""
             )

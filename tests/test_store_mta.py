@@ -65,7 +65,7 @@ class PopHost:
         self.log.touch()
         self.config = root / "exactcron.toml"
         self.config.write_text(
-            f'state_dir = "{root / "state"}"\n[[source]]\npath = "{self.log}"\nserver = "dovecot"\n{store}'
+            f'state_dir = "{root / "state"}"\n[[source]]\npath = "{self.log}"\nserver = "dovecot"\nhosts = ["mail"]\n{store}'
         )
 
     def run(self, *arguments: str) -> None:
