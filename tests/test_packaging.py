@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import require_tool
 
@@ -49,7 +52,54 @@ def test_the_cron_file_is_a_valid_system_crontab() -> None:
         else:
             jobs.append(line.split())
     assert "/usr/sbin" in environment["PATH"].split(":")  # postmap, postconf
-    assert jobs == [["*", "*", "*", "*", "*", "exactcron", "exactcron", "update"]]
+    # Debian's usual test: on a host booted with systemd, exactcron.timer runs the update.
+    assert jobs == [
+        ["*", "*", "*", "*", "*", "exactcron", "[", "-d", "/run/systemd/system", "]", "||", "exactcron", "update"]
+    ]
+
+
+def test_the_cron_line_stands_aside_only_under_systemd(tmp_path: Path) -> None:
+    """The job's shell command, with the systemd test pointed at a folder of the test's own."""
+    (job,) = [line for line in (ROOT / "cron.d" / "exactcron").read_text().splitlines() if line[:1] == "*"]
+    command = job.split(None, 6)[6]
+    marker = tmp_path / "ran"
+    runtime = tmp_path / "run-systemd-system"
+    probe = command.replace("/run/systemd/system", str(runtime)).replace("exactcron update", f"touch {marker}")
+    assert probe != command
+    subprocess.run(["/bin/sh", "-c", probe], check=True)
+    assert marker.exists()  # no systemd: cron runs it
+    marker.unlink()
+    runtime.mkdir()
+    subprocess.run(["/bin/sh", "-c", probe], check=True)
+    assert not marker.exists()  # systemd: the timer runs it
+
+
+@pytest.mark.parametrize("page", ["exactcron.8", "exactcron.toml.5"])
+def test_the_man_pages_render_without_warnings(page: str) -> None:
+    man = require_tool("man")
+    result = subprocess.run(
+        [man, "--warnings", "-l", str(ROOT / "man" / page)],
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "MANWIDTH": "80", "LC_ALL": "C.UTF-8"},
+        capture_output=True,
+        text=True,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    name = page.rsplit(".", 1)[0]
+    assert re.search(rf"^NAME\n\s+{re.escape(name)} \\?- ", result.stdout, re.MULTILINE), result.stdout[:300]
+
+
+def test_the_package_config_is_the_readme_production_config() -> None:
+    readme = (ROOT / "README.md").read_text()
+    shipped = (ROOT / "examples" / "system.toml").read_text()
+    settings = "\n".join(line for line in shipped.splitlines() if line and not line.startswith("#"))
+    assert settings in readme.replace("\n\n", "\n")
+
+
+def test_the_debian_version_is_the_program_version() -> None:
+    from exactcron import __version__
+
+    first = (ROOT / "debian" / "changelog").read_text().splitlines()[0]
+    assert first.startswith(f"exactcron ({__version__}) ")
 
 
 def test_the_logrotate_file_is_accepted_by_logrotate(tmp_path: Path) -> None:

@@ -1,0 +1,350 @@
+"""The Debian package, as an administrator meets it.
+
+Built from debian/ with `dpkg-buildpackage`, checked by lintian, then
+installed with dpkg into a Debian 12 root of the test's own (tests/debian_root.py):
+the cron line runs `update` as cron would, an upgrade keeps state and a
+changed conffile, and purge leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_tool
+from tests.debian_root import debian_environment, remove_root, run_in_root, unpack_root
+
+ROOT = Path(__file__).resolve().parent.parent
+UPGRADE_VERSION_SUFFIX = "+upgrade1"
+CONFIG = "/etc/exactcron/exactcron.toml"
+MAIL_LOG = "/var/log/mail.log"
+STATE = "/var/lib/exactcron"
+# Written by the test or by dpkg's own bookkeeping; everything else must be
+# as it was before the package came.
+NOT_COMPARED = (
+    "/proc",
+    "/tmp",
+    "/run",
+    "/var/lib/dpkg",
+    "/var/log/dpkg.log",
+    "/var/cache/debconf",
+    MAIL_LOG,
+)
+ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root; this test chroots into a Debian root")
+        pytest.skip("needs root to debootstrap and chroot")
+
+
+@dataclass(frozen=True)
+class Build:
+    deb: Path
+    changes: Path
+    version: str
+
+
+def _source_copy(destination: Path) -> Path:
+    """The checkout without version control, caches and generated state."""
+    ignored = shutil.ignore_patterns(
+        ".git", "__pycache__", "*.egg-info", ".*_cache", ".hypothesis", ".cache", ".venv", "build", "dist"
+    )
+    shutil.copytree(ROOT, destination, symlinks=True, ignore=ignored)
+    shutil.rmtree(destination / "examples" / "state", ignore_errors=True)
+    return destination
+
+
+def _dpkg_buildpackage(source: Path) -> Build:
+    require_tool("dpkg-buildpackage")
+    result = subprocess.run(
+        ["dpkg-buildpackage", "-us", "-uc", "-b"],
+        cwd=source,
+        env=debian_environment(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    version = subprocess.run(
+        ["dpkg-parsechangelog", "-S", "Version"],
+        cwd=source,
+        env=debian_environment(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    deb = source.parent / f"exactcron_{version}_all.deb"
+    assert deb.exists(), sorted(path.name for path in source.parent.iterdir())
+    (changes,) = source.parent.glob(f"exactcron_{version}_*.changes")
+    return Build(deb, changes, version)
+
+
+def _with_newer_version(source: Path) -> None:
+    """A newer release of the same tree: a changelog entry on top."""
+    changelog = source / "debian" / "changelog"
+    old = changelog.read_text()
+    version = old.split("(", 1)[1].split(")", 1)[0] + UPGRADE_VERSION_SUFFIX
+    trailer = next(line for line in old.splitlines() if line.startswith(" -- "))
+    changelog.write_text(
+        f"exactcron ({version}) unstable; urgency=medium\n\n  * A newer build, to test upgrades.\n\n{trailer}\n\n{old}"
+    )
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Build, Build]:
+    """The package as the checkout builds it, and a newer version of it."""
+    _require_root()
+    work = tmp_path_factory.mktemp("deb")
+    first = _dpkg_buildpackage(_source_copy(work / "current" / "exactcron"))
+    newer_source = _source_copy(work / "newer" / "exactcron")
+    _with_newer_version(newer_source)
+    return first, _dpkg_buildpackage(newer_source)
+
+
+@pytest.fixture
+def debian_root(tmp_path: Path) -> Iterator[Path]:
+    _require_root()
+    require_tool("unshare")
+    root = unpack_root(tmp_path / "root")
+    try:
+        yield root
+    finally:
+        remove_root(root)
+
+
+def _in_root(root: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = run_in_root(root, command, check=False)
+    if check:
+        assert result.returncode == 0, f"{command}: {result.returncode}\n{result.stdout}{result.stderr}"
+    return result
+
+
+def _install(root: Path, build: Build) -> None:
+    shutil.copy(build.deb, root / "tmp" / build.deb.name)
+    _in_root(root, "dpkg", "-i", f"/tmp/{build.deb.name}")
+
+
+def _run_cron_line(root: Path) -> subprocess.CompletedProcess[str]:
+    """The job of /etc/cron.d/exactcron, run as cron runs it: its user, its SHELL and PATH, nothing else."""
+    environment: dict[str, str] = {}
+    jobs = []
+    for line in (root / "etc" / "cron.d" / "exactcron").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if re.match(r"^[A-Z_]+=", line):
+            name, value = line.split("=", 1)
+            environment[name] = value
+        else:
+            jobs.append(line.split(None, 6))
+    ((*schedule, user, command),) = jobs
+    assert schedule == ["*"] * 5
+    variables = [f"{name}={value}" for name, value in environment.items() if name != "MAILTO"]
+    return _in_root(
+        root,
+        "env",
+        "-i",
+        *variables,
+        f"HOME={STATE}",
+        f"LOGNAME={user}",
+        "runuser",
+        "-u",
+        user,
+        "--",
+        environment.get("SHELL", "/bin/sh"),
+        "-c",
+        command,
+        check=False,
+    )
+
+
+def _write_login(root: Path, address: str, user: str = "alice") -> None:
+    """A Dovecot login as Debian's rsyslog writes it, stamped now, from this host."""
+    stamp = datetime.now(UTC).isoformat(timespec="microseconds")
+    line = (
+        f"{stamp} {socket.gethostname()} dovecot: imap-login: Login: user=<{user}>, method=PLAIN, "
+        f"rip={address}, lip=192.0.2.1, mpid=4242, TLS, session=<k3Zq9sTtYMEKTQAC>\n"
+    )
+    log = root / MAIL_LOG.lstrip("/")
+    with log.open("a") as stream:
+        stream.write(line)
+    os.chown(log, 0, 4)  # root:adm 0640, as rsyslog creates it on Debian
+    log.chmod(0o640)
+
+
+def _relays(root: Path, address: str) -> bool:
+    result = _in_root(root, "postmap", "-q", address, f"hash:{STATE}/relay", check=False)
+    assert result.returncode in (0, 1), result.stderr
+    return result.stdout.strip() == "OK"
+
+
+def _manifest(root: Path) -> dict[str, tuple[int, int, int, bytes]]:
+    """Every path in the root with its mode, owner and (for small files) content."""
+    seen: dict[str, tuple[int, int, int, bytes]] = {}
+    for directory, subdirectories, files in os.walk(root):
+        relative = "/" + os.path.relpath(directory, root).removeprefix(".").lstrip("/")
+        if relative.startswith(NOT_COMPARED) and relative != "/":
+            subdirectories.clear()
+            continue
+        for name in [*subdirectories, *files]:
+            path = os.path.join(directory, name)
+            inside = os.path.join(relative, name)
+            if inside in NOT_COMPARED or inside in ACCOUNT_FILES or inside.rstrip("-") in ACCOUNT_FILES:
+                continue
+            status = os.lstat(path)
+            content = b""
+            if os.path.isfile(path) and not os.path.islink(path) and status.st_size < 1_000_000:
+                content = Path(path).read_bytes()
+            seen[inside] = (status.st_mode, status.st_uid, status.st_gid, content)
+    return seen
+
+
+def test_lintian_finds_no_errors(builds: tuple[Build, Build], tmp_path: Path) -> None:
+    lintian = require_tool("lintian")
+    current, _ = builds
+    # lintian unpacks into TMPDIR: one of its own, not a shared /tmp.
+    result = subprocess.run(
+        [lintian, "--fail-on", "error", "--display-info", str(current.changes)],
+        env=debian_environment(TMPDIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+    )
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not re.findall(r"^E: .*", result.stdout, re.MULTILINE)
+
+
+def test_the_package_holds_what_the_interface_promises(builds: tuple[Build, Build]) -> None:
+    current, _ = builds
+    listing = subprocess.run(
+        ["dpkg-deb", "--contents", str(current.deb)],
+        env=debian_environment(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    paths = {line.split()[-1].removeprefix(".") for line in listing.splitlines()}
+    for wanted in (
+        "/usr/bin/exactcron",
+        "/etc/exactcron/exactcron.toml",
+        "/etc/cron.d/exactcron",
+        "/etc/logrotate.d/exactcron",
+        "/usr/share/man/man8/exactcron.8.gz",
+        "/usr/share/man/man5/exactcron.toml.5.gz",
+        "/usr/share/bash-completion/completions/exactcron",
+    ):
+        assert wanted in paths
+    assert any(path.endswith("/systemd/system/exactcron.service") for path in paths)
+    assert any(path.endswith("/systemd/system/exactcron.timer") for path in paths)
+    fields = subprocess.run(
+        ["dpkg-deb", "--field", str(current.deb), "Depends", "Suggests", "Recommends"],
+        env=debian_environment(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for dependency in ("python3-click", "python3-dateutil", "python3-filelock", "adduser"):
+        assert dependency in fields
+    assert "python3-psycopg" in fields
+
+
+def test_install_cron_upgrade_and_purge(builds: tuple[Build, Build], debian_root: Path) -> None:
+    root = debian_root
+    current, newer = builds
+    before = _manifest(root)
+    passwd_before = (root / "etc" / "passwd").read_text()
+
+    _install(root, current)
+    groups = _in_root(root, "id", "-Gn", "exactcron").stdout.split()
+    assert groups[0] == "exactcron" and "adm" in groups
+    state = root / STATE.lstrip("/")
+    owner = (state.stat().st_uid, state.stat().st_gid)
+    assert _in_root(root, "stat", "-c", "%U:%G %a", STATE).stdout.split() == ["exactcron:exactcron", "755"]
+    conffiles = _in_root(root, "dpkg-query", "-W", "-f", "${Conffiles}", "exactcron").stdout
+    assert CONFIG in conffiles
+    # Installing twice (dpkg -i over itself) changes nothing and fails nothing.
+    _install(root, current)
+
+    # The cron line, as cron runs it, grants a login written to the log.
+    _write_login(root, "192.0.2.44")
+    ran = _run_cron_line(root)
+    assert ran.returncode == 0 and ran.stdout == "" and ran.stderr == "", ran
+    assert _relays(root, "192.0.2.44")
+    shown = _in_root(root, "runuser", "-u", "exactcron", "--", "exactcron", "show").stdout
+    assert re.search(r"^192\.0\.2\.44\s+alice\s", shown, re.MULTILINE), shown
+    for path in state.iterdir():
+        assert (path.stat().st_uid, path.stat().st_gid) == owner, path
+
+    # With systemd running the timer, the cron line stands aside.
+    (root / "run" / "systemd" / "system").mkdir(parents=True)
+    _write_login(root, "192.0.2.45", user="bob")
+    assert _run_cron_line(root).returncode == 0
+    assert not _relays(root, "192.0.2.45")
+    shutil.rmtree(root / "run" / "systemd")
+
+    # Upgrade: a newer version keeps the site's configuration and the state.
+    config = root / CONFIG.lstrip("/")
+    changed = config.read_text().replace('timeout = "30m"', 'timeout = "45m"')
+    assert changed != config.read_text()
+    config.write_text(changed)
+    leases_before = (state / "leases.json").read_bytes()
+    _install(root, newer)
+    assert newer.version != current.version
+    version = _in_root(root, "dpkg-query", "-W", "-f", "${Version}", "exactcron").stdout
+    assert version == newer.version
+    assert config.read_text() == changed
+    assert not list(config.parent.glob("*.dpkg-*"))
+    assert (state / "leases.json").read_bytes() == leases_before
+    ran = _run_cron_line(root)
+    assert ran.returncode == 0, ran
+    assert _relays(root, "192.0.2.44") and _relays(root, "192.0.2.45")
+
+    # Purge: nothing of the package is left; the account stays, owning nothing.
+    _in_root(root, "dpkg", "--purge", "exactcron")
+    assert _in_root(root, "dpkg-query", "-W", "exactcron", check=False).returncode != 0
+    after = _manifest(root)
+    assert sorted(set(after) - set(before)) == []
+    assert sorted(set(before) - set(after)) == []
+    assert [path for path in before if before[path] != after[path]] == []
+    added_accounts = set((root / "etc" / "passwd").read_text().splitlines()) - set(passwd_before.splitlines())
+    assert [line.split(":")[0] for line in added_accounts] == ["exactcron"]
+    owned = _in_root(root, "find", "/", "-xdev", "-user", "exactcron", "-not", "-path", "/proc/*").stdout
+    assert owned == ""
+
+
+def test_the_systemd_units_verify(builds: tuple[Build, Build], debian_root: Path) -> None:
+    analyze = require_tool("systemd-analyze")
+    current, _ = builds
+    _install(debian_root, current)
+    # The man pages are checked with man itself (test_packaging.py): the
+    # host's man cannot see those in the root.
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", f"--root={debian_root}", "exactcron.timer", "exactcron.service"],
+        env=debian_environment(),
+        capture_output=True,
+        text=True,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_bash_completes_commands(builds: tuple[Build, Build], debian_root: Path) -> None:
+    current, _ = builds
+    _install(debian_root, current)
+    script = "/usr/share/bash-completion/completions/exactcron"
+    completed = _in_root(
+        debian_root,
+        "bash",
+        "-c",
+        f'source {script} && COMP_WORDS=(exactcron st) COMP_CWORD=1 && _exactcron_completion exactcron && echo "${{COMPREPLY[@]}}"',
+    ).stdout.split()
+    assert completed == ["status"]
