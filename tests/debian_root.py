@@ -111,7 +111,16 @@ def run_in_root(
     """Run `command` chrooted into `root`, with a private /proc that disappears with it."""
     unshare = require_tool("unshare")
     return subprocess.run(
-        [unshare, "--mount", "--pid", "--fork", f"--mount-proc={root / 'proc'}", "chroot", str(root), *command],
+        [
+            unshare,
+            "--mount",
+            "--pid",
+            "--fork",
+            f"--mount-proc={root / 'proc'}",
+            "chroot",
+            str(root),
+            *command,
+        ],
         check=check,
         capture_output=True,
         text=True,

@@ -123,6 +123,18 @@ def debian_root(tmp_path: Path) -> Iterator[Path]:
         remove_root(root)
 
 
+@pytest.fixture(scope="module")
+def installed_root(builds: tuple[Build, Build], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A root with the package installed, for the tests that only look."""
+    require_tool("unshare")
+    root = unpack_root(tmp_path_factory.mktemp("installed") / "root")
+    try:
+        _install(root, builds[0])
+        yield root
+    finally:
+        remove_root(root)
+
+
 def _in_root(root: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = run_in_root(root, command, check=False)
     if check:
@@ -309,6 +321,14 @@ def test_install_cron_upgrade_and_purge(builds: tuple[Build, Build], debian_root
     assert ran.returncode == 0, ran
     assert _relays(root, "192.0.2.44") and _relays(root, "192.0.2.45")
 
+    # Removed, not purged: configuration and state stay, and the cron line
+    # dpkg keeps (a conffile) runs nothing and mails nothing.
+    _in_root(root, "dpkg", "--remove", "exactcron")
+    assert config.read_text() == changed
+    assert (state / "leases.json").exists()
+    ran = _run_cron_line(root)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "", "")
+
     # Purge: nothing of the package is left; the account stays, owning nothing.
     _in_root(root, "dpkg", "--purge", "exactcron")
     assert _in_root(root, "dpkg-query", "-W", "exactcron", check=False).returncode != 0
@@ -322,14 +342,12 @@ def test_install_cron_upgrade_and_purge(builds: tuple[Build, Build], debian_root
     assert owned == ""
 
 
-def test_the_systemd_units_verify(builds: tuple[Build, Build], debian_root: Path) -> None:
+def test_the_systemd_units_verify(installed_root: Path) -> None:
     analyze = require_tool("systemd-analyze")
-    current, _ = builds
-    _install(debian_root, current)
     # The man pages are checked with man itself (test_packaging.py): the
     # host's man cannot see those in the root.
     result = subprocess.run(
-        [analyze, "verify", "--man=no", f"--root={debian_root}", "exactcron.timer", "exactcron.service"],
+        [analyze, "verify", "--man=no", f"--root={installed_root}", "exactcron.timer", "exactcron.service"],
         env=debian_environment(),
         capture_output=True,
         text=True,
@@ -337,14 +355,68 @@ def test_the_systemd_units_verify(builds: tuple[Build, Build], debian_root: Path
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
-def test_bash_completes_commands(builds: tuple[Build, Build], debian_root: Path) -> None:
-    current, _ = builds
-    _install(debian_root, current)
+def test_bash_completes_commands(installed_root: Path) -> None:
     script = "/usr/share/bash-completion/completions/exactcron"
     completed = _in_root(
-        debian_root,
+        installed_root,
         "bash",
         "-c",
         f'source {script} && COMP_WORDS=(exactcron st) COMP_CWORD=1 && _exactcron_completion exactcron && echo "${{COMPREPLY[@]}}"',
     ).stdout.split()
     assert completed == ["status"]
+
+
+def _monitoring_on_this_branch() -> bool:
+    """`status` health, `metrics_file` and the audit trail are in the code."""
+    config = (ROOT / "exactcron" / "config.py").read_text()
+    return "metrics_file" in config and "stale_after" in config
+
+
+def test_health_metrics_and_audit_trail_on_a_fresh_root(
+    builds: tuple[Build, Build], debian_root: Path
+) -> None:
+    if not _monitoring_on_this_branch():
+        pytest.skip("status health, metrics_file and the audit trail are not in this tree yet")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    root = debian_root
+    current, _ = builds
+    _install(root, current)
+    config = root / CONFIG.lstrip("/")
+    log_file_line = 'log_file = "/var/log/exactcron/exactcron.log"\n'
+    assert log_file_line in config.read_text()
+    config.write_text(
+        config.read_text().replace(
+            log_file_line, f'{log_file_line}stale_after = "5m"\nmetrics_file = "{STATE}/exactcron.prom"\n'
+        )
+    )
+
+    def status() -> subprocess.CompletedProcess[str]:
+        return _in_root(root, "runuser", "-u", "exactcron", "--", "exactcron", "status", check=False)
+
+    _write_login(root, "192.0.2.44")
+    assert _run_cron_line(root).returncode == 0
+    assert status().returncode == 0
+
+    # The mail log made unreadable: the run fails, and status says so.
+    (root / MAIL_LOG.lstrip("/")).chmod(0o600)
+    failed = _run_cron_line(root)
+    assert failed.returncode == 66 and len(failed.stderr.splitlines()) == 1, failed
+    unhealthy = status()
+    assert unhealthy.returncode == 1 and len(unhealthy.stderr.splitlines()) == 1, unhealthy
+    (root / MAIL_LOG.lstrip("/")).chmod(0o640)
+    assert _run_cron_line(root).returncode == 0
+    assert status().returncode == 0
+
+    metrics = (root / STATE.lstrip("/") / "exactcron.prom").read_text()
+    families = {family.name: family for family in text_string_to_metric_families(metrics)}
+    assert families["exactcron_last_run_success"].samples[0].value == 1
+    assert families["exactcron_leases"].samples[0].value == 1
+
+    for command in (("add", "198.51.100.7", "--for", "2h"), ("flush", "198.51.100.7")):
+        _in_root(root, "runuser", "-u", "exactcron", "--", "exactcron", *command)
+    trail = (root / "var" / "log" / "exactcron" / "exactcron.log").read_text()
+    stamp = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    assert re.search(rf"{stamp} grant 192\.0\.2\.44 user=alice ", trail, re.MULTILINE), trail
+    assert re.search(rf"{stamp} add 198\.51\.100\.7 .*\bby=\S+", trail, re.MULTILINE), trail
+    assert re.search(rf"{stamp} flush 198\.51\.100\.7\b.*\bby=\S+", trail, re.MULTILINE), trail

@@ -53,25 +53,36 @@ def test_the_cron_file_is_a_valid_system_crontab() -> None:
             jobs.append(line.split())
     assert "/usr/sbin" in environment["PATH"].split(":")  # postmap, postconf
     # Debian's usual test: on a host booted with systemd, exactcron.timer runs the update.
-    assert jobs == [
-        ["*", "*", "*", "*", "*", "exactcron", "[", "-d", "/run/systemd/system", "]", "||", "exactcron", "update"]
-    ]
+    assert [" ".join(job[:6]) for job in jobs] == ["* * * * * exactcron"]
 
 
-def test_the_cron_line_stands_aside_only_under_systemd(tmp_path: Path) -> None:
-    """The job's shell command, with the systemd test pointed at a folder of the test's own."""
+def test_the_cron_line_runs_update_only_without_systemd_and_while_installed(tmp_path: Path) -> None:
+    """The job's shell command, with the systemd test pointed at a folder of the test's own
+    and `exactcron` a stand-in that records its arguments."""
     (job,) = [line for line in (ROOT / "cron.d" / "exactcron").read_text().splitlines() if line[:1] == "*"]
     command = job.split(None, 6)[6]
-    marker = tmp_path / "ran"
     runtime = tmp_path / "run-systemd-system"
-    probe = command.replace("/run/systemd/system", str(runtime)).replace("exactcron update", f"touch {marker}")
+    probe = command.replace("/run/systemd/system", str(runtime))
     assert probe != command
-    subprocess.run(["/bin/sh", "-c", probe], check=True)
-    assert marker.exists()  # no systemd: cron runs it
-    marker.unlink()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    ran = tmp_path / "ran"
+    stand_in = bin_dir / "exactcron"
+    stand_in.write_text(f'#!/bin/sh\necho "$@" >> {ran}\n')
+    stand_in.chmod(0o755)
+
+    def cron(path: str) -> None:
+        result = subprocess.run(["/bin/sh", "-c", probe], env={"PATH": path}, capture_output=True, text=True)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+    cron(f"{bin_dir}:/usr/bin:/bin")
+    assert ran.read_text() == "update\n"  # no systemd: cron runs it
     runtime.mkdir()
-    subprocess.run(["/bin/sh", "-c", probe], check=True)
-    assert not marker.exists()  # systemd: the timer runs it
+    cron(f"{bin_dir}:/usr/bin:/bin")
+    assert ran.read_text() == "update\n"  # systemd: the timer runs it
+    runtime.rmdir()
+    cron("/usr/bin:/bin")  # removed, not purged: the cron file stays, silent
+    assert ran.read_text() == "update\n"
 
 
 @pytest.mark.parametrize("page", ["exactcron.8", "exactcron.toml.5"])
