@@ -13,7 +13,8 @@ import re
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,11 +181,11 @@ def _run_cron_line(root: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _write_login(root: Path, address: str, user: str = "alice") -> None:
+def _write_login(root: Path, address: str, user: str = "alice", host: str | None = None) -> None:
     """A Dovecot login as Debian's rsyslog writes it, stamped now, from this host."""
     stamp = datetime.now(UTC).isoformat(timespec="microseconds")
     line = (
-        f"{stamp} {socket.gethostname()} dovecot: imap-login: Login: user=<{user}>, method=PLAIN, "
+        f"{stamp} {host or socket.gethostname()} dovecot: imap-login: Login: user=<{user}>, method=PLAIN, "
         f"rip={address}, lip=192.0.2.1, mpid=4242, TLS, session=<k3Zq9sTtYMEKTQAC>\n"
     )
     log = root / MAIL_LOG.lstrip("/")
@@ -415,3 +416,91 @@ def test_health_metrics_and_audit_trail_on_a_fresh_root(
     assert re.search(rf"{stamp} grant 192\.0\.2\.44 user=alice ", trail, re.MULTILINE), trail
     assert re.search(rf"{stamp} add 198\.51\.100\.7 .*\bby=\S+", trail, re.MULTILINE), trail
     assert re.search(rf"{stamp} flush 198\.51\.100\.7\b.*\bby=\S+", trail, re.MULTILINE), trail
+
+
+def _wait_for(what: str, condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {seconds:g}s waiting for {what}")
+        time.sleep(1)
+
+
+def _container_init(nspawn: subprocess.Popen[bytes]) -> int:
+    """The PID, on the host, of the container's systemd (nspawn's child)."""
+    children = Path(f"/proc/{nspawn.pid}/task/{nspawn.pid}/children")
+    found: list[int] = []
+
+    def started() -> bool:
+        assert nspawn.poll() is None, "systemd-nspawn exited"
+        found[:] = [int(pid) for pid in children.read_text().split()]
+        return bool(found)
+
+    _wait_for("the container's init", started, 30)
+    return found[0]
+
+
+def test_under_systemd_the_timer_runs_update_and_cron_stands_aside(
+    builds: tuple[Build, Build], debian_root: Path
+) -> None:
+    """The root booted with systemd as its init (systemd-nspawn), cron running
+    beside it: the timer's hardened service grants a login, and cron's line
+    stands aside, so every run is one of the service's."""
+    nspawn_tool = require_tool("systemd-nspawn")
+    nsenter = require_tool("nsenter")
+    root = debian_root
+    _install(root, builds[0])
+    nspawn = subprocess.Popen(
+        [
+            nspawn_tool,
+            f"--directory={root}",
+            "--boot",
+            "--register=no",
+            "--keep-unit",
+            f"--machine=exactcron-test-{os.getpid()}",
+            "--console=passive",
+            "--quiet",
+        ],
+        env=debian_environment(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        inside = [nsenter, f"--target={_container_init(nspawn)}", "--all"]
+
+        def run(*command: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*inside, *command], env=debian_environment(), capture_output=True, text=True, check=False
+            )
+
+        _wait_for(
+            "the container's boot",
+            lambda: run("systemctl", "is-system-running").stdout.strip() in ("running", "degraded"),
+            90,
+        )
+        assert run("systemctl", "is-active", "exactcron.timer", "cron.service").stdout.split() == [
+            "active",
+            "active",
+        ]
+        _write_login(root, "192.0.2.44", host=run("hostname").stdout.strip())
+        # The timer fires on the minute: at most a minute and the run's own time.
+        _wait_for(
+            "the timer to grant 192.0.2.44",
+            lambda: run("postmap", "-q", "192.0.2.44", f"hash:{STATE}/relay").stdout.strip() == "OK",
+            100,
+        )
+        result = run("systemctl", "show", "--property=Result", "exactcron.service").stdout.strip()
+        assert result == "Result=success", run("journalctl", "--no-pager", "-u", "exactcron.service").stdout
+        journal = run("journalctl", "--no-pager", "-o", "cat", "-u", "exactcron.service").stdout
+        service_runs = len(re.findall(r"^Finished exactcron\.service", journal, re.MULTILINE))
+        trail = (root / "var" / "log" / "exactcron" / "exactcron.log").read_text()
+        logged_runs = set(re.findall(r"exactcron\[(\d+)\]: INFO: read ", trail))
+        assert service_runs >= 1 and len(logged_runs) == service_runs, (journal, trail)
+    finally:
+        nspawn.terminate()  # nspawn powers the container off
+        try:
+            nspawn.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            nspawn.kill()
+            nspawn.wait()
