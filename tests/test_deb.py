@@ -148,6 +148,15 @@ def _install(root: Path, build: Build) -> None:
     _in_root(root, "dpkg", "-i", f"/tmp/{build.deb.name}")
 
 
+def _read_mail_log(root: Path) -> None:
+    """Point the shipped configuration (the journal) at a syslog-fed mail log,
+    as a site without a journal would: these roots run no journald."""
+    config = root / CONFIG.lstrip("/")
+    text = config.read_text()
+    assert 'journal = "dovecot.service"\n' in text
+    config.write_text(text.replace('journal = "dovecot.service"\n', f'path = "{MAIL_LOG}"\n'))
+
+
 def _run_cron_line(root: Path) -> subprocess.CompletedProcess[str]:
     """The job of /etc/cron.d/exactcron, run as cron runs it: its user, its SHELL and PATH, nothing else."""
     environment: dict[str, str] = {}
@@ -287,6 +296,7 @@ def test_install_cron_upgrade_and_purge(builds: tuple[Build, Build], debian_root
     assert CONFIG in conffiles
     # Installing twice (dpkg -i over itself) changes nothing and fails nothing.
     _install(root, current)
+    _read_mail_log(root)
 
     # The cron line, as cron runs it, grants a login written to the log.
     _write_login(root, "192.0.2.44")
@@ -378,6 +388,7 @@ def test_health_metrics_and_audit_trail_on_a_fresh_root(
     root = debian_root
     current, _ = builds
     _install(root, current)
+    _read_mail_log(root)
     config = root / CONFIG.lstrip("/")
     log_file_line = 'log_file = "/var/log/exactcron/exactcron.log"\n'
     assert log_file_line in config.read_text()
@@ -450,6 +461,7 @@ def test_under_systemd_the_timer_runs_update_and_cron_stands_aside(
     nsenter = require_tool("nsenter")
     root = debian_root
     _install(root, builds[0])
+    _read_mail_log(root)
     nspawn = subprocess.Popen(
         [
             nspawn_tool,
