@@ -318,3 +318,40 @@ def login_line(moment: datetime, address: str, user: str, rng: random.Random | N
         f"{stamp(moment)} mail dovecot: imap-login: Login: user=<{user}>, method=PLAIN, rip={address}, "
         f"lip={local}, mpid={_pid(rng)}, TLS, session=<{_session(rng)}>\n"
     )
+
+
+def write_sparse_login_log(
+    path: Path, lines: int, end: datetime, span: timedelta, addresses: list[str], every: int, seed: int
+) -> None:
+    """A mixed log whose every `every`-th line is a Dovecot success, from `addresses` in turn.
+
+    The other lines come from the mixed pool without its POP/IMAP successes,
+    so the share of logins and the number of distinct addresses are exact.
+    """
+    users = [f"user{index}" for index in range(len(addresses))]
+    rng = random.Random(seed)
+    pool = [
+        body
+        for body in body_pool(seed, addresses, users)
+        if "Login: user=<" not in body and "LOGIN, user=" not in body
+    ]
+    temporary = path.with_name(path.name + ".partial")
+    written = 0
+    with temporary.open("w", encoding="ascii", buffering=1 << 22) as stream:
+        for prefixes in _stamped(end - span, span, lines):
+            parts = []
+            for prefix in prefixes:
+                if written % every == every - 1:
+                    index = written // every % len(addresses)
+                    address = addresses[index]
+                    local = SERVER_V6 if ":" in address else SERVER_V4
+                    body = (
+                        f"dovecot: imap-login: Login: user=<{users[index]}>, method=PLAIN, rip={address}, "
+                        f"lip={local}, mpid={_pid(rng)}, TLS, session=<{_session(rng)}>"
+                    )
+                else:
+                    body = pool[written % len(pool)]
+                parts.append(f"{prefix}{body}\n")
+                written += 1
+            stream.write("".join(parts))
+    temporary.replace(path)

@@ -136,9 +136,16 @@ def update(state: Context) -> None:
     """
     from exactcron.update import run_update
 
-    result = _guarded(state, lambda: run_update(state.writer_config(), state.now))
+    # Lines are counted only for whoever reads the count: -v, or the log file.
+    result = _guarded(
+        state,
+        lambda: run_update(
+            state.writer_config(), state.now, count_lines=state.verbose or state.config().log_file is not None
+        ),
+    )
+    lines = sum(source.lines or 0 for source in result.sources)
     summary = (
-        f"read {_plural(sum(source.lines for source in result.sources), 'line')}, "
+        f"read {_plural(lines, 'line')}, "
         f"{_plural(sum(source.logins for source in result.sources), 'login')}; "
         f"granted {len(result.granted)}, expired {len(result.expired)}, "
         f"{_plural(result.leases, 'lease')}, {_plural(len(result.maps_written), 'map')} written"
@@ -147,7 +154,7 @@ def update(state: Context) -> None:
     if state.verbose:
         for source in result.sources:
             click.echo(
-                f"{source.path}: {_plural(source.lines, 'new line')}, {_plural(source.logins, 'login')}"
+                f"{source.path}: {_plural(source.lines or 0, 'new line')}, {_plural(source.logins, 'login')}"
             )
         for address in sorted(result.granted):
             click.echo(f"granted {address}")

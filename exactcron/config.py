@@ -36,6 +36,7 @@ class SourceConfig:
     rules: tuple[Rule, ...]
     zone: tzinfo
     olddir: Path | None = None  # where logrotate moves rotated files (`olddir`)
+    rotated: tuple[str, ...] = ()  # globs (absolute) naming other rotated copies of the log
     journal: tuple[str, ...] = ()  # systemd units whose journal entries are read instead of a file
     journal_directory: Path | None = None  # a journal directory to read instead of the system's
     # Lowercased syslog host names whose lines count; None: every host (`["*"]`).
@@ -304,11 +305,12 @@ def _site_rules(path: Path, tables: object) -> dict[str, Rule]:
             raise reader.fail("", "expected a table with program and match")
         if name in BUILTIN_RULES:
             raise ConfigError(f"{path}: rule.{name}: clashes with the built-in rule of that name")
-        reader.refuse_unknown({"program", "match"})
+        reader.refuse_unknown({"program", "match", "needle"})
         program = reader.required_string("program")
         match = reader.required_string("match")
+        needles = reader.string_list("needle", [])
         try:
-            rules[name] = site_rule(name, program, match)
+            rules[name] = site_rule(name, program, match, needles)
         except ValueError as error:
             raise ConfigError(f"{path}: rule.{name}: {error}") from None
     return rules
@@ -322,6 +324,7 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
             "server",
             "timezone",
             "olddir",
+            "rotated",
             "journal",
             "journal_directory",
             "hosts",
@@ -344,6 +347,11 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
     olddir = reader.string("olddir")
     if olddir is not None and units:
         raise reader.fail("olddir", "only a log file source has rotated files")
+    rotated = reader.string_list("rotated", [])
+    if rotated and units:
+        raise reader.fail("rotated", "only a log file source has rotated files")
+    if not all(pattern.strip() for pattern in rotated):
+        raise reader.fail("rotated", "expected globs naming rotated copies of the log, got an empty one")
     journal_directory = reader.path("journal_directory")
     if journal_directory is not None and not units:
         raise reader.fail("journal_directory", "only a journal source reads a journal directory")
@@ -385,6 +393,8 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
         zone,
         # Like logrotate's own olddir, a relative one is read beside the log.
         olddir=None if olddir is None or units else log_path.parent / Path(olddir).expanduser(),
+        # A relative glob is read beside the log, like olddir.
+        rotated=tuple(str(log_path.parent / Path(pattern).expanduser()) for pattern in rotated),
         journal=units,
         journal_directory=journal_directory,
         hosts=_hosts(reader),

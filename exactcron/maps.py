@@ -76,6 +76,9 @@ def sendmail_keys(text: bytes) -> set[str]:
     return keys
 
 
+_DATABASE_SUFFIXES = sorted({suffix for suffix in DATABASE_SUFFIX.values() if suffix})
+
+
 @dataclass
 class MapWriter:
     """Installs maps; asks postconf for the default type at most once."""
@@ -112,6 +115,17 @@ class MapWriter:
         told apart from one in step with the text, and built again.
         """
         content = render(spec.mta, addresses, _read_include(spec))
+        if (
+            not force
+            and spec.mta == "postfix"
+            and spec.type is None
+            and self._default_postfix_type is None
+            and _is_current(spec.path, content, None)
+            and any(database_path(spec.path, suffix).exists() for suffix in _DATABASE_SUFFIXES)
+        ):
+            # Unchanged and built: postconf (a process, most of a quiet run's
+            # time) is asked only when a map is to be built.
+            return False
         database_type = self.database_type(spec)
         suffix = DATABASE_SUFFIX[database_type] if database_type else None
         digest = hashlib.sha256(content).hexdigest()

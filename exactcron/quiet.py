@@ -62,7 +62,7 @@ def quiet_leases(
                 return None
         else:
             # A directory that cannot be listed hides whatever changed in it: never quiet.
-            current = files_signature(source.path, source.olddir)
+            current = files_signature(source.path, source.olddir, source.rotated)
             if current is None or logs.get(key) != current:
                 return None
     leases = settled.get("leases")
@@ -108,7 +108,8 @@ def config_key(config: Config) -> list[Any]:
             [
                 str(source.path),
                 str(source.olddir or ""),
-                [rule.name for rule in source.rules],
+                list(source.rotated),
+                [[rule.name, [needle.hex() for needle in rule.needles]] for rule in source.rules],
                 sorted(source.hosts) if source.hosts is not None else "*",
                 source.written_by,
                 list(source.syslog_senders),

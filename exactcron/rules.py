@@ -16,11 +16,12 @@ start of the message instead.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from exactcron.addresses import normalize_address
+from exactcron.patterns import MIN_NEEDLE_CHARS, bytes_pattern, nested_quantifier, required_literals
 from exactcron.timestamps import TimestampParser
 
 # Longer lines are skipped unparsed: no POP/IMAP success line comes close,
@@ -470,8 +471,13 @@ BUILTIN_RULES: dict[str, Rule] = {
 }
 
 
-def site_rule(name: str, program: str, match: str) -> Rule:
-    """A rule from the configuration. Raises ValueError with what is wrong."""
+def site_rule(name: str, program: str, match: str, needles: Sequence[str] = ()) -> Rule:
+    """A rule from the configuration. Raises ValueError with what is wrong.
+
+    Its needles are `needles` when given, else the longest literal every
+    match of `match` contains: like a built-in rule, it then only looks at
+    the lines that hold one.
+    """
     try:
         pattern = re.compile(match, re.DOTALL)
     except re.error as error:
@@ -481,11 +487,75 @@ def site_rule(name: str, program: str, match: str) -> Rule:
     unknown = set(pattern.groupindex) - {"ip", "user"}
     if unknown:
         raise ValueError(f"match has groups other than 'ip' and 'user': {', '.join(sorted(unknown))}")
+    if nested_quantifier(pattern) is not None:
+        raise ValueError(
+            "match repeats a part that holds a quantifier (such as (a+)+ or (\\w+\\s?)*): "
+            "one crafted line could take hours to match; write it without the nesting"
+        )
     if _PROGRAM.fullmatch(program) is None:
         raise ValueError(f"program {program!r} is not a syslog tag")
-    # A site rule has no known literal, so its needle is the empty string:
-    # every line of its source is split and tried.
-    return Rule(name=name, needles=(b"",), forms=(Form(frozenset({program}), pattern),))
+    if needles:
+        literals = [needle.encode() for needle in needles]
+        if any(not literal for literal in literals):
+            raise ValueError("needle must not be empty")
+    else:
+        # No literal at all (every line is split and tried) when none is long enough.
+        found = [literal for literal in required_literals(pattern) if len(literal) >= MIN_NEEDLE_CHARS]
+        literals = [found[0].encode()] if found else [b""]
+    return Rule(name=name, needles=tuple(literals), forms=(Form(frozenset({program}), pattern),))
+
+
+# A login as the hot path keeps it: (address, second in UTC, microseconds,
+# user, rule name, earliest instant the stamp may mean or None). The
+# datetime of the second is shared by every line of it, so that a Login
+# (and its datetime) is built only once per address.
+Hit = tuple[str, datetime, int, str | None, str, datetime | None]
+
+
+def _hit_of(login: Login) -> Hit:
+    second = login.time.replace(microsecond=0) if login.time.microsecond else login.time
+    return login.address, second, login.time.microsecond, login.user, login.server, login.earliest
+
+
+def login_of(hit: Hit) -> Login:
+    address, second, microsecond, user, server, earliest = hit
+    time = second.replace(microsecond=microsecond) if microsecond else second
+    return Login(time, server, user, address, earliest)
+
+
+# The stamp, host and tag of a line in one bytes pattern. (?>...) commits to
+# the first way each part matches, as separate matches of the stamp and of
+# the header would; RFC 3339 stamps are taken apart so that the fraction of
+# a second is not part of what is looked up per second.
+_LINE_HEAD = re.compile(
+    rb"(?>(?:(?P<clock>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?P<fraction>\.\d{1,9})?"
+    rb"(?P<offset>[Zz]|[+-]\d\d:?\d\d)?|(?P<bsd>[A-Z][a-z]{2} [ 0-3]?\d \d\d:\d\d:\d\d)) )"
+    rb"(?>(?:(?P<host>[^\s:\[\]]{1,255}) )?(?P<program>[A-Za-z0-9_.\-/]{1,64})(?:\[\d{1,10}\])?: )"
+)
+# Distinct tags whose acceptance a form remembers (tags are attacker-chosen).
+_PROGRAM_CACHE_SIZE = 1024
+
+
+class _CompiledForm:
+    """A form as the hot path uses it: its pattern over raw bytes where that
+    means the same (else over the decoded message), and its tags by bytes."""
+
+    __slots__ = ("_accepted", "form", "has_user", "raw")
+
+    def __init__(self, form: Form) -> None:
+        self.form = form
+        # A form with its own reader takes a match of the decoded text.
+        self.raw = bytes_pattern(form.pattern) if form.read is None else None
+        self.has_user = "user" in form.pattern.groupindex
+        self._accepted: dict[bytes, bool] = {}
+
+    def accepts(self, program: bytes) -> bool:
+        accepted = self._accepted.get(program)
+        if accepted is None:
+            if len(self._accepted) >= _PROGRAM_CACHE_SIZE:
+                self._accepted.clear()
+            accepted = self._accepted[program] = self.form.accepts(program.decode("ascii"))
+        return accepted
 
 
 @dataclass
@@ -500,63 +570,154 @@ class LineParser:
     too_long: int = 0
     lines: int = 0
     other_hosts: int = 0  # login lines refused for their host
+    # Counting the lines of a block takes as long as searching it for a
+    # needle: done only when someone reads the count.
+    count_lines: bool = True
 
     def __post_init__(self) -> None:
         needles = {needle for rule in self.rules for needle in rule.needles}
-        # A site rule has no literal (its needle is empty): every line of
+        # A site rule without a literal (its needle is empty): every line of
         # the source must then be split and tried.
         self._every_line = b"" in needles
         self._needles = tuple(sorted(needles))
+        # Several needles are searched for in one pass: `re` factors out
+        # their common prefix (`Log` of `Login: ` and `Logged in: `) and
+        # scans for it in C, where one bytes.find per needle would read
+        # every block once per needle (three times as long for Dovecot's two).
+        self._any_needle = re.compile(b"|".join(re.escape(needle) for needle in self._needles))
+        self._forms = tuple(
+            (rule.name, tuple(_CompiledForm(form) for form in rule.forms)) for rule in self.rules
+        )
 
     def parse(self, line: bytes) -> Login | None:
         """The login of one line (without its LF), or None."""
+        hit = self.hit(line)
+        return login_of(hit) if hit is not None else None
+
+    def hit(self, line: bytes) -> Hit | None:
+        """The login of one line (without its LF; a journal entry may hold LFs), as a hit."""
         self.lines += 1
         if not self._every_line and not any(needle in line for needle in self._needles):
             return None
         return self._candidate(line)
 
     def logins(self, block: bytes) -> list[Login]:
-        """The logins of a block of whole lines, each ending in LF, in log order.
+        """The logins of a block of whole lines, each ending in LF, in log order."""
+        return [login_of(hit) for hit in self.hits(block)]
+
+    def hits(self, block: bytes, size: int | None = None) -> list[Hit]:
+        """The logins of the first `size` bytes of a block (all of it when None), whole
+        lines each ending in LF, in log order, as hits.
 
         The hot path: most lines hold no needle and are never split, decoded
         or even looked at from Python; only the lines around a needle are.
         """
-        newlines = block.count(b"\n")
-        self.lines += newlines
-        if len(block) > 0 and not block.endswith(b"\n"):
-            self.lines += 1  # a last line without its LF (not from LogReader)
+        if size is None:
+            size = len(block)
+        if self.count_lines:
+            self.lines += block.count(b"\n", 0, size)
+            if size > 0 and block[size - 1] != 0x0A:
+                self.lines += 1  # a last line without its LF (not from LogReader)
+        candidate = self._candidate
         if self._every_line:
-            found = (self._candidate(line) for line in block.split(b"\n") if line)
-            return [login for login in found if login is not None]
-        starts: set[int] = set()
-        for needle in self._needles:
-            hit = block.find(needle)
+            every = (candidate(line) for line in block[:size].split(b"\n") if line)
+            return [hit for hit in every if hit is not None]
+        starts: list[int] = []
+        if not self._needles:
+            return []
+        if len(self._needles) == 1:
+            needle = self._needles[0]
+            hit = block.find(needle, 0, size)
             while hit >= 0:
-                starts.add(block.rfind(b"\n", 0, hit) + 1)
+                starts.append(block.rfind(b"\n", 0, hit) + 1)
                 # One hit per line is enough: go on after this line's end.
-                end = block.find(b"\n", hit)
+                end = block.find(b"\n", hit, size)
                 if end < 0:
                     break
-                hit = block.find(needle, end + 1)
-        logins = []
-        # Several needles hit in any order; the lines are taken in log order.
-        for start in sorted(starts):
-            end = block.find(b"\n", start)
+                hit = block.find(needle, end + 1, size)
+        else:
+            # The leftmost needle of any kind, line after line, in log order.
+            search = self._any_needle.search
+            found_needle = search(block, 0, size)
+            while found_needle is not None:
+                hit = found_needle.start()
+                starts.append(block.rfind(b"\n", 0, hit) + 1)
+                end = block.find(b"\n", hit, size)
+                if end < 0:
+                    break
+                found_needle = search(block, end + 1, size)
+        hits: list[Hit] = []
+        for start in starts:
+            end = block.find(b"\n", start, size)
             if end < 0:
-                end = len(block)
-            if end - start > MAX_LINE_BYTES:
-                self.too_long += 1
-                continue
-            login = self._parse_text(block[start:end].decode("utf-8", "replace"))
-            if login is not None:
-                logins.append(login)
-        return logins
+                end = size
+            found = candidate(block[start:end])
+            if found is not None:
+                hits.append(found)
+        return hits
 
-    def _candidate(self, line: bytes) -> Login | None:
+    def _candidate(self, line: bytes) -> Hit | None:
         if len(line) > MAX_LINE_BYTES:
             self.too_long += 1
             return None
-        return self._parse_text(line.decode("utf-8", "replace"))
+        if line.endswith((b"\r", b"\n")):
+            line = line.rstrip(b"\r\n")
+        head = _LINE_HEAD.match(line)
+        if head is None:
+            # Not stamp, host and tag: a rarer shape (Dovecot 1.x's own log)
+            # is read from the decoded text.
+            login = self._parse_text(line.decode("utf-8", "replace"))
+            return _hit_of(login) if login is not None else None
+        clock, fraction, offset, bsd, program, host = head.group(
+            "clock", "fraction", "offset", "bsd", "program", "host"
+        )
+        stamped = self.timestamps.second_of(clock or bsd, offset)
+        if stamped is None:
+            return None
+        second, ambiguity = stamped
+        message = line[head.end() :]
+        text: str | None = None
+        # As Rule.login: per rule, the first form that takes the tag and
+        # matches decides; a rule that finds no login leaves the line to the next.
+        for name, forms in self._forms:
+            for compiled in forms:
+                if not compiled.accepts(program):
+                    continue
+                form = compiled.form
+                user: str | None
+                if compiled.raw is not None:
+                    found_raw = compiled.raw.fullmatch(message)
+                    if found_raw is None:
+                        continue
+                    raw_user = found_raw.group("user") if compiled.has_user else None
+                    user = None if raw_user is None else raw_user.decode("utf-8", "replace")
+                    address = normalize_address(found_raw.group("ip").decode("ascii", "replace"))
+                else:
+                    if text is None:
+                        text = message.decode("utf-8", "replace")
+                    found = form.pattern.fullmatch(text)
+                    if found is None:
+                        continue
+                    if form.read is not None:
+                        fields = form.read(found)
+                        if fields is None:
+                            break
+                        user, address_text = fields
+                    else:
+                        user, address_text = found.groupdict().get("user"), found.group("ip")
+                    address = normalize_address(address_text)
+                if address is None or (user is not None and is_anonymous(user)):
+                    break
+                if host is not None and not self._host_counts(host.decode("utf-8", "replace")):
+                    return None
+                # Offsets are whole minutes, so the fraction survives the shift to UTC as it is.
+                microsecond = int(fraction[1:7].ljust(6, b"0")) if fraction else 0
+                earliest = None
+                if ambiguity:
+                    time = second.replace(microsecond=microsecond) if microsecond else second
+                    earliest = time - ambiguity
+                return address, second, microsecond, user, name, earliest
+        return None
 
     def _parse_text(self, text: str) -> Login | None:
         if text.endswith(("\r", "\n")):

@@ -1,7 +1,7 @@
 """A log file read from a checkpoint, across rotations.
 
 A file is known by a fingerprint of its first bytes (of the decompressed
-content for .gz, .bz2 and .xz), not by its name or inode: logrotate renames,
+content for .gz, .bz2, .xz and .zst), not by its name or inode: logrotate renames,
 copies, truncates and compresses, and ext4 hands a freed inode number to the
 next new file at once. The checkpoint keeps a mark (fingerprint, offset) for
 the live file and for each rotated sibling seen, so that a file is finished
@@ -16,17 +16,18 @@ returned; an unterminated last line waits for its end.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import re
-import sys
-from collections.abc import Callable, Generator, Iterator
+import stat
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from exactcron.compressed import SUFFIXES, ToolMissingError, is_compressed, open_log
+from exactcron.compressed import errors as _decompress_errors
 from exactcron.errors import LogUnreadableError
 
 log = logging.getLogger("exactcron")
@@ -43,11 +44,15 @@ BISECT_SLACK = timedelta(minutes=10)
 MAX_ROTATED_CANDIDATES = 16
 CHECKPOINT_FORMAT = 2
 
-# Suffix -> module whose `open` reads it; imported only when such a file is read.
-_OPENERS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
-# Names logrotate gives a rotated `path`: path.1, path.2.gz, path-20261125, path-20261125.gz,
-# path-2026-11-25-1764090000 (a `dateformat`).
-_ROTATED_SUFFIX = re.compile(r"^(?:\.\d{1,4}|-\d[\d_.\-]{3,30}\d)(?:\.gz|\.bz2|\.xz)?$")
+# The part logrotate puts between a log's name and a compression suffix: a
+# number (`rotate`, `start`), or the date of `dateext` as any `dateformat`
+# writes it (`-%Y%m%d`, `.%Y-%m-%d`, `_%Y%m%d%H%M%S`, `-%s`). Without a
+# separator, only a whole date (`%Y%m%d`, 8 digits or more): `mail2.log` is
+# another log, not a rotated `mail.log`.
+_ROTATION = r"(?:\.\d{1,6}|[-._@+]\d(?:[\d\-_.:+@T]{0,40}\d)?|\d{8}(?:[\d\-_.:+@T]{0,40}\d)?)"
+_COMPRESSION = "(?:" + "|".join(re.escape(suffix) for suffix in SUFFIXES) + ")?"
+# A numbered copy's number, once the suffixes are off: the smaller, the newer.
+_NUMBERED = re.compile(r"\.(\d{1,6})")
 
 StampReader = Callable[[bytes], datetime | None]
 
@@ -164,24 +169,36 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _decompress_errors() -> tuple[type[BaseException], ...]:
-    """Errors a broken or half-written compressed file raises while being read.
+class RotatedNames:
+    """Which names in a directory are rotated copies of one log.
 
-    A decompressor's own error can only come from a module already imported.
+    `mail.log` rotates to `mail.log.1`, `mail.log-20261125` (any `dateformat`)
+    and, with logrotate's `extension .log` (or `addextension`), to
+    `mail.1.log` and `mail-20261125.log`; each perhaps compressed.
     """
-    errors: list[type[BaseException]] = [OSError, EOFError, ValueError]
-    for module, name in (("lzma", "LZMAError"), ("zlib", "error")):
-        if module in sys.modules:
-            errors.append(getattr(sys.modules[module], name))
-    return tuple(errors)
 
+    def __init__(self, name: str) -> None:
+        stem, dot, extension = name.rpartition(".")
+        forms = [re.escape(name) + _ROTATION]
+        if dot and stem:
+            forms.append(re.escape(stem) + _ROTATION + re.escape("." + extension))
+        self._pattern = re.compile("(?:" + "|".join(forms) + ")" + _COMPRESSION)
+        self._extension = "." + extension if dot and stem else ""
+        self._name = name
 
-def _open(path: Path) -> IO[bytes]:
-    module = _OPENERS.get(path.suffix)
-    if module is None:
-        return open(path, "rb")
-    opener: Callable[..., IO[bytes]] = importlib.import_module(module).open
-    return opener(path, "rb")
+    def match(self, candidate: str) -> bool:
+        return candidate != self._name and self._pattern.fullmatch(candidate) is not None
+
+    def number(self, candidate: str) -> int | None:
+        """The rotation number of `path.N` (or `path.N.ext`), None for a dated copy."""
+        for suffix in SUFFIXES:
+            candidate = candidate.removesuffix(suffix)
+        if candidate.startswith(self._name):
+            rest = candidate[len(self._name) :]
+        else:
+            rest = candidate.removesuffix(self._extension)[len(self._name) - len(self._extension) :]
+        found = _NUMBERED.fullmatch(rest)
+        return int(found.group(1)) if found else None
 
 
 @dataclass
@@ -195,7 +212,7 @@ class _File:
 
     @property
     def compressed(self) -> bool:
-        return self.path.suffix in _OPENERS
+        return is_compressed(self.path)
 
 
 class LogReader:
@@ -204,7 +221,7 @@ class LogReader:
     `since` (now - timeout) and `stamp_of` (a line's time) let the reader skip
     the part of an unseen file that cannot grant anything; without them every
     unseen file is read whole. `olddir` is where logrotate moves rotated files,
-    when not beside the log.
+    when not beside the log; `rotated` are globs naming other rotated copies.
     """
 
     def __init__(
@@ -214,6 +231,7 @@ class LogReader:
         since: datetime | None = None,
         stamp_of: StampReader | None = None,
         olddir: Path | None = None,
+        rotated: Sequence[str] = (),
     ) -> None:
         self.path = path
         self.start = checkpoint
@@ -221,16 +239,18 @@ class LogReader:
         self.since = since
         self.stamp_of = stamp_of
         self.olddir = olddir
+        self.rotated = tuple(rotated)
         self.bytes_read = 0
 
     def lines(self) -> Iterator[bytes]:
         """Every complete line (without its LF) written since the checkpoint."""
-        for block in self.blocks():
-            yield from block[:-1].split(b"\n")
+        for block, end in self.blocks():
+            yield from block[: end - 1].split(b"\n")
 
-    def blocks(self) -> Iterator[bytes]:
-        """The complete lines written since the checkpoint, in blocks of whole lines
-        each ending in LF; updates `self.checkpoint` once exhausted."""
+    def blocks(self) -> Iterator[tuple[bytes, int]]:
+        """The complete lines written since the checkpoint, in blocks: (block, end),
+        where block[:end] is whole lines each ending in LF (what follows is not
+        to be read); updates `self.checkpoint` once exhausted."""
         live = self._live_file()
         rotated = self._rotated_files()
         assigned = self._assign_marks(live, rotated)
@@ -292,26 +312,37 @@ class LogReader:
         """Rotated siblings, newest first, with their (decompressed) first bytes."""
         found: list[_File] = []
         directories = [self.path.parent] + ([self.olddir] if self.olddir else [])
-        prefix = self.path.name
+        names = RotatedNames(self.path.name)
         for directory in directories:
             try:
                 entries = list(os.scandir(directory))
             except OSError:
                 continue
             for entry in entries:
-                if not entry.name.startswith(prefix) or not _ROTATED_SUFFIX.match(entry.name[len(prefix) :]):
+                if not names.match(entry.name):
                     continue
                 try:
                     if entry.is_file():
                         found.append(_File(Path(entry.path), entry.stat(), False))
                 except OSError:
                     continue
-        found.sort(key=_rotation_age)
+        seen = {file.path for file in found}
+        for path in _globbed(self.rotated, self.path):
+            try:
+                status = path.stat()
+            except OSError:
+                continue
+            if path not in seen and stat.S_ISREG(status.st_mode):
+                found.append(_File(path, status, False))
+        found.sort(key=lambda file: _rotation_age(file, names))
         files = []
         for file in found[:MAX_ROTATED_CANDIDATES]:
             try:
-                with _open(file.path) as stream:
+                with open_log(file.path) as stream:
                     file.head = stream.read(FINGERPRINT_BYTES)
+            except ToolMissingError as error:
+                log.warning("%s", error)
+                continue
             except _decompress_errors() as error:
                 log.debug("%s: skipped unreadable rotated file: %s", file.path, error)
                 continue
@@ -352,13 +383,15 @@ class LogReader:
 
     # -- reading ----------------------------------------------------------------
 
-    def _read_file(self, file: _File, mark: FileMark | None) -> Generator[bytes, None, int | None]:
+    def _read_file(
+        self, file: _File, mark: FileMark | None
+    ) -> Generator[tuple[bytes, int], None, int | None]:
         """Lines of `file` from its mark, or from the window start when unseen.
 
         Returns the offset reached, or None when the file could not be read.
         """
         try:
-            stream = _open(file.path)
+            stream = open_log(file.path)
         except FileNotFoundError:
             return None
         except OSError as error:
@@ -367,22 +400,35 @@ class LogReader:
             log.warning("%s: cannot read rotated file: %s", file.path, error)
             return None
         with stream:
-            if mark is not None:
-                start = mark.offset
-                if not file.compressed and start > os.fstat(stream.fileno()).st_size:
-                    # Same first bytes but shorter: truncated and rewritten
-                    # with the same start. The new bytes were never read.
-                    log.warning(
-                        "%s: shorter than where reading stopped; reading it from the start", file.path
-                    )
-                    start = 0
-            else:
-                start = self._unseen_start(file, stream)
             try:
+                start = self._resume_at(file, mark, stream)
                 return (yield from self._read(stream, start, final=file.compressed, path=file.path))
             except _decompress_errors() as error:
                 log.warning("%s: stopped reading a damaged compressed file: %s", file.path, error)
                 return None
+
+    def _resume_at(self, file: _File, mark: FileMark | None, stream: IO[bytes]) -> int:
+        """Where to read `file` from: its mark, or as a new file."""
+        if mark is None:
+            return self._unseen_start(file, stream)
+        start = mark.offset
+        if not file.compressed and start > os.fstat(stream.fileno()).st_size:
+            # Same first bytes but shorter: truncated and rewritten
+            # with the same start. The new bytes were never read.
+            log.warning("%s: shorter than where reading stopped; reading it from the start", file.path)
+            return 0
+        if start > 0 and not _line_ends_before(stream, start):
+            # Same first bytes, but not the file read last time (a restore,
+            # `sed -i`): resuming would start mid-line, where a fragment of
+            # another program's line could match a rule.
+            log.warning(
+                "%s: byte %d, where reading stopped, is no longer at the start of a line: "
+                "the file was replaced; reading it as a new file",
+                file.path,
+                start,
+            )
+            return self._unseen_start(file, stream)
+        return start
 
     def _unseen_start(self, file: _File, stream: IO[bytes]) -> int:
         if self.start is not None and not file.live:
@@ -406,11 +452,16 @@ class LogReader:
             log.info("%s: skipped %d bytes logged before %s", file.path, start, self.since)
         return start
 
-    def _read(self, stream: IO[bytes], offset: int, final: bool, path: Path) -> Generator[bytes, None, int]:
+    def _read(
+        self, stream: IO[bytes], offset: int, final: bool, path: Path
+    ) -> Generator[tuple[bytes, int], None, int]:
         """Blocks of complete lines from `offset` on (-1: none); returns the offset after the last one.
 
-        Lines are not split here: a block goes to the parser whole, which
-        looks only at the lines that hold a needle.
+        Lines are not split here, and blocks are not copied: a block goes to
+        the parser whole with where its last whole line ends, and the parser
+        looks only at the lines that hold a needle. A plain file is read
+        again from the start of a line cut by the end of a block; a
+        compressed stream keeps the cut part and prepends it.
         """
         if offset < 0:
             return 0  # skipped whole; the mark says complete
@@ -423,16 +474,21 @@ class LogReader:
                 break
             if carry:
                 chunk = carry + chunk
-            end = chunk.rfind(b"\n")
-            if end < 0:
-                carry = chunk
-                continue
-            carry = chunk[end + 1 :]
-            position += end + 1
-            self.bytes_read += end + 1
+                carry = b""
             # Lines end at LF only: a CR inside a line is data (perhaps an
             # attacker's), never the start of a new line.
-            yield chunk if end + 1 == len(chunk) else chunk[: end + 1]
+            end = chunk.rfind(b"\n") + 1
+            if end == 0:
+                carry = chunk  # a line longer than a block
+                continue
+            position += end
+            self.bytes_read += end
+            yield chunk, end
+            if end < len(chunk):
+                if final:
+                    carry = chunk[end:]
+                else:
+                    stream.seek(position)
         if carry and final:
             # A finished (compressed) file whose last line has no end: a cut
             # line could carry a cut address, so it grants nothing.
@@ -457,7 +513,13 @@ class LogReader:
         )
 
 
-def files_signature(path: Path, olddir: Path | None = None) -> list[Any] | None:
+def _line_ends_before(stream: IO[bytes], offset: int) -> bool:
+    """Whether the byte before `offset` ends a line (leaves the stream at `offset`)."""
+    stream.seek(offset - 1)
+    return stream.read(1) == b"\n"
+
+
+def files_signature(path: Path, olddir: Path | None = None, rotated: Sequence[str] = ()) -> list[Any] | None:
     """The identity, size and times of a log and of its rotated siblings, as JSON values.
 
     Equal signatures mean nothing was written, renamed, truncated or
@@ -465,43 +527,52 @@ def files_signature(path: Path, olddir: Path | None = None) -> list[Any] | None:
     when a directory cannot be listed: then what changed is unknown.
     """
     signature: list[Any] = []
+    names = RotatedNames(path.name)
     for directory in [path.parent] + ([olddir] if olddir else []):
         try:
             entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
         except OSError:
             return None
         for entry in entries:
-            if entry.name != path.name and not (
-                entry.name.startswith(path.name) and _ROTATED_SUFFIX.match(entry.name[len(path.name) :])
-            ):
+            if entry.name != path.name and not names.match(entry.name):
                 continue
-            try:
-                status = entry.stat()
-            except OSError as error:
-                signature.append([entry.path, error.errno])
-                continue
-            signature.append(
-                [
-                    entry.path,
-                    status.st_dev,
-                    status.st_ino,
-                    status.st_mode,
-                    status.st_size,
-                    status.st_mtime_ns,
-                    status.st_ctime_ns,
-                ]
-            )
+            signature.append(_file_state(entry.path))
+    signature += [_file_state(str(found)) for found in _globbed(rotated, path)]
     return signature
 
 
-def _rotation_age(file: _File) -> tuple[int, float]:
+def _file_state(path: str) -> list[Any]:
+    try:
+        status = os.stat(path)
+    except OSError as error:
+        return [path, error.errno]
+    return [
+        path,
+        status.st_dev,
+        status.st_ino,
+        status.st_mode,
+        status.st_size,
+        status.st_mtime_ns,
+        status.st_ctime_ns,
+    ]
+
+
+def _globbed(patterns: Sequence[str], live: Path) -> list[Path]:
+    """The files the `rotated` globs name, sorted, without the live log itself."""
+    if not patterns:
+        return []
+    import glob  # only for a source with `rotated`
+
+    found = {Path(name) for pattern in patterns for name in glob.glob(pattern)}
+    found.discard(live)
+    return sorted(found)
+
+
+def _rotation_age(file: _File, names: RotatedNames) -> tuple[int, float]:
     """Sort key, newest first: by rotation number for path.N, else by mtime."""
-    name = file.path.name
-    for suffix in _OPENERS:
-        name = name.removesuffix(suffix)
-    number = name.rsplit(".", 1)[-1]
-    if number.isdigit():
-        return (int(number), 0.0)
+    number = names.number(file.path.name) if names.match(file.path.name) else None
+    if number is not None:
+        return (number, 0.0)
     return (0, -file.status.st_mtime)
 
 

@@ -49,6 +49,10 @@ class TimestampParser:
     # is read as the later instant (a lease never ends early) but may be the
     # earlier one (a flush made in between must still win).
     ambiguity: timedelta = field(default=timedelta(0))
+    # (clock, offset) bytes of a stamp, as LineParser's pattern takes it apart -> that second in UTC.
+    _raw_cache: dict[tuple[bytes, bytes | None], tuple[datetime, timedelta] | None] = field(
+        default_factory=dict
+    )
 
     def parse_prefix(self, line: str) -> tuple[datetime, int] | None:
         """Return the stamp at the start of `line` and where the rest begins."""
@@ -91,6 +95,22 @@ class TimestampParser:
         self.ambiguity = _ambiguity(start_of_hour, self.zone)
         # A leap second (:60) is read as the next second; syslog rarely writes one.
         return start_of_hour + timedelta(minutes=minute, seconds=second), match.end()
+
+    def second_of(self, clock: bytes, offset: bytes | None) -> tuple[datetime, timedelta] | None:
+        """The UTC second of a raw stamp without its fraction (an RFC 3339 date, time
+        and offset or none, or a traditional `Nov 25 17:32:47`), and its ambiguity."""
+        key = (clock, offset)
+        try:
+            return self._raw_cache[key]
+        except KeyError:
+            pass
+        if len(self._raw_cache) >= _SECOND_CACHE_SIZE:
+            self._raw_cache.clear()  # a hostile log may hold every second there is
+        text = clock.decode("ascii", "replace") + (offset.decode("ascii", "replace") if offset else "") + " "
+        parsed = self.parse_prefix(text)
+        found = (parsed[0], self.ambiguity) if parsed and parsed[1] == len(text) else None
+        self._raw_cache[key] = found
+        return found
 
     def stamp(self, line: bytes) -> datetime | None:
         """The time at the start of a raw log line, or None (for bisecting a log)."""

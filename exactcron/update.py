@@ -28,7 +28,7 @@ from exactcron.health import RunRecord, missing_logs
 from exactcron.leases import Lease
 from exactcron.leasestore import LeaseStore, open_lease_store
 from exactcron.quiet import quiet_leases, settled_record
-from exactcron.rules import LineParser, Login
+from exactcron.rules import Hit, LineParser, login_of
 from exactcron.source import Checkpoint, LogReader, files_signature
 from exactcron.state import LocalState, remove_leftovers
 from exactcron.timestamps import TimestampParser
@@ -50,7 +50,7 @@ MAX_PENDING_LOGINS = 1 << 13
 @dataclass
 class SourceReport:
     path: Path
-    lines: int = 0
+    lines: int | None = 0  # None: not counted
     logins: int = 0
     bytes_read: int = 0
     # The addresses this source granted or extended; kept only for the audit trail.
@@ -78,7 +78,7 @@ def _opened(config: Config, repair: bool = True) -> Iterator[tuple[LocalState, L
         store.close()
 
 
-def run_update(config: Config, now: datetime) -> UpdateResult:
+def run_update(config: Config, now: datetime, count_lines: bool = True) -> UpdateResult:
     started = time.monotonic()
     with _opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
         record = RunRecord.from_json(state.load_last_run())
@@ -86,7 +86,7 @@ def run_update(config: Config, now: datetime) -> UpdateResult:
         for warning in warnings:
             log.warning("%s", warning)
         try:
-            result = _update_locked(config, state, store, now)
+            result = _update_locked(config, state, store, now, count_lines)
         except ExactcronError as error:
             if isinstance(error, StoreUnavailableError):
                 # Relay never outlives its lease: what was last read, less what expired since.
@@ -136,7 +136,9 @@ def _known_leases(store: LeaseStore) -> dict[str, Lease]:
     return {lease.address: lease for lease in store.last_known(_ALL_TIME)} if audit.enabled() else {}
 
 
-def _update_locked(config: Config, state: LocalState, store: LeaseStore, now: datetime) -> UpdateResult:
+def _update_locked(
+    config: Config, state: LocalState, store: LeaseStore, now: datetime, count_lines: bool
+) -> UpdateResult:
     saved = state.load_checkpoints()
     quiet = None if state.rebuild_pending() else quiet_leases(config, state.settled, saved, store, now)
     if quiet is not None:
@@ -158,9 +160,11 @@ def _update_locked(config: Config, state: LocalState, store: LeaseStore, now: da
         key = str(source.path)
         if not source.journal:
             # Taken before reading: whatever is written from now on makes the files differ.
-            logs[key] = files_signature(source.path, source.olddir)
+            logs[key] = files_signature(source.path, source.olddir, source.rotated)
         try:
-            report, checkpoint = _read_source(source, saved.get(key), store, config, now, result.granted)
+            report, checkpoint = _read_source(
+                source, saved.get(key), store, config, now, result.granted, count_lines
+            )
         except ExactcronError as error:
             errors.append(error)
             result.sources.append(SourceReport(source.path))
@@ -230,11 +234,12 @@ def _read_source(
     config: Config,
     now: datetime,
     granted: list[str],
+    count_lines: bool = True,
 ) -> tuple[SourceReport, Checkpoint | JournalCheckpoint | None]:
     timestamps = TimestampParser(now, source.zone)
     # Logins older than this grant nothing: a file never seen is read from here on.
     since = now - config.timeout
-    parser = LineParser(source.rules, timestamps, source.hosts)
+    parser = LineParser(source.rules, timestamps, source.hosts, count_lines=count_lines)
     senders = None
     if source.written_by is not None:
         check_written_by(source.path, source.written_by)
@@ -245,22 +250,29 @@ def _read_source(
     report = SourceReport(source.path)
     # Per address, its latest login only: the lease it grants is the one
     # all its logins would grant when merged one by one, in log order.
-    pending: dict[str, Login] = {}
+    pending: dict[str, Hit] = {}
+    latest_possible = now.replace(microsecond=0)
 
-    def keep(logins: Iterable[Login]) -> None:
-        for login in logins:
+    def later(hit: Hit, current: Hit) -> bool:
+        """Whether `hit` is logged later than `current`, a future stamp counting as now."""
+        if current[1] >= latest_possible and hit[1] >= latest_possible:
+            return min(login_of(hit).time, now) > min(login_of(current).time, now)
+        return (hit[1], hit[2]) > (current[1], current[2])
+
+    def keep(hits: Iterable[Hit]) -> None:
+        for hit in hits:
             report.logins += 1
             # Ties keep the first: merged in order, a later login of the same time changes nothing.
-            current = pending.get(login.address)
-            if current is None or min(login.time, now) > min(current.time, now):
-                pending[login.address] = login
+            current = pending.get(hit[0])
+            if current is None or later(hit, current):
+                pending[hit[0]] = hit
         if len(pending) > MAX_PENDING_LOGINS:
             merge()
 
     auditing = audit.enabled()
 
     def merge() -> None:
-        changed = store.merge(pending.values(), now, config.timeout, config.ignore)
+        changed = store.merge([login_of(hit) for hit in pending.values()], now, config.timeout, config.ignore)
         granted.extend(changed)
         if auditing:
             report.granted.extend(changed)
@@ -273,16 +285,19 @@ def _read_source(
         start = JournalCheckpoint.from_json(saved) if saved else None
         reader = JournalReader(source.journal, start, since, source.journal_directory)
         for line in reader.lines():
-            login = parser.parse(line)
-            if login is not None:
-                keep((login,))
+            hit = parser.hit(line)
+            if hit is not None:
+                keep((hit,))
     else:
         checkpoint = Checkpoint.from_json(saved) if saved else None
-        reader = LogReader(source.path, checkpoint, since, timestamps.stamp, source.olddir)
-        for block in reader.blocks():
-            keep(parser.logins(senders.block(block) if senders is not None else block))
+        reader = LogReader(source.path, checkpoint, since, timestamps.stamp, source.olddir, source.rotated)
+        for block, end in reader.blocks():
+            if senders is not None:
+                keep(parser.hits(senders.block(block[:end])))
+            else:
+                keep(parser.hits(block, end))
     merge()
-    report.lines = parser.lines
+    report.lines = parser.lines if count_lines else None
     report.bytes_read = reader.bytes_read
     if parser.too_long:
         log.warning("%s: skipped %d over-long lines", source.path, parser.too_long)
@@ -492,6 +507,6 @@ def _source_statuses(config: Config, saved: dict[str, dict[str, Any]]) -> list[S
             sources.append(SourceStatus(source.path, JournalCheckpoint.from_json(document), None))
             continue
         checkpoint = Checkpoint.from_json(document) if document else None
-        reader = LogReader(source.path, checkpoint, olddir=source.olddir)
+        reader = LogReader(source.path, checkpoint, olddir=source.olddir, rotated=source.rotated)
         sources.append(SourceStatus(source.path, checkpoint, reader.unread_bytes()))
     return sources

@@ -51,6 +51,8 @@ class Site:
     # logrotate's state file; elsewhere than the log when the test needs the
     # log directory's freed inode numbers left for the log itself.
     state_file: Path | None = None
+    # More keys of the [[source]] table.
+    source_options: str = ""
 
     @property
     def log(self) -> Path:
@@ -65,6 +67,7 @@ class Site:
             f'state_dir = "{self.directory / "state"}"\ntimeout = "2h"\nignore = []\n'
             f'[[source]]\npath = "{self.log}"\nserver = "dovecot"\ntimezone = "UTC"\nhosts = ["*"]\n'
             + (f'olddir = "{self.directory / "old"}"\n' if "olddir" in self.options else "")
+            + self.source_options
             + f'[[map]]\nmta = "exim"\npath = "{self.directory / "relay"}"\n'
         )
 
@@ -373,3 +376,166 @@ def test_olddir(site: Callable[[str], Site]) -> None:
     s.write()
     s.update()
     s.assert_each_granted_once()
+
+
+# -- every name logrotate can give a rotated copy ------------------------------
+
+
+def _catch_up_across_one_rotation(s: Site) -> None:
+    """Logins read before, logins unread when the log is rotated, logins after."""
+    s.write()
+    s.update()
+    s.write()  # unread when rotated: must be found under the rotated name
+    s.rotate()
+    s.write()
+    s.update()
+    s.write()
+    s.update()
+
+
+def _names(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("options", "rotated_name"),
+    [
+        # dateext with a dateformat that is not the default `-%Y%m%d`.
+        ("    dateext\n    dateformat .%Y%m%d", r"mail\.log\.\d{8}"),
+        ("    dateext\n    dateformat -%Y-%m-%d-%s", r"mail\.log-\d{4}-\d\d-\d\d-\d{10}"),
+        ("    dateext\n    dateformat _%Y%m%d%H%M%S", r"mail\.log_\d{14}"),
+        ("    dateext\n    dateformat %Y%m%d", r"mail\.log\d{8}"),
+        # `extension`: the rotation goes before the log's own suffix.
+        ("    extension .log", r"mail\.1\.log"),
+        ("    extension .log\n    compress", r"mail\.1\.log\.gz"),
+        ("    extension .log\n    dateext", r"mail-\d{8}\.log"),
+        ("    start 0", r"mail\.log\.0"),
+    ],
+)
+def test_a_rotated_name(site: Callable[[str], Site], options: str, rotated_name: str) -> None:
+    s = site("    create\n" + options)
+    _catch_up_across_one_rotation(s)
+    assert any(re.fullmatch(rotated_name, name) for name in _names(s.directory)), _names(s.directory)
+    s.assert_each_granted_once()
+    assert not s.warnings
+
+
+@pytest.mark.parametrize(
+    ("tool", "suffix"), [("gzip", ".gz"), ("bzip2", ".bz2"), ("xz", ".xz"), ("zstd", ".zst")]
+)
+def test_a_compressed_rotation(site: Callable[[str], Site], tool: str, suffix: str) -> None:
+    command = require_tool(tool)
+    s = site(f"    create\n    compress\n    compresscmd {command}\n    compressext {suffix}")
+    _catch_up_across_one_rotation(s)
+    assert (s.directory / f"mail.log.1{suffix}").exists(), _names(s.directory)
+    s.assert_each_granted_once()
+    assert not s.warnings
+
+
+def test_zstd_with_delaycompress_over_two_rotations(site: Callable[[str], Site]) -> None:
+    zstd = require_tool("zstd")
+    s = site(f"    create\n    compress\n    delaycompress\n    compresscmd {zstd}\n    compressext .zst")
+    s.write()
+    s.update()
+    s.write()  # unread, ends up in mail.log.2.zst
+    s.rotate()
+    s.write()  # never seen, ends up in mail.log.1
+    s.rotate()
+    s.write()
+    assert (s.directory / "mail.log.2.zst").exists(), _names(s.directory)
+    s.update()
+    s.write()
+    s.update()
+    s.assert_each_granted_once()
+
+
+def test_olddir_dateformat_extension_and_zstd_together(site: Callable[[str], Site]) -> None:
+    zstd = require_tool("zstd")
+    s = site(
+        "    create\n    olddir old\n    createolddir 0700 root root\n    extension .log\n"
+        f"    dateext\n    dateformat .%Y-%m-%d\n    compress\n    compresscmd {zstd}\n    compressext .zst"
+    )
+    _catch_up_across_one_rotation(s)
+    assert any(re.fullmatch(r"mail\.\d{4}-\d\d-\d\d\.log\.zst", name) for name in _names(s.directory / "old"))
+    s.assert_each_granted_once()
+    assert not s.warnings
+
+
+def _archiving(tmp_path: Path, logrotate: str, archived_as: str, source_options: str = "") -> Site:
+    """A site whose own script moves each rotated copy to a name logrotate never gives."""
+    return Site(
+        tmp_path,
+        logrotate,
+        f"    create\n    postrotate\n        mkdir -p {tmp_path}/archive && "
+        f"mv {tmp_path}/mail.log.1 {tmp_path}/archive/{archived_as}\n    endscript",
+        source_options=source_options,
+    )
+
+
+def test_a_name_only_the_rotated_glob_knows(tmp_path: Path, logrotate: str) -> None:
+    s = _archiving(tmp_path, logrotate, "maillog-$(date +%s%N)", 'rotated = ["archive/maillog-*"]\n')
+    _catch_up_across_one_rotation(s)
+    assert list((tmp_path / "archive").glob("maillog-*")), _names(tmp_path)
+    s.assert_each_granted_once()
+    assert not s.warnings
+
+
+def test_without_the_rotated_glob_the_archived_logins_are_lost_with_a_warning(
+    tmp_path: Path, logrotate: str
+) -> None:
+    s = _archiving(tmp_path, logrotate, "maillog-1")
+    _catch_up_across_one_rotation(s)
+    assert set(s.written) - set(s.granted), "the archived logins were found without the glob"
+    assert any("rotated to a name not watched" in warning for warning in s.warnings)
+
+
+# -- a replaced file whose first kilobyte is unchanged --------------------------
+
+
+def test_a_file_rewritten_by_sed_is_read_as_new_never_from_mid_line(site: Callable[[str], Site]) -> None:
+    sed = require_tool("sed")
+    s = site("    create")
+    s.write(8)  # more than the fingerprint's kilobyte
+    stamp = s.now().isoformat(timespec="microseconds")
+    redacted = f"{stamp} mx postfix/smtpd[77]: warning: hostname REDACT-ME{'r' * 150} does not resolve\n"
+    with open(s.log, "a") as stream:
+        stream.write(redacted)
+    s.write(1)
+    s.update()
+    offset = s.log.stat().st_size
+    # An administrator redacts a line in place: same first kilobyte, a new
+    # file, every later byte moved back by the length of the line removed.
+    subprocess.run([sed, "-i", "/REDACT-ME/d", str(s.log)], check=True)
+    # Then a client's HELO lands in a line of another program; reading from
+    # the old offset would start at the fake success inside it.
+    fake = (
+        f"{stamp} mx dovecot: imap-login: Login: user=<evil>, method=PLAIN, rip=198.51.100.66, "
+        "lip=10.0.0.1, mpid=1, TLS, session=<e>"
+    )
+    prefix = f"{stamp} mx postfix/smtpd[78]: NOQUEUE: reject: RCPT from unknown[203.0.113.9]: helo=<"
+    prefix += "h" * (len(redacted) - len(prefix))
+    with open(s.log, "a") as stream:
+        stream.write(prefix + fake + ">\n")
+    assert s.log.read_bytes()[offset:].startswith(fake.encode())
+    s.write(2)
+    s.update()
+    assert "198.51.100.66" not in s.granted
+    lost = set(s.written) - set(s.granted)
+    assert not lost, f"logins never granted: {sorted(lost)}"
+    assert any("no longer at the start of a line" in warning for warning in s.warnings), s.warnings
+
+
+def test_without_the_zstd_command_a_zst_copy_is_named_in_a_warning(
+    site: Callable[[str], Site], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zstd = require_tool("zstd")
+    s = site(f"    create\n    compress\n    compresscmd {zstd}\n    compressext .zst")
+    s.write()
+    s.update()
+    s.write()  # unread when rotated into mail.log.1.zst
+    s.rotate()
+    monkeypatch.setenv("PATH", str(s.directory / "no-tools-here"))
+    s.update()
+    assert any(
+        "mail.log.1.zst" in warning and "zstd command is not installed" in warning for warning in s.warnings
+    )
