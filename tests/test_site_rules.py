@@ -26,7 +26,7 @@ def _run_check(tmp_path: Path, rule: str, log: str) -> tuple[int, str]:
     config = tmp_path / "exactcron.toml"
     config.write_text(
         f'state_dir = "{tmp_path / "state"}"\n[[source]]\npath = "{tmp_path / "mail.log"}"\n'
-        f'server = "mypopd"\ntimezone = "UTC"\n[[map]]\nmta = "exim"\npath = "{tmp_path / "relay"}"\n\n'
+        f'server = "mypopd"\ntimezone = "UTC"\nhosts = ["*"]\n[[map]]\nmta = "exim"\npath = "{tmp_path / "relay"}"\n\n'
         f"[rule.mypopd]\n{rule}\n",
         encoding="utf-8",
     )
