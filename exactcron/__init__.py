@@ -1,3 +1,3 @@
 """exactcron: POP-before-SMTP relay control from cron, without a daemon."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
