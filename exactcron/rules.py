@@ -40,6 +40,7 @@ _HEADER = re.compile(
 # excludes `]`, `,` and spaces, so a field can never swallow the text after
 # it (Exact's Courier pattern captured `1.2.3.4], port=[52326`).
 _IP = r"[0-9A-Fa-f:.]{2,45}"
+_IP_BYTES = _IP.encode()
 # A reverse-DNS name as a server prints it. Names come from whoever runs the
 # client's DNS; one holding a space or a bracket is refused outright.
 _DNS_NAME = r"[^\s\[\]()]{1,255}"
@@ -76,6 +77,12 @@ class Form:
     pattern: re.Pattern[str]
     program_pattern: re.Pattern[str] | None = None
     read: FieldReader | None = None
+    # The commonest success lines of a form with a reader, as one bytes
+    # pattern with groups `ip`, `user` and optionally `lip` (the server's
+    # own address, which must differ from `ip`). Stricter than pattern and
+    # reader together: whatever it matches, they grant with the same user
+    # and address. Lines it does not match go to the reader.
+    fast: re.Pattern[bytes] | None = None
 
     def accepts(self, program: str) -> bool:
         if program in self.programs:
@@ -119,7 +126,8 @@ def is_anonymous(user: str) -> bool:
     `anonymous` in any case, with or without a domain (Cyrus's
     is_userid_anonymous; Dovecot's default auth_anonymous_username).
     """
-    return re.split(r"[@%]", user, maxsplit=1)[0].lower() == "anonymous"
+    # The text before the first `@` or `%`.
+    return user.partition("@")[0].partition("%")[0].lower() == "anonymous"
 
 
 def _form(
@@ -127,12 +135,14 @@ def _form(
     pattern: str,
     program_pattern: str | None = None,
     read: FieldReader | None = None,
+    fast: bytes | None = None,
 ) -> Form:
     return Form(
         frozenset(programs),
         re.compile(pattern, re.ASCII | re.DOTALL),
         re.compile(program_pattern, re.ASCII) if program_pattern else None,
         read,
+        re.compile(fast, re.DOTALL) if fast is not None else None,
     )
 
 
@@ -221,6 +231,14 @@ def _dovecot_fields(found: re.Match[str]) -> tuple[str | None, str] | None:
 
 
 _DOVECOT_LOGIN = r"(?:Info: )?(?:Login|Logged in): (?P<elements>.+)"
+# The default login_log_format_elements, in Dovecot's order, over bytes: a
+# user without `>`, a method that is not ANONYMOUS, then fields of the
+# shapes the reader checks. The reader still compares lip with rip.
+_DOVECOT_FAST_LOGIN = (
+    rb"(?:Info: )?(?:Login|Logged in): user=<(?P<user>[^>]+)>, method=(?!(?i:anonymous),)[A-Za-z0-9_\-]{1,64}, "
+    rb"rip=(?P<ip>" + _IP_BYTES + rb"), lip=(?P<lip>" + _IP_BYTES + rb")(?:, mpid=[0-9]{1,10})?"
+    rb"(?:, (?:TLS|secured|TSL))?, session=<[A-Za-z0-9+/]{1,64}={0,2}>"
+)
 _DOVECOT1_NAME = "dovecot: "
 DOVECOT = Rule(
     name="dovecot",
@@ -233,10 +251,11 @@ DOVECOT = Rule(
             {"dovecot"},
             rf"(?:Info: )?(?:imap|pop3)-login: {_DOVECOT_LOGIN}",
             read=_dovecot_fields,
+            fast=rb"(?:Info: )?(?:imap|pop3)-login: " + _DOVECOT_FAST_LOGIN,
         ),
         # Dovecot's own log_path/info_log_path file, and 1.x syslog tags:
         # `pop3-login: Info: Login: ...`, `imap-login: Info: Logged in: ...`.
-        _form({"imap-login", "pop3-login"}, _DOVECOT_LOGIN, read=_dovecot_fields),
+        _form({"imap-login", "pop3-login"}, _DOVECOT_LOGIN, read=_dovecot_fields, fast=_DOVECOT_FAST_LOGIN),
     ),
 )
 
@@ -342,6 +361,10 @@ CYRUS = Rule(
             r" (?P<mech>[A-Za-z0-9_\-]{1,40})(?:\+TLS)?(?: .*)?",
             _CYRUS_SERVICE,
             read=_cyrus_classic_fields,
+            # One word of user, a mechanism that is not ANONYMOUS.
+            fast=rb"login: (?:[^\s\[\]()]{1,255} )?\[(?P<ip>" + _IP_BYTES + rb")\] (?P<user>[^ ]{1,255})"
+            rb" (?!(?i:anonymous)(?:\+TLS)?(?: |$))[A-Za-z0-9_\-]{1,40}(?:\+TLS)?"
+            rb"(?: User logged in(?: SESSIONID=<[!-=?-~]{1,128}>)?)?",
         ),
         _form((), r"event=login\.good .*", _CYRUS_SERVICE, read=_cyrus_logfmt_fields),
     ),
@@ -540,14 +563,35 @@ class _CompiledForm:
     """A form as the hot path uses it: its pattern over raw bytes where that
     means the same (else over the decoded message), and its tags by bytes."""
 
-    __slots__ = ("_accepted", "form", "has_user", "raw")
+    __slots__ = ("_accepted", "fast", "form", "has_user", "raw")
 
     def __init__(self, form: Form) -> None:
         self.form = form
         # A form with its own reader takes a match of the decoded text.
         self.raw = bytes_pattern(form.pattern) if form.read is None else None
         self.has_user = "user" in form.pattern.groupindex
+        self.fast = form.fast
         self._accepted: dict[bytes, bool] = {}
+
+    def fast_fields(self, message: bytes) -> tuple[str, str] | None:
+        """(user, normalized address) of a message the fast pattern grants for, or None:
+        then the form's pattern and reader decide."""
+        if self.fast is None:
+            return None
+        found = self.fast.fullmatch(message)
+        if found is None:
+            return None
+        address = normalize_address(found.group("ip").decode("ascii"))
+        if address is None:
+            return None
+        if "lip" in found.re.groupindex:
+            local = normalize_address(found.group("lip").decode("ascii"))
+            if local is None or local == address:
+                return None
+        user = found.group("user").decode("utf-8", "replace")
+        if is_anonymous(user):
+            return None
+        return user, address
 
     def accepts(self, program: bytes) -> bool:
         accepted = self._accepted.get(program)
@@ -683,31 +727,36 @@ class LineParser:
             for compiled in forms:
                 if not compiled.accepts(program):
                     continue
-                form = compiled.form
                 user: str | None
-                if compiled.raw is not None:
-                    found_raw = compiled.raw.fullmatch(message)
-                    if found_raw is None:
-                        continue
-                    raw_user = found_raw.group("user") if compiled.has_user else None
-                    user = None if raw_user is None else raw_user.decode("utf-8", "replace")
-                    address = normalize_address(found_raw.group("ip").decode("ascii", "replace"))
+                address: str | None
+                granted = compiled.fast_fields(message) if compiled.fast is not None else None
+                if granted is not None:
+                    user, address = granted
                 else:
-                    if text is None:
-                        text = message.decode("utf-8", "replace")
-                    found = form.pattern.fullmatch(text)
-                    if found is None:
-                        continue
-                    if form.read is not None:
-                        fields = form.read(found)
-                        if fields is None:
-                            break
-                        user, address_text = fields
+                    form = compiled.form
+                    if compiled.raw is not None:
+                        found_raw = compiled.raw.fullmatch(message)
+                        if found_raw is None:
+                            continue
+                        raw_user = found_raw.group("user") if compiled.has_user else None
+                        user = None if raw_user is None else raw_user.decode("utf-8", "replace")
+                        address = normalize_address(found_raw.group("ip").decode("ascii", "replace"))
                     else:
-                        user, address_text = found.groupdict().get("user"), found.group("ip")
-                    address = normalize_address(address_text)
-                if address is None or (user is not None and is_anonymous(user)):
-                    break
+                        if text is None:
+                            text = message.decode("utf-8", "replace")
+                        found = form.pattern.fullmatch(text)
+                        if found is None:
+                            continue
+                        if form.read is not None:
+                            fields = form.read(found)
+                            if fields is None:
+                                break
+                            user, address_text = fields
+                        else:
+                            user, address_text = found.groupdict().get("user"), found.group("ip")
+                        address = normalize_address(address_text)
+                    if address is None or (user is not None and is_anonymous(user)):
+                        break
                 if host is not None and not self._host_counts(host.decode("utf-8", "replace")):
                     return None
                 # Offsets are whole minutes, so the fraction survives the shift to UTC as it is.
