@@ -57,8 +57,7 @@ class FileLeaseStore:
     def merge(
         self, logins: Iterable[Login], now: datetime, timeout: timedelta, ignore: Sequence[Network]
     ) -> list[str]:
-        table = self.table
-        return [login.address for login in logins if table.merge(login, now, timeout, ignore)]
+        return self.table.merge_all(logins, now, timeout, ignore)
 
     def add(self, address: str, now: datetime, duration: timedelta) -> Lease:
         return self.table.add(address, now, duration)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from exactcron.addresses import Network, is_ignored, is_special, sort_key
+from exactcron.addresses import Network, is_ignored, is_special, refusal_test, sort_key
 from exactcron.rules import Login
 
 # Distinct times `LeaseTable.merge` keeps one object of.
@@ -43,6 +43,10 @@ class LeaseTable:
     # Equal times of the leases `merge` grants, as one object: 100,000
     # leases granted over the timeout hold a few thousand datetimes.
     _instants: dict[datetime, datetime] = field(default_factory=dict, init=False, compare=False, repr=False)
+    # The `ignore` marker every lease was vetted against by `merge_all`, and
+    # the number of leases then: a first run's prune need not check them again.
+    _vetted: tuple[str, ...] | None = field(default=None, init=False, compare=False, repr=False)
+    _vetted_size: int = field(default=0, init=False, compare=False, repr=False)
 
     def merge(self, login: Login, now: datetime, timeout: timedelta, ignore: Sequence[Network] = ()) -> bool:
         """Grant or extend a lease for a login. True when the table changed.
@@ -50,36 +54,73 @@ class LeaseTable:
         Merging the same login twice changes nothing, so a run that re-reads
         lines after a crash is harmless.
         """
-        time = min(login.time, now)  # a stamp from the future counts as now
-        if is_special(login.address):
-            return False
-        # A flush wins over every login logged before it, whatever its stamp
-        # claims: the earlier reading of an ambiguous local time, and a stamp
-        # still in the future, which may have been written before the flush
-        # by a clock that runs ahead.
-        if self._flushed_after(login.address, login.earliest or time):
-            return False
-        if login.time > now and self._ever_flushed(login.address):
-            return False
-        # A lease is kept to the second, as the lease file has always stored
-        # it: the same before a save and after, and equal times share one object.
-        second = self._shared(time.replace(microsecond=0) if time.microsecond else time)
-        if second <= now - timeout:
-            return False
-        if is_ignored(login.address, ignore):
-            return False
-        expires = self._shared(second + timeout)
-        current = self.leases.get(login.address)
-        if current is not None and current.last_login >= second and current.expires >= expires:
-            return False
-        server = login.server
-        if current is not None and current.expires > expires:
-            # A lease granted by hand for longer keeps its end (and stays one
-            # granted by hand); the login still refreshes who logged in last.
-            expires, server = current.expires, MANUAL
-        self.leases[login.address] = Lease(login.address, login.user, second, expires, server)
-        self.changed = True
-        return True
+        return bool(self.merge_all((login,), now, timeout, ignore))
+
+    def merge_all(
+        self, logins: Iterable[Login], now: datetime, timeout: timedelta, ignore: Sequence[Network] = ()
+    ) -> list[str]:
+        """`merge` each login in turn; the addresses whose lease changed.
+
+        What does not depend on the login is worked out once: a first run
+        merges one login per address of the log.
+        """
+        networks = tuple(ignore)
+        marker = _checked_marker(networks)
+        if not self.leases and self.ignore_checked is None:
+            # Every lease this table will hold is vetted here, against `ignore`.
+            self._vetted, self._vetted_size = marker, 0
+        elif self._vetted != marker or self._vetted_size != len(self.leases):
+            self._vetted = None
+        refused = refusal_test(networks)
+        horizon = now - timeout
+        any_flush = self.flushed_all is not None or bool(self.flushed)
+        leases = self.leases
+        # second -> (that second, its lease's end), each shared with equal times.
+        ends: dict[datetime, tuple[datetime, datetime]] = {}
+        changed: list[str] = []
+        for login in logins:
+            address, time = login.address, login.time
+            future = time > now
+            if future:
+                time = now  # a stamp from the future counts as now
+            # A flush wins over every login logged before it, whatever its stamp
+            # claims: the earlier reading of an ambiguous local time, and a stamp
+            # still in the future, which may have been written before the flush
+            # by a clock that runs ahead.
+            if any_flush and (
+                self._flushed_after(address, login.earliest or time)
+                or (future and self._ever_flushed(address))
+            ):
+                continue
+            # A lease is kept to the second, as the lease file has always stored
+            # it: the same before a save and after, and equal times share one object.
+            second = time.replace(microsecond=0) if time.microsecond else time
+            if second <= horizon:
+                continue
+            end = ends.get(second)
+            if end is None:
+                if len(ends) >= _SHARED_INSTANTS:
+                    ends.clear()  # a hostile log may hold every second there is
+                shared = self._shared(second)
+                end = ends[second] = (shared, self._shared(shared + timeout))
+            second, expires = end
+            if refused(address):
+                continue
+            current = leases.get(address)
+            if current is not None and current.last_login >= second and current.expires >= expires:
+                continue
+            server = login.server
+            if current is not None and current.expires > expires:
+                # A lease granted by hand for longer keeps its end (and stays one
+                # granted by hand); the login still refreshes who logged in last.
+                expires, server = current.expires, MANUAL
+            leases[address] = Lease(address, login.user, second, expires, server)
+            changed.append(address)
+        if changed:
+            self.changed = True
+        if self._vetted is not None:
+            self._vetted_size = len(leases)
+        return changed
 
     def _shared(self, time: datetime) -> datetime:
         shared = self._instants.get(time)
@@ -100,6 +141,7 @@ class LeaseTable:
 
     def add(self, address: str, now: datetime, duration: timedelta) -> Lease:
         """A lease granted by hand until now + `duration`, or longer: it never shortens one."""
+        self._vetted = None  # an address granted by hand was checked against nothing
         current = self.leases.get(address)
         if current is not None and current.expires > now + duration:
             lease = Lease(address, current.user, current.last_login, current.expires, MANUAL)
@@ -133,11 +175,12 @@ class LeaseTable:
         nothing once they are older than the timeout.
         """
         networks = tuple(ignore)
-        # The marker records that special addresses were checked too (0.1 did not).
-        checked = (*sorted(str(network) for network in networks), SPECIAL_CHECKED)
+        checked = _checked_marker(networks)
         # A lease passed `ignore` when it was granted; only a changed
-        # `ignore` needs every lease checked again.
-        recheck = checked != self.ignore_checked
+        # `ignore` needs every lease checked again, unless each was just
+        # vetted against it.
+        marker_changed = checked != self.ignore_checked
+        recheck = marker_changed and (self._vetted != checked or self._vetted_size != len(self.leases))
         removed = [
             address
             for address, lease in self.leases.items()
@@ -158,7 +201,7 @@ class LeaseTable:
             self.leases[lease.address] = Lease(
                 lease.address, lease.user, lease.last_login, lease.last_login + timeout, lease.server
             )
-        if recheck:
+        if marker_changed:
             self.ignore_checked = checked
         horizon = now - timeout
         flushed = {a: t for a, t in self.flushed.items() if t > horizon}
@@ -168,7 +211,7 @@ class LeaseTable:
         if (
             removed
             or shortened
-            or recheck
+            or marker_changed
             or len(flushed) != len(self.flushed)
             or flushed_all != self.flushed_all
         ):
@@ -180,6 +223,12 @@ class LeaseTable:
         """Leases in force at `now`, in address order."""
         live = (lease for lease in self.leases.values() if lease.expires > now)
         return sorted(live, key=_address_order)
+
+
+def _checked_marker(networks: tuple[Network, ...]) -> tuple[str, ...]:
+    """What `ignore_checked` records: the networks, and that special addresses
+    were checked too (0.1 did not)."""
+    return (*sorted(str(network) for network in networks), SPECIAL_CHECKED)
 
 
 def _address_order(lease: Lease) -> int:

@@ -128,3 +128,30 @@ def test_addresses_are_normalized_and_garbage_is_refused() -> None:
     assert normalize_address("12.345.67.35") is None
     assert normalize_address("1.2.3.4], port=[52326") is None
     assert normalize_address("") is None
+
+
+def test_many_logins_merged_at_once_grant_what_one_by_one_would() -> None:
+    ignore = [parse_network("10.0.0.0/8")]
+    logins = [
+        login("192.0.2.10", 10),
+        login("192.0.2.10", 5, "bob"),
+        login("10.1.2.3", 3),
+        login("224.0.0.1", 3),
+        login("198.51.100.7", 40),
+        login("2001:db8::1", -5),
+    ]
+    one_by_one = LeaseTable()
+    changed = [item.address for item in logins if one_by_one.merge(item, NOW, TIMEOUT, ignore)]
+    at_once = LeaseTable()
+    assert at_once.merge_all(logins, NOW, TIMEOUT, ignore) == changed
+    assert at_once.leases == one_by_one.leases
+
+
+def test_an_ignored_address_granted_by_hand_after_merging_is_pruned() -> None:
+    ignore = [parse_network("10.0.0.0/8")]
+    table = LeaseTable()
+    table.merge_all([login("192.0.2.10", 1), login("192.0.2.11", 1)], NOW, TIMEOUT, ignore)
+    table.add("10.1.2.3", NOW, TIMEOUT)
+    table.flush(["192.0.2.11"], NOW)
+    assert table.prune(NOW, TIMEOUT, ignore) == ["10.1.2.3"]
+    assert list(table.leases) == ["192.0.2.10"]
