@@ -16,6 +16,7 @@ start of the message instead.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -563,7 +564,7 @@ class _CompiledForm:
     """A form as the hot path uses it: its pattern over raw bytes where that
     means the same (else over the decoded message), and its tags by bytes."""
 
-    __slots__ = ("_accepted", "fast", "form", "has_user", "raw")
+    __slots__ = ("_accepted", "fast", "fast_has_lip", "form", "has_user", "raw")
 
     def __init__(self, form: Form) -> None:
         self.form = form
@@ -571,6 +572,7 @@ class _CompiledForm:
         self.raw = bytes_pattern(form.pattern) if form.read is None else None
         self.has_user = "user" in form.pattern.groupindex
         self.fast = form.fast
+        self.fast_has_lip = form.fast is not None and "lip" in form.fast.groupindex
         self._accepted: dict[bytes, bool] = {}
 
     def fast_fields(self, message: bytes) -> tuple[str, str] | None:
@@ -581,10 +583,19 @@ class _CompiledForm:
         found = self.fast.fullmatch(message)
         if found is None:
             return None
-        address = normalize_address(found.group("ip").decode("ascii"))
-        if address is None:
-            return None
-        if "lip" in found.re.groupindex:
+        text = found.group("ip").decode("ascii")
+        if ":" in text:
+            address = normalize_address(text)
+            if address is None:
+                return None
+        else:
+            # IPv4 unchanged by inet_ntop(inet_pton()) is already normal: a log
+            # of many clients would only churn normalize_address's cache.
+            try:
+                address = socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text))
+            except OSError:
+                return None
+        if self.fast_has_lip:
             local = normalize_address(found.group("lip").decode("ascii"))
             if local is None or local == address:
                 return None
