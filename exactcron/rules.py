@@ -600,7 +600,8 @@ class _CompiledForm:
             if local is None or local == address:
                 return None
         user = found.group("user").decode("utf-8", "replace")
-        if is_anonymous(user):
+        # Only an `a` lowercases to the first letter of `anonymous`.
+        if user[0] in "aA" and is_anonymous(user):
             return None
         return user, address
 
@@ -677,16 +678,19 @@ class LineParser:
         if self._every_line:
             every = (candidate(line) for line in block[:size].split(b"\n") if line)
             return [hit for hit in every if hit is not None]
-        starts: list[int] = []
         if not self._needles:
             return []
+        hits: list[Hit] = []
+        # Each line holding a needle is read once, from its start to its end;
+        # one needle per line is enough, so the search goes on after its end.
         if len(self._needles) == 1:
             needle = self._needles[0]
             hit = block.find(needle, 0, size)
             while hit >= 0:
-                starts.append(block.rfind(b"\n", 0, hit) + 1)
-                # One hit per line is enough: go on after this line's end.
                 end = block.find(b"\n", hit, size)
+                found = candidate(block[block.rfind(b"\n", 0, hit) + 1 : end if end >= 0 else size])
+                if found is not None:
+                    hits.append(found)
                 if end < 0:
                     break
                 hit = block.find(needle, end + 1, size)
@@ -696,19 +700,13 @@ class LineParser:
             found_needle = search(block, 0, size)
             while found_needle is not None:
                 hit = found_needle.start()
-                starts.append(block.rfind(b"\n", 0, hit) + 1)
                 end = block.find(b"\n", hit, size)
+                found = candidate(block[block.rfind(b"\n", 0, hit) + 1 : end if end >= 0 else size])
+                if found is not None:
+                    hits.append(found)
                 if end < 0:
                     break
                 found_needle = search(block, end + 1, size)
-        hits: list[Hit] = []
-        for start in starts:
-            end = block.find(b"\n", start, size)
-            if end < 0:
-                end = size
-            found = candidate(block[start:end])
-            if found is not None:
-                hits.append(found)
         return hits
 
     def _candidate(self, line: bytes) -> Hit | None:
