@@ -85,6 +85,16 @@ class Form:
     # and address. Lines it does not match go to the reader.
     fast: re.Pattern[bytes] | None = None
 
+    def fields(self, message: str) -> tuple[bool, tuple[str | None, str] | None]:
+        """Whether the whole message matches; if so, its (user, address text), or
+        None when the line, though shaped like a success, must grant nothing."""
+        found = self.pattern.fullmatch(message)
+        if found is None:
+            return False, None
+        if self.read is not None:
+            return True, self.read(found)
+        return True, (found.groupdict().get("user"), found.group("ip"))
+
     def accepts(self, program: str) -> bool:
         if program in self.programs:
             return True
@@ -104,16 +114,12 @@ class Rule:
         for form in self.forms:
             if not form.accepts(program):
                 continue
-            found = form.pattern.fullmatch(message)
-            if found is None:
+            matched, fields = form.fields(message)
+            if not matched:
                 continue
-            if form.read is not None:
-                fields = form.read(found)
-                if fields is None:
-                    return None
-                user, text = fields
-            else:
-                user, text = found.groupdict().get("user"), found.group("ip")
+            if fields is None:
+                return None
+            user, text = fields
             address = normalize_address(text)
             if address is None or (user is not None and is_anonymous(user)):
                 return None
@@ -753,16 +759,12 @@ class LineParser:
                     else:
                         if text is None:
                             text = message.decode("utf-8", "replace")
-                        found = form.pattern.fullmatch(text)
-                        if found is None:
+                        matched, fields = form.fields(text)
+                        if not matched:
                             continue
-                        if form.read is not None:
-                            fields = form.read(found)
-                            if fields is None:
-                                break
-                            user, address_text = fields
-                        else:
-                            user, address_text = found.groupdict().get("user"), found.group("ip")
+                        if fields is None:
+                            break
+                        user, address_text = fields
                         address = normalize_address(address_text)
                     if address is None or (user is not None and is_anonymous(user)):
                         break
