@@ -358,10 +358,9 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
     names = reader.string_list("server", [])
     if not names:
         raise reader.fail("server", "missing (required): a rule name or a list of them")
-    known = {**BUILTIN_RULES, **site_rules}
     for name in names:
-        if name not in known:
-            expected = ", ".join(sorted(known))
+        if name not in BUILTIN_RULES and name not in site_rules:
+            expected = ", ".join(sorted({*BUILTIN_RULES, *site_rules}))
             raise reader.fail("server", f"unknown rule {name!r} (expected one of: {expected})")
     zone_name = reader.string("timezone")
     zone: tzinfo
@@ -374,7 +373,10 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
             raise reader.fail(
                 "timezone", f"unknown time zone {zone_name!r} (for example Europe/Berlin)"
             ) from None
-    rules = tuple(known[name] for name in dict.fromkeys(names))
+    # Site rules cannot take a built-in name; a built-in rule is compiled only when named.
+    rules = tuple(
+        site_rules[name] if name in site_rules else BUILTIN_RULES[name] for name in dict.fromkeys(names)
+    )
     written_by = reader.string("written_by")
     senders = tuple(reader.string_list("syslog_senders", []))
     if (written_by is not None or senders) and units:
