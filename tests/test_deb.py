@@ -479,7 +479,11 @@ def test_under_systemd_the_timer_runs_update_and_cron_stands_aside(
         stderr=subprocess.DEVNULL,
     )
     try:
-        inside = [nsenter, f"--target={_container_init(nspawn)}", "--all"]
+        # --root and --wd: entering the mount namespace alone puts a process at
+        # that namespace's root mount, which is not the container's root when
+        # this test itself runs in a chroot (nspawn then moves the container
+        # onto the chroot's root, not the namespace's).
+        inside = [nsenter, f"--target={_container_init(nspawn)}", "--all", "--root", "--wd"]
 
         def run(*command: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
