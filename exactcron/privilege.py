@@ -57,6 +57,7 @@ def _hand_over_root_files(state_dir: Path, uid: int, gid: int) -> None:
     """Give the owner the state files an earlier run as root left behind.
 
     The owner may replace them anyway (it owns the directory); it could not read them.
+    Only files with one link: the owner could have hard-linked any root file here.
     """
     try:
         entries = list(os.scandir(state_dir))
@@ -65,7 +66,7 @@ def _hand_over_root_files(state_dir: Path, uid: int, gid: int) -> None:
     for entry in entries:
         try:
             status = entry.stat(follow_symlinks=False)
-            if status.st_uid == 0 and stat.S_ISREG(status.st_mode):
+            if status.st_uid == 0 and stat.S_ISREG(status.st_mode) and status.st_nlink == 1:
                 os.chown(entry.path, uid, gid, follow_symlinks=False)
         except OSError:
             continue

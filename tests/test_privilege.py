@@ -212,6 +212,17 @@ def test_state_files_an_earlier_root_run_left_are_handed_to_the_owner(site: Path
     assert (result.returncode, result.stderr) == (0, "")
 
 
+def test_a_root_file_hard_linked_into_the_state_directory_is_not_handed_over(site: Path) -> None:
+    """The owner of state_dir could link any root file there; root must not give it away."""
+    state = site / "state"
+    secret = site / "root-secret"
+    secret.write_text("root only\n")
+    secret.chmod(0o600)
+    os.link(secret, state / "leases.json.bak")
+    assert run_as(site, None, "render").returncode == 0
+    assert secret.stat().st_uid == 0
+
+
 def test_any_other_user_is_refused_with_77_naming_the_owner(site: Path) -> None:
     for command in (["update"], ["add", "198.51.100.1"], ["flush", "--all"], ["render"]):
         result = run_as(site, "daemon", *command)
