@@ -115,20 +115,23 @@ class MapWriter:
         told apart from one in step with the text, and built again.
         """
         content = render(spec.mta, addresses, _read_include(spec))
+        digest = hashlib.sha256(content).hexdigest()
         if (
             not force
             and spec.mta == "postfix"
             and spec.type is None
             and self._default_postfix_type is None
             and _is_current(spec.path, content, None)
-            and any(database_path(spec.path, suffix).exists() for suffix in _DATABASE_SUFFIXES)
+            and any(
+                record is None or record.matches(spec, digest, [spec.path, database])
+                for database in _built_databases(spec.path)
+            )
         ):
-            # Unchanged and built: postconf (a process, most of a quiet run's
-            # time) is asked only when a map is to be built.
+            # Unchanged and built as recorded: postconf (a process, most of a
+            # quiet run's time) is asked only when a map is to be built.
             return False
         database_type = self.database_type(spec)
         suffix = DATABASE_SUFFIX[database_type] if database_type else None
-        digest = hashlib.sha256(content).hexdigest()
         files = [spec.path] + ([database_path(spec.path, suffix)] if suffix else [])
         current = not force and _is_current(spec.path, content, suffix)
         if current and (record is None or record.matches(spec, digest, files)):
@@ -223,6 +226,12 @@ def _identities(files: list[Path]) -> list[Any]:
             continue
         identities.append([status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns])
     return identities
+
+
+def _built_databases(path: Path) -> list[Path]:
+    return [
+        database_path(path, suffix) for suffix in _DATABASE_SUFFIXES if database_path(path, suffix).exists()
+    ]
 
 
 def database_path(path: Path, suffix: str) -> Path:

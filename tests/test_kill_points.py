@@ -200,3 +200,19 @@ def test_after_a_kill_anywhere_every_database_holds_what_show_lists(
         assert databases == {"postfix": leased, "sendmail": leased, "exim": leased}, (
             f"{follow_up} after a kill of {killed} at {point}"
         )
+
+
+def test_a_default_type_map_killed_between_its_renames_forgets_no_revocation(tmp_path: Path) -> None:
+    """The map's type left to Postfix's default_database_type: a database renamed
+    in without its text is still told apart from one in step with it."""
+    postmap = require_tool("postmap")
+    config = make_site(tmp_path / "site")
+    config.write_text(config.read_text().replace('type = "hash"\n', ""))
+    assert run_update(config, FIRST).returncode == 0
+    killed = run(config, SECOND, "add", "198.51.100.1", EXACTCRON_KILL_AT="relay:renamed.db")
+    assert killed.returncode == -9, killed.stderr
+    flushed = run(config, SECOND, "flush", "198.51.100.1")
+    assert flushed.returncode == 0, flushed.stderr
+    relay = config.parent / "state" / "relay"
+    lookup = subprocess.run([postmap, "-q", "198.51.100.1", f"hash:{relay}"], capture_output=True, text=True)
+    assert (lookup.returncode, lookup.stdout) == (1, "")
