@@ -29,6 +29,9 @@ _USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,31}\$?")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+DEFAULT_STATE_DIR = "/var/lib/exactcron"
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     # For a journal source: `journal:UNIT[,UNIT...]`, its name in status and its checkpoint key.
@@ -229,7 +232,7 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
         except ValueError:
             raise top.fail("ignore", f"{text!r} is not an address or network") from None
     lock_wait = top.duration("lock_wait", "45s")
-    state_dir = top.path("state_dir", "/var/lib/exactcron")
+    state_dir = top.path("state_dir", DEFAULT_STATE_DIR)
     assert state_dir is not None
 
     store = _store(path, document.get("store"))

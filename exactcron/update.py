@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from exactcron import audit, faults
 from exactcron.addresses import normalize_address
-from exactcron.config import Config, MapConfig, SourceConfig
+from exactcron.config import DEFAULT_STATE_DIR, Config, MapConfig, SourceConfig
 from exactcron.errors import ExactcronError, StoreUnavailableError
 from exactcron.health import RunRecord, missing_logs
 from exactcron.leases import Lease
@@ -450,14 +450,22 @@ def salvage_maps(state_dir: Path, now: datetime) -> None:
 
 
 def state_dir_of(config_file: Path) -> Path | None:
-    """`state_dir` of a configuration file that may be broken elsewhere."""
+    """`state_dir` of a configuration file that may be broken elsewhere, even
+    one that is not TOML any more (a line of its own is still looked for)."""
+    import re
     import tomllib
 
     try:
-        document = tomllib.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = config_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
         return None
-    value = document.get("state_dir", "/var/lib/exactcron")
+    try:
+        value = tomllib.loads(text).get("state_dir", DEFAULT_STATE_DIR)
+    except ValueError:
+        line = re.search(
+            r"""^[ \t]*state_dir[ \t]*=[ \t]*(["'])([^"'\n]+)\1[ \t]*(?:#.*)?$""", text, re.MULTILINE
+        )
+        value = line.group(2) if line else DEFAULT_STATE_DIR
     if not isinstance(value, str) or not value.strip():
         return None
     path = Path(value).expanduser()

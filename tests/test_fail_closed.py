@@ -91,3 +91,10 @@ def test_a_lease_file_that_cannot_be_read_leaves_no_relay_open(tmp_path: Path) -
     assert_closed(site, result, 73)
     assert not postfix_answers(site.map_dir / "relay", "10.77.0.9")
     shutil.rmtree(leases)
+
+
+def test_a_configuration_that_is_no_longer_toml_still_expires_leases(tmp_path: Path) -> None:
+    site = granted_site(tmp_path)
+    site.config.write_text(site.config.read_text().replace('timeout = "30m"', 'timeout = "30m'))
+    result = site.run("update", now=EXPIRED)
+    assert_closed(site, result, 78)
