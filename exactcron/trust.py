@@ -17,6 +17,7 @@ import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NoReturn
 
 from exactcron.audit import user_name
 from exactcron.errors import ConfigError
@@ -55,27 +56,53 @@ class SenderFilter:
         return b"".join(line + b"\n" for line in kept if line is not None)
 
 
-def check_written_by(path: Path, writer: str) -> None:
+def check_written_by(path: Path, writer: str, rotated_in: Iterable[Path] = ()) -> None:
     """Refuse a server's own log file that anyone but root and `writer` can write.
 
-    The file and its directory: whoever can write the directory can replace
-    the file. Raises ConfigError naming what is wrong and how to fix it.
+    The file (its real path, through any symlink), the directory holding it and
+    the directories its rotated copies are read from: whoever can write a
+    directory can replace the files in it. Every directory above them must be
+    owned by root or `writer` and not writable by every user (unless sticky),
+    or it could be swapped whole. Raises ConfigError naming what is wrong.
     """
     allowed = {0, user_id(writer, f"written_by of {path}")}
-    for target in (path.parent, path):
-        try:
-            status = os.stat(target)
-        except FileNotFoundError:
-            continue  # being rotated: the directory's check stands
-        except OSError as error:
-            raise ConfigError(f"{target}: cannot check who may write it: {error.strerror}") from None
-        others = _other_writers(status, allowed)
-        if others:
-            trusted = "root" if writer == "root" else f"root and {writer}"
-            raise ConfigError(
-                f"{target} can be written by {others}, not only by {trusted}, "
-                f"so its lines could be forged; refusing it (chown root or {writer}, chmod go-w)"
-            )
+    real = Path(os.path.realpath(path))
+    directories = [real.parent, *(Path(os.path.realpath(directory)) for directory in rotated_in)]
+    for target in (*directories, real):
+        _refuse_other_writers(target, _status(target), allowed, writer)
+    for directory in directories:
+        for above in directory.parents:
+            status = _status(above)
+            if status is not None and (
+                status.st_uid not in allowed
+                or (status.st_mode & stat.S_IWOTH and not status.st_mode & stat.S_ISVTX)
+            ):
+                _refuse(above, _other_writers(status, allowed) or "another user", writer)
+
+
+def _status(target: Path) -> os.stat_result | None:
+    try:
+        return os.stat(target)
+    except FileNotFoundError:
+        return None  # being rotated: the directory's check stands
+    except OSError as error:
+        raise ConfigError(f"{target}: cannot check who may write it: {error.strerror}") from None
+
+
+def _refuse_other_writers(
+    target: Path, status: os.stat_result | None, allowed: set[int], writer: str
+) -> None:
+    others = _other_writers(status, allowed) if status is not None else None
+    if others:
+        _refuse(target, others, writer)
+
+
+def _refuse(target: Path, others: str, writer: str) -> NoReturn:
+    trusted = "root" if writer == "root" else f"root and {writer}"
+    raise ConfigError(
+        f"{target} can be written by {others}, not only by {trusted}, "
+        f"so its lines could be forged; refusing it (chown root or {writer}, chmod go-w)"
+    )
 
 
 def _other_writers(status: os.stat_result, allowed: set[int]) -> str | None:

@@ -242,7 +242,7 @@ def _read_source(
     parser = LineParser(source.rules, timestamps, source.hosts, count_lines=count_lines)
     senders = None
     if source.written_by is not None:
-        check_written_by(source.path, source.written_by)
+        check_written_by(source.path, source.written_by, _rotated_directories(source))
     elif source.syslog_senders:
         senders = SenderFilter(
             user_id(name, f"syslog_senders of {source.path}") for name in source.syslog_senders
@@ -304,6 +304,17 @@ def _read_source(
     if parser.other_hosts:
         log.info("%s: %d logins from hosts not in `hosts` granted nothing", source.path, parser.other_hosts)
     return report, reader.checkpoint
+
+
+def _rotated_directories(source: SourceConfig) -> list[Path]:
+    """Where the rotated copies of a source's log may be read from, besides its own directory."""
+    directories = [source.olddir] if source.olddir is not None else []
+    for pattern in source.rotated:
+        directory = Path(pattern).parent
+        while any(character in str(directory) for character in "*?["):
+            directory = directory.parent
+        directories.append(directory)
+    return directories
 
 
 def _install_maps(

@@ -261,6 +261,49 @@ def test_a_server_written_log_others_can_write_is_refused(
     assert f"can be written by {culprit}, not only by root, so its lines could be forged" in line
 
 
+def _forgeable_olddir(log: Path) -> str:
+    archive = log.parent.parent / "archive"
+    archive.mkdir(mode=0o777)
+    archive.chmod(0o777)
+    return f'\nolddir = "{archive}"'
+
+
+def _symlink_into_an_open_directory(log: Path) -> str:
+    open_directory = log.parent.parent / "open"
+    open_directory.mkdir()
+    open_directory.chmod(0o777)
+    target = open_directory / "dovecot.log"
+    log.rename(target)
+    log.symlink_to(target)
+    return ""
+
+
+def _directory_above_owned_by_another_user(log: Path) -> str:
+    above = log.parent.parent / "srv"
+    (above / "mail").mkdir(parents=True)
+    log.parent.rename(above / "mail" / "logs")
+    log.parent.symlink_to(above / "mail" / "logs")
+    os.chown(above, pwd.getpwnam("nobody").pw_uid, -1)
+    return ""
+
+
+@pytest.mark.parametrize(
+    "loosen", [_forgeable_olddir, _symlink_into_an_open_directory, _directory_above_owned_by_another_user]
+)
+def test_a_server_written_log_reached_through_a_place_others_can_write_is_refused(
+    server_log: Path, loosen: Callable[[Path], str]
+) -> None:
+    more = loosen(server_log)
+    config = configure(
+        server_log.parent.parent / "site",
+        f'path = "{server_log}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"{more}',
+    )
+    result = exactcron(config, "update")
+    assert result.returncode == 78, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "not only by root, so its lines could be forged" in line
+
+
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 
 
