@@ -24,7 +24,7 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parent.parent
 NOW = "2026-11-25T18:00:00+00:00"
 LINE = (
-    "2026-11-25T17:50:{second:02d}.000000+00:00 mx1 dovecot: imap-login: Login: user=<u{n}>, method=PLAIN, "
+    "2026-11-25T17:50:{second:02d}.000000+00:00 mail dovecot: imap-login: Login: user=<u{n}>, method=PLAIN, "
     "rip=192.0.2.{n}, lip=198.51.100.1, mpid=1{n}, TLS, session=<abc{n}>\n"
 )
 

@@ -315,13 +315,15 @@ def store_rows(
     """Rows 7: writers at once, render and the quiet run, with the leases in PostgreSQL."""
     sys.path.insert(0, str(REPOSITORY))
     try:
+        import pytest
+
         from tests.pg_cluster import remove_cluster, start_cluster
     except ImportError as error:
         print(f"shared store not measured: {error}", file=sys.stderr)
         return []
     try:
         cluster = start_cluster()
-    except BaseException as error:  # pytest's skip, when PostgreSQL is missing
+    except (Exception, pytest.skip.Exception, pytest.fail.Exception) as error:  # PostgreSQL missing
         print(f"shared store not measured: {error}", file=sys.stderr)
         return []
     os.environ["PGPASSFILE"] = ENVIRONMENT["PGPASSFILE"] = str(cluster.passfile)
