@@ -366,14 +366,15 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
         resolved = Path(logfile).resolve() if logfile != "-" else None
         source = next((each for each in config.sources if each.path == resolved), None)
     if names:
-        known = {**BUILTIN_RULES, **(config.site_rules if config else {})}
-        unknown = [name for name in names if name not in known]
+        # Built-in rules are compiled only when looked up: no copy of them all.
+        site_rules = config.site_rules if config else {}
+        unknown = [name for name in names if name not in site_rules and name not in BUILTIN_RULES]
         if unknown:
             raise click.BadParameter(
-                f"unknown rule {unknown[0]!r} (expected one of: {', '.join(sorted(known))})",
+                f"unknown rule {unknown[0]!r} (expected one of: {', '.join(sorted({*site_rules, *BUILTIN_RULES}))})",
                 param_hint="--server",
             )
-        rules = tuple(known[name] for name in names)
+        rules = tuple(site_rules[name] if name in site_rules else BUILTIN_RULES[name] for name in names)
     elif source is not None:
         rules = source.rules
     else:
@@ -489,7 +490,9 @@ def _open_log(logfile: str) -> Any:
     if logfile == "-":
         return sys.stdin.buffer
     try:
-        return open(logfile, "rb")
+        from exactcron.compressed import open_log
+
+        return open_log(Path(logfile))
     except OSError as error:
         _fail(LogUnreadableError(f"cannot read {logfile}: {error.strerror}"), verbose=False)
 

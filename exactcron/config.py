@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from exactcron.addresses import Network, parse_network
 from exactcron.errors import ConfigError
+from exactcron.leases import MANUAL
 from exactcron.rules import BUILTIN_RULES, Rule, site_rule
 
 DEFAULT_CONFIG = Path("/etc/exactcron/exactcron.toml")
@@ -306,7 +307,8 @@ def _site_rules(path: Path, tables: object) -> dict[str, Rule]:
         reader = _Reader(path, table if isinstance(table, dict) else {}, f"rule.{name}")
         if not isinstance(table, dict):
             raise reader.fail("", "expected a table with program and match")
-        if name in BUILTIN_RULES:
+        if name in BUILTIN_RULES or name == MANUAL:
+            # `manual` marks leases granted by hand: a login must never pass for one.
             raise ConfigError(f"{path}: rule.{name}: clashes with the built-in rule of that name")
         reader.refuse_unknown({"program", "match", "needle"})
         program = reader.required_string("program")

@@ -34,7 +34,8 @@ MAX_LINE_BYTES = 8192
 # file, no host) is read as a tag, not as a host.
 _PROGRAM = re.compile(r"[A-Za-z0-9_.\-/]{1,64}")
 _HEADER = re.compile(
-    rf"(?:(?P<host>[^\s:\[\]]{{1,255}}) )?(?P<program>{_PROGRAM.pattern})(?:\[\d{{1,10}}\])?: "
+    rf"(?:(?P<host>[^\s:\[\]]{{1,255}}) )?(?P<program>{_PROGRAM.pattern})(?:\[\d{{1,10}}\])?: ",
+    re.ASCII,
 )
 
 # The characters of an IPv4 or IPv6 address (and IPv4-mapped IPv6). It
@@ -373,7 +374,7 @@ def _cyrus() -> Rule:
         forms=(
             _form(
                 (),
-                rf"login: (?:{_DNS_NAME} ?)?\[(?P<ip>{_IP})\] (?P<user>.+?)(?: \(proxy\))?"
+                rf"login: (?:{_DNS_NAME} )?\[(?P<ip>{_IP})\] (?P<user>.+?)(?: \(proxy\))?"
                 r" (?P<mech>[A-Za-z0-9_\-]{1,40})(?:\+TLS)?(?: .*)?",
                 _CYRUS_SERVICE,
                 read=_cyrus_classic_fields,
@@ -711,10 +712,6 @@ class LineParser:
         if not self._every_line and not any(needle in line for needle in self._needles):
             return None
         return self._candidate(line)
-
-    def logins(self, block: bytes) -> list[Login]:
-        """The logins of a block of whole lines, each ending in LF, in log order."""
-        return [login_of(hit) for hit in self.hits(block)]
 
     def hits(self, block: bytes, size: int | None = None) -> list[Hit]:
         """The logins of the first `size` bytes of a block (all of it when None), whole

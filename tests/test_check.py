@@ -293,3 +293,17 @@ def test_check_says_why_lines_of_other_hosts_and_special_addresses_grant_nothing
         "not granted, from a host not in `hosts`: 1 login line\n"
         "would grant: 192.0.2.10\n"
     )
+
+
+def test_check_reads_a_compressed_rotated_log(tmp_path: Path) -> None:
+    import gzip
+
+    log = tmp_path / "mail.log.2.gz"
+    with gzip.open(log, "wt") as stream:
+        stream.write(
+            f"2026-11-25T17:50:13+00:00 {socket.gethostname()} dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
+            "rip=192.0.2.44, lip=192.0.2.1, mpid=1, session=<s>\n"
+        )
+    code, output = run("--server", "dovecot", str(log))
+    assert code == 0
+    assert output.splitlines()[-1] == "would grant: 192.0.2.44"

@@ -485,10 +485,11 @@ def _check(config: Path, *args: str) -> tuple[int, str]:
         ),
         ('[rule.mypopd]\nprogram = "my popd"\nmatch = "OK (?P<ip>\\\\S+)"', "not a syslog tag"),
         ('[rule.dovecot]\nprogram = "x"\nmatch = "(?P<ip>.+)"', "clashes with the built-in rule"),
+        ('[rule.manual]\nprogram = "x"\nmatch = "(?P<ip>.+)"', "clashes with the built-in rule"),
     ],
 )
 def test_a_bad_site_rule_exits_78_naming_the_rule(tmp_path: Path, rule: str, message: str) -> None:
-    name = "dovecot" if "rule.dovecot" in rule else "mypopd"
+    name = rule.split("]", 1)[0].removeprefix("[rule.")
     code, output = _check(_config(tmp_path, rule, server="dovecot"))
     assert code == 78
     assert f"rule.{name}: " in output and message in output

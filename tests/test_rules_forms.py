@@ -274,3 +274,15 @@ def test_a_site_rule_never_grants_the_anonymous_user() -> None:
     parser = LineParser((rule,), TimestampParser(NOW, UTC))
     assert parser.parse(f"{STAMP} mypopd[1]: OK user=anonymous from 192.0.2.10".encode()) is None
     assert parser.parse(f"{STAMP} mypopd[1]: OK user=ann from 192.0.2.10".encode()) is not None
+
+
+def test_a_cyrus_client_name_imitating_an_address_grants_nothing() -> None:
+    # A reverse-DNS name `x[198.51.100.66]` glued to the real `[192.0.2.10]`.
+    line = f"{STAMP} cyrus/imap[12]: login: x[198.51.100.66] [192.0.2.10] bob PLAIN User logged in"
+    login = granted(line)
+    assert login is None or login[2] == "192.0.2.10"
+
+
+def test_a_header_with_other_scripts_digits_is_read_as_no_syslog_header() -> None:
+    # Arabic-Indic digits in the pid: not a pid syslog writes.
+    assert parse(f"{STAMP} dovecot[\u0661\u0662]: imap-login: Login: {ELEMENTS}") is None
