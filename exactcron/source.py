@@ -468,10 +468,25 @@ class LogReader:
         stream.seek(offset)
         position = offset
         carry = b""
+        # Bytes of a line longer than a block, passed over up to its end: no
+        # login line is that long, and keeping it would cost its length in memory.
+        skipped: int | None = None
         while True:
             chunk = stream.read(CHUNK_BYTES)
             if not chunk:
                 break
+            if skipped is not None:
+                cut = chunk.find(b"\n") + 1
+                if cut == 0:
+                    skipped += len(chunk)
+                    continue
+                position += skipped + cut
+                self.bytes_read += skipped + cut
+                log.warning("%s: skipped a line of %d bytes", path, skipped + cut)
+                skipped = None
+                chunk = chunk[cut:]
+                if not chunk:
+                    continue
             if carry:
                 chunk = carry + chunk
                 carry = b""
@@ -479,7 +494,10 @@ class LogReader:
             # attacker's), never the start of a new line.
             end = chunk.rfind(b"\n") + 1
             if end == 0:
-                carry = chunk  # a line longer than a block
+                if len(chunk) >= CHUNK_BYTES:
+                    skipped = len(chunk)
+                else:
+                    carry = chunk  # the start of a line not yet ended
                 continue
             position += end
             self.bytes_read += end
@@ -489,7 +507,11 @@ class LogReader:
                     carry = chunk[end:]
                 else:
                     stream.seek(position)
-        if carry and final:
+        if skipped is not None:
+            if final:
+                log.warning("%s: ignored an unterminated last line of %d bytes", path, skipped)
+                position += skipped
+        elif carry and final:
             # A finished (compressed) file whose last line has no end: a cut
             # line could carry a cut address, so it grants nothing.
             log.warning("%s: ignored an unterminated last line of %d bytes", path, len(carry))

@@ -167,3 +167,30 @@ def test_unread_bytes_follows_the_fingerprint(tmp_path: Path) -> None:
     assert reader.unread_bytes() == len(line(1, "other file"))
     log.unlink()
     assert reader.unread_bytes() is None
+
+
+def test_a_line_longer_than_a_block_is_passed_over_with_a_warning(
+    tmp_path: Path, warnings_logged: list[str]
+) -> None:
+    from exactcron.source import CHUNK_BYTES
+
+    log = tmp_path / "mail.log"
+    long_line = b"x" * (3 * CHUNK_BYTES) + b"\n"
+    log.write_bytes(line(3, "before") + long_line + line(2, "after"))
+    lines, reader = read(log, None)
+    assert lines == [line(3, "before").rstrip(b"\n"), line(2, "after").rstrip(b"\n")]
+    assert reader.checkpoint is not None and reader.checkpoint.offset == log.stat().st_size
+    assert f"skipped a line of {len(long_line)} bytes" in " ".join(warnings_logged)
+
+
+def test_a_long_line_still_being_written_is_waited_for(tmp_path: Path) -> None:
+    from exactcron.source import CHUNK_BYTES
+
+    log = tmp_path / "mail.log"
+    log.write_bytes(line(3, "before") + b"x" * (2 * CHUNK_BYTES))
+    lines, reader = read(log, None)
+    assert lines == [line(3, "before").rstrip(b"\n")]
+    with open(log, "ab") as stream:
+        stream.write(b"\n" + line(1, "after"))
+    later, _ = read(log, reader.checkpoint)
+    assert later == [line(1, "after").rstrip(b"\n")]
