@@ -8,11 +8,10 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta, tzinfo
+from datetime import UTC, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from exactcron.addresses import Network, parse_network
 from exactcron.errors import ConfigError
@@ -115,19 +114,46 @@ def own_host_names() -> frozenset[str]:
     return frozenset({name, name.split(".", 1)[0]} - {""})
 
 
+# The tz database's names of UTC itself. Such a zone is datetime's UTC: the
+# same instants, without loading zoneinfo (a run every minute pays for the import).
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC"})
+LOCALTIME = Path("/etc/localtime")
+
+
+def zone_named(name: str) -> tzinfo | None:
+    """The zone of a tz database name such as Europe/Berlin; None when there is none."""
+    if name in _UTC_NAMES:
+        return UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
 def system_zone() -> tzinfo:
     """The zone the system writes local stamps in: $TZ, else /etc/localtime, else UTC."""
     name = os.environ.get("TZ", "").lstrip(":")
     if name:
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
+        zone = zone_named(name)
+        if zone is not None:
+            return zone
+    if _names_utc(Path(os.path.realpath(LOCALTIME))):
+        return UTC
+    from zoneinfo import ZoneInfo
+
     try:
-        with open("/etc/localtime", "rb") as stream:
+        with open(LOCALTIME, "rb") as stream:
             return ZoneInfo.from_file(stream, key="localtime")
     except (OSError, ValueError):
-        return ZoneInfo("UTC")
+        return UTC
+
+
+def _names_utc(zone_file: Path) -> bool:
+    """Whether a zone file is the tz database's UTC (where Debian links /etc/localtime
+    by default); not right/UTC, a zone with leap seconds."""
+    return zone_file.parts[-2:] == ("zoneinfo", "UTC") or zone_file.parts[-3:] == ("zoneinfo", "Etc", "UTC")
 
 
 class _Reader:
@@ -368,16 +394,9 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
             expected = ", ".join(sorted({*BUILTIN_RULES, *site_rules}))
             raise reader.fail("server", f"unknown rule {name!r} (expected one of: {expected})")
     zone_name = reader.string("timezone")
-    zone: tzinfo
-    if zone_name is None:
-        zone = system_zone()
-    else:
-        try:
-            zone = ZoneInfo(zone_name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise reader.fail(
-                "timezone", f"unknown time zone {zone_name!r} (for example Europe/Berlin)"
-            ) from None
+    zone = system_zone() if zone_name is None else zone_named(zone_name)
+    if zone is None:
+        raise reader.fail("timezone", f"unknown time zone {zone_name!r} (for example Europe/Berlin)")
     # Site rules cannot take a built-in name; a built-in rule is compiled only when named.
     rules = tuple(
         site_rules[name] if name in site_rules else BUILTIN_RULES[name] for name in dict.fromkeys(names)

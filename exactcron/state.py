@@ -21,8 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from filelock import FileLock, Timeout
-
 from exactcron import faults
 from exactcron.errors import ConfigError, LockTimeoutError, StateWriteError
 
@@ -201,6 +199,9 @@ class LocalState:
     @contextmanager
     def locked(self, wait_seconds: float) -> Iterator[None]:
         """Hold the state lock; give up with exit 75 after `wait_seconds`."""
+        # Imported here: `status` and `show` take no lock, and never pay for it.
+        from filelock import FileLock, Timeout
+
         self.ensure_directory()
         lock = FileLock(self.directory / LOCK_FILE, timeout=wait_seconds)
         try:

@@ -174,6 +174,8 @@ def _localize(naive: datetime, zone: tzinfo) -> datetime:
     ambiguous hour): a lease then ends later rather than earlier. A time that
     does not exist (the hour skipped in spring) is shifted forward by zoneinfo.
     """
+    if zone is UTC:
+        return naive.replace(tzinfo=UTC)  # as a tz database zone gives it: fold 0
     return naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
 
+from exactcron import config as config_module
 from exactcron.cli import FORGEABLE_WARNING, main
-from exactcron.config import load_config, parse_duration
+from exactcron.config import load_config, parse_duration, system_zone
+from exactcron.timestamps import TimestampParser, parse_instant
 from tests.conftest import write_config
 
 GOOD = """\
@@ -120,6 +123,45 @@ def test_an_unknown_timezone_is_named(tmp_path: Path) -> None:
     code, output = check(config)
     assert code == 78
     assert "source[0].timezone: unknown time zone 'Mars/Olympus'" in output
+
+
+# Around both of Berlin's clock changes in 2026, the year's first second, a stamp without offset.
+STAMPS = ("Mar 29 01:30:00", "Mar 29 02:30:00", "Oct 25 02:30:00", "Jan  1 00:00:00", "2026-07-01T12:00:00")
+
+
+def read_stamps(zone: object) -> list[str]:
+    """STAMPS as read in `zone`."""
+    parser = TimestampParser(parse_instant("2026-11-25T18:00:00+00:00"), zone)  # type: ignore[arg-type]
+    # repr: also what == leaves out (fold).
+    return [repr((parser.parse_prefix(text + " mx dovecot: x"), parser.ambiguity)) for text in STAMPS]
+
+
+@pytest.mark.parametrize("name", ["UTC", "Etc/UTC", "Europe/Berlin"])
+def test_a_timezone_reads_stamps_as_the_tz_database_has_it(tmp_path: Path, name: str) -> None:
+    config = write_config(
+        tmp_path, GOOD.replace('server = "dovecot"', f'server = "dovecot"\ntimezone = "{name}"')
+    )
+    assert read_stamps(load_config(config).sources[0].zone) == read_stamps(ZoneInfo(name))
+
+
+def test_without_a_timezone_the_zone_is_tz_else_etc_localtime_else_utc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", ":Europe/Berlin")
+    assert read_stamps(system_zone()) == read_stamps(ZoneInfo("Europe/Berlin"))
+    monkeypatch.setenv("TZ", "UTC")
+    assert system_zone() is UTC
+    monkeypatch.setenv("TZ", "Mars/Olympus")  # no such zone: /etc/localtime, as the C library does
+    localtime = tmp_path / "localtime"
+    monkeypatch.setattr(config_module, "LOCALTIME", localtime)
+    for target in ["Europe/Berlin", "Etc/UTC", "UTC", "right/UTC"]:
+        zone_file = Path("/usr/share/zoneinfo", target)
+        localtime.unlink(missing_ok=True)
+        localtime.symlink_to(zone_file)
+        with zone_file.open("rb") as stream:
+            assert read_stamps(system_zone()) == read_stamps(ZoneInfo.from_file(stream))
+    localtime.unlink()
+    assert system_zone() is UTC
 
 
 @pytest.mark.parametrize(

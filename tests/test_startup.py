@@ -1,0 +1,54 @@
+"""What a command loads: cron starts `exactcron update` every minute, and a run
+that finds nothing new spends most of its time starting and importing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import NOW, Site, dovecot_login
+
+# Runs the command as the console script does, then names every module it loaded.
+_LOADED = """
+import sys
+before = set(sys.modules)
+try:
+    from exactcron.cli import main
+    main(sys.argv[1:])
+finally:
+    sys.stderr.write("loaded: " + " ".join(sorted(set(sys.modules) - before)) + "\\n")
+"""
+
+
+def loaded(site: Site, *args: str) -> set[str]:
+    """The modules a fresh process running `exactcron ARGS` on the site imported."""
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADED, "--config", str(site.config), "--now", NOW, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("loaded: "), result.stderr
+    return set(last.removeprefix("loaded: ").split())
+
+
+def test_an_update_in_utc_loads_no_zone_database_and_a_quiet_one_no_map_builder(site: Site) -> None:
+    site.write_log(dovecot_login("192.0.2.10"))
+    first = loaded(site, "update")
+    assert site.map.read_text() == "192.0.2.10 OK\n"
+    assert "filelock" in first
+    assert "zoneinfo" not in first  # the source's timezone is "UTC"
+    for _ in range(2):
+        quiet = loaded(site, "update")  # the second one, at least, finds everything as left
+    assert {"exactcron.quiet", "filelock"} <= quiet
+    assert not quiet & {"zoneinfo", "subprocess", "signal", "exactcron.maps", "exactcron.journal"}
+
+
+def test_commands_that_take_no_lock_do_not_load_the_lock(site: Site) -> None:
+    site.write_log(dovecot_login("192.0.2.10"))
+    assert site.run("update").exit_code == 0
+    for command in ("status", "show"):
+        modules = loaded(site, command)
+        assert "exactcron.update" in modules
+        assert "filelock" not in modules
