@@ -7,13 +7,15 @@ Times `exactcron update` as cron runs it (a fresh process each time) on a
 metrics_file, and with both; with --base, also the code in DIR (a checkout
 or `git archive` of an older version) on the plain configuration. The runs
 are interleaved, so that the machine's load falls on all alike. Prints the
-median and the 10th-90th percentile of each.
+median and the 10th-90th percentile of each, and the median CPU time (user +
+system), which follows the machine's load much less than the wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -69,18 +71,26 @@ def main() -> None:
         for arguments, environment in cases.values():
             subprocess.run(arguments, env=environment, check=True)  # the first, full run
         times: dict[str, list[float]] = {name: [] for name in cases}
+        cpu_times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(options.runs):
             for name, (arguments, environment) in cases.items():
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), _children_cpu()
                 subprocess.run(arguments, env=environment, check=True)
                 times[name].append(time.perf_counter() - start)
+                cpu_times[name].append(_children_cpu() - cpu_start)
         print(f"quiet update, {options.runs} runs each, interleaved")
         for name, samples in times.items():
             deciles = statistics.quantiles(samples, n=10)
             print(
                 f"  {name:<26} median {statistics.median(samples) * 1000:6.1f} ms"
                 f"   p10-p90 {deciles[0] * 1000:6.1f}-{deciles[-1] * 1000:6.1f} ms"
+                f"   CPU median {statistics.median(cpu_times[name]) * 1000:6.1f} ms"
             )
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":
