@@ -152,10 +152,11 @@ def refusal_test(networks: Iterable[Network]) -> Callable[[str], bool]:
     """`is_special(address) or is_ignored(address, networks)` for many
     addresses, each packed once: what every login costs when merged."""
     ranges = _ranges(tuple(networks))
+    pton, inet, inet6 = socket.inet_pton, socket.AF_INET, socket.AF_INET6
 
     def refused(address: str) -> bool:
-        packed = packed_address(address)
-        return _is_special_packed(packed) or _packed_in_ranges(packed, ranges)
+        packed = pton(inet6 if ":" in address else inet, address)
+        return _is_special_packed(packed) or (bool(ranges) and _packed_in_ranges(packed, ranges))
 
     return refused
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from exactcron.addresses import Network, is_ignored, is_special, refusal_test, sort_key
 from exactcron.rules import Login
@@ -17,8 +18,9 @@ MANUAL = "manual"
 SPECIAL_CHECKED = "special"
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
+class Lease(NamedTuple):
+    """An address's leave to relay. A tuple: a first run builds one per client."""
+
     address: str
     user: str | None
     last_login: datetime
@@ -78,23 +80,23 @@ class LeaseTable:
         # second -> (that second, its lease's end), each shared with equal times.
         ends: dict[datetime, tuple[datetime, datetime]] = {}
         changed: list[str] = []
+        latest_possible = now.replace(microsecond=0)
         for login in logins:
-            address, time = login.address, login.time
-            future = time > now
+            address, second = login.address, login.second
+            future = second >= latest_possible and login.time > now
             if future:
-                time = now  # a stamp from the future counts as now
+                second = latest_possible  # a stamp from the future counts as now
             # A flush wins over every login logged before it, whatever its stamp
             # claims: the earlier reading of an ambiguous local time, and a stamp
             # still in the future, which may have been written before the flush
             # by a clock that runs ahead.
             if any_flush and (
-                self._flushed_after(address, login.earliest or time)
+                self._flushed_after(address, login.earliest or (now if future else login.time))
                 or (future and self._ever_flushed(address))
             ):
                 continue
             # A lease is kept to the second, as the lease file has always stored
             # it: the same before a save and after, and equal times share one object.
-            second = time.replace(microsecond=0) if time.microsecond else time
             if second <= horizon:
                 continue
             end = ends.get(second)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from exactcron.addresses import normalize_address
 from exactcron.patterns import MIN_NEEDLE_CHARS, bytes_pattern, nested_quantifier, required_literals
@@ -48,16 +49,37 @@ _IP_BYTES = _IP.encode()
 _DNS_NAME = r"[^\s\[\]()]{1,255}"
 
 
-@dataclass(frozen=True, slots=True)
-class Login:
-    time: datetime
-    server: str
-    user: str | None
+class Login(NamedTuple):
+    """A successful login, as one line states it.
+
+    A tuple, built once per login line of a log: its stamp is kept as the
+    second (in UTC, shared by every login of that second, as leases are kept
+    to the second) and the microseconds apart.
+    """
+
     address: str
+    second: datetime
+    microsecond: int
+    user: str | None
+    server: str
     # The earliest instant the stamp may mean, when earlier than `time` (a
     # local time in the hour repeated when clocks go back): what a flush is
     # compared with.
     earliest: datetime | None = None
+
+    @classmethod
+    def at(
+        cls, time: datetime, server: str, user: str | None, address: str, earliest: datetime | None = None
+    ) -> Login:
+        microsecond = time.microsecond
+        second = time.replace(microsecond=0) if microsecond else time
+        return cls(address, second, microsecond, user, server, earliest)
+
+    @property
+    def time(self) -> datetime:
+        """When the line says the login happened."""
+        second, microsecond = self.second, self.microsecond
+        return second.replace(microsecond=microsecond) if microsecond else second
 
 
 # A form's second look at a matched message: (user, address text), or None
@@ -124,7 +146,7 @@ class Rule:
             address = normalize_address(text)
             if address is None or (user is not None and is_anonymous(user)):
                 return None
-            return Login(time, self.name, user, address)
+            return Login.at(time, self.name, user, address)
         return None
 
 
@@ -585,24 +607,6 @@ def site_rule(name: str, program: str, match: str, needles: Sequence[str] = ()) 
     return Rule(name=name, needles=tuple(literals), forms=(Form(frozenset({program}), pattern),))
 
 
-# A login as the hot path keeps it: (address, second in UTC, microseconds,
-# user, rule name, earliest instant the stamp may mean or None). The
-# datetime of the second is shared by every line of it, so that a Login
-# (and its datetime) is built only once per address.
-Hit = tuple[str, datetime, int, str | None, str, datetime | None]
-
-
-def _hit_of(login: Login) -> Hit:
-    second = login.time.replace(microsecond=0) if login.time.microsecond else login.time
-    return login.address, second, login.time.microsecond, login.user, login.server, login.earliest
-
-
-def login_of(hit: Hit) -> Login:
-    address, second, microsecond, user, server, earliest = hit
-    time = second.replace(microsecond=microsecond) if microsecond else second
-    return Login(time, server, user, address, earliest)
-
-
 # The stamp, host and tag of a line in one bytes pattern. (?>...) commits to
 # the first way each part matches, as separate matches of the stamp and of
 # the header would; RFC 3339 stamps are taken apart so that the fraction of
@@ -612,7 +616,17 @@ _LINE_HEAD = re.compile(
     rb"(?P<offset>[Zz]|[+-]\d\d:?\d\d)?|(?P<bsd>[A-Z][a-z]{2} [ 0-3]?\d \d\d:\d\d:\d\d)) )"
     rb"(?>(?:(?P<host>[^\s:\[\]]{1,255}) )?(?P<program>[A-Za-z0-9_.\-/]{1,64})(?:\[\d{1,10}\])?: )"
 )
-# Distinct tags whose acceptance a form remembers (tags are attacker-chosen).
+
+
+def _microsecond(fraction: bytes) -> int:
+    """The microseconds of a stamp's fraction of a second (`.5`, `.123456789`)."""
+    # Offsets are whole minutes, so the fraction survives the shift to UTC as it is.
+    return int(fraction[1:7]) if len(fraction) >= 7 else int(fraction[1:].ljust(6, b"0"))
+
+
+# The groups of a fused pattern, in order (the form's `lip` may follow).
+_FUSED_GROUPS = ("clock", "fraction", "offset", "bsd", "host", "program", "user", "ip")
+# Distinct tags (and host fields) whose acceptance is remembered (both are attacker-chosen).
 _PROGRAM_CACHE_SIZE = 1024
 
 
@@ -700,22 +714,44 @@ class LineParser:
         self._forms = tuple(
             (rule.name, tuple(_CompiledForm(form) for form in rule.forms)) for rule in self.rules
         )
+        # Compiled at the first line that holds a needle: most runs see none.
+        self._fused: tuple[tuple[re.Pattern[bytes], int], ...] | None = None
+        self._host_verdicts: dict[bytes, bool] = {}
+
+    def _fused_forms(self) -> tuple[tuple[re.Pattern[bytes], int], ...]:
+        """The first rule's fast forms, each joined to the line head as one pattern,
+        with its index among the rule's forms.
+
+        The commonest login line (Dovecot's, in its default format) is then
+        read by one match. The head is matched as `_LINE_HEAD` alone matches
+        it (its parts are atomic), so a fused match splits the line as
+        `_read_line` does; `_fused_login` accepts it only where `_read_line`
+        would grant the same login, and leaves every other line to it.
+        """
+        if not self._forms:
+            return ()
+        _, forms = self._forms[0]
+        fused = []
+        for index, compiled in enumerate(forms):
+            if compiled.fast is None:
+                continue
+            pattern = re.compile(_LINE_HEAD.pattern + compiled.fast.pattern, compiled.fast.flags)
+            # Read by position: the head's groups, then the form's own.
+            names = sorted(pattern.groupindex, key=pattern.groupindex.__getitem__)
+            if names == [*_FUSED_GROUPS, "lip"] or names == list(_FUSED_GROUPS):
+                fused.append((pattern, index))
+        return tuple(fused)
 
     def parse(self, line: bytes) -> Login | None:
-        """The login of one line (without its LF), or None."""
-        hit = self.hit(line)
-        return login_of(hit) if hit is not None else None
-
-    def hit(self, line: bytes) -> Hit | None:
-        """The login of one line (without its LF; a journal entry may hold LFs), as a hit."""
+        """The login of one line (without its LF; a journal entry may hold LFs), or None."""
         self.lines += 1
         if not self._every_line and not any(needle in line for needle in self._needles):
             return None
         return self._candidate(line)
 
-    def hits(self, block: bytes, size: int | None = None) -> list[Hit]:
+    def logins(self, block: bytes, size: int | None = None) -> list[Login]:
         """The logins of the first `size` bytes of a block (all of it when None), whole
-        lines each ending in LF, in log order, as hits.
+        lines each ending in LF, in log order.
 
         The hot path: most lines hold no needle and are never split, decoded
         or even looked at from Python; only the lines around a needle are.
@@ -729,10 +765,10 @@ class LineParser:
         candidate = self._candidate
         if self._every_line:
             every = (candidate(line) for line in block[:size].split(b"\n") if line)
-            return [hit for hit in every if hit is not None]
+            return [login for login in every if login is not None]
         if not self._needles:
             return []
-        hits: list[Hit] = []
+        logins: list[Login] = []
         # Each line holding a needle is read once, from its start to its end;
         # one needle per line is enough, so the search goes on after its end.
         if len(self._needles) == 1:
@@ -742,7 +778,7 @@ class LineParser:
                 end = block.find(b"\n", hit, size)
                 found = candidate(block[block.rfind(b"\n", 0, hit) + 1 : end if end >= 0 else size])
                 if found is not None:
-                    hits.append(found)
+                    logins.append(found)
                 if end < 0:
                     break
                 hit = block.find(needle, end + 1, size)
@@ -755,24 +791,81 @@ class LineParser:
                 end = block.find(b"\n", hit, size)
                 found = candidate(block[block.rfind(b"\n", 0, hit) + 1 : end if end >= 0 else size])
                 if found is not None:
-                    hits.append(found)
+                    logins.append(found)
                 if end < 0:
                     break
                 found_needle = search(block, end + 1, size)
-        return hits
+        return logins
 
-    def _candidate(self, line: bytes) -> Hit | None:
+    def _candidate(self, line: bytes) -> Login | None:
         if len(line) > MAX_LINE_BYTES:
             self.too_long += 1
             return None
         if line.endswith((b"\r", b"\n")):
             line = line.rstrip(b"\r\n")
+        fused = self._fused
+        if fused is None:
+            fused = self._fused = self._fused_forms()
+        for pattern, index in fused:
+            found = pattern.fullmatch(line)
+            if found is not None:
+                login = self._fused_login(found.groups(), index)
+                if login is not None:
+                    return login
+                break
+        return self._read_line(line)
+
+    def _fused_login(self, fields: tuple[bytes | None, ...], index: int) -> Login | None:
+        """The login of a line a fused pattern matched whole, or None to leave the
+        line to `_read_line` (which then counts what it refuses, and decides alone)."""
+        if len(fields) == len(_FUSED_GROUPS):
+            fields = (*fields, None)
+        clock, fraction, offset, bsd, host, program, user_bytes, remote, local = fields
+        stamp = clock or bsd
+        if program is None or stamp is None or user_bytes is None or remote is None:
+            return None  # groups the patterns never leave empty
+        name, forms = self._forms[0]
+        # `_read_line` tries the first form that takes the tag: this one, no earlier one.
+        if not forms[index].accepts(program) or (
+            index and any(forms[other].accepts(program) for other in range(index))
+        ):
+            return None
+        if host is not None and self.hosts is not None and not self._host_bytes_count(host):
+            return None
+        stamped = self.timestamps.second_of(stamp, offset)
+        if stamped is None:
+            return None
+        text = remote.decode("ascii")
+        if ":" in text:
+            address = normalize_address(text)
+            if address is None:
+                return None
+        else:
+            # IPv4 unchanged by inet_ntop(inet_pton()) is already normal: a log
+            # of many clients would only churn normalize_address's cache.
+            try:
+                address = socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text))
+            except OSError:
+                return None
+        if local is not None and normalize_address(local.decode("ascii")) in (None, address):
+            return None
+        user = user_bytes.decode("utf-8", "replace")
+        # Only an `a` lowercases to the first letter of `anonymous`.
+        if user[0] in "aA" and is_anonymous(user):
+            return None
+        second, ambiguity = stamped
+        microsecond = _microsecond(fraction) if fraction else 0
+        if ambiguity:
+            time = second.replace(microsecond=microsecond) if microsecond else second
+            return Login(address, second, microsecond, user, name, time - ambiguity)
+        return Login(address, second, microsecond, user, name)
+
+    def _read_line(self, line: bytes) -> Login | None:
         head = _LINE_HEAD.match(line)
         if head is None:
             # Not stamp, host and tag: a rarer shape (Dovecot 1.x's own log)
             # is read from the decoded text.
-            login = self._parse_text(line.decode("utf-8", "replace"))
-            return _hit_of(login) if login is not None else None
+            return self._parse_text(line.decode("utf-8", "replace"))
         clock, fraction, offset, bsd, program, host = head.group(
             "clock", "fraction", "offset", "bsd", "program", "host"
         )
@@ -816,13 +909,12 @@ class LineParser:
                         break
                 if host is not None and not self._host_counts(host.decode("utf-8", "replace")):
                     return None
-                # Offsets are whole minutes, so the fraction survives the shift to UTC as it is.
-                microsecond = int(fraction[1:7].ljust(6, b"0")) if fraction else 0
+                microsecond = _microsecond(fraction) if fraction else 0
                 earliest = None
                 if ambiguity:
                     time = second.replace(microsecond=microsecond) if microsecond else second
                     earliest = time - ambiguity
-                return address, second, microsecond, user, name, earliest
+                return Login(address, second, microsecond, user, name, earliest)
         return None
 
     def _parse_text(self, text: str) -> Login | None:
@@ -859,9 +951,21 @@ class LineParser:
                 if not self._host_counts(host):
                     return None
                 if self.timestamps.ambiguity:
-                    return replace(login, earliest=time - self.timestamps.ambiguity)
+                    return login._replace(earliest=time - self.timestamps.ambiguity)
                 return login
         return None
+
+    def _host_bytes_count(self, host: bytes) -> bool:
+        """Whether a host field as logged is one of `hosts` (counting no refusal)."""
+        verdict = self._host_verdicts.get(host)
+        if verdict is None:
+            if len(self._host_verdicts) >= _PROGRAM_CACHE_SIZE:
+                self._host_verdicts.clear()  # host fields are attacker-chosen
+            hosts = self.hosts
+            verdict = self._host_verdicts[host] = (
+                hosts is None or host.decode("utf-8", "replace").lower() in hosts
+            )
+        return verdict
 
     def _host_counts(self, host: str | None) -> bool:
         if host is None or self.hosts is None or host.lower() in self.hosts:

@@ -13,10 +13,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ from exactcron.health import RunRecord, missing_logs
 from exactcron.leases import Lease
 from exactcron.leasestore import LeaseStore, open_lease_store
 from exactcron.quiet import quiet_leases, settled_record
-from exactcron.rules import Hit, LineParser, login_of
+from exactcron.rules import LineParser, Login
 from exactcron.source import Checkpoint, LogReader, files_signature
 from exactcron.state import LocalState, remove_leftovers
 from exactcron.timestamps import TimestampParser
@@ -175,8 +174,7 @@ def _update_locked(
     # Read: the memory of the parsed addresses is better spent on the rest.
     normalize_address.cache_clear()
     # An address granted by two sources, or by two batches of one, once.
-    result.granted.sort()
-    result.granted = [address for address, _ in groupby(result.granted)]
+    result.granted = list(dict.fromkeys(result.granted))
     result.expired = store.prune(now, config.timeout, config.ignore)
     faults.point("update:merged")
     leases_saved = _collect(errors, store.save)
@@ -250,29 +248,30 @@ def _read_source(
     report = SourceReport(source.path)
     # Per address, its latest login only: the lease it grants is the one
     # all its logins would grant when merged one by one, in log order.
-    pending: dict[str, Hit] = {}
+    pending: dict[str, Login] = {}
     latest_possible = now.replace(microsecond=0)
 
-    def later(hit: Hit, current: Hit) -> bool:
-        """Whether `hit` is logged later than `current`, a future stamp counting as now."""
-        if current[1] >= latest_possible and hit[1] >= latest_possible:
-            return min(login_of(hit).time, now) > min(login_of(current).time, now)
-        return (hit[1], hit[2]) > (current[1], current[2])
+    def later(login: Login, current: Login) -> bool:
+        """Whether `login` is logged later than `current`, a future stamp counting as now."""
+        if current.second >= latest_possible and login.second >= latest_possible:
+            return min(login.time, now) > min(current.time, now)
+        return (login.second, login.microsecond) > (current.second, current.microsecond)
 
-    def keep(hits: Iterable[Hit]) -> None:
-        for hit in hits:
-            report.logins += 1
+    def keep(logins: Sequence[Login]) -> None:
+        report.logins += len(logins)
+        for login in logins:
             # Ties keep the first: merged in order, a later login of the same time changes nothing.
-            current = pending.get(hit[0])
-            if current is None or later(hit, current):
-                pending[hit[0]] = hit
+            address = login.address
+            current = pending.get(address)
+            if current is None or later(login, current):
+                pending[address] = login
         if len(pending) > MAX_PENDING_LOGINS:
             merge()
 
     auditing = audit.enabled()
 
     def merge() -> None:
-        changed = store.merge([login_of(hit) for hit in pending.values()], now, config.timeout, config.ignore)
+        changed = store.merge(list(pending.values()), now, config.timeout, config.ignore)
         granted.extend(changed)
         if auditing:
             report.granted.extend(changed)
@@ -285,17 +284,17 @@ def _read_source(
         start = JournalCheckpoint.from_json(saved) if saved else None
         reader = JournalReader(source.journal, start, since, source.journal_directory)
         for line in reader.lines():
-            hit = parser.hit(line)
-            if hit is not None:
-                keep((hit,))
+            login = parser.parse(line)
+            if login is not None:
+                keep((login,))
     else:
         checkpoint = Checkpoint.from_json(saved) if saved else None
         reader = LogReader(source.path, checkpoint, since, timestamps.stamp, source.olddir, source.rotated)
         for block, end in reader.blocks():
             if senders is not None:
-                keep(parser.hits(senders.block(block[:end])))
+                keep(parser.logins(senders.block(block[:end])))
             else:
-                keep(parser.hits(block, end))
+                keep(parser.logins(block, end))
     merge()
     report.lines = parser.lines if count_lines else None
     report.bytes_read = reader.bytes_read

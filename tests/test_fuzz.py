@@ -132,7 +132,7 @@ def table_of(logins: list[tuple[str, str | None, int]], microseconds: int = 0) -
     for address, user, seconds_ago in logins:
         normalized = normalize_address(address)
         assert normalized is not None
-        login = Login(
+        login = Login.at(
             NOW - timedelta(seconds=seconds_ago, microseconds=microseconds), "dovecot", user, normalized
         )
         table.merge(login, NOW, timedelta(minutes=30))
@@ -199,7 +199,9 @@ def sample_lease_file() -> bytes:
     now = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
     table = LeaseTable()
     for number, address in enumerate(["192.0.2.1", "192.0.2.2", "198.51.100.7", "2001:db8::5"]):
-        table.merge(Login(now - timedelta(minutes=number), "dovecot", f"user{number}", address), now, TIMEOUT)
+        table.merge(
+            Login.at(now - timedelta(minutes=number), "dovecot", f"user{number}", address), now, TIMEOUT
+        )
     table.flush(["192.0.2.9"], now)
     return encode_leases(table)
 

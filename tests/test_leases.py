@@ -13,7 +13,7 @@ TIMEOUT = timedelta(minutes=30)
 
 
 def login(address: str, minutes_ago: float, user: str = "alice") -> Login:
-    return Login(NOW - timedelta(minutes=minutes_ago), "dovecot", user, address)
+    return Login.at(NOW - timedelta(minutes=minutes_ago), "dovecot", user, address)
 
 
 def test_a_login_grants_until_its_log_time_plus_the_timeout() -> None:

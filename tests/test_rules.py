@@ -437,7 +437,7 @@ def test_a_site_rule_reads_its_program_only() -> None:
     rule = site_rule("mypopd", "mypopd", r"OK user=(?P<user>\S+) from \[(?P<ip>[^]]+)\]$")
     parser = LineParser((rule,), TimestampParser(NOW, UTC))
     login = parser.parse(f"{STAMP} mypopd[7]: OK user=ann from [192.0.2.5]".encode())
-    assert login == Login(datetime(2026, 11, 25, 17, 50, 10, tzinfo=UTC), "mypopd", "ann", "192.0.2.5")
+    assert login == Login.at(datetime(2026, 11, 25, 17, 50, 10, tzinfo=UTC), "mypopd", "ann", "192.0.2.5")
     assert parser.parse(f"{STAMP} otherd[7]: OK user=ann from [192.0.2.5]".encode()) is None
     # The address is still validated.
     assert parser.parse(f"{STAMP} mypopd[7]: OK user=ann from [192.0.2.500]".encode()) is None

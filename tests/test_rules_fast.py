@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exactcron.rules import BUILTIN_RULES, LineParser, Rule, _CompiledForm
+from exactcron.rules import BUILTIN_RULES, LineParser, Rule, _CompiledForm, site_rule
 from exactcron.timestamps import TimestampParser
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
@@ -167,3 +167,50 @@ def test_the_default_formats_take_the_fast_path() -> None:
         tag_end = line.index(b": ") + 2
         forms = [_CompiledForm(form) for rule in RULES for form in rule.forms]
         assert any(form.fast_fields(line[tag_end:]) == ("joe", "192.0.2.10") for form in forms)
+
+
+# The line head as syslog writers and Dovecot's own log files write it.
+heads = st.tuples(
+    st.sampled_from(
+        [
+            b"2026-11-25T17:50:10.123456+00:00",
+            b"2026-11-25T17:50:10+01:00",
+            b"2026-11-25T12:50:10.5-05:00",
+            b"2026-11-25T17:50:10.123456789Z",
+            b"2026-11-25 17:50:10+0100",
+            b"2026-11-25T17:50:10",
+            b"2026-11-25T17:50:10+24:00",
+            b"2026-11-25T17:50:10+23:99",
+            b"2026-02-30T17:50:10+00:00",
+            b"Nov 25 17:50:10",
+            b"Nov 25 17:50:61",
+        ]
+    ),
+    st.sampled_from([b"mail ", b"MAIL ", b"other ", b""]),
+)
+
+
+@settings(max_examples=1500)
+@given(heads, dovecot_lines())
+def test_one_pattern_for_the_whole_line_reads_it_as_head_and_message_apart(
+    head: tuple[bytes, bytes], dovecot_line: bytes
+) -> None:
+    stamp, host = head
+    line = stamp + b" " + host + dovecot_line[len(STAMP) :]
+    fused, apart = _parser(RULES), _parser(tuple(_without_fast(rule) for rule in RULES))
+    assert fused.parse(line) == apart.parse(line)
+    assert fused.other_hosts == apart.other_hosts
+
+
+def test_a_rule_listed_before_dovecot_reads_its_lines_first() -> None:
+    line = (
+        STAMP + b"dovecot: imap-login: Login: user=<joe>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1, "
+        b"mpid=1, TLS, session=<TueFBjS/DhXx0Q8B>"
+    )
+    mine = site_rule(
+        "mine", "dovecot", r"imap-login: Login: user=<(?P<user>[^>]*)>, .*rip=(?P<ip>[0-9.]+), .*"
+    )
+    login = _parser((mine, BUILTIN_RULES["dovecot"])).parse(line)
+    assert login is not None and login.server == "mine"
+    login = _parser((BUILTIN_RULES["dovecot"], mine)).parse(line)
+    assert login is not None and login.server == "dovecot"

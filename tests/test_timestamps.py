@@ -107,3 +107,24 @@ def test_stamp_of_a_raw_line() -> None:
     )
     assert parser.stamp(b"\xff\xfe garbage") is None
     assert parser.stamp(b"") is None
+
+
+@pytest.mark.parametrize(
+    "clock",
+    [
+        "2026-11-25T17:50:10",
+        "2026-11-25 00:00:00",
+        "2026-02-29T12:00:00",
+        "2024-02-29T23:59:59",
+        "2026-13-01T00:00:00",
+    ],
+)
+@pytest.mark.parametrize(
+    "offset", ["+00:00", "-05:30", "+23:59", "+24:00", "-00:60", "+01:99", "Z", "z", "+0100", None]
+)
+def test_a_raw_stamp_is_read_as_the_stamp_of_a_line(clock: str, offset: str | None) -> None:
+    parser = TimestampParser(datetime(2026, 11, 25, 18, 0, tzinfo=UTC), ZoneInfo("Europe/Berlin"))
+    text = clock + (offset or "") + " "
+    parsed = parser.parse_prefix(text)
+    expected = (parsed[0], parser.ambiguity) if parsed is not None else None
+    assert parser.second_of(clock.encode(), offset.encode() if offset else None) == expected
