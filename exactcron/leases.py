@@ -183,11 +183,12 @@ class LeaseTable:
         # vetted against it.
         marker_changed = checked != self.ignore_checked
         recheck = marker_changed and (self._vetted != checked or self._vetted_size != len(self.leases))
+        horizon = now - timeout
         removed = [
             address
             for address, lease in self.leases.items()
             if lease.expires <= now
-            or (lease.server != MANUAL and lease.last_login + timeout <= now)
+            or (lease.server != MANUAL and lease.last_login <= horizon)
             or (recheck and (is_ignored(address, networks) or is_special(address)))
         ]
         for address in removed:
@@ -205,7 +206,6 @@ class LeaseTable:
             )
         if marker_changed:
             self.ignore_checked = checked
-        horizon = now - timeout
         flushed = {a: t for a, t in self.flushed.items() if t > horizon}
         flushed_all = (
             self.flushed_all if self.flushed_all is not None and self.flushed_all > horizon else None
