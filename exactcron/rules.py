@@ -85,6 +85,10 @@ class Login(NamedTuple):
         return second.replace(microsecond=microsecond) if microsecond else second
 
 
+# Login(...) without its Python-level __new__: the hot path builds one per login line.
+_new_login = tuple.__new__
+
+
 # A form's second look at a matched message: (user, address text), or None
 # when the line, though shaped like a success, must grant nothing.
 FieldReader = Callable[["re.Match[str]"], "tuple[str | None, str] | None"]
@@ -613,7 +617,8 @@ def site_rule(name: str, program: str, match: str, needles: Sequence[str] = ()) 
 # The stamp, host and tag of a line in one bytes pattern. (?>...) commits to
 # the first way each part matches, as separate matches of the stamp and of
 # the header would; RFC 3339 stamps are taken apart so that the fraction of
-# a second is not part of what is looked up per second.
+# a second is not part of what is looked up per second. Its groups are
+# read by position, in this order.
 _LINE_HEAD = re.compile(
     rb"(?>(?:(?P<clock>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?P<fraction>\.\d{1,9})?"
     rb"(?P<offset>[Zz]|[+-]\d\d:?\d\d)?|(?P<bsd>[A-Z][a-z]{2} [ 0-3]?\d \d\d:\d\d:\d\d)) )"
@@ -627,9 +632,7 @@ def _microsecond(fraction: bytes) -> int:
     return int(fraction[1:7]) if len(fraction) >= 7 else int(fraction[1:].ljust(6, b"0"))
 
 
-# The groups of a fused pattern, in order (the form's `lip` may follow).
-_FUSED_GROUPS = ("clock", "fraction", "offset", "bsd", "host", "program", "user", "ip")
-# Distinct tags (and host fields) whose acceptance is remembered (both are attacker-chosen).
+# Distinct tags (and host fields) whose verdicts are remembered (both are attacker-chosen).
 _PROGRAM_CACHE_SIZE = 1024
 
 
@@ -717,33 +720,7 @@ class LineParser:
         self._forms = tuple(
             (rule.name, tuple(_CompiledForm(form) for form in rule.forms)) for rule in self.rules
         )
-        # Compiled at the first line that holds a needle: most runs see none.
-        self._fused: tuple[tuple[re.Pattern[bytes], int], ...] | None = None
         self._host_verdicts: dict[bytes, bool] = {}
-
-    def _fused_forms(self) -> tuple[tuple[re.Pattern[bytes], int], ...]:
-        """The first rule's fast forms, each joined to the line head as one pattern,
-        with its index among the rule's forms.
-
-        The commonest login line (Dovecot's, in its default format) is then
-        read by one match. The head is matched as `_LINE_HEAD` alone matches
-        it (its parts are atomic), so a fused match splits the line as
-        `_read_line` does; `_fused_login` accepts it only where `_read_line`
-        would grant the same login, and leaves every other line to it.
-        """
-        if not self._forms:
-            return ()
-        _, forms = self._forms[0]
-        fused = []
-        for index, compiled in enumerate(forms):
-            if compiled.fast is None:
-                continue
-            pattern = re.compile(_LINE_HEAD.pattern + compiled.fast.pattern, compiled.fast.flags)
-            # Read by position: the head's groups, then the form's own.
-            names = sorted(pattern.groupindex, key=pattern.groupindex.__getitem__)
-            if names == [*_FUSED_GROUPS, "lip"] or names == list(_FUSED_GROUPS):
-                fused.append((pattern, index))
-        return tuple(fused)
 
     def parse(self, line: bytes) -> Login | None:
         """The login of one line (without its LF; a journal entry may hold LFs), or None."""
@@ -806,72 +783,12 @@ class LineParser:
             return None
         if line.endswith((b"\r", b"\n")):
             line = line.rstrip(b"\r\n")
-        fused = self._fused
-        if fused is None:
-            fused = self._fused = self._fused_forms()
-        for pattern, index in fused:
-            found = pattern.fullmatch(line)
-            if found is not None:
-                login = self._fused_login(found.groups(), index)
-                if login is not None:
-                    return login
-                break
-        return self._read_line(line)
-
-    def _fused_login(self, fields: tuple[bytes | None, ...], index: int) -> Login | None:
-        """The login of a line a fused pattern matched whole, or None to leave the
-        line to `_read_line` (which then counts what it refuses, and decides alone)."""
-        if len(fields) == len(_FUSED_GROUPS):
-            fields = (*fields, None)
-        clock, fraction, offset, bsd, host, program, user_bytes, remote, local = fields
-        stamp = clock or bsd
-        if program is None or stamp is None or user_bytes is None or remote is None:
-            return None  # groups the patterns never leave empty
-        name, forms = self._forms[0]
-        # `_read_line` tries the first form that takes the tag: this one, no earlier one.
-        if not forms[index].accepts(program) or (
-            index and any(forms[other].accepts(program) for other in range(index))
-        ):
-            return None
-        if host is not None and self.hosts is not None and not self._host_bytes_count(host):
-            return None
-        stamped = self.timestamps.second_of(stamp, offset)
-        if stamped is None:
-            return None
-        text = remote.decode("ascii")
-        if ":" in text:
-            address = normalize_address(text)
-            if address is None:
-                return None
-        else:
-            # IPv4 unchanged by inet_ntop(inet_pton()) is already normal: a log
-            # of many clients would only churn normalize_address's cache.
-            try:
-                address = inet_ntop(AF_INET, inet_pton(AF_INET, text))
-            except OSError:
-                return None
-        if local is not None and normalize_address(local.decode("ascii")) in (None, address):
-            return None
-        user = user_bytes.decode("utf-8", "replace")
-        # Only an `a` lowercases to the first letter of `anonymous`.
-        if user[0] in "aA" and is_anonymous(user):
-            return None
-        second, ambiguity = stamped
-        microsecond = _microsecond(fraction) if fraction else 0
-        if ambiguity:
-            time = second.replace(microsecond=microsecond) if microsecond else second
-            return Login(address, second, microsecond, user, name, time - ambiguity)
-        return Login(address, second, microsecond, user, name)
-
-    def _read_line(self, line: bytes) -> Login | None:
         head = _LINE_HEAD.match(line)
         if head is None:
             # Not stamp, host and tag: a rarer shape (Dovecot 1.x's own log)
             # is read from the decoded text.
             return self._parse_text(line.decode("utf-8", "replace"))
-        clock, fraction, offset, bsd, program, host = head.group(
-            "clock", "fraction", "offset", "bsd", "program", "host"
-        )
+        clock, fraction, offset, bsd, host, program = head.groups()
         stamped = self.timestamps.second_of(clock or bsd, offset)
         if stamped is None:
             return None
@@ -910,14 +827,14 @@ class LineParser:
                         address = normalize_address(address_text)
                     if address is None or (user is not None and is_anonymous(user)):
                         break
-                if host is not None and not self._host_counts(host.decode("utf-8", "replace")):
+                if host is not None and self.hosts is not None and not self._host_field_counts(host):
                     return None
                 microsecond = _microsecond(fraction) if fraction else 0
                 earliest = None
                 if ambiguity:
                     time = second.replace(microsecond=microsecond) if microsecond else second
                     earliest = time - ambiguity
-                return Login(address, second, microsecond, user, name, earliest)
+                return _new_login(Login, (address, second, microsecond, user, name, earliest))
         return None
 
     def _parse_text(self, text: str) -> Login | None:
@@ -958,16 +875,17 @@ class LineParser:
                 return login
         return None
 
-    def _host_bytes_count(self, host: bytes) -> bool:
-        """Whether a host field as logged is one of `hosts` (counting no refusal)."""
+    def _host_field_counts(self, host: bytes) -> bool:
+        """`_host_counts` of a host field as logged, each verdict remembered."""
         verdict = self._host_verdicts.get(host)
         if verdict is None:
             if len(self._host_verdicts) >= _PROGRAM_CACHE_SIZE:
                 self._host_verdicts.clear()  # host fields are attacker-chosen
-            hosts = self.hosts
-            verdict = self._host_verdicts[host] = (
-                hosts is None or host.decode("utf-8", "replace").lower() in hosts
+            verdict = self._host_verdicts[host] = self.hosts is None or (
+                host.decode("utf-8", "replace").lower() in self.hosts
             )
+        if not verdict:
+            self.other_hosts += 1
         return verdict
 
     def _host_counts(self, host: str | None) -> bool:
