@@ -4,7 +4,8 @@ Every byte of a log line is hostile: user names, reverse-DNS host names and
 free text all reach the log. A relay grant therefore comes only from a line
 whose syslog tag names the right program and whose whole message matches a
 success phrase anchored at both ends, with the address taken from its field
-at its place and validated by `ipaddress`.
+at its place and validated (`normalize_address`: the C library's parser,
+and `ipaddress` for the forms the two would read apart).
 
 Where a server writes attacker text (a user name) before the address, the
 text is matched greedily and the address is anchored to the end of the
