@@ -828,7 +828,7 @@ class LineParser:
                         address = normalize_address(address_text)
                     if address is None or (user is not None and is_anonymous(user)):
                         break
-                if host is not None and self.hosts is not None and not self._host_field_counts(host):
+                if host is not None and not self._host_field_counts(host):
                     return None
                 microsecond = _microsecond(fraction) if fraction else 0
                 earliest = None
