@@ -160,8 +160,8 @@ def refusal_test(networks: Iterable[Network]) -> Callable[[str], bool]:
     ranges = _ranges(tuple(networks))
 
     def refused(address: str) -> bool:
-        packed = inet_pton(AF_INET6 if ":" in address else AF_INET, address)
-        return _is_special_packed(packed) or (bool(ranges) and _packed_in_ranges(packed, ranges))
+        packed = packed_address(address)
+        return _is_special_packed(packed) or _packed_in_ranges(packed, ranges)
 
     return refused
 
