@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from exactcron.addresses import Network, is_ignored, is_special, normalize_address, sort_key
+from exactcron.leases import believed_login
 from exactcron.rules import MAX_LINE_BYTES, LineParser, Login, Rule
 from exactcron.timestamps import TimestampParser
 
@@ -71,6 +72,8 @@ class CheckReport:
     too_long: int = 0
     granted: list[str] = field(default_factory=list)  # sorted
     too_old: list[str] = field(default_factory=list)  # logged before now - timeout
+    # Sorted: granted nothing, each login stamped more than a minute ahead of the clock.
+    ahead: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # in `ignore`
     special: list[str] = field(default_factory=list)  # unspecified, broadcast, multicast, link-local
     other_hosts: int = 0  # login lines from a host not in `hosts`
@@ -98,6 +101,7 @@ def check_log(
     report.summaries = {rule.name: RuleSummary() for rule in rules}
     examples = EXAMPLES if listed is not None else None
     latest: dict[str, datetime] = {}
+    ahead: set[str] = set()
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip(b"\n")
         login = parser.parse(line)
@@ -107,7 +111,11 @@ def check_log(
                 report.logins.append(login)
             report.matched[login.server] += 1
             _summarize(report.summaries[login.server], login, number, line, examples)
-            latest[login.address] = max(login.time, latest.get(login.address, login.time))
+            believed = believed_login(login, timestamps.now)
+            if believed is None:
+                ahead.add(login.address)
+            else:
+                latest[login.address] = max(believed.time, latest.get(login.address, believed.time))
         elif len(line) <= MAX_LINE_BYTES and looks_like_login(line):
             report.looked_like_logins += 1
             if examples is None or len(report.examples) < examples:
@@ -116,6 +124,7 @@ def check_log(
     report.too_long = parser.too_long
     report.other_hosts = parser.other_hosts
     cutoff = timestamps.now - timeout
+    report.ahead = sorted(ahead - latest.keys(), key=sort_key)
     for address in sorted(latest, key=sort_key):
         if is_special(address):
             report.special.append(address)

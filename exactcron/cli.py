@@ -424,6 +424,11 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
         click.echo(f"skipped {_plural(report.too_long, 'line')} longer than {MAX_LINE_BYTES} bytes")
     if report.too_old:
         click.echo(f"not granted, older than the timeout: {_cut(report.too_old, listed)}")
+    if report.ahead:
+        click.echo(
+            f"not granted, stamped more than a minute ahead of the clock (the writer's clock "
+            f"or the source's `timezone` is wrong): {_cut(report.ahead, listed)}"
+        )
     if report.ignored:
         click.echo(f"not granted, in ignore: {_cut(report.ignored, listed)}")
     if report.special:

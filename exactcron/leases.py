@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from exactcron.addresses import Network, is_ignored, is_special, refusal_test, sort_key
@@ -16,6 +16,37 @@ _SHARED_INSTANTS = 4096
 # in force does not bound it.
 MANUAL = "manual"
 SPECIAL_CHECKED = "special"
+
+# A stamp up to this far ahead of the clock is the writer's clock running a
+# little ahead (or the second not yet over here): it counts as now. Further
+# ahead, the stamp is not believed and the line grants nothing.
+CLOCK_SLACK = timedelta(minutes=1)
+# The `earliest` of a login whose stamp is ahead of the clock: written by a
+# clock that runs ahead, it may have been logged before any flush there is.
+_ANY_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def believed_login(login: Login, now: datetime) -> Login | None:
+    """The login as the lease rules take it, or None when its stamp is not believed.
+
+    The one place the rule for stamps ahead of the clock is kept: a reading
+    more than CLOCK_SLACK ahead of `now` is dropped, the later of the rest is
+    the login's time (a local time in the hour repeated when clocks go back
+    has two readings, `time` and `earliest`), and a time ahead of `now` counts
+    as `now`, logged perhaps before any flush (a flush wins over it). A login
+    this returns is never ahead of `now`, and returned again unchanged.
+    """
+    time = login.time
+    if time <= now:
+        return login
+    earliest = login.earliest
+    if time > now + CLOCK_SLACK:
+        if earliest is None or earliest > now + CLOCK_SLACK:
+            return None
+        if earliest <= now:
+            # Only the earlier reading is left: it is the login's time, and the only one.
+            return Login.at(earliest, login.server, login.user, login.address)
+    return Login.at(now, login.server, login.user, login.address, _ANY_TIME)
 
 
 class Lease(NamedTuple):
@@ -82,18 +113,17 @@ class LeaseTable:
         changed: list[str] = []
         latest_possible = now.replace(microsecond=0)
         for login in logins:
+            if login.second >= latest_possible:
+                believed = believed_login(login, now)
+                if believed is None:
+                    continue
+                login = believed
             address, second = login.address, login.second
-            future = second >= latest_possible and login.time > now
-            if future:
-                second = latest_possible  # a stamp from the future counts as now
             # A flush wins over every login logged before it, whatever its stamp
             # claims: the earlier reading of an ambiguous local time, and a stamp
-            # still in the future, which may have been written before the flush
-            # by a clock that runs ahead.
-            if any_flush and (
-                self._flushed_after(address, login.earliest or (now if future else login.time))
-                or (future and self._ever_flushed(address))
-            ):
+            # ahead of the clock (believed_login), which may have been written
+            # before the flush by a clock that runs ahead.
+            if any_flush and self._flushed_after(address, login.earliest or login.time):
                 continue
             # A lease is kept to the second, as the lease file has always stored
             # it: the same before a save and after, and equal times share one object.
@@ -137,9 +167,6 @@ class LeaseTable:
             return True
         flushed = self.flushed.get(address)
         return flushed is not None and time <= flushed
-
-    def _ever_flushed(self, address: str) -> bool:
-        return self.flushed_all is not None or address in self.flushed
 
     def add(self, address: str, now: datetime, duration: timedelta) -> Lease:
         """A lease granted by hand until now + `duration`, or longer: it never shortens one."""

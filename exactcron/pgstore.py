@@ -28,7 +28,7 @@ from exactcron.addresses import Network, ignore_test, is_canonical, sort_key
 from exactcron.config import StoreConfig
 from exactcron.errors import ConfigError, StoreUnavailableError
 from exactcron.leasefile import FileLeaseStore
-from exactcron.leases import Lease, LeaseTable
+from exactcron.leases import Lease, LeaseTable, believed_login
 from exactcron.leasestore import Snapshot
 from exactcron.rules import Login
 from exactcron.state import LocalState
@@ -151,10 +151,13 @@ class PostgresLeaseStore:
         self, logins: Iterable[Login], now: datetime, timeout: timedelta, ignore: Sequence[Network]
     ) -> list[str]:
         latest: dict[str, Login] = {}
-        for login in logins:
-            # The same choice update.py makes: per address, its latest login.
+        for each in logins:
+            # The same choice update.py makes: per address, its latest login, as believed.
+            login = believed_login(each, now)
+            if login is None:
+                continue
             current = latest.get(login.address)
-            if current is None or min(login.time, now) > min(current.time, now):
+            if current is None or login.time > current.time:
                 latest[login.address] = login
         if not latest:
             return []

@@ -113,6 +113,9 @@ class Checkpoint:
 
     live: FileMark | None
     rotated: tuple[FileMark, ...] = ()
+    # Refused by `written_by` (others could write the log): what is written
+    # until a run finds it trusted again is skipped unread (LogReader.skip_to_end).
+    refused: bool = False
 
     # What `status` shows: the live file's identity and offset.
     @property
@@ -136,6 +139,7 @@ class Checkpoint:
             "offset": self.offset,
             "live": self.live.to_json() if self.live else None,
             "rotated": [mark.to_json() for mark in self.rotated],
+            **({"refused": True} if self.refused else {}),
         }
 
     @classmethod
@@ -157,7 +161,7 @@ class Checkpoint:
         rotated = [FileMark.from_json(item) for item in raw_rotated]
         if any(mark is None for mark in rotated):
             return None
-        return cls(live, tuple(mark for mark in rotated if mark is not None))
+        return cls(live, tuple(mark for mark in rotated if mark is not None), document.get("refused") is True)
 
     def marks(self) -> list[FileMark]:
         return ([self.live] if self.live else []) + list(self.rotated)
@@ -280,6 +284,39 @@ class LogReader:
         new_marks.reverse()  # newest first, as found
         self.checkpoint = Checkpoint(live_mark, tuple(new_marks[:MAX_ROTATED_CANDIDATES]))
 
+    def skip_to_end(self) -> tuple[int, int, bool]:
+        """Mark the live log and each rotated copy read to the end of its last whole
+        line, reading none of them; sets `self.checkpoint`.
+
+        Returns the bytes passed over (of uncompressed files), the number of
+        files, and whether one ends in a line not yet ended (or could not be
+        looked at): its end, written later, would be read with its start.
+        """
+        live = self._live_file()
+        rotated = self._rotated_files()
+        assigned = self._assign_marks(live, rotated)
+        skipped, unfinished = 0, False
+        live_mark: FileMark | None = None
+        marks: list[FileMark] = []
+        for file in [*([live] if live else []), *rotated]:
+            end = 0
+            if not file.compressed:
+                found = _last_line_end(file.path)
+                if found is None:
+                    unfinished = True
+                    continue
+                end, size = found
+                unfinished = unfinished or end < size
+                previous = assigned.get(id(file))
+                skipped += max(end - (previous.offset if previous is not None else 0), 0)
+            mark = self._mark(file, end)
+            if file.live:
+                live_mark = mark
+            else:
+                marks.append(mark)
+        self.checkpoint = Checkpoint(live_mark, tuple(marks[:MAX_ROTATED_CANDIDATES]))
+        return skipped, len(marks) + (live_mark is not None), unfinished
+
     def unread_bytes(self) -> int | None:
         """Bytes of the live file past the checkpoint, or None when unknown."""
         try:
@@ -311,28 +348,13 @@ class LogReader:
     def _rotated_files(self) -> list[_File]:
         """Rotated siblings, newest first, with their (decompressed) first bytes."""
         found: list[_File] = []
-        directories = [self.path.parent] + ([self.olddir] if self.olddir else [])
         names = RotatedNames(self.path.name)
-        for directory in directories:
-            try:
-                entries = list(os.scandir(directory))
-            except OSError:
-                continue
-            for entry in entries:
-                if not names.match(entry.name):
-                    continue
-                try:
-                    if entry.is_file():
-                        found.append(_File(Path(entry.path), entry.stat(), False))
-                except OSError:
-                    continue
-        seen = {file.path for file in found}
-        for path in _globbed(self.rotated, self.path):
+        for path in rotated_candidates(self.path, self.olddir, self.rotated):
             try:
                 status = path.stat()
             except OSError:
                 continue
-            if path not in seen and stat.S_ISREG(status.st_mode):
+            if stat.S_ISREG(status.st_mode):
                 found.append(_File(path, status, False))
         found.sort(key=lambda file: _rotation_age(file, names))
         files = []
@@ -533,6 +555,53 @@ class LogReader:
         return FileMark(
             _digest(head), len(head), offset, file.status.st_dev, file.status.st_ino, file.compressed
         )
+
+
+def rotated_directories(path: Path, olddir: Path | None = None, rotated: Sequence[str] = ()) -> list[Path]:
+    """Every directory whose entries may be read as rotated copies of the log at `path`:
+    its own (beside the name configured, not the file a symlink leads to: logrotate
+    renames the name it is given), `olddir`, and the fixed part of each `rotated` glob."""
+    directories = [path.parent] + ([olddir] if olddir is not None else [])
+    for pattern in rotated:
+        directory = Path(pattern).parent
+        while any(character in str(directory) for character in "*?["):
+            directory = directory.parent
+        directories.append(directory)
+    return directories
+
+
+def rotated_candidates(path: Path, olddir: Path | None = None, rotated: Sequence[str] = ()) -> list[Path]:
+    """The names read as rotated copies of the log at `path`, if they are files: its
+    siblings named as logrotate names them, beside it and in `olddir`, and what the
+    `rotated` globs name."""
+    names = RotatedNames(path.name)
+    found: list[Path] = []
+    for directory in [path.parent] + ([olddir] if olddir is not None else []):
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        found += [Path(entry.path) for entry in entries if names.match(entry.name)]
+    seen = set(found)
+    found += [globbed for globbed in _globbed(rotated, path) if globbed not in seen]
+    return found
+
+
+def _last_line_end(path: Path) -> tuple[int, int] | None:
+    """Where the last whole line of a plain file ends, and the file's size; None when unreadable."""
+    try:
+        with open(path, "rb") as stream:
+            size = position = os.fstat(stream.fileno()).st_size
+            while position > 0:
+                start = max(position - CHUNK_BYTES, 0)
+                stream.seek(start)
+                found = stream.read(position - start).rfind(b"\n")
+                if found >= 0:
+                    return start + found + 1, size
+                position = start
+            return 0, size
+    except OSError:
+        return None
 
 
 def _line_ends_before(stream: IO[bytes], offset: int) -> bool:

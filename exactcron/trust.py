@@ -56,28 +56,52 @@ class SenderFilter:
         return b"".join(line + b"\n" for line in kept if line is not None)
 
 
-def check_written_by(path: Path, writer: str, rotated_in: Iterable[Path] = ()) -> None:
+class ForgeableLogError(ConfigError):
+    """A server-written log (or a place it is read from) others can write: its lines could be forged."""
+
+
+def check_written_by(
+    path: Path, writer: str, rotated_in: Iterable[Path] = (), rotated_files: Iterable[Path] = ()
+) -> None:
     """Refuse a server's own log file that anyone but root and `writer` can write.
 
-    The file (its real path, through any symlink), the directory holding it and
-    the directories its rotated copies are read from: whoever can write a
-    directory can replace the files in it. Every directory above them must be
-    owned by root or `writer` and not writable by every user (unless sticky),
-    or it could be swapped whole. Raises ConfigError naming what is wrong.
+    Checked: the file (its real path, through any symlink), each rotated copy
+    found (`rotated_files`), and every directory whose entries are read as
+    the log or its rotated copies: the one holding the name configured, the
+    one holding the real file, `rotated_in` (olddir, the fixed part of the
+    `rotated` globs) and those holding each rotated copy, each as named and
+    as a symlink leads. Whoever can write a directory can replace the files
+    in it. Every directory above them must be owned by root or `writer` and
+    not writable by every user (unless sticky), or it could be swapped whole.
+    Raises ForgeableLogError naming what is wrong.
     """
     allowed = {0, user_id(writer, f"written_by of {path}")}
-    real = Path(os.path.realpath(path))
-    directories = [real.parent, *(Path(os.path.realpath(directory)) for directory in rotated_in)]
-    for target in (*directories, real):
+    copies = [Path(os.path.abspath(copy)) for copy in rotated_files]
+    files = [Path(os.path.realpath(path)), *(Path(os.path.realpath(copy)) for copy in copies)]
+    named = [
+        Path(os.path.abspath(path)).parent,
+        *(Path(os.path.abspath(directory)) for directory in rotated_in),
+        *(copy.parent for copy in copies),
+    ]
+    # Ordered and each once: the same directory is often reached several ways.
+    directories = list(
+        dict.fromkeys(
+            [
+                *named,
+                *(Path(os.path.realpath(directory)) for directory in named),
+                *(file.parent for file in files),
+            ]
+        )
+    )
+    for target in (*directories, *files):
         _refuse_other_writers(target, _status(target), allowed, writer)
-    for directory in directories:
-        for above in directory.parents:
-            status = _status(above)
-            if status is not None and (
-                status.st_uid not in allowed
-                or (status.st_mode & stat.S_IWOTH and not status.st_mode & stat.S_ISVTX)
-            ):
-                _refuse(above, _other_writers(status, allowed) or "another user", writer)
+    for above in dict.fromkeys(parent for directory in directories for parent in directory.parents):
+        status = _status(above)
+        if status is not None and (
+            status.st_uid not in allowed
+            or (status.st_mode & stat.S_IWOTH and not status.st_mode & stat.S_ISVTX)
+        ):
+            _refuse(above, _other_writers(status, allowed) or "another user", writer)
 
 
 def _status(target: Path) -> os.stat_result | None:
@@ -99,7 +123,7 @@ def _refuse_other_writers(
 
 def _refuse(target: Path, others: str, writer: str) -> NoReturn:
     trusted = "root" if writer == "root" else f"root and {writer}"
-    raise ConfigError(
+    raise ForgeableLogError(
         f"{target} can be written by {others}, not only by {trusted}, "
         f"so its lines could be forged; refusing it (chown root or {writer}, chmod go-w)"
     )

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,14 +24,14 @@ from exactcron.addresses import normalize_address
 from exactcron.config import DEFAULT_STATE_DIR, Config, MapConfig, SourceConfig
 from exactcron.errors import ExactcronError, StoreUnavailableError
 from exactcron.health import RunRecord, missing_logs
-from exactcron.leases import Lease
+from exactcron.leases import Lease, believed_login
 from exactcron.leasestore import LeaseStore, open_lease_store
 from exactcron.quiet import quiet_leases, settled_record
 from exactcron.rules import LineParser, Login
-from exactcron.source import Checkpoint, LogReader, files_signature
+from exactcron.source import Checkpoint, LogReader, files_signature, rotated_candidates, rotated_directories
 from exactcron.state import LocalState, remove_leftovers
-from exactcron.timestamps import TimestampParser
-from exactcron.trust import SenderFilter, check_written_by, user_id
+from exactcron.timestamps import TimestampParser, format_instant
+from exactcron.trust import ForgeableLogError, SenderFilter, check_written_by, user_id
 
 if TYPE_CHECKING:
     # Imported where used: a run without a journal source (or without a map
@@ -52,6 +52,9 @@ class SourceReport:
     lines: int | None = 0  # None: not counted
     logins: int = 0
     bytes_read: int = 0
+    # Logins stamped more than a minute ahead of the clock (not believed), and the first one's stamp.
+    ahead: int = 0
+    first_ahead: datetime | None = None
     # The addresses this source granted or extended; kept only for the audit trail.
     granted: list[str] = field(default_factory=list)
 
@@ -145,11 +148,14 @@ def _update_locked(
     result = UpdateResult()
     _begin(config, state, store, now)
     rebuild = state.rebuild_pending()
+    recorded = saved
     if rebuild:
-        # Rebuild from the logs: every login still inside the timeout grants again.
-        saved = {}
+        # Rebuild from the logs: every login still inside the timeout grants again,
+        # except what was written while a log was refused for `written_by`.
+        saved = {key: document for key, document in saved.items() if _is_refused(document)}
     before = _known_leases(store)
     checkpoints = dict(saved)
+    refused: dict[str, dict[str, Any]] = {}
     logs: dict[str, Any] = {}
     # Whatever fails, the run goes on: the other sources are read, and every
     # map that can be written drops the expired leases; the first error is
@@ -164,6 +170,12 @@ def _update_locked(
             report, checkpoint = _read_source(
                 source, saved.get(key), store, config, now, result.granted, count_lines
             )
+        except ForgeableLogError as error:
+            # Whatever is written until the log is trusted again never grants.
+            errors.append(error)
+            result.sources.append(SourceReport(source.path))
+            checkpoints[key] = refused[key] = _refused_checkpoint(saved.get(key))
+            continue
         except ExactcronError as error:
             errors.append(error)
             result.sources.append(SourceReport(source.path))
@@ -192,6 +204,9 @@ def _update_locked(
             _collect(errors, lambda: state.save_checkpoints(checkpoints, settled))
         if rebuild and not errors:
             _collect(errors, state.rebuild_done)
+    elif refused:
+        # The leases were not saved, so no checkpoint moves; but a refusal is kept.
+        _collect(errors, lambda: state.save_checkpoints({**recorded, **refused}, None))
     if errors:
         # One line on stderr, the first error's; the others only with -v and in log_file.
         for other in errors[1:]:
@@ -240,7 +255,12 @@ def _read_source(
     parser = LineParser(source.rules, timestamps, source.hosts, count_lines=count_lines)
     senders = None
     if source.written_by is not None:
-        check_written_by(source.path, source.written_by, _rotated_directories(source))
+        check_written_by(
+            source.path,
+            source.written_by,
+            _rotated_directories(source),
+            rotated_candidates(source.path, source.olddir, source.rotated),
+        )
     elif source.syslog_senders:
         senders = SenderFilter(
             user_id(name, f"syslog_senders of {source.path}") for name in source.syslog_senders
@@ -251,19 +271,23 @@ def _read_source(
     pending: dict[str, Login] = {}
     latest_possible = now.replace(microsecond=0)
 
-    def later(login: Login, current: Login) -> bool:
-        """Whether `login` is logged later than `current`, a future stamp counting as now."""
-        if current.second >= latest_possible and login.second >= latest_possible:
-            return min(login.time, now) > min(current.time, now)
-        return (login.second, login.microsecond) > (current.second, current.microsecond)
-
     def keep(logins: Sequence[Login]) -> None:
         report.logins += len(logins)
         for login in logins:
+            if login.second >= latest_possible:
+                # Stamped ahead of the clock: as believed_login reads it, once, here.
+                believed = believed_login(login, now)
+                if believed is None:
+                    report.logins -= 1
+                    report.ahead += 1
+                    if report.first_ahead is None:
+                        report.first_ahead = login.time
+                    continue
+                login = believed
             # Ties keep the first: merged in order, a later login of the same time changes nothing.
             address = login.address
             current = pending.get(address)
-            if current is None or later(login, current):
+            if current is None or (login.second, login.microsecond) > (current.second, current.microsecond):
                 pending[address] = login
         if len(pending) > MAX_PENDING_LOGINS:
             merge()
@@ -290,6 +314,8 @@ def _read_source(
     else:
         checkpoint = Checkpoint.from_json(saved) if saved else None
         reader = LogReader(source.path, checkpoint, since, timestamps.stamp, source.olddir, source.rotated)
+        if checkpoint is not None and checkpoint.refused:
+            return report, _skip_refused(reader)
         for block, end in reader.blocks():
             if senders is not None:
                 keep(parser.logins(senders.block(block[:end])))
@@ -300,20 +326,56 @@ def _read_source(
     report.bytes_read = reader.bytes_read
     if parser.too_long:
         log.warning("%s: skipped %d over-long lines", source.path, parser.too_long)
+    if report.first_ahead is not None:
+        log.warning(
+            "%s: %d logins stamped more than a minute ahead of the clock granted nothing "
+            "(the first stamped %s): the writer's clock or the source's `timezone` is wrong",
+            source.path,
+            report.ahead,
+            format_instant(report.first_ahead),
+        )
     if parser.other_hosts:
         log.info("%s: %d logins from hosts not in `hosts` granted nothing", source.path, parser.other_hosts)
     return report, reader.checkpoint
 
 
 def _rotated_directories(source: SourceConfig) -> list[Path]:
-    """Where the rotated copies of a source's log may be read from, besides its own directory."""
-    directories = [source.olddir] if source.olddir is not None else []
-    for pattern in source.rotated:
-        directory = Path(pattern).parent
-        while any(character in str(directory) for character in "*?["):
-            directory = directory.parent
-        directories.append(directory)
-    return directories
+    """Where the rotated copies of a source's log may be read from (its own directory first)."""
+    return rotated_directories(source.path, source.olddir, source.rotated)
+
+
+def _refused_checkpoint(saved: dict[str, Any] | None) -> dict[str, Any]:
+    """The checkpoint a run that refused a source for `written_by` leaves: where
+    reading stopped, and that nothing written from there on is to be read."""
+    checkpoint = Checkpoint.from_json(saved) if saved else None
+    live, rotated = (checkpoint.live, checkpoint.rotated) if checkpoint is not None else (None, ())
+    return Checkpoint(live, rotated, refused=True).to_json()
+
+
+def _is_refused(saved: dict[str, Any]) -> bool:
+    return saved.get("refused") is True
+
+
+def _skip_refused(reader: LogReader) -> Checkpoint:
+    """The first run that trusts a log refused by `written_by` before: what was written
+    in between cannot be told from forged lines, so none of it is read (fail closed)."""
+    skipped, files, unfinished = reader.skip_to_end()
+    log.warning(
+        "%s: skipped %d bytes in %d files unread (to the end of the log and of its rotated copies): "
+        "written while `written_by` refused it, they cannot be told from forged lines; "
+        "logins logged since the last refused run grant nothing (those clients log in again)",
+        reader.path,
+        skipped,
+        files,
+    )
+    assert reader.checkpoint is not None
+    if unfinished:
+        # A line without its end yet: its start may be forged; skipped again next run.
+        log.warning(
+            "%s: it ends in a line not yet ended; what follows is skipped at the next run too", reader.path
+        )
+        return replace(reader.checkpoint, refused=True)
+    return reader.checkpoint
 
 
 def _install_maps(

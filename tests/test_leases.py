@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from exactcron.addresses import normalize_address, parse_network
-from exactcron.leases import LeaseTable
+from exactcron.leases import CLOCK_SLACK, LeaseTable, believed_login
 from exactcron.rules import Login
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
@@ -32,10 +35,39 @@ def test_a_login_older_than_the_timeout_grants_nothing() -> None:
     assert table.leases == {}
 
 
-def test_a_login_stamped_in_the_future_counts_as_now() -> None:
+def test_a_login_stamped_up_to_a_minute_ahead_counts_as_now_and_further_ahead_grants_nothing() -> None:
     table = LeaseTable()
-    table.merge(login("192.0.2.10", -90), NOW, TIMEOUT)
+    assert table.merge(login("192.0.2.10", -1), NOW, TIMEOUT)
+    assert table.leases["192.0.2.10"].last_login == NOW
     assert table.leases["192.0.2.10"].expires == NOW + TIMEOUT
+    assert not table.merge(login("192.0.2.11", -1.01), NOW, TIMEOUT)
+    assert not table.merge(login("192.0.2.11", -90), NOW, TIMEOUT)
+    assert "192.0.2.11" not in table.leases
+
+
+instants = st.datetimes(
+    min_value=datetime(2026, 11, 25, 17), max_value=datetime(2026, 11, 25, 19), timezones=st.just(UTC)
+)
+
+
+@given(instants, st.one_of(st.none(), st.timedeltas(timedelta(0), timedelta(hours=1))))
+def test_no_login_believed_is_ahead_of_the_clock(time: datetime, ambiguity: timedelta | None) -> None:
+    earliest = None if ambiguity is None else time - ambiguity
+    stamped = Login.at(time, "dovecot", "alice", "192.0.2.10", earliest)
+    believed = believed_login(stamped, NOW)
+    readings = [
+        reading for reading in (time, earliest) if reading is not None and reading <= NOW + CLOCK_SLACK
+    ]
+    if not readings:
+        assert believed is None
+        return
+    assert believed is not None and believed.time == min(max(readings), NOW)
+    assert believed_login(believed, NOW) == believed  # the rule applied twice changes nothing
+    if believed.time == NOW and max(readings) > NOW:
+        # Written perhaps before any flush, by a clock that runs ahead: every flush wins.
+        table = LeaseTable()
+        table.flush(["192.0.2.10"], NOW - TIMEOUT / 2)
+        assert not table.merge(stamped, NOW, TIMEOUT)
 
 
 def test_a_later_login_extends_and_an_earlier_one_does_not_shorten() -> None:

@@ -326,3 +326,18 @@ def test_a_host_leaves_addresses_in_its_own_ignore_out_of_its_maps(
         postgres.start()
     assert mx.mapped() == ["192.0.2.20"]  # its copy of the leases, as it read them
     assert relay(postgres, schema) == ["192.0.2.10", "192.0.2.20"]
+
+
+def test_the_store_believes_a_stamp_ahead_of_the_clock_as_the_lease_file_does(
+    tmp_path: Path, postgres: Cluster, schema: str
+) -> None:
+    pop = Host(tmp_path / "pop", postgres.store(schema))
+    pop.login("192.0.2.10", minutes_ago=-0.5)  # half a minute ahead: counts as now
+    pop.login("192.0.2.11", minutes_ago=-2)  # two minutes ahead: not believed
+    pop.login("192.0.2.12", minutes_ago=-2)
+    pop.login("192.0.2.12", minutes_ago=1)  # a genuine login after it grants
+    result = pop.run("update")
+    assert result.returncode == 0, result.stderr
+    assert "2 logins stamped more than a minute ahead of the clock granted nothing" in result.stderr
+    assert relay(postgres, schema) == ["192.0.2.10", "192.0.2.12"]
+    assert pop.mapped() == ["192.0.2.10", "192.0.2.12"]

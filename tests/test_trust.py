@@ -338,3 +338,86 @@ def test_journal_entries_from_another_machine_grant_nothing_unless_it_is_listed(
     listed = configure(tmp_path / "listed", source + '\nhosts = ["elsewhere"]')
     assert granted(listed) == {"203.0.113.66"}
     assert json.loads(exactcron(listed, "show", "--json").stdout)["leases"][0]["user"] == "x"
+
+
+def _lookup(config: Path, address: str) -> bool:
+    relay = config.parent / "state" / "relay"
+    found = subprocess.run([require_tool("postmap"), "-q", address, f"hash:{relay}"], capture_output=True)
+    return found.returncode == 0
+
+
+def _as_nobody(script: str) -> None:
+    subprocess.run([require_tool("runuser"), "-u", "nobody", "--", "sh", "-c", script], check=True)
+
+
+def test_lines_forged_while_a_log_was_open_to_others_never_grant_once_it_is_mended(server_log: Path) -> None:
+    config = configure(
+        server_log.parent.parent / "site",
+        f'path = "{server_log}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"',
+    )
+    server_log.write_text(f"2026-11-25T17:59:00+00:00 {GENUINE}\n")
+    assert exactcron(config, "--now", "2026-11-25T18:00:00+00:00", "update").returncode == 0
+    assert _lookup(config, "192.0.2.44")
+    # Made writable by a group with a member other than root; that member forges
+    # a line stamped in the future and one stamped a moment before the next run.
+    os.chown(server_log, -1, pwd.getpwnam("nobody").pw_gid)
+    server_log.chmod(0o660)
+    _as_nobody(
+        f"echo '2030-01-01T00:00:00+00:00 {FORGED}' >> {server_log}; "
+        f"echo '2026-11-25T18:39:30+00:00 {FORGED}' >> {server_log}"
+    )
+    refused = exactcron(config, "--now", "2026-11-25T18:40:00+00:00", "update")
+    assert refused.returncode == 78, refused.stderr
+    assert "the members of group" in refused.stderr
+    # The refusing run still drops what ended (17:59 + 30m).
+    assert not _lookup(config, "192.0.2.44")
+    _as_nobody(f"echo '2026-11-25T18:40:30+00:00 {FORGED}' >> {server_log}")
+    # The administrator mends the permissions.
+    os.chown(server_log, 0, 0)
+    server_log.chmod(0o640)
+    mended = exactcron(config, "--now", "2026-11-25T18:41:00+00:00", "update")
+    assert mended.returncode == 0, mended.stderr
+    assert not _lookup(config, "203.0.113.66")
+    assert "written while `written_by` refused it" in mended.stderr
+    # Genuine lines from now on grant; the forged ones never, whatever the clock says.
+    with server_log.open("a") as log:
+        log.write(f"2026-11-25T18:41:30+00:00 {GENUINE}\n")
+    assert exactcron(config, "--now", "2026-11-25T18:42:00+00:00", "update").returncode == 0
+    assert _lookup(config, "192.0.2.44")
+    assert not _lookup(config, "203.0.113.66")
+    later = exactcron(config, "--now", "2030-01-01T00:00:30+00:00", "update")
+    assert later.returncode == 0, later.stderr
+    assert not _lookup(config, "203.0.113.66")
+
+
+def test_rotated_copies_beside_a_symlinked_log_in_a_place_others_own_are_refused(server_log: Path) -> None:
+    # `path` names pub/dovecot.log, a symlink to the root-owned log; pub is another user's.
+    public = server_log.parent.parent / "pub"
+    public.mkdir(mode=0o755)
+    (public / "dovecot.log").symlink_to(server_log)
+    os.chown(public, pwd.getpwnam("nobody").pw_uid, -1)
+    _as_nobody(f"echo '{datetime.now(UTC).strftime('%b %d %H:%M:%S')} {FORGED}' > {public / 'dovecot.log.1'}")
+    config = configure(
+        server_log.parent.parent / "site",
+        f'path = "{public / "dovecot.log"}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"',
+    )
+    result = exactcron(config, "update")
+    assert result.returncode == 78, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert f"{public} can be written by its owner nobody" in line
+    assert not _lookup(config, "203.0.113.66")
+
+
+def test_a_rotated_copy_others_can_write_is_refused(server_log: Path) -> None:
+    rotated = server_log.parent / "dovecot.log.1"
+    rotated.write_text("")
+    os.chown(rotated, pwd.getpwnam("nobody").pw_uid, -1)
+    _as_nobody(f"echo '{datetime.now(UTC).strftime('%b %d %H:%M:%S')} {FORGED}' >> {rotated}")
+    config = configure(
+        server_log.parent.parent / "site",
+        f'path = "{server_log}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"',
+    )
+    result = exactcron(config, "update")
+    assert result.returncode == 78, result.stderr
+    assert f"{rotated} can be written by its owner nobody" in result.stderr
+    assert not _lookup(config, "203.0.113.66")
