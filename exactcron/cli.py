@@ -50,6 +50,20 @@ class Context:
                 _log_to_file(self._config.log_file, self.given_now)
         return self._config
 
+    def _with_postfix_networks(self, config: Config) -> Config:
+        """`ignore`'s `mynetworks`, read now; when postconf fails, expired leases
+        still leave the maps before the error is raised."""
+        from exactcron.mynetworks import with_postfix_networks
+
+        try:
+            return with_postfix_networks(config)
+        except ExactcronError:
+            from exactcron.update import salvage_maps
+
+            with contextlib.suppress(ExactcronError, OSError):
+                salvage_maps(config.state_dir, self.now)
+            raise
+
     def writer_config(self) -> Config:
         """The configuration of a command that writes state, run as the owner of state_dir.
 
@@ -73,6 +87,8 @@ class Context:
                     salvage_maps(state_dir, self.now)
             raise
         become_state_owner(config.state_dir)
+        if config.ignore_mynetworks:
+            config = self._with_postfix_networks(config)
         self._config = config
         if config.log_file is not None:
             _log_to_file(config.log_file, self.given_now)
@@ -386,6 +402,10 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
     else:
         chosen = source if source is not None else config.sources[0]
         zone, hosts = chosen.zone, chosen.hosts
+        if config.ignore_mynetworks:
+            from exactcron.mynetworks import with_postfix_networks
+
+            config = _guarded(state, lambda: with_postfix_networks(config))
         timeout, ignore = config.timeout, config.ignore
         if chosen.forgeable:
             click.echo(f"warning: {_safe(str(chosen.path))}: {FORGEABLE_WARNING}")

@@ -19,7 +19,12 @@ from exactcron.leases import MANUAL
 from exactcron.rules import BUILTIN_RULES, Rule, site_rule
 
 DEFAULT_CONFIG = Path("/etc/exactcron/exactcron.toml")
-MTAS = ("postfix", "exim", "sendmail")
+MTAS = ("postfix", "exim", "sendmail", "qmail", "courier")
+# The MTAs whose map gives each address a value (`[[map]] value`), and its default.
+MAP_VALUE_DEFAULTS = {"postfix": "OK", "sendmail": "RELAY"}
+# The word in `ignore` that stands for the networks Postfix trusts.
+MYNETWORKS = "mynetworks"
+MAP_VALUE = re.compile(r"[\x21-\x7e]{1,200}")
 POSTFIX_TYPES = ("hash", "btree", "lmdb", "cdb", "texthash")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _RULE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -62,7 +67,12 @@ class MapConfig:
     mta: str
     path: Path
     type: str | None = None  # postfix only; None: postconf's default_database_type
-    include: Path | None = None  # sendmail only: the site's own access entries
+    include: Path | None = None  # sendmail and qmail: the site's own access entries or rules
+    value: str | None = None  # postfix and sendmail: what each entry maps to; None: the MTA's default
+
+    @property
+    def entry_value(self) -> str:
+        return self.value if self.value is not None else MAP_VALUE_DEFAULTS.get(self.mta, "")
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,9 @@ class Config:
     stale_after: timedelta = timedelta(minutes=5)
     metrics_file: Path | None = None  # Prometheus textfile, rewritten after every update
     store: StoreConfig | None = None  # None: the lease file in state_dir
+    # `ignore` holds "mynetworks": Postfix's trusted networks are added at each run
+    # (exactcron.mynetworks), not read at load.
+    ignore_mynetworks: bool = False
 
 
 def parse_duration(value: object) -> timedelta:
@@ -253,7 +266,11 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
     site_rules = _site_rules(path, document.get("rule", {}))
     timeout = top.duration("timeout", "30m")
     ignore = []
+    ignore_mynetworks = False
     for text in top.string_list("ignore", ["127.0.0.0/8", "::1/128"]):
+        if text.strip() == MYNETWORKS:
+            ignore_mynetworks = True
+            continue
         try:
             ignore.append(parse_network(text))
         except ValueError:
@@ -279,6 +296,7 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
         stale_after=top.duration("stale_after", "5m"),
         metrics_file=top.path("metrics_file"),
         store=store,
+        ignore_mynetworks=ignore_mynetworks,
     )
 
 
@@ -442,7 +460,7 @@ def _hosts(reader: _Reader) -> frozenset[str] | None:
 
 def _map(path: Path, index: int, table: dict[str, Any]) -> MapConfig:
     reader = _Reader(path, table, f"map[{index}]")
-    reader.refuse_unknown({"mta", "path", "type", "include"})
+    reader.refuse_unknown({"mta", "path", "type", "include", "value"})
     mta = reader.required_string("mta")
     if mta not in MTAS:
         raise reader.fail("mta", f"unknown MTA {mta!r} (expected one of: {', '.join(MTAS)})")
@@ -455,9 +473,26 @@ def _map(path: Path, index: int, table: dict[str, Any]) -> MapConfig:
     if map_type is not None and map_type not in POSTFIX_TYPES:
         raise reader.fail("type", f"unknown type {map_type!r} (expected one of: {', '.join(POSTFIX_TYPES)})")
     include = reader.path("include")
-    if include is not None and mta != "sendmail":
-        raise reader.fail("include", f"only a sendmail map has an include file (this map is {mta})")
-    return MapConfig(mta, map_path, map_type, include)
+    if include is not None and mta not in ("sendmail", "qmail"):
+        raise reader.fail("include", f"only a sendmail or qmail map has an include file (this map is {mta})")
+    value = _map_value(reader, mta)
+    return MapConfig(mta, map_path, map_type, include, value)
+
+
+def _map_value(reader: _Reader, mta: str) -> str | None:
+    if "value" not in reader.table:
+        return None
+    if mta not in MAP_VALUE_DEFAULTS:
+        raise reader.fail("value", f"only a postfix or sendmail map has a value (this map is {mta})")
+    value = reader.table["value"]
+    # One word of printable ASCII: a space, a line's end or a NUL would
+    # split the map's line or add a key of the value's own choosing.
+    if not isinstance(value, str) or not MAP_VALUE.fullmatch(value):
+        raise reader.fail(
+            "value",
+            f"expected one word of printable characters, no spaces, such as OK or RELAY, got {value!r}",
+        )
+    return value
 
 
 def config_path(option: str | None) -> Path:

@@ -16,40 +16,59 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
+from _socket import AF_INET6, inet_pton
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from exactcron import faults
-from exactcron.config import MapConfig
+from exactcron.config import MAP_VALUE, MapConfig
 from exactcron.errors import MapBuildError, StateWriteError
 from exactcron.state import MAP_RECORD_FILE, fsync_directory, write_atomically
 
 # The MTA's daemons (postfix, Debian-exim) must read the map; only its owner writes it.
 MAP_MODE = 0o644
 DATABASE_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "texthash": None}
+# qmail's map: tcprules builds `path.cdb`, which tcpserver -x reads.
+TCPRULES = "tcprules"
+_TOOL_SUFFIX = {**DATABASE_SUFFIX, TCPRULES: ".cdb"}
 _TOOL_TIMEOUT_SECONDS = 120
 
 
-def render(mta: str, addresses: Sequence[str], include: bytes = b"") -> bytes:
+def render(mta: str, addresses: Sequence[str], include: bytes = b"", value: str | None = None) -> bytes:
     """The map's text for these addresses, which must be normalized and sorted.
 
-    `include` (sendmail only) is the site's own access entries, copied in
-    first. Sendmail reads one access map, and makemap refuses a duplicate
-    key, so a lease whose key the site already lists is left out: the
-    site's entry (a REJECT, say) wins over a login.
+    `value` (postfix and sendmail) is what each entry maps to; None: OK for
+    postfix, RELAY for sendmail.
+
+    `include` is the site's own entries: for sendmail, its access entries,
+    copied in first; for qmail, its tcprules rules, copied in after the
+    leases (tcpserver uses the most specific rule, and the site's catch-all
+    `:deny` or `:allow` comes last by custom). Sendmail reads one access
+    map, and makemap refuses a duplicate key; tcprules keeps the first of
+    two: so a lease whose key the site already lists is left out, and the
+    site's entry (a REJECT or a deny, say) wins over a login.
     """
     # Joined with the line's end, not built line by line: no string per lease.
     if mta == "postfix":
-        text = _lines(addresses, " OK\n")
+        text = _lines(addresses, f" {value or 'OK'}\n")
     elif mta == "exim":
         text = _lines(addresses, "\n")
     elif mta == "sendmail":
         taken = sendmail_keys(include)
         keys = [key for key in map(sendmail_key, addresses) if key.lower() not in taken]
-        text = _lines(keys, " RELAY\n")
+        text = _lines(keys, f" {value or 'RELAY'}\n")
+    elif mta == "qmail":
+        taken = tcprules_keys(include)
+        text = _lines([address for address in addresses if address not in taken], ':allow,RELAYCLIENT=""\n')
+        if include and not include.endswith(b"\n"):
+            include += b"\n"
+        return text.encode() + include
+    elif mta == "courier":
+        text = _lines([courier_key(address) for address in addresses], "\tallow,RELAYCLIENT\n")
     else:
         raise ValueError(f"unknown MTA {mta!r}")
     if include and not include.endswith(b"\n"):
@@ -76,6 +95,29 @@ def sendmail_keys(text: bytes) -> set[str]:
     return keys
 
 
+def tcprules_keys(text: bytes) -> set[str]:
+    """The addresses a tcprules source gives a rule of their own (`ADDRESS:allow...`)."""
+    keys = set()
+    for line in text.decode("utf-8", "replace").splitlines():
+        # The key ends at the last `:allow` or `:deny`: an IPv6 key holds colons.
+        match = _TCPRULES_LINE.match(line.strip())
+        if match:
+            keys.add(match.group(1))
+    return keys
+
+
+_TCPRULES_LINE = re.compile(r"^([0-9A-Fa-f.:]+):(?:allow|deny)\b")
+
+
+def courier_key(address: str) -> str:
+    """The key couriertcpd looks up for a client at `address` (normalized): IPv4
+    as it is, IPv6 as `:` and eight groups of four lower-case hex digits."""
+    if ":" not in address:
+        return address
+    groups = inet_pton(AF_INET6, address).hex()
+    return "".join(":" + groups[start : start + 4] for start in range(0, 32, 4))
+
+
 _DATABASE_SUFFIXES = sorted({suffix for suffix in DATABASE_SUFFIX.values() if suffix})
 
 
@@ -89,6 +131,8 @@ class MapWriter:
         """The postmap or makemap type of a map; None for a map that is its text."""
         if spec.mta == "sendmail":
             return "hash"
+        if spec.mta == "qmail":
+            return TCPRULES
         if spec.mta != "postfix":
             return None
         if spec.type is not None:
@@ -114,7 +158,7 @@ class MapWriter:
         replaced without its text (a run killed between the two renames) is
         told apart from one in step with the text, and built again.
         """
-        content = render(spec.mta, addresses, _read_include(spec))
+        content = render(spec.mta, addresses, _read_include(spec), spec.value)
         digest = hashlib.sha256(content).hexdigest()
         if (
             not force
@@ -131,7 +175,7 @@ class MapWriter:
             # quiet run's time) is asked only when a map is to be built.
             return False
         database_type = self.database_type(spec)
-        suffix = DATABASE_SUFFIX[database_type] if database_type else None
+        suffix = _TOOL_SUFFIX[database_type] if database_type else None
         files = [spec.path] + ([database_path(spec.path, suffix)] if suffix else [])
         current = not force and _is_current(spec.path, content, suffix)
         if current and (record is None or record.matches(spec, digest, files)):
@@ -186,12 +230,14 @@ class MapRecord:
             ):
                 include = spec.get("include")
                 kind = spec.get("type")
+                value = spec.get("value")
                 found.append(
                     MapConfig(
                         spec["mta"],
                         Path(spec["path"]),
                         kind if isinstance(kind, str) else None,
                         Path(include) if isinstance(include, str) else None,
+                        value if isinstance(value, str) and MAP_VALUE.fullmatch(value) else None,
                     )
                 )
         return found
@@ -208,12 +254,16 @@ class MapRecord:
 
 
 def _spec_json(spec: MapConfig) -> dict[str, Any]:
-    return {
+    document = {
         "mta": spec.mta,
         "path": str(spec.path),
         "type": spec.type,
         "include": str(spec.include) if spec.include else None,
     }
+    if spec.value is not None:
+        # Only when set: a record of a map without one stays what it was.
+        document["value"] = spec.value
+    return document
 
 
 def _identities(files: list[Path]) -> list[Any]:
@@ -290,6 +340,14 @@ def _build_and_install(
             if replaced is not None:
                 _mark_replaced(replaced)
         fsync_directory(directory)
+        if spec.mta == "courier":
+            # makesmtpaccess reads every file of the directory (a file name
+            # ending in `~` or `.dpkg-*` aside; our workspace is a directory,
+            # which it skips) into smtpaccess.dat: only once the text is in
+            # place. Until it succeeds, the record is not updated, so the
+            # next run builds again.
+            _run(["makesmtpaccess"], "makesmtpaccess", spec.path)
+            faults.point(f"{spec.path.name}:makesmtpaccess")
     except OSError as error:
         raise StateWriteError(f"cannot install map {spec.path}: {error.strerror}") from None
     finally:
@@ -324,8 +382,24 @@ def _build_database(spec: MapConfig, text: Path, database_type: str) -> None:
     if spec.mta == "sendmail":
         with open(text, "rb") as stdin:
             _run(["makemap", database_type, str(text)], "makemap", spec.path, stdin=stdin)
+    elif spec.mta == "qmail":
+        # tcprules writes the temporary name, then renames it to the CDB; both
+        # are in our private workspace, so no other process's name is taken.
+        database = database_path(text, ".cdb")
+        with open(text, "rb") as stdin:
+            _run(
+                ["tcprules", str(database), str(database_path(text, ".tmp"))],
+                "tcprules",
+                spec.path,
+                stdin=stdin,
+            )
     else:
         _run(["postmap", f"{database_type}:{text}"], "postmap", spec.path)
+
+
+def run_tool(command: list[str], tool: str) -> str:
+    """Run a tool for its output; MapBuildError (69) with its message when it fails."""
+    return _run(command, tool)
 
 
 def _run(command: list[str], tool: str, map_path: Path | None = None, stdin: IO[bytes] | None = None) -> str:

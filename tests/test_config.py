@@ -51,7 +51,7 @@ def test_a_good_config_checks_ok_and_paths_are_read_beside_it(tmp_path: Path) ->
     [
         (('timeout = "30m"', 'timeout = "half an hour"'), "timeout: 'half an hour' is not a duration"),
         (('server = "dovecot"', 'server = "dovcot"'), "source[0].server: unknown rule 'dovcot'"),
-        (('mta = "postfix"', 'mta = "qmail"'), "map[0].mta: unknown MTA 'qmail'"),
+        (('mta = "postfix"', 'mta = "smail"'), "map[0].mta: unknown MTA 'smail'"),
         (('path = "mail.log"', 'pth = "mail.log"'), "source[0].pth: unknown key"),
         (
             ('[[map]]\nmta = "postfix"', '[[map]]\nmta = "postfix"\ntype = "dbm"'),

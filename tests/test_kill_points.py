@@ -23,24 +23,35 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_mta_exim_sendmail
+from tests import test_mta_exim_sendmail, test_mta_qmail_courier
 from tests.conftest import dovecot_login, require_tool, write_site_config
 from tests.pg_cluster import Cluster
 
-# The unpacked Sendmail tools (editmap, makemap), a fixture of the MTA tests.
+# The unpacked Sendmail tools (editmap, makemap), a fixture of the MTA tests;
+# Courier's makesmtpaccess, likewise.
 mta_bin = test_mta_exim_sendmail.mta_bin
+courier_bin = test_mta_qmail_courier.courier_bin
 FIRST = "2026-11-25T18:00:00+00:00"
 SECOND = "2026-11-25T18:01:00+00:00"
 
 
-def make_site(root: Path, store: str = "", sendmail: bool = False) -> Path:
-    """A site; with `store` (a [store] table), its leases live in PostgreSQL."""
+def make_site(root: Path, store: str = "", sendmail: bool = False, qmail_courier: bool = False) -> Path:
+    """A site; with `store` (a [store] table), its leases live in PostgreSQL.
+    With `qmail_courier`, also a qmail map and a Courier map (whose esmtpd is
+    `root/courier/esmtpd`, for COURIER_SYSCONFDIR)."""
     root.mkdir()
     root.chmod(0o755)
     state = root / "state"
     maps = f'[[map]]\nmta = "exim"\npath = "{state / "relay-exim"}"\n'
     if sendmail:
         maps += f'[[map]]\nmta = "sendmail"\npath = "{state / "relay-sendmail"}"\n'
+    if qmail_courier:
+        access = state / "smtpaccess"
+        access.mkdir(parents=True)
+        (root / "courier").mkdir()
+        (root / "courier" / "esmtpd").write_text(f"ACCESSFILE={access}\n")
+        maps += f'[[map]]\nmta = "qmail"\npath = "{state / "relay-qmail"}"\n'
+        maps += f'[[map]]\nmta = "courier"\npath = "{access / "relay-courier"}"\n'
     config = write_site_config(root, state, maps + store)
     with (root / "mail.log").open("w") as log:
         log.write(dovecot_login("192.0.2.10", "alice", "2026-11-25T17:40:00+00:00") + "\n")
@@ -71,9 +82,18 @@ def leases(config: Path) -> list[dict[str, object]]:
 
 
 def points_of_second_run(
-    tmp_path: Path, store: str = "", command: tuple[str, ...] = ("update",), **environment: str
+    tmp_path: Path,
+    store: str = "",
+    command: tuple[str, ...] = ("update",),
+    qmail_courier: bool = False,
+    **environment: str,
 ) -> list[str]:
-    config = make_site(tmp_path / f"trace-{command[0]}", store, sendmail=bool(environment))
+    root = tmp_path / f"trace-{command[0]}"
+    if qmail_courier:
+        environment = {**environment, "COURIER_SYSCONFDIR": str(root / "courier")}
+    config = make_site(
+        root, store, sendmail=bool(environment) and not qmail_courier, qmail_courier=qmail_courier
+    )
     assert run_update(config, FIRST, **environment).returncode == 0
     append_second_batch(config)
     trace = tmp_path / f"points-{command[0]}"
@@ -216,3 +236,57 @@ def test_a_default_type_map_killed_between_its_renames_forgets_no_revocation(tmp
     relay = config.parent / "state" / "relay"
     lookup = subprocess.run([postmap, "-q", "198.51.100.1", f"hash:{relay}"], capture_output=True, text=True)
     assert (lookup.returncode, lookup.stdout) == (1, "")
+
+
+def qmail_courier_relays(config: Path) -> dict[str, set[str]]:
+    """The candidates tcpserver -x (as tcprulescheck) and couriertcpd (smtpaccess.dat) let relay."""
+    state = config.parent / "state"
+    found: dict[str, set[str]] = {"qmail": set(), "courier": set()}
+    for address in CANDIDATES:
+        checked = subprocess.run(
+            [require_tool("tcprulescheck"), str(state / "relay-qmail.cdb")],
+            env={**os.environ, "TCPREMOTEIP": address},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        if "RELAYCLIENT=" in checked.stdout:
+            found["qmail"].add(address)
+    script = 'tie %h, "GDBM_File", $ARGV[0], &GDBM_READER, 0 or die "$!"; print "$_\\n" for keys %h'
+    dumped = subprocess.run(
+        ["perl", "-MGDBM_File", "-e", script, str(state / "smtpaccess.dat")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found["courier"] = set(dumped.stdout.split()) & set(CANDIDATES)
+    return found
+
+
+@pytest.mark.parametrize("killed", ["update", "flush"])
+def test_qmail_and_courier_after_a_kill_anywhere_hold_what_show_lists(
+    tmp_path: Path, courier_bin: Path, killed: str
+) -> None:
+    require_tool("postmap")
+    require_tool("tcprules")
+    path = {"PATH": f"{courier_bin}:{os.environ['PATH']}"}
+    command = ("update",) if killed == "update" else ("flush", "192.0.2.11")
+    points = points_of_second_run(tmp_path, "", command, qmail_courier=True, **path)
+    assert {"relay-qmail:renamed.cdb", "relay-courier:renamed-text", "relay-courier:makesmtpaccess"} <= set(
+        points
+    )
+    for number, point in enumerate(points):
+        root = tmp_path / f"kill-{number}"
+        environment = {**path, "COURIER_SYSCONFDIR": str(root / "courier")}
+        config = make_site(root, qmail_courier=True)
+        assert run_update(config, FIRST, **environment).returncode == 0
+        append_second_batch(config)
+        killed_run = run(config, SECOND, *command, EXACTCRON_KILL_AT=point, **environment)
+        assert killed_run.returncode == -9, f"{point}: not reached ({killed_run.stderr})"
+        after = run(config, SECOND, "flush", "192.0.2.12", **environment)
+        assert after.returncode == 0, f"after {point}: {after.stderr}"
+        leased = shown(config, SECOND)
+        assert "192.0.2.12" not in leased
+        assert qmail_courier_relays(config) == {"qmail": leased, "courier": leased}, (
+            f"flush after a kill of {killed} at {point}"
+        )
