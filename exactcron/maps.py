@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -28,6 +29,8 @@ from exactcron import faults
 from exactcron.config import MAP_VALUE, MapConfig
 from exactcron.errors import MapBuildError, StateWriteError
 from exactcron.state import MAP_RECORD_FILE, fsync_directory, write_atomically
+
+log = logging.getLogger("exactcron")
 
 # The MTA's daemons (postfix, Debian-exim) must read the map; only its owner writes it.
 MAP_MODE = 0o644
@@ -178,9 +181,20 @@ class MapWriter:
         suffix = _TOOL_SUFFIX[database_type] if database_type else None
         files = [spec.path] + ([database_path(spec.path, suffix)] if suffix else [])
         current = not force and _is_current(spec.path, content, suffix)
+        # A qmail map built without its IPv6 leases (below) holds another text
+        # than `content`; the record still tells whether its files are those
+        # built for `content`.
+        current = current or (not force and spec.mta == "qmail" and record is not None)
         if current and (record is None or record.matches(spec, digest, files)):
             return False
-        _build_and_install(spec, content, database_type if suffix else None, suffix)
+        ipv4_only = None
+        if spec.mta == "qmail" and any(":" in address for address in addresses):
+            # For a tcprules without IPv6 (Debian's ucspi-tcp, not ucspi-tcp-ipv6),
+            # which refuses the whole file for one IPv6 line: its tcpserver never
+            # sees an IPv6 client anyway, and the IPv4 leases must not be held up.
+            ipv4 = [address for address in addresses if ":" not in address]
+            ipv4_only = render(spec.mta, ipv4, _read_include(spec), spec.value)
+        _build_and_install(spec, content, database_type if suffix else None, suffix, ipv4_only)
         if record is not None:
             record.remember(spec, digest, files)
         return True
@@ -307,7 +321,11 @@ def _read_include(spec: MapConfig) -> bytes:
 
 
 def _build_and_install(
-    spec: MapConfig, content: bytes, database_type: str | None, suffix: str | None
+    spec: MapConfig,
+    content: bytes,
+    database_type: str | None,
+    suffix: str | None,
+    ipv4_only: bytes | None = None,
 ) -> None:
     import shutil
     import tempfile
@@ -326,7 +344,18 @@ def _build_and_install(
             os.fsync(stream.fileno())
         built = [text]
         if database_type is not None and suffix is not None:
-            _build_database(spec, text, database_type)
+            try:
+                _build_database(spec, text, database_type)
+            except MapBuildError as error:
+                if ipv4_only is None:
+                    raise
+                with open(text, "wb") as stream:
+                    stream.write(ipv4_only)
+                    os.fsync(stream.fileno())
+                _build_database(spec, text, database_type)
+                log.warning(
+                    "%s: IPv6 leases left out: %s (install ucspi-tcp-ipv6 for IPv6 clients)", spec.path, error
+                )
             database = database_path(text, suffix)
             os.chmod(database, MAP_MODE)  # makemap makes it 0640; the MTA's daemons must read it
             with open(database, "rb") as stream:

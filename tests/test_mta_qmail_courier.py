@@ -115,6 +115,52 @@ def test_qmail_include_file_missing_is_a_run_time_error_and_the_cdb_is_kept(site
     assert "tcp.smtp" in failed.stderr and "Traceback" not in failed.stderr
 
 
+@pytest.fixture(scope="session")
+def plain_ucspi_tcp() -> Path:
+    """The bin directory of Debian's ucspi-tcp (without IPv6), unpacked, not installed
+    (it conflicts with ucspi-tcp-ipv6)."""
+    root = CACHE / "ucspi-tcp"
+    tcprules = root / "usr" / "bin" / "tcprules"
+    if not tcprules.exists():
+        downloads = Path(
+            tempfile.mkdtemp(prefix="download.", dir=CACHE.parent if CACHE.parent.exists() else None)
+        )
+        try:
+            fetched = subprocess.run(
+                ["apt-get", "download", "ucspi-tcp"],
+                cwd=downloads,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if fetched.returncode != 0:
+                _unavailable(f"apt-get download ucspi-tcp failed: {fetched.stderr.strip()}")
+            for deb in downloads.glob("*.deb"):
+                subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+        finally:
+            shutil.rmtree(downloads, ignore_errors=True)
+    return tcprules.parent
+
+
+def test_qmail_with_a_tcprules_without_ipv6_still_gets_its_ipv4_leases(
+    site_dir: Path, plain_ucspi_tcp: Path
+) -> None:
+    site, relay = qmail_site(site_dir)
+    environment = {"PATH": f"{plain_ucspi_tcp}:{os.environ['PATH']}"}
+    site.append_log(login_line("192.0.2.10", "alice", 1), login_line("2001:db8::5", "bob", 2))
+    ran = ok(site.run("update", env=environment))
+    assert "IPv6 leases left out" in ran.stderr
+    cdb = relay.with_name(relay.name + ".cdb")
+    assert relays(cdb, "192.0.2.10") and relays(cdb, "10.1.2.3")
+    # Quiet next time: built once for these leases.
+    before = cdb.stat().st_ino
+    quiet = ok(site.run("update", env=environment))
+    assert quiet.stderr == "" and cdb.stat().st_ino == before
+    # A flush still reaches the map.
+    ok(site.run("flush", "192.0.2.10", now=LATER, env=environment))
+    assert not relays(cdb, "192.0.2.10")
+
+
 # -- Courier -----------------------------------------------------------------------
 
 
