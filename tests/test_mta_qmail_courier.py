@@ -122,9 +122,8 @@ def plain_ucspi_tcp() -> Path:
     root = CACHE / "ucspi-tcp"
     tcprules = root / "usr" / "bin" / "tcprules"
     if not tcprules.exists():
-        downloads = Path(
-            tempfile.mkdtemp(prefix="download.", dir=CACHE.parent if CACHE.parent.exists() else None)
-        )
+        CACHE.mkdir(parents=True, exist_ok=True)
+        downloads = Path(tempfile.mkdtemp(prefix="download.", dir=CACHE))
         try:
             fetched = subprocess.run(
                 ["apt-get", "download", "ucspi-tcp"],
