@@ -363,14 +363,21 @@ def leases_to_json(table: LeaseTable, with_leases: bool = True) -> dict[str, Any
             for lease in map(table.leases.__getitem__, sorted(table.leases))
             if with_leases
         ],
-        "flushed": {address: format_instant(time) for address, time in sorted(table.flushed.items())},
-        "flushed_all": format_instant(table.flushed_all) if table.flushed_all else None,
+        "flushed": {address: _flush_instant(time) for address, time in sorted(table.flushed.items())},
+        "flushed_all": _flush_instant(table.flushed_all) if table.flushed_all else None,
         # The networks every lease above was checked against (LeaseTable.ignore_checked).
         "ignore": list(table.ignore_checked) if table.ignore_checked is not None else None,
     }
     if not with_leases:
         del document["leases"]
     return document
+
+
+def _flush_instant(stamp: datetime) -> str:
+    """A flush's time to the microsecond (the fraction left out when it is
+    zero, as every lease file before kept it): a login logged within the
+    flush's second, before it, must not grant again once read back."""
+    return stamp.astimezone(UTC).isoformat()
 
 
 def leases_from_json(document: dict[str, Any]) -> LeaseTable:

@@ -150,3 +150,37 @@ def test_flush_records_survive_a_broken_lease_file(site: Site) -> None:
     # The rebuild reads bob's login again, logged before the flush: it grants nothing.
     assert site.map.read_text() == "192.0.2.10 OK\n"
     assert lookup(site, "192.0.2.11") is None
+
+
+@pytest.mark.parametrize(
+    ("stamp", "granted"),
+    [
+        ("2026-11-25T16:47:29.610000+00:00", False),  # before the flush, in its second
+        ("2026-11-25T16:47:29+00:00", False),  # no fraction, the flush's own second: before it
+        ("2026-11-25T16:47:29.900000+00:00", True),  # after the flush
+    ],
+    ids=["fraction-before", "no-fraction-same-second", "fraction-after"],
+)
+def test_a_flush_is_remembered_to_the_microsecond(site: Site, stamp: str, granted: bool) -> None:
+    # The login is written before the flush and read after it, by a later run.
+    assert site.run("update", now="2026-11-25T16:47:29.700000+00:00").exit_code == 0
+    assert site.run("flush", "192.0.2.10", now="2026-11-25T16:47:29.800000+00:00").exit_code == 0
+    site.write_log(dovecot_login("192.0.2.10", time=stamp))
+    assert site.run("update", now="2026-11-25T16:48:00+00:00").exit_code == 0
+    assert (lookup(site, "192.0.2.10") == "OK") is granted
+    assert (expiry(site, "192.0.2.10", "2026-11-25T16:48:00+00:00") is not None) is granted
+
+
+def test_a_lease_file_with_flushes_kept_to_the_second_still_loads(site: Site) -> None:
+    (site.state / "leases.json").parent.mkdir(parents=True, exist_ok=True)
+    (site.state / "leases.json").write_text(
+        '{"flushed":{"192.0.2.10":"2026-11-25T16:47:29+00:00"},"flushed_all":null,"ignore":null,'
+        '"leases":[\n],"schema":1}\n'
+    )
+    site.write_log(
+        dovecot_login("192.0.2.10", time="2026-11-25T16:47:28.5+00:00"),
+        dovecot_login("192.0.2.11", time="2026-11-25T16:47:28.5+00:00"),
+    )
+    assert site.run("update", now="2026-11-25T16:48:00+00:00").exit_code == 0
+    assert lookup(site, "192.0.2.10") is None
+    assert lookup(site, "192.0.2.11") == "OK"

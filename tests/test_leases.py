@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -187,3 +188,27 @@ def test_an_ignored_address_granted_by_hand_after_merging_is_pruned() -> None:
     table.flush(["192.0.2.11"], NOW)
     assert table.prune(NOW, TIMEOUT, ignore) == ["10.1.2.3"]
     assert list(table.leases) == ["192.0.2.10"]
+
+
+@given(
+    flush_micro=st.integers(0, 999_999),
+    login_micro=st.integers(0, 999_999),
+    login_second=st.integers(-2, 2),
+)
+def test_a_flush_read_back_from_the_lease_file_beats_every_login_logged_before_it(
+    flush_micro: int, login_micro: int, login_second: int
+) -> None:
+    from exactcron.leasefile import leases_from_json, leases_to_json
+
+    second = datetime(2026, 11, 25, 16, 47, 29, tzinfo=UTC)
+    flushed = second.replace(microsecond=flush_micro)
+    logged = second + timedelta(seconds=login_second, microseconds=login_micro)
+    table = LeaseTable()
+    table.flush(["192.0.2.10"], flushed)
+    table.flush_all(flushed - timedelta(seconds=5))
+    read_back = leases_from_json(json.loads(json.dumps(leases_to_json(table))))
+    assert read_back.flushed == table.flushed
+    granted = read_back.merge(
+        Login.at(logged, "dovecot", "alice", "192.0.2.10"), second + timedelta(minutes=1), timedelta(minutes=30)
+    )
+    assert granted is (logged > flushed)
