@@ -8,6 +8,17 @@ A flush leaves a tombstone row that every login logged before it meets,
 whichever host reads that login and whenever. `meta.changes` counts the
 writes that changed a lease, so a quiet run asks one cheap question.
 
+Hosts with different timeouts share the rules of the lease file: each run
+records its host's timeout in `SCHEMA.host`; a lease ends at its login's time
+plus the timeout of the host that granted it, so a lowered timeout shortens
+the leases there (and in the `relay` view) at that host's next run; a flush
+record is kept as long as the longest timeout of a host seen lately. When a
+flush record is deleted all the same (a host that comes back after aging
+out, or a new one with a longer timeout), `meta.flushes_forgotten` keeps its
+time: a login logged at or before it grants nothing, so no forgotten flush is
+ever undone. Text no column can hold (NUL, lone surrogates) is stored
+escaped (`storable`), never refused.
+
 What this host last read is kept in `store-cache.json` (the lease file's
 format): when the database cannot be reached, the maps are rewritten from it
 without the expired leases, and never with anything more.
@@ -17,6 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +41,7 @@ from exactcron.addresses import Network, ignore_test, is_canonical, sort_key
 from exactcron.config import StoreConfig
 from exactcron.errors import ConfigError, StoreUnavailableError
 from exactcron.leasefile import FileLeaseStore
-from exactcron.leases import Lease, LeaseTable, believed_login
+from exactcron.leases import MANUAL, Lease, LeaseTable, believed_login
 from exactcron.leasestore import Snapshot
 from exactcron.rules import Login
 from exactcron.state import LocalState
@@ -39,7 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("exactcron")
 
 CACHE_FILE = "store-cache.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# A host that has not run for this long no longer keeps flush records alive.
+HOST_FORGOTTEN_AFTER = timedelta(days=7)
 # Without an answer for this long, the database counts as unreachable.
 CONNECT_TIMEOUT_SECONDS = 10
 STATEMENT_TIMEOUT_MS = 60_000
@@ -88,6 +103,23 @@ CREATE TABLE IF NOT EXISTS {schema}.flush (
 CREATE OR REPLACE VIEW {schema}.relay AS
     SELECT address FROM {schema}.lease WHERE expires > now();
 """,
+        # 2: each host's timeout, who granted a lease, and the flushes forgotten.
+        f"""CREATE TABLE IF NOT EXISTS {schema}.host (
+    name text PRIMARY KEY,
+    timeout interval NOT NULL,
+    seen timestamptz NOT NULL
+);
+ALTER TABLE {schema}.lease ADD COLUMN IF NOT EXISTS host text;
+ALTER TABLE {schema}.meta ADD COLUMN IF NOT EXISTS flushes_forgotten timestamptz;
+DO $$ DECLARE granted record; BEGIN
+    FOR granted IN SELECT a.grantee::regrole AS role, a.privilege_type AS privilege
+        FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = '{schema}.lease'::regclass AND a.grantee <> 0 AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format('GRANT %s ON {schema}.host TO %s', granted.privilege, granted.role);
+    END LOOP;
+END $$;
+""",
     )
 
 
@@ -121,7 +153,11 @@ class PostgresLeaseStore:
         self._writable = False
         # The version read when connecting, until something may have changed it.
         self._version: list[Any] | None = None
+        # meta.flushes_forgotten, as read by the write transaction under way.
+        self._forgotten: datetime | None = None
         self._cache = FileLeaseStore(state, repair, CACHE_FILE)
+        # Each configuration is a host of its own: its timeout is its own.
+        self._host = f"{socket.gethostname()}:{state.directory}"
 
     # -- the interface -------------------------------------------------------
 
@@ -162,18 +198,32 @@ class PostgresLeaseStore:
         if not latest:
             return []
         with self._writing() as (cursor, table):
-            self._load(cursor, table, list(latest))
-            granted = [
-                address for address, login in latest.items() if table.merge(login, now, timeout, ignore)
-            ]
-            self._upsert(cursor, [table.leases[address] for address in granted])
+            hosts = self._load(cursor, table, list(latest))
+            forgotten = self._forgotten
+            granted = []
+            for address, login in latest.items():
+                # A flush record may have been deleted: a login logged before it grants nothing.
+                if forgotten is not None and (login.earliest or login.time) <= forgotten:
+                    continue
+                before = table.leases.get(address)
+                if not table.merge(login, now, timeout, ignore):
+                    continue
+                granted.append(address)
+                lease = table.leases[address]
+                if before is not None and before.server != MANUAL and lease.server == MANUAL:
+                    # Its end is still that of the host that granted it: that host's
+                    # timeout bounds it, it is no lease granted by hand.
+                    table.leases[address] = lease._replace(server=before.server)
+                else:
+                    hosts[address] = self._host
+            self._upsert(cursor, [table.leases[address] for address in granted], hosts)
         return granted
 
     def add(self, address: str, now: datetime, duration: timedelta) -> Lease:
         with self._writing() as (cursor, table):
             self._load(cursor, table, [address])
             lease = table.add(address, now, duration)
-            self._upsert(cursor, [lease])
+            self._upsert(cursor, [lease], {address: self._host})
         return lease
 
     def flush(self, addresses: Sequence[str] | None, now: datetime) -> list[str]:
@@ -215,17 +265,54 @@ class PostgresLeaseStore:
         if not self._writable:
             return []
         s = self._schema
-        # Only what has expired by the database's clock as well: a host whose
-        # clock runs ahead must not end the leases of the others early.
-        with self._writing() as (cursor, _):
+        with self._writing() as (cursor, table):
+            # This host's timeout, for as long as it keeps running; the longest of
+            # those seen lately is how long a flush record must be kept.
+            cursor.execute(
+                f"INSERT INTO {s}.host AS h (name, timeout, seen) VALUES (%s, %s, now())"
+                " ON CONFLICT (name) DO UPDATE SET timeout = excluded.timeout,"
+                " seen = greatest(h.seen, excluded.seen)",
+                [self._host, timeout],
+            )
+            cursor.execute(f"DELETE FROM {s}.host WHERE seen < now() - %s", [HOST_FORGOTTEN_AFTER])
+            cursor.execute(f"SELECT max(timeout) FROM {s}.host")
+            found = cursor.fetchone()
+            longest = max(timeout, found[0]) if found is not None and found[0] is not None else timeout
+            # A login's lease ends at its time + the timeout in force: that of the
+            # host that granted it, or (a host gone, a lease from before hosts were
+            # recorded) the longest there is.
+            cursor.execute(
+                f"UPDATE {s}.lease SET expires = last_login + %s"
+                " WHERE host = %s AND server IS DISTINCT FROM %s AND expires > last_login + %s",
+                [timeout, self._host, MANUAL, timeout],
+            )
+            shortened = cursor.rowcount
+            cursor.execute(
+                f"UPDATE {s}.lease SET expires = last_login + %s"
+                f" WHERE (host IS NULL OR host NOT IN (SELECT name FROM {s}.host))"
+                " AND server IS DISTINCT FROM %s AND expires > last_login + %s",
+                [longest, MANUAL, longest],
+            )
+            if shortened or cursor.rowcount:
+                table.changed = True  # other hosts' quiet runs must see the new ends
+            # Only what has expired by the database's clock as well: a host whose
+            # clock runs ahead must not end the leases of the others early.
             cursor.execute(
                 f"DELETE FROM {s}.lease WHERE expires <= least(%s, now()) RETURNING address", [now]
             )
             removed = [row[0] for row in cursor.fetchall() if is_canonical(row[0])]
-            horizon = [now - timeout, timeout]
-            cursor.execute(f"DELETE FROM {s}.flush WHERE flushed <= least(%s, now() - %s)", horizon)
+            horizon = [now, longest]
             cursor.execute(
-                f"UPDATE {s}.meta SET flushed_all = NULL WHERE flushed_all <= least(%s, now() - %s)", horizon
+                f"WITH gone AS (DELETE FROM {s}.flush WHERE flushed <= least(%s, now()) - %s RETURNING flushed)"
+                " SELECT max(flushed) FROM gone",
+                horizon,
+            )
+            gone = cursor.fetchone()
+            cursor.execute(
+                f"UPDATE {s}.meta SET flushes_forgotten = greatest(flushes_forgotten, %s::timestamptz,"
+                " CASE WHEN flushed_all <= least(%s, now()) - %s THEN flushed_all END),"
+                " flushed_all = CASE WHEN flushed_all <= least(%s, now()) - %s THEN NULL ELSE flushed_all END",
+                [gone[0] if gone is not None else None, *horizon, *horizon],
             )
         return sorted(removed, key=sort_key)
 
@@ -338,7 +425,13 @@ class PostgresLeaseStore:
         except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
             row = None
         if row is None or row[2] is None or row[2] < SCHEMA_VERSION:
-            self._migrate(connection)
+            found = "missing" if row is None or row[2] is None else f"at version {row[2]}"
+            step = (
+                f"bringing schema {s} ({found}) to version {SCHEMA_VERSION}"
+                " (a role that may not: a DBA runs the README's SQL)"
+            )
+            with self._guard(step):
+                self._migrate(connection)
             row = connection.execute(query).fetchone()
             assert row is not None
         if row[2] > SCHEMA_VERSION:
@@ -379,10 +472,11 @@ class PostgresLeaseStore:
         s = self._schema
         with self._guard("writing"), connection.transaction():
             cursor = connection.cursor()
-            cursor.execute(f"SELECT flushed_all FROM {s}.meta FOR UPDATE")
+            cursor.execute(f"SELECT flushed_all, flushes_forgotten FROM {s}.meta FOR UPDATE")
             row = cursor.fetchone()
             assert row is not None
             table = LeaseTable(flushed_all=_utc(row[0]) if row[0] is not None else None)
+            self._forgotten = _utc(row[1]) if row[1] is not None else None
             yield cursor, table
             faults.point("store:writing")
             if table.changed:
@@ -390,42 +484,52 @@ class PostgresLeaseStore:
         self._version = None
         faults.point("store:committed")
 
-    def _load(self, cursor: psycopg.Cursor[Any], table: LeaseTable, addresses: list[str]) -> None:
-        """The leases and flushes of `addresses`, into `table`."""
+    def _load(
+        self, cursor: psycopg.Cursor[Any], table: LeaseTable, addresses: list[str]
+    ) -> dict[str, str | None]:
+        """The leases and flushes of `addresses`, into `table`; the host that granted each lease."""
         s = self._schema
         wanted = json.dumps(addresses)
         cursor.execute(
-            f"SELECT address, username, last_login, expires, server FROM {s}.lease WHERE address IN ({_ELEMENTS})",
+            f"SELECT address, username, last_login, expires, server, host FROM {s}.lease"
+            f" WHERE address IN ({_ELEMENTS})",
             [wanted],
         )
-        for address, user, last_login, expires, server in cursor.fetchall():
+        hosts: dict[str, str | None] = {}
+        for address, user, last_login, expires, server, host in cursor.fetchall():
             table.leases[address] = Lease(address, user, _utc(last_login), _utc(expires), server)
+            hosts[address] = host
         cursor.execute(f"SELECT address, flushed FROM {s}.flush WHERE address IN ({_ELEMENTS})", [wanted])
         for address, flushed in cursor.fetchall():
             table.flushed[address] = _utc(flushed)
         table.changed = False
+        return hosts
 
-    def _upsert(self, cursor: psycopg.Cursor[Any], leases: list[Lease]) -> None:
+    def _upsert(self, cursor: psycopg.Cursor[Any], leases: list[Lease], hosts: dict[str, str | None]) -> None:
+        """Write `leases`, each with the host (`hosts`) whose timeout bounds it."""
         if not leases:
             return
         s = self._schema
         rows = [
             {
                 "address": lease.address,
-                "username": lease.user,
+                "username": storable(lease.user),
                 "last_login": _json_time(lease.last_login),
                 "expires": _json_time(lease.expires),
-                "server": lease.server,
+                "server": storable(lease.server),
+                "host": storable(hosts.get(lease.address)),
             }
             for lease in leases
         ]
-        # One JSON text rather than five arrays: psycopg adapts a list item by item.
+        # One JSON text rather than six arrays: psycopg adapts a list item by item.
         cursor.execute(
-            f"INSERT INTO {s}.lease (address, username, last_login, expires, server)"
-            " SELECT address, username, last_login, expires, server FROM json_to_recordset(%s::json)"
-            " AS l(address text, username text, last_login timestamptz, expires timestamptz, server text)"
+            f"INSERT INTO {s}.lease (address, username, last_login, expires, server, host)"
+            " SELECT address, username, last_login, expires, server, host FROM json_to_recordset(%s::json)"
+            " AS l(address text, username text, last_login timestamptz, expires timestamptz, server text,"
+            " host text)"
             " ON CONFLICT (address) DO UPDATE SET username = excluded.username,"
-            " last_login = excluded.last_login, expires = excluded.expires, server = excluded.server",
+            " last_login = excluded.last_login, expires = excluded.expires, server = excluded.server,"
+            " host = excluded.host",
             [json.dumps(rows)],
         )
 
@@ -451,6 +555,32 @@ class PostgresLeaseStore:
 
 # The addresses of a JSON array parameter, as rows.
 _ELEMENTS = "SELECT json_array_elements_text(%s::json)"
+
+
+# What a PostgreSQL text value cannot hold: NUL, and UTF-16 surrogates (a
+# log's undecodable bytes, kept by surrogateescape).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str | None) -> str | None:
+    """`text` as a PostgreSQL column can hold it: the text `\\x00` for a NUL
+    (as Cyrus's logfmt writes it), `\\xNN` for an undecodable byte NN,
+    `\\uDXXX` for another surrogate.
+
+    A user name is only shown and audited; escaped, it never stops a run and
+    the lease is granted all the same. (A name holding that text literally
+    is stored alike; no name that PostgreSQL can hold changes.)
+    """
+    if text is None or _UNSTORABLE.search(text) is None:
+        return text
+    return _UNSTORABLE.sub(_escape, text)
+
+
+def _escape(found: re.Match[str]) -> str:
+    code = ord(found.group(0))
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _json_time(stamp: datetime) -> str:

@@ -209,6 +209,8 @@ def test_a_flush_read_back_from_the_lease_file_beats_every_login_logged_before_i
     read_back = leases_from_json(json.loads(json.dumps(leases_to_json(table))))
     assert read_back.flushed == table.flushed
     granted = read_back.merge(
-        Login.at(logged, "dovecot", "alice", "192.0.2.10"), second + timedelta(minutes=1), timedelta(minutes=30)
+        Login.at(logged, "dovecot", "alice", "192.0.2.10"),
+        second + timedelta(minutes=1),
+        timedelta(minutes=30),
     )
     assert granted is (logged > flushed)

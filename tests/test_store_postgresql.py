@@ -250,7 +250,9 @@ def test_hosts_creating_the_schema_at_once_create_it_once(
     ]
     for process in running:
         assert process.wait(timeout=120) == 0, process.communicate()[1]
-    assert postgres.sql(f"SELECT version FROM {schema}.schema_version") == "1"
+    from exactcron.pgstore import SCHEMA_VERSION
+
+    assert postgres.sql(f"SELECT version FROM {schema}.schema_version") == str(SCHEMA_VERSION)
     assert postgres.sql(f"SELECT count(*) FROM {schema}.meta") == "1"
 
 
