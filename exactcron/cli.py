@@ -80,11 +80,11 @@ class Context:
         except ConfigError:
             from exactcron.update import salvage_maps, state_dir_of
 
+            # Unreadable, missing or wrong: the last recorded maps still lose what expired.
             state_dir = state_dir_of(self.config_file)
-            if state_dir is not None:
-                with contextlib.suppress(ExactcronError, OSError):
-                    become_state_owner(state_dir)
-                    salvage_maps(state_dir, self.now)
+            with contextlib.suppress(ExactcronError, OSError, ValueError):
+                become_state_owner(state_dir)
+                salvage_maps(state_dir, self.now)
             raise
         become_state_owner(config.state_dir)
         if config.ignore_mynetworks:

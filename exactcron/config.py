@@ -192,7 +192,10 @@ class _Reader:
             return default
         value = self.table[key]
         if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, f"expected a non-empty string, got {value!r}")
+            raise self.fail(key, f"expected a non-empty string, got {_shown(value)}")
+        if "\0" in value:
+            # No file name, user, zone or pattern holds one; the OS would refuse it mid-run.
+            raise self.fail(key, f"holds a NUL character: {_shown(value)}")
         return value
 
     def required_string(self, key: str) -> str:
@@ -201,14 +204,37 @@ class _Reader:
             raise self.fail(key, "missing (required)")
         return value
 
-    def path(self, key: str, default: str | None = None) -> Path | None:
+    def path(self, key: str, default: str | None = None, kind: str | None = None) -> Path | None:
+        """A path; `kind` "file" or "directory" refuses what exists as the other kind."""
         value = self.string(key, default)
         if value is None:
             return None
-        path = Path(value).expanduser()
-        # Relative paths are read beside the configuration file, so a config
-        # works the same from any working directory (cron's is $HOME).
-        return path if path.is_absolute() else (self.file.parent / path).resolve()
+        try:
+            path = Path(value).expanduser()
+            # Relative paths are read beside the configuration file, so a config
+            # works the same from any working directory (cron's is $HOME).
+            path = path if path.is_absolute() else (self.file.parent / path).resolve()
+        except (OSError, RuntimeError) as error:  # ~nosuchuser, a symlink loop
+            raise self.fail(key, f"{_shown(value)} cannot be resolved: {error}") from None
+        self.check_path(key, path, kind)
+        return path
+
+    def check_path(self, key: str, path: Path, kind: str | None) -> None:
+        """Refuse what the OS would refuse mid-run: too long, or of the wrong kind."""
+        encoded = os.fsencode(path)
+        if len(encoded) >= _PATH_MAX or any(len(part) > _NAME_MAX for part in encoded.split(b"/")):
+            raise self.fail(key, f"{_shown(str(path))} is too long for a file name")
+        if kind is None:
+            return
+        found = _kind_of(path)
+        if kind == "file":
+            if found == "directory" or not path.name:
+                raise self.fail(key, f"{path} is a directory; expected a file")
+            parent = _kind_of(path.parent)
+            if parent == "file":
+                raise self.fail(key, f"{path.parent} is not a directory")
+        elif found == "file":
+            raise self.fail(key, f"{path} is not a directory")
 
     def duration(self, key: str, default: str) -> timedelta:
         try:
@@ -221,8 +247,31 @@ class _Reader:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise self.fail(key, f"expected a string or a list of strings, got {value!r}")
+            raise self.fail(key, f"expected a string or a list of strings, got {_shown(value)}")
+        if any("\0" in item for item in value):
+            raise self.fail(key, f"holds a NUL character: {_shown(value)}")
         return value
+
+
+# Linux's limits on a path and on one of its names (bytes); beyond them every call fails.
+_PATH_MAX = 4096
+_NAME_MAX = 255
+# How much of a wrong value a message quotes: one line stays readable.
+_SHOWN_CHARS = 80
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+
+
+def _kind_of(path: Path) -> str | None:
+    """"file", "directory", or None when it is missing or cannot be examined (then the run says why)."""
+    try:
+        status = path.stat()
+    except (OSError, ValueError):
+        return None
+    return "directory" if stat.S_ISDIR(status.st_mode) else "file"
 
 
 def load_config(path: Path) -> Config:
@@ -276,8 +325,11 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
         except ValueError:
             raise top.fail("ignore", f"{text!r} is not an address or network") from None
     lock_wait = top.duration("lock_wait", "45s")
-    state_dir = top.path("state_dir", DEFAULT_STATE_DIR)
+    state_dir = top.path("state_dir", DEFAULT_STATE_DIR, kind="directory")
     assert state_dir is not None
+    if state_dir == Path("/"):
+        # Its files, lock and hand-over of root's files need a directory of exactcron's own.
+        raise top.fail("state_dir", "/ is not a directory of exactcron's own (for example /var/lib/exactcron)")
 
     store = _store(path, document.get("store"))
     # With a shared store, a host may only read logins, or only render maps.
@@ -289,12 +341,12 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
         timeout=timeout,
         ignore=tuple(ignore),
         lock_wait=lock_wait,
-        log_file=top.path("log_file"),
+        log_file=top.path("log_file", kind="file"),
         sources=tuple(_source(path, index, table, site_rules) for index, table in enumerate(sources)),
-        maps=tuple(_map(path, index, table) for index, table in enumerate(maps)),
+        maps=tuple(_map(path, index, table, state_dir) for index, table in enumerate(maps)),
         site_rules=site_rules,
         stale_after=top.duration("stale_after", "5m"),
-        metrics_file=top.path("metrics_file"),
+        metrics_file=top.path("metrics_file", kind="file"),
         store=store,
         ignore_mynetworks=ignore_mynetworks,
     )
@@ -382,6 +434,8 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
         }
     )
     units = tuple(reader.string_list("journal", []))
+    # Not kind="file": a log that is a directory is unreadable (66) at run time, like
+    # any unreadable log, and the other sources are still read.
     log_path = reader.path("path")
     if units and log_path is not None:
         raise reader.fail("journal", "give either path (a log file) or journal (systemd units), not both")
@@ -401,7 +455,11 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
         raise reader.fail("rotated", "only a log file source has rotated files")
     if not all(pattern.strip() for pattern in rotated):
         raise reader.fail("rotated", "expected globs naming rotated copies of the log, got an empty one")
-    journal_directory = reader.path("journal_directory")
+    if olddir is not None and not units:
+        reader.check_path("olddir", _beside(reader, "olddir", log_path, olddir), "directory")
+    for pattern in rotated:
+        reader.check_path("rotated", _beside(reader, "rotated", log_path, pattern), None)
+    journal_directory = reader.path("journal_directory", kind="directory")
     if journal_directory is not None and not units:
         raise reader.fail("journal_directory", "only a journal source reads a journal directory")
     names = reader.string_list("server", [])
@@ -435,16 +493,22 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
         log_path,
         rules,
         zone,
-        # Like logrotate's own olddir, a relative one is read beside the log.
-        olddir=None if olddir is None or units else log_path.parent / Path(olddir).expanduser(),
-        # A relative glob is read beside the log, like olddir.
-        rotated=tuple(str(log_path.parent / Path(pattern).expanduser()) for pattern in rotated),
+        olddir=None if olddir is None or units else _beside(reader, "olddir", log_path, olddir),
+        rotated=tuple(str(_beside(reader, "rotated", log_path, pattern)) for pattern in rotated),
         journal=units,
         journal_directory=journal_directory,
         hosts=_hosts(reader),
         written_by=written_by,
         syslog_senders=senders,
     )
+
+
+def _beside(reader: _Reader, key: str, log_path: Path, value: str) -> Path:
+    """Like logrotate's own olddir, a relative olddir (or rotated glob) is read beside the log."""
+    try:
+        return log_path.parent / Path(value).expanduser()
+    except RuntimeError as error:  # ~nosuchuser
+        raise reader.fail(key, f"{_shown(value)} cannot be resolved: {error}") from None
 
 
 def _hosts(reader: _Reader) -> frozenset[str] | None:
@@ -458,21 +522,24 @@ def _hosts(reader: _Reader) -> frozenset[str] | None:
     return frozenset(name.lower() for name in names)
 
 
-def _map(path: Path, index: int, table: dict[str, Any]) -> MapConfig:
+def _map(path: Path, index: int, table: dict[str, Any], state_dir: Path) -> MapConfig:
     reader = _Reader(path, table, f"map[{index}]")
     reader.refuse_unknown({"mta", "path", "type", "include", "value"})
     mta = reader.required_string("mta")
     if mta not in MTAS:
         raise reader.fail("mta", f"unknown MTA {mta!r} (expected one of: {', '.join(MTAS)})")
-    map_path = reader.path("path")
+    map_path = reader.path("path", kind="file")
     if map_path is None:
         raise reader.fail("path", "missing (required): where to write the map")
+    if map_path.parent != state_dir and _missing(map_path.parent):
+        # state_dir is created by the first run; any other directory of a map is the site's.
+        raise reader.fail("path", f"{map_path.parent} does not exist; create it (the map's directory)")
     map_type = reader.string("type")
     if map_type is not None and mta != "postfix":
         raise reader.fail("type", f"only a postfix map has a type (this map is {mta})")
     if map_type is not None and map_type not in POSTFIX_TYPES:
         raise reader.fail("type", f"unknown type {map_type!r} (expected one of: {', '.join(POSTFIX_TYPES)})")
-    include = reader.path("include")
+    include = reader.path("include", kind="file")
     if include is not None and mta not in ("sendmail", "qmail"):
         raise reader.fail("include", f"only a sendmail or qmail map has an include file (this map is {mta})")
     value = _map_value(reader, mta)
@@ -493,6 +560,17 @@ def _map_value(reader: _Reader, mta: str) -> str | None:
             f"expected one word of printable characters, no spaces, such as OK or RELAY, got {value!r}",
         )
     return value
+
+
+def _missing(directory: Path) -> bool:
+    """Whether a directory is missing (not merely hidden from the running user)."""
+    try:
+        os.stat(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def config_path(option: str | None) -> Path:

@@ -521,16 +521,19 @@ def salvage_maps(state_dir: Path, now: datetime) -> None:
             _install_maps_failing_closed(specs, state, [lease.address for lease in leases])
 
 
-def state_dir_of(config_file: Path) -> Path | None:
-    """`state_dir` of a configuration file that may be broken elsewhere, even
-    one that is not TOML any more (a line of its own is still looked for)."""
+def state_dir_of(config_file: Path) -> Path:
+    """Where the state of a configuration that cannot be loaded lives: the
+    `state_dir` it names, even when it is not TOML any more (a line of its
+    own is still looked for); else, a configuration unreadable, missing or
+    naming no usable directory, the default state directory."""
     import re
     import tomllib
 
+    default = Path(DEFAULT_STATE_DIR)
     try:
         text = config_file.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
+    except (OSError, ValueError):
+        return default
     try:
         value = tomllib.loads(text).get("state_dir", DEFAULT_STATE_DIR)
     except ValueError:
@@ -538,10 +541,15 @@ def state_dir_of(config_file: Path) -> Path | None:
             r"""^[ \t]*state_dir[ \t]*=[ \t]*(["'])([^"'\n]+)\1[ \t]*(?:#.*)?$""", text, re.MULTILINE
         )
         value = line.group(2) if line else DEFAULT_STATE_DIR
-    if not isinstance(value, str) or not value.strip():
-        return None
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (config_file.parent / path).resolve()
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        return default
+    try:
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else (config_file.parent / path).resolve()
+        named = path.is_dir()
+    except (OSError, RuntimeError, ValueError):
+        return default
+    return path if named else default
 
 
 def current_leases(config: Config, now: datetime) -> list[Lease]:

@@ -206,12 +206,13 @@ def test_a_failing_postconf_is_reported_the_same_way(tmp_path: Path) -> None:
     assert list(site.map_dir.iterdir()) == []
 
 
-def test_a_map_directory_that_does_not_exist_is_exit_73(tmp_path: Path) -> None:
+def test_a_map_directory_that_does_not_exist_is_a_configuration_error_naming_the_key(tmp_path: Path) -> None:
     site = make_site(tmp_path, 'mta = "exim"\npath = "nowhere/relay-exim"')
     result = site.run("update")
-    assert result.returncode == 73
+    assert result.returncode == 78
     assert result.stderr == (
-        f"exactcron: cannot write map {tmp_path / 'nowhere' / 'relay-exim'}: No such file or directory\n"
+        f"exactcron: {site.config}: map[0].path: {tmp_path / 'nowhere'} does not exist; "
+        "create it (the map's directory)\n"
     )
 
 
