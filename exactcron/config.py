@@ -224,16 +224,16 @@ class _Reader:
         encoded = os.fsencode(path)
         if len(encoded) >= _PATH_MAX or any(len(part) > _NAME_MAX for part in encoded.split(b"/")):
             raise self.fail(key, f"{_shown(str(path))} is too long for a file name")
-        if kind is None:
-            return
+        for ancestor in path.parents:
+            found = _kind_of(ancestor)
+            if found == "file":
+                raise self.fail(key, f"{ancestor} is not a directory")
+            if found == "directory":
+                break
         found = _kind_of(path)
-        if kind == "file":
-            if found == "directory" or not path.name:
-                raise self.fail(key, f"{path} is a directory; expected a file")
-            parent = _kind_of(path.parent)
-            if parent == "file":
-                raise self.fail(key, f"{path.parent} is not a directory")
-        elif found == "file":
+        if kind == "file" and (found == "directory" or not path.name):
+            raise self.fail(key, f"{path} is a directory; expected a file")
+        if kind == "directory" and found == "file":
             raise self.fail(key, f"{path} is not a directory")
 
     def duration(self, key: str, default: str) -> timedelta:
@@ -266,7 +266,7 @@ def _shown(value: object) -> str:
 
 
 def _kind_of(path: Path) -> str | None:
-    """"file", "directory", or None when it is missing or cannot be examined (then the run says why)."""
+    """ "file", "directory", or None when it is missing or cannot be examined (then the run says why)."""
     try:
         status = path.stat()
     except (OSError, ValueError):
@@ -329,7 +329,9 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
     assert state_dir is not None
     if state_dir == Path("/"):
         # Its files, lock and hand-over of root's files need a directory of exactcron's own.
-        raise top.fail("state_dir", "/ is not a directory of exactcron's own (for example /var/lib/exactcron)")
+        raise top.fail(
+            "state_dir", "/ is not a directory of exactcron's own (for example /var/lib/exactcron)"
+        )
 
     store = _store(path, document.get("store"))
     # With a shared store, a host may only read logins, or only render maps.
@@ -437,6 +439,8 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
     # Not kind="file": a log that is a directory is unreadable (66) at run time, like
     # any unreadable log, and the other sources are still read.
     log_path = reader.path("path")
+    if log_path is not None and not log_path.name:
+        raise reader.fail("path", f"{log_path} is a directory; expected the log file")
     if units and log_path is not None:
         raise reader.fail("journal", "give either path (a log file) or journal (systemd units), not both")
     if units:

@@ -10,10 +10,16 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import filelock
 import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exactcron.cli import main
 
 from tests.conftest import dovecot_login, require_tool
 
@@ -131,3 +137,195 @@ def test_a_configuration_that_cannot_be_loaded_still_ends_the_leases_in_the_maps
         assert "Traceback" not in failed.stderr
         assert not relays(site, "192.0.2.10")
     assert (state / "relay").read_text() == ""
+
+
+# -- every key of the schema, every hostile value -------------------------------
+
+SITE_MATCH = r"OK user=(?P<user>\S+) from \[(?P<ip>[^]]+)\]$"
+# Where each key lives; the base configuration holds a value for each that is valid.
+KEYS: list[tuple[str | int, ...]] = [
+    ("state_dir",),
+    ("timeout",),
+    ("ignore",),
+    ("lock_wait",),
+    ("log_file",),
+    ("metrics_file",),
+    ("stale_after",),
+    ("source",),
+    ("map",),
+    ("rule",),
+    ("store",),
+    *(
+        ("source", 0, key)
+        for key in (
+            "path",
+            "server",
+            "timezone",
+            "olddir",
+            "rotated",
+            "journal",
+            "journal_directory",
+            "hosts",
+            "written_by",
+            "syslog_senders",
+        )
+    ),
+    *(("map", 0, key) for key in ("mta", "path", "type", "include")),
+    *(("rule", "site", key) for key in ("program", "match", "needle")),
+    ("store", "url"),
+    ("store", "schema"),
+]
+
+
+def hostile_values(root: Path) -> list[object]:
+    a_file = root / "a-file"
+    return [
+        "x\0y",
+        f"{root}/x\0y",
+        "",
+        " ",
+        "/",
+        "rel/x",  # relative, beside the configuration, in a directory that is missing
+        "rel.x",  # relative, beside the configuration
+        "/" + "a" * 300,  # a name longer than any file system takes
+        "/a" * 2100,  # a path longer than PATH_MAX
+        0,
+        -1,
+        10**30,
+        True,
+        1.5,
+        float("nan"),
+        float("inf"),
+        [],
+        [""],
+        ["x\0y"],
+        [1],
+        {},
+        {"a": 1},
+        str(root),  # a directory
+        str(a_file),  # a file
+        str(a_file / "below"),  # below a file
+        "~nosuchuser/x",
+    ]
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return (
+            "nan"
+            if value != value
+            else ("inf" if value > 0 else "-inf")
+            if abs(value) == float("inf")
+            else repr(value)
+        )
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{_toml_string(key)} = {_toml_value(item)}" for key, item in value.items()) + "}"
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: control characters, quote and backslash escaped, the rest as is."""
+    escaped = (f"\\u{ord(char):04x}" if ord(char) < 0x20 or char in '\x7f"\\' else char for char in text)
+    return '"' + "".join(escaped) + '"'
+
+
+def _toml(document: dict[str, Any]) -> str:
+    """The document as TOML: every table inline, on one line per top-level key."""
+    lines = []
+    for key, value in document.items():
+        if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            lines += [
+                f"[[{key}]]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in item.items())
+                for item in value
+            ]
+        else:
+            lines.insert(0, f"{key} = {_toml_value(value)}\n")
+    return "".join(lines)
+
+
+def base_document(root: Path, key: tuple[str | int, ...]) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "state_dir": str(root / "state"),
+        "timeout": "30m",
+        "source": [{"path": str(root / "mail.log"), "server": "dovecot", "hosts": ["mail"]}],
+        "map": [{"mta": "exim", "path": str(root / "relay-exim")}],
+        "rule": {"site": {"program": "mypopd", "match": SITE_MATCH}},
+    }
+    if key[0] == "store" and len(key) > 1:
+        # The store is never reached: only a value that is wrong is tried on it.
+        document["store"] = {"url": "postgresql://exactcron@127.0.0.1:1/mail"}
+    if key[-1] in ("journal_directory",):
+        document["source"][0] = {"journal": "dovecot.service", "server": "dovecot"}
+    if key[-1] in ("type",):
+        document["map"][0]["mta"] = "postfix"
+    return document
+
+
+def _set(document: dict[str, Any], key: tuple[str | int, ...], value: object) -> None:
+    where: Any = document
+    for part in key[:-1]:
+        where = where[part]
+    where[key[-1]] = value
+
+
+def _name(key: tuple[str | int, ...]) -> str:
+    """The key as messages name it: `source[0].path`, `rule.site.match`."""
+    name = str(key[0])
+    for part in key[1:]:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return name
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    key=st.sampled_from(KEYS),
+    pick=st.integers(min_value=0),
+    text=st.text(max_size=12),
+    command=st.sampled_from(["check", "update"]),
+)
+def test_every_wrong_value_of_every_key_exits_78_naming_the_key(
+    key: tuple[str | int, ...], pick: int, text: str, command: str
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="exactcron-hostile-") as directory:
+        root = Path(directory)
+        (root / "a-file").write_text("")
+        (root / "mail.log").write_text(dovecot_login("192.0.2.10", time=LOGIN_AT) + "\n")
+        values = [*hostile_values(root), text]
+        value = values[pick % len(values)]
+        document = base_document(root, key)
+        _set(document, key, value)
+        config = root / "exactcron.toml"
+        config.write_text(_toml(document))
+        result = CliRunner().invoke(
+            main, ["--config", str(config), "--now", IN_FORCE, command], catch_exceptions=False
+        )
+        stderr = result.stderr
+        shown = f"{_name(key)} = {value!r}: exit {result.exit_code}: {stderr!r}"
+        assert "Traceback" not in stderr, shown
+        if result.exit_code == 0:
+            return
+        if command == "check" and result.exit_code in (66, 69, 73):
+            # A valid configuration; check reports what the cron job could not read or write.
+            assert stderr.splitlines()[-1].startswith("exactcron: as user root: "), shown
+            return
+        if key in (("source", 0, "path"), ("source", 0, "journal_directory")) and result.exit_code == 66:
+            # What the source reads is unreadable when read (a log that is a directory,
+            # a journal directory missing), like any unreadable log: the other sources are read.
+            assert stderr.count("\n") == 1 and ("cannot read" in stderr or "log " in stderr), shown
+            return
+        assert result.exit_code == 78, shown
+        assert stderr.count("\n") == 1, shown
+        # The key's own name, or the table that holds it when the table itself is wrong.
+        assert (
+            f": {_name(key)}" in stderr
+            or f": {_name(key[:1])}" in stderr
+            # A user checked when the log is read: `written_by of LOG: no such user`.
+            or f": {key[-1]} of " in stderr
+        ), shown
