@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exactcron.cli import main
-
 from tests.conftest import dovecot_login, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
