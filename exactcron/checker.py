@@ -6,9 +6,10 @@ Pure: lines in, a report out. It reads no state and writes none.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from exactcron.addresses import Network, is_ignored, is_special, normalize_address, sort_key
 from exactcron.leases import believed_login
@@ -79,6 +80,26 @@ class CheckReport:
     other_hosts: int = 0  # login lines from a host not in `hosts`
 
 
+# How much of an over-long line is read at a time while it is skipped.
+_SKIP_CHUNK = 1 << 16
+
+
+def bounded_lines(stream: Any, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The lines of a binary stream, each at most `limit` bytes (and its LF); of a
+    longer line, only its first `limit + 1` bytes, the rest read and dropped in
+    chunks: memory stays bounded whatever the log (a line with no end included)."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            # Over-long: the rest of it, up to its LF, is skipped.
+            rest = line
+            while rest and not rest.endswith(b"\n"):
+                rest = stream.readline(_SKIP_CHUNK)
+        yield line
+
+
 def check_log(
     lines: Iterable[bytes],
     rules: tuple[Rule, ...],
@@ -94,6 +115,9 @@ def check_log(
     (all of them when `listed` is None) and counts the rest. Lines from a
     host not in `hosts` (None: any) grant nothing.
     """
+    if hasattr(lines, "readline"):
+        # A stream: read line by line in bounded memory, not a whole line at a time.
+        lines = bounded_lines(lines)
     networks = tuple(ignore)
     parser = LineParser(rules, timestamps, hosts)
     report = CheckReport(rules=tuple(rule.name for rule in rules))
@@ -102,8 +126,13 @@ def check_log(
     examples = EXAMPLES if listed is not None else None
     latest: dict[str, datetime] = {}
     ahead: set[str] = set()
+    too_long = 0
+    number = 0
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip(b"\n")
+        if len(line) > MAX_LINE_BYTES:
+            too_long += 1
+            continue
         login = parser.parse(line)
         if login is not None:
             report.login_count += 1
@@ -116,12 +145,12 @@ def check_log(
                 ahead.add(login.address)
             else:
                 latest[login.address] = max(believed.time, latest.get(login.address, believed.time))
-        elif len(line) <= MAX_LINE_BYTES and looks_like_login(line):
+        elif looks_like_login(line):
             report.looked_like_logins += 1
             if examples is None or len(report.examples) < examples:
                 report.examples.append(UnmatchedLine(number, printable(line)))
-    report.lines = parser.lines
-    report.too_long = parser.too_long
+    report.lines = number
+    report.too_long = too_long
     report.other_hosts = parser.other_hosts
     cutoff = timestamps.now - timeout
     report.ahead = sorted(ahead - latest.keys(), key=sort_key)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from exactcron.checker import check_log, looks_like_login
 from exactcron.cli import FORGEABLE_WARNING, main
 from exactcron.rules import BUILTIN_RULES, MAX_LINE_BYTES
 from exactcron.timestamps import TimestampParser, parse_instant
+from tests.conftest import dovecot_login
 
 NOW = "2026-11-25T18:00:00+00:00"
 
@@ -307,3 +311,42 @@ def test_check_reads_a_compressed_rotated_log(tmp_path: Path) -> None:
     code, output = run("--server", "dovecot", str(log))
     assert code == 0
     assert output.splitlines()[-1] == "would grant: 192.0.2.44"
+
+
+# Measures the peak memory of one `check -` reading a line of SIZE bytes with no
+# newline, then a login: the only child of this process, so RUSAGE_CHILDREN is its.
+_PEAK_OF_CHECK = """
+import resource, subprocess, sys
+size = int(sys.argv[1])
+child = subprocess.Popen(sys.argv[2:], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+chunk = b"x" * (1 << 20)
+for _ in range(size // len(chunk)):
+    child.stdin.write(chunk)
+child.stdin.write(b"\\n" + sys.stdin.buffer.read())
+child.stdin.close()
+output = child.stdout.read()
+code = child.wait()
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.stderr.write(output.decode())
+"""
+
+
+def test_check_keeps_memory_bounded_on_a_line_with_no_end() -> None:
+    size = 64 << 20
+    command = [sys.executable, "-m", "exactcron", "--now", "2026-11-25T18:00:00+00:00"]
+    command += ["check", "-", "--server", "dovecot"]
+    measured = subprocess.run(
+        [sys.executable, "-c", _PEAK_OF_CHECK, str(size), *command],
+        # A line of this host's (check's `hosts` without a configuration).
+        input=dovecot_login("192.0.2.10").replace(" mail ", f" {socket.gethostname()} ", 1) + "\n",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        check=True,
+    )
+    code, peak_kib = map(int, measured.stdout.split())
+    assert code == 0
+    # Python and the rules take some 30 MB; a copy of the line would be 64 MB more.
+    assert peak_kib < 60 * 1024, f"peak RSS {peak_kib} KiB for a {size}-byte line"
+    assert "skipped 1 line longer than 8192 bytes\n" in measured.stderr
+    assert "would grant: 192.0.2.10\n" in measured.stderr
