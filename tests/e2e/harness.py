@@ -912,8 +912,17 @@ class Startable(Protocol):
 
 @contextlib.contextmanager
 def started(server: Startable) -> Iterator[None]:
-    """Start a server; stop it on leaving, whatever happened in between."""
-    server.start()
+    """Start a server; stop it on leaving, whatever happened in between, and when
+    its start fails partway (a bridge, a namespace and its mount, a process may
+    already be there). The start's own error is the one raised."""
+    try:
+        server.start()
+    except BaseException as error:
+        try:
+            server.stop()
+        except Exception as cleanup:  # the start's error is the one to see
+            error.add_note(f"stopping what the failed start left also failed: {cleanup!r}")
+        raise
     try:
         yield
     finally:
