@@ -169,7 +169,7 @@ KEYS: list[tuple[str | int, ...]] = [
             "syslog_senders",
         )
     ),
-    *(("map", 0, key) for key in ("mta", "path", "type", "include")),
+    *(("map", 0, key) for key in ("mta", "path", "type", "include", "value")),
     *(("rule", "site", key) for key in ("program", "match", "needle")),
     ("store", "url"),
     ("store", "schema"),
@@ -264,6 +264,8 @@ def base_document(root: Path, key: tuple[str | int, ...]) -> dict[str, Any]:
         document["source"][0] = {"journal": "dovecot.service", "server": "dovecot"}
     if key[-1] in ("type",):
         document["map"][0]["mta"] = "postfix"
+    if key[-1] in ("value",):
+        document["map"][0].update(mta="postfix", type="texthash")
     return document
 
 
