@@ -71,6 +71,7 @@ class CheckReport:
     looked_like_logins: int = 0  # login-like lines no rule matched
     examples: list[UnmatchedLine] = field(default_factory=list)
     too_long: int = 0
+    unreadable: int = 0  # lines that could hold a login whose stamp names no time
     granted: list[str] = field(default_factory=list)  # sorted
     too_old: list[str] = field(default_factory=list)  # logged before now - timeout
     # Sorted: granted nothing, each login stamped more than a minute ahead of the clock.
@@ -151,6 +152,7 @@ def check_log(
                 report.examples.append(UnmatchedLine(number, printable(line)))
     report.lines = number
     report.too_long = too_long
+    report.unreadable = parser.unreadable
     report.other_hosts = parser.other_hosts
     cutoff = timestamps.now - timeout
     report.ahead = sorted(ahead - latest.keys(), key=sort_key)

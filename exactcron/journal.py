@@ -19,12 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from exactcron.errors import LogUnreadableError
+from exactcron.timestamps import FIRST_YEAR, LAST_YEAR
 
 log = logging.getLogger("exactcron")
 
 # Fields the rules need; journalctl adds the cursor and the timestamps itself.
 _FIELDS = "MESSAGE,SYSLOG_IDENTIFIER,_COMM,_HOSTNAME,_SYSTEMD_UNIT"
 _SEARCH_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The __REALTIME_TIMESTAMP values (microseconds since the epoch) of the years a stamp may name.
+_REALTIME_RANGE = range(
+    (datetime(FIRST_YEAR, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1),
+    (datetime(LAST_YEAR + 1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1),
+)
+
+
+class UnreadableEntry(ValueError):
+    """An entry of a watched unit whose time cannot be read: skipped and counted."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,8 @@ class JournalCheckpoint:
 
 def entry_line(entry: dict[str, Any], units: frozenset[str]) -> bytes | None:
     """The syslog line for one `journalctl -o json` entry, or None when it is not
-    from one of `units` or lacks what a line needs."""
+    from one of `units` or lacks what a line needs. Raises UnreadableEntry when
+    its time is missing or names no time exactcron reads."""
     unit = entry.get("_SYSTEMD_UNIT")
     # Several values (a list) would mean a sender set the field itself: not trusted.
     if not isinstance(unit, str) or unit not in units:
@@ -58,13 +70,16 @@ def entry_line(entry: dict[str, Any], units: frozenset[str]) -> bytes | None:
     # Trusted like the unit: set by journald (or journal-remote, from the
     # sending machine); the source's `hosts` decide whether it counts.
     host = _text(entry.get("_HOSTNAME"))
-    try:
-        microseconds = int(entry["__REALTIME_TIMESTAMP"])
-    except (KeyError, TypeError, ValueError):
-        return None
     if message is None or not identifier or not host:
         return None
-    stamp = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=microseconds)
+    realtime = entry.get("__REALTIME_TIMESTAMP")
+    # journalctl writes the number as a string of digits; int() would also take ` 1_0`.
+    if not isinstance(realtime, str) or not realtime.isascii() or not realtime.isdigit():
+        raise UnreadableEntry(f"__REALTIME_TIMESTAMP {realtime!r:.40}")
+    microseconds = int(realtime)
+    if microseconds not in _REALTIME_RANGE:
+        raise UnreadableEntry(f"__REALTIME_TIMESTAMP {realtime:.40}")
+    stamp = _EPOCH + timedelta(microseconds=microseconds)
     return f"{stamp.isoformat(timespec='microseconds')} {host} {identifier}: {message}".encode(
         "utf-8", "replace"
     )
@@ -96,6 +111,8 @@ class JournalReader:
         self.since = since
         self.directory = directory
         self.bytes_read = 0
+        # Entries of the units that could not be read (their time, their JSON).
+        self.unreadable = 0
 
     def lines(self) -> Iterator[bytes]:
         try:
@@ -139,12 +156,18 @@ class JournalReader:
                 try:
                     entry = json.loads(raw)
                 except ValueError:
+                    self.unreadable += 1
                     continue
                 if not isinstance(entry, dict):
+                    self.unreadable += 1
                     continue
-                line = entry_line(entry, self.units)
                 if isinstance(entry.get("__CURSOR"), str):
                     cursor = entry["__CURSOR"]
+                try:
+                    line = entry_line(entry, self.units)
+                except Exception:  # containment: no entry ends a run (UnreadableEntry, or a bug)
+                    self.unreadable += 1
+                    continue
                 if line is not None:
                     yield line
         finally:

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from exactcron.addresses import normalize_address
 from exactcron.patterns import MIN_NEEDLE_CHARS, bytes_pattern, nested_quantifier, required_literals
-from exactcron.timestamps import TimestampParser
+from exactcron.timestamps import TimestampParser, looks_stamped
 
 # Longer lines are skipped unparsed: no POP/IMAP success line comes close,
 # and a regex over megabytes of attacker text is a denial of service.
@@ -703,6 +703,11 @@ class LineParser:
     too_long: int = 0
     lines: int = 0
     other_hosts: int = 0  # login lines refused for their host
+    # Lines that could hold a login but cannot be read: a stamp that names no
+    # time (Feb 30, year 1, an offset of a day), or a line that broke the parser.
+    unreadable: int = 0
+    # What the first line that broke the parser raised, for the warning.
+    first_error: str | None = None
     # Counting the lines of a block takes as long as searching it for a
     # needle: done only when someone reads the count.
     count_lines: bool = True
@@ -779,6 +784,18 @@ class LineParser:
         return logins
 
     def _candidate(self, line: bytes) -> Login | None:
+        """The login of a line that holds a needle. Whatever its bytes, a line only
+        grants or not: one that breaks the parser is counted, never stops the run."""
+        try:
+            return self._read_candidate(line)
+        except Exception as error:  # containment: no log line ends a run
+            self.unreadable += 1
+            if self.first_error is None:
+                # repr: the message may quote the line's own bytes.
+                self.first_error = f"{type(error).__name__}: {str(error)[:120]!r}"
+            return None
+
+    def _read_candidate(self, line: bytes) -> Login | None:
         if len(line) > MAX_LINE_BYTES:
             self.too_long += 1
             return None
@@ -792,6 +809,7 @@ class LineParser:
         clock, fraction, offset, bsd, host, program = head.groups()
         stamped = self.timestamps.second_of(clock or bsd, offset)
         if stamped is None:
+            self.unreadable += 1
             return None
         second, ambiguity = stamped
         message = line[head.end() :]
@@ -843,6 +861,9 @@ class LineParser:
             text = text.rstrip("\r\n")
         stamped = self.timestamps.parse_prefix(text)
         if stamped is None:
+            if looks_stamped(text):
+                self.unreadable += 1
+                return None
             return self._dovecot1_own_log(text)
         time, position = stamped
         header = _HEADER.match(text, position)
@@ -860,6 +881,8 @@ class LineParser:
             return None
         stamped = self.timestamps.parse_prefix(text[len(_DOVECOT1_NAME) :])
         if stamped is None:
+            if looks_stamped(text[len(_DOVECOT1_NAME) :]):
+                self.unreadable += 1
             return None
         time, position = stamped
         # Its own file: no host field, which always counts.

@@ -25,6 +25,14 @@ MONTHS = {
 # the writer and us; further ahead, it must be from the previous year.
 FUTURE_SLACK = timedelta(days=1)
 
+# The years a stamp may name. No Unix clock writes a year before 1970, and
+# none this far ahead; a stamp outside them (`0001-01-01T00:00:00+12:00`,
+# which rsyslog writes as a datagram gave it) is unreadable, not a time.
+# The margin keeps every instant computed from a stamp (shifted by its
+# offset, a DST ambiguity, a timeout) inside what a datetime can hold.
+FIRST_YEAR = 1970
+LAST_YEAR = 9000
+
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(\.\d{1,9})?(Z|z|[+-]\d\d:?\d\d)? ", re.ASCII)
 _TRADITIONAL = re.compile(r"([A-Z][a-z]{2}) ([ 0-3]?\d) (\d\d):(\d\d):(\d\d) ", re.ASCII)
 _SECOND_CACHE_SIZE = 1 << 16
@@ -118,7 +126,10 @@ class TimestampParser:
 
     def stamp(self, line: bytes) -> datetime | None:
         """The time at the start of a raw log line, or None (for bisecting a log)."""
-        parsed = self.parse_prefix(line[:48].decode("ascii", "replace"))
+        try:
+            parsed = self.parse_prefix(line[:48].decode("ascii", "replace"))
+        except (ValueError, OverflowError):  # never expected: the years are checked; no line stops a run
+            return None
         return parsed[0] if parsed else None
 
     def _start_of_hour(self, month: int, day: int, hour: int) -> datetime | None:
@@ -137,7 +148,7 @@ def _offset_second(clock: bytes, offset: bytes | None) -> tuple[datetime, timede
 
     A log holds a new second every few lines: this is five times faster.
     """
-    if offset is None or not clock[:1].isdigit():
+    if offset is None or not clock[:1].isdigit() or not _readable_year(clock[:4]):
         return None
     try:
         if len(offset) == 6 and offset[3:4] == b":":
@@ -149,11 +160,22 @@ def _offset_second(clock: bytes, offset: bytes | None) -> tuple[datetime, timede
     return None
 
 
+def _readable_year(digits: bytes) -> bool:
+    return digits.isdigit() and FIRST_YEAR <= int(digits) <= LAST_YEAR
+
+
+def looks_stamped(text: str) -> bool:
+    """Whether `text` starts with what has the shape of a stamp, readable or not."""
+    return (_RFC3339 if text[:1].isdigit() else _TRADITIONAL).match(text) is not None
+
+
 def _rfc3339(date: str, clock: str, offset: str | None, zone: tzinfo) -> datetime | None:
     """A stamp to the second, in UTC; `zone` when it carries no offset."""
     try:
         stamp = datetime.fromisoformat(f"{date}T{clock}")
     except ValueError:
+        return None
+    if not FIRST_YEAR <= stamp.year <= LAST_YEAR:
         return None
     if offset is None:
         return _localize(stamp, zone)
