@@ -288,6 +288,8 @@ def status(state: Context, as_json: bool) -> None:
                 "unread_bytes": source.unread_bytes,
                 # Any local user can write a line of it that counts (a plain syslog-fed file).
                 "forgeable": str(source.path) in forgeable,
+                # Lines skipped as unreadable since the state began.
+                "unreadable_lines": record.unreadable_lines.get(str(source.path), 0),
             }
             for source in report.sources
         ],
@@ -318,6 +320,7 @@ def status(state: Context, as_json: bool) -> None:
         if not isinstance(point, JournalCheckpoint):
             unread = "unknown (log missing)" if source.unread_bytes is None else str(source.unread_bytes)
             click.echo(f"  unread bytes: {unread}")
+        click.echo(f"  unreadable lines: {record.unreadable_lines.get(str(source.path), 0)}")
     if record.time is None:
         click.echo("last run: never")
     else:
@@ -442,6 +445,11 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
     _echo_quoted(report.examples, report.looked_like_logins)
     if report.too_long:
         click.echo(f"skipped {_plural(report.too_long, 'line')} longer than {MAX_LINE_BYTES} bytes")
+    if report.unreadable:
+        click.echo(
+            f"skipped {_plural(report.unreadable, 'line')} whose stamp names no time "
+            "(or that the parser could not read); they grant nothing"
+        )
     if report.too_old:
         click.echo(f"not granted, older than the timeout: {_cut(report.too_old, listed)}")
     if report.ahead:

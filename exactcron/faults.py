@@ -4,7 +4,9 @@
 process SIGKILL itself when it reaches POINT: the same death as the OOM
 killer or a power cut, at a place the test chose. `EXACTCRON_TRACE_POINTS=FILE`
 appends the name of every point reached to FILE, so a test can find them
-all. Unset, a point costs two dictionary lookups.
+all. `EXACTCRON_FAIL_AT=POINT` raises RuntimeError there instead: a bug at
+that step, which the run must survive failing closed. Unset, a point costs
+three dictionary lookups.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 
 KILL_AT = "EXACTCRON_KILL_AT"
+FAIL_AT = "EXACTCRON_FAIL_AT"
 TRACE = "EXACTCRON_TRACE_POINTS"
 _passages: dict[str, int] = {}
 
@@ -21,6 +24,8 @@ def point(name: str) -> None:
     if trace:
         with open(trace, "a", encoding="utf-8") as stream:
             stream.write(name + "\n")
+    if os.environ.get(FAIL_AT) == name:
+        raise RuntimeError(f"fault injected at {name}")
     target = os.environ.get(KILL_AT)
     if not target:
         return

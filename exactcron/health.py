@@ -30,6 +30,8 @@ class RunRecord:
     leases: int | None = None
     logins_total: Mapping[str, int] = field(default_factory=dict)  # per source, since the state began
     logs_seen: Mapping[str, datetime] = field(default_factory=dict)  # per source: when last found
+    # Per source, since the state began: lines skipped because they could not be read.
+    unreadable_lines: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any] | None) -> RunRecord:
@@ -37,6 +39,7 @@ class RunRecord:
         if not document:
             return cls()
         counts = document.get("logins_total")
+        unreadable = document.get("unreadable_lines")
         seen = document.get("logs_seen")
         leases = document.get("leases")
         time = _instant(document.get("time"))
@@ -54,11 +57,8 @@ class RunRecord:
             last_success=last_success,
             last_error=last_error,
             leases=leases if isinstance(leases, int) and not isinstance(leases, bool) else None,
-            logins_total={
-                key: value
-                for key, value in (counts.items() if isinstance(counts, dict) else ())
-                if isinstance(value, int) and not isinstance(value, bool) and value >= 0
-            },
+            logins_total=_counts(counts),
+            unreadable_lines=_counts(unreadable),
             logs_seen={
                 key: stamp
                 for key, value in (seen.items() if isinstance(seen, dict) else ())
@@ -75,12 +75,17 @@ class RunRecord:
             "leases": self.leases,
             "logins_total": dict(sorted(self.logins_total.items())),
             "logs_seen": {key: format_instant(value) for key, value in sorted(self.logs_seen.items())},
+            "unreadable_lines": dict(sorted(self.unreadable_lines.items())),
         }
 
-    def succeeded(self, now: datetime, leases: int, logins: Mapping[str, int]) -> RunRecord:
-        totals = dict(self.logins_total)
-        for source, count in logins.items():
-            totals[source] = totals.get(source, 0) + count
+    def succeeded(
+        self,
+        now: datetime,
+        leases: int,
+        logins: Mapping[str, int],
+        unreadable: Mapping[str, int] | None = None,
+    ) -> RunRecord:
+        totals = _added(self.logins_total, logins)
         return replace(
             self,
             time=now,
@@ -89,6 +94,7 @@ class RunRecord:
             last_error=None,
             leases=leases,
             logins_total=totals,
+            unreadable_lines=_added(self.unreadable_lines, unreadable or {}),
         )
 
     def failed(self, now: datetime, error: str) -> RunRecord:
@@ -164,6 +170,22 @@ def _instant(value: object) -> datetime | None:
         return parse_instant(value)
     except ValueError:
         return None
+
+
+def _counts(value: object) -> dict[str, int]:
+    """Per source counts as recorded: whatever of them is a count."""
+    return {
+        key: count
+        for key, count in (value.items() if isinstance(value, dict) else ())
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0
+    }
+
+
+def _added(totals: Mapping[str, int], counts: Mapping[str, int]) -> dict[str, int]:
+    added = dict(totals)
+    for source, count in counts.items():
+        added[source] = added.get(source, 0) + count
+    return added
 
 
 def _text(value: object) -> str | None:

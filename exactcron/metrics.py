@@ -45,6 +45,14 @@ def render(record: RunRecord, unread: Mapping[str, int | None], sources: list[st
         bytes_left = unread.get(source)
         if bytes_left is not None:
             out.append(f'exactcron_unread_bytes{{source="{_label(source)}"}} {bytes_left}\n')
+    family(
+        "exactcron_unreadable_lines_total",
+        "counter",
+        "Log lines of each source skipped because they could not be read (they grant nothing).",
+    )
+    for source in sources:
+        count = record.unreadable_lines.get(source, 0)
+        out.append(f'exactcron_unreadable_lines_total{{source="{_label(source)}"}} {count}\n')
     family("exactcron_run_duration_seconds", "gauge", "How long the last update took.")
     out.append(f"exactcron_run_duration_seconds {duration:.6f}\n")
     return "".join(out)

@@ -27,7 +27,7 @@ from exactcron.health import RunRecord, missing_logs
 from exactcron.leases import Lease, believed_login
 from exactcron.leasestore import LeaseStore, open_lease_store
 from exactcron.quiet import quiet_leases, settled_record
-from exactcron.rules import LineParser, Login
+from exactcron.rules import MAX_LINE_BYTES, LineParser, Login
 from exactcron.source import Checkpoint, LogReader, files_signature, rotated_candidates, rotated_directories
 from exactcron.state import LocalState, remove_leftovers
 from exactcron.timestamps import TimestampParser, format_instant
@@ -55,6 +55,8 @@ class SourceReport:
     # Logins stamped more than a minute ahead of the clock (not believed), and the first one's stamp.
     ahead: int = 0
     first_ahead: datetime | None = None
+    # Lines skipped because they could not be read (over-long, a stamp that names no time).
+    unreadable: int = 0
     # The addresses this source granted or extended; kept only for the audit trail.
     granted: list[str] = field(default_factory=list)
 
@@ -99,11 +101,43 @@ def run_update(config: Config, now: datetime, count_lines: bool = True) -> Updat
             _record_failure(state, record)
             _write_metrics(config, state, record, started)
             raise
+        except Exception as error:
+            # A bug, whatever it is: relay still ends with its leases, and `status` says why.
+            _fail_closed_after_internal_error(config, state, store, now)
+            record = record.failed(now, f"internal error: {type(error).__name__}: {error}")
+            _record_failure(state, record)
+            with contextlib.suppress(Exception):
+                _write_metrics(config, state, record, started)
+            raise
         logins = {str(report.path): report.logins for report in result.sources}
-        record = record.succeeded(now, result.leases, logins)
+        unreadable = {str(report.path): report.unreadable for report in result.sources}
+        record = record.succeeded(now, result.leases, logins, unreadable)
         state.save_last_run(record.to_json())
         _write_metrics(config, state, record, started)
         return result
+
+
+def _fail_closed_after_internal_error(
+    config: Config, state: LocalState, store: LeaseStore, now: datetime
+) -> None:
+    """The maps pruned to the leases stored and still in force, after a run that broke.
+
+    The stored leases are read again: the run's own may hold logins merged
+    but never saved, which `show` would not list. When they cannot be read,
+    those the store last knew, less the expired; failing that, none.
+    """
+    try:
+        with _opened(config, repair=False) as (_, fresh):
+            addresses = [lease.address for lease in fresh.snapshot(now).leases]
+    except Exception:
+        try:
+            addresses = [lease.address for lease in store.last_known(now)]
+        except Exception:
+            addresses = []
+    try:
+        _install_maps_failing_closed(config.maps, state, addresses)
+    except Exception as error:
+        log.info("also failed: %s", error)
 
 
 def _logs_present(config: Config) -> dict[str, bool]:
@@ -324,8 +358,10 @@ def _read_source(
     merge()
     report.lines = parser.lines if count_lines else None
     report.bytes_read = reader.bytes_read
-    if parser.too_long:
-        log.warning("%s: skipped %d over-long lines", source.path, parser.too_long)
+    report.unreadable = parser.too_long + parser.unreadable + getattr(reader, "unreadable", 0)
+    if report.unreadable:
+        # One line per source and run, however many lines were skipped.
+        log.warning("%s: %s", source.path, _unreadable_summary(report.unreadable, parser))
     if report.first_ahead is not None:
         log.warning(
             "%s: %d logins stamped more than a minute ahead of the clock granted nothing "
@@ -337,6 +373,21 @@ def _read_source(
     if parser.other_hosts:
         log.info("%s: %d logins from hosts not in `hosts` granted nothing", source.path, parser.other_hosts)
     return report, reader.checkpoint
+
+
+def _unreadable_summary(count: int, parser: LineParser) -> str:
+    parts = []
+    if parser.too_long:
+        parts.append(f"{parser.too_long} over {MAX_LINE_BYTES} bytes")
+    if parser.unreadable:
+        parts.append(f"{parser.unreadable} with a stamp that names no time or that the parser could not read")
+    if parser.first_error:
+        parts.append(f"first error: {parser.first_error}")
+    if count > parser.too_long + parser.unreadable:
+        parts.append(f"{count - parser.too_long - parser.unreadable} journal entries")
+    return (
+        f"skipped {count} unreadable line{'s' if count != 1 else ''} ({'; '.join(parts)}); they grant nothing"
+    )
 
 
 def _rotated_directories(source: SourceConfig) -> list[Path]:

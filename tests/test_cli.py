@@ -174,7 +174,7 @@ def test_status_reports_the_checkpoint_and_the_last_run(site: Site) -> None:
     before = site.run("status")
     assert (before.exit_code, before.output) == (
         1,
-        f"source {site.log}\n  trust: {FORGEABLE_WARNING}\n  checkpoint: none (not read yet)\n  unread bytes: 0\nlast run: never\nleases: 0\n"
+        f"source {site.log}\n  trust: {FORGEABLE_WARNING}\n  checkpoint: none (not read yet)\n  unread bytes: 0\n  unreadable lines: 0\nlast run: never\nleases: 0\n"
         "unhealthy\nexactcron: unhealthy: no update has run yet\n",
     )
     site.write_log(dovecot_login("192.0.2.10"))
@@ -185,6 +185,7 @@ def test_status_reports_the_checkpoint_and_the_last_run(site: Site) -> None:
     assert source["checkpoint"]["offset"] == size
     assert source["checkpoint"]["inode"] == site.log.stat().st_ino
     assert source["unread_bytes"] == 0
+    assert source["unreadable_lines"] == 0
     assert document["last_run"]["time"] == NOW
     assert document["last_run"]["outcome"] == "ok"
     assert document["leases"] == 1
