@@ -44,10 +44,21 @@ class Context:
         return self.given_now or datetime.now(UTC)
 
     def config(self) -> Config:
+        """The configuration of any command; started as root, run as the owner of state_dir from here on.
+
+        The switch comes before any file the owner or a group member can
+        change is opened (log_file first): exactcron never writes as root.
+        Run by any other user, a command that only reads runs as that user.
+        """
         if self._config is None:
-            self._config = load_config(self.config_file)
-            if self._config.log_file is not None:
-                _log_to_file(self._config.log_file, self.given_now)
+            config = load_config(self.config_file)
+            if os.geteuid() == 0:
+                from exactcron.privilege import become_state_owner
+
+                become_state_owner(config.state_dir)
+            self._config = config
+            if config.log_file is not None:
+                _log_to_file(config.log_file, self.given_now)
         return self._config
 
     def _with_postfix_networks(self, config: Config) -> Config:
@@ -365,6 +376,11 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
     from exactcron.rules import MAX_LINE_BYTES
     from exactcron.timestamps import TimestampParser
 
+    # The log named here is opened first, with the rights of whoever typed the
+    # command (root may read any log: only root sees what is printed); it is
+    # decompressed and parsed after the switch to the owner of state_dir, and
+    # nothing is ever written, so no planted name can make root write.
+    raw_log = _open_raw_log(logfile) if logfile not in (None, "-") else None
     names = tuple(
         dict.fromkeys(name.strip() for value in servers for name in value.split(",") if name.strip())
     )
@@ -412,7 +428,7 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
         timeout, ignore = config.timeout, config.ignore
         if chosen.forgeable:
             click.echo(f"warning: {_safe(str(chosen.path))}: {FORGEABLE_WARNING}")
-    with _open_log(logfile) as stream:
+    with _open_log(logfile, raw_log) as stream:
         listed = None if list_all else LISTED
         report = check_log(stream, rules, TimestampParser(state.now, zone), timeout, ignore, listed, hosts)
     for login in report.logins:
@@ -519,13 +535,20 @@ def _safe(text: str) -> str:
     )
 
 
-def _open_log(logfile: str) -> Any:
+def _open_raw_log(logfile: str) -> Any:
+    try:
+        return open(logfile, "rb")
+    except OSError as error:
+        _fail(LogUnreadableError(f"cannot read {logfile}: {error.strerror}"), verbose=False)
+
+
+def _open_log(logfile: str, raw: Any) -> Any:
     if logfile == "-":
         return sys.stdin.buffer
     try:
         from exactcron.compressed import open_log
 
-        return open_log(Path(logfile))
+        return open_log(Path(logfile), raw)
     except OSError as error:
         _fail(LogUnreadableError(f"cannot read {logfile}: {error.strerror}"), verbose=False)
 
@@ -651,14 +674,16 @@ class _FileFormat(logging.Formatter):
 
 
 def _log_to_file(path: Path, now: datetime | None) -> None:
+    """Log to `path` through the one descriptor opened here, never reopened by name."""
+    from exactcron.atomic import open_for_append
+
     try:
         # 0640, as logrotate.d/exactcron creates it: the audit trail names users and addresses.
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        os.close(descriptor)
-        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
+        descriptor = open_for_append(path, 0o640)
     except OSError as error:
-        log.warning("cannot open log_file %s: %s", path, error.strerror)
+        log.warning("cannot open log_file %s: %s; not logging to it", path, error.strerror)
         return
+    handler: logging.Handler = logging.StreamHandler(os.fdopen(descriptor, "a", encoding="utf-8"))
     handler.setLevel(logging.INFO)
     handler.setFormatter(_FileFormat(now))
     handler.set_name("file")

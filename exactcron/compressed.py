@@ -34,15 +34,16 @@ def is_compressed(path: Path) -> bool:
     return path.suffix in SUFFIXES
 
 
-def open_log(path: Path) -> IO[bytes]:
-    """`path` opened for reading its (decompressed) bytes."""
+def open_log(path: Path, opened: IO[bytes] | None = None) -> IO[bytes]:
+    """`path` opened for reading its (decompressed) bytes; from `opened`, when
+    given, which holds the raw bytes of the file named `path`."""
     if path.suffix == ".zst":
-        return cast(IO[bytes], io.BufferedReader(_ZstdStream(path), buffer_size=1 << 16))
+        return cast(IO[bytes], io.BufferedReader(_ZstdStream(path, opened), buffer_size=1 << 16))
     module = _MODULES.get(path.suffix)
     if module is None:
-        return open(path, "rb")
+        return opened if opened is not None else open(path, "rb")
     opener: Callable[..., IO[bytes]] = importlib.import_module(module).open
-    return opener(path, "rb")
+    return opener(opened if opened is not None else path, "rb")
 
 
 def errors() -> tuple[type[BaseException], ...]:
@@ -60,7 +61,7 @@ def errors() -> tuple[type[BaseException], ...]:
 class _ZstdStream(io.RawIOBase):
     """The output of `zstd -dc FILE`: read forward, seekable forward only."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, opened: IO[bytes] | None = None) -> None:
         super().__init__()
         # Imported here: most runs read no .zst file, and never pay for it.
         import subprocess
@@ -69,8 +70,8 @@ class _ZstdStream(io.RawIOBase):
         self._process: subprocess.Popen[bytes]
         try:
             self._process = subprocess.Popen(
-                ["zstd", "-d", "-c", "-q", "--no-progress", "--", str(path)],
-                stdin=subprocess.DEVNULL,
+                ["zstd", "-d", "-c", "-q", "--no-progress", *(["--", str(path)] if opened is None else [])],
+                stdin=subprocess.DEVNULL if opened is None else opened,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )

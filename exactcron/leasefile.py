@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from exactcron.addresses import Network, is_canonical
+from exactcron.atomic import open_regular, read_regular, write_atomically
 from exactcron.errors import StateWriteError
 from exactcron.leases import Lease, LeaseTable
 from exactcron.leasestore import Snapshot
 from exactcron.rules import Login
-from exactcron.state import SCHEMA, CorruptStateError, LocalState, file_signature, write_atomically
+from exactcron.state import SCHEMA, CorruptStateError, LocalState, file_signature
 from exactcron.timestamps import format_instant
 
 LEASES_FILE = "leases.json"
@@ -108,7 +109,7 @@ class FileLeaseStore:
         # Not laid out as this version writes it (edited by hand, say), or
         # broken: read whole and strictly, which tells the two apart.
         try:
-            raw = path.read_bytes()
+            raw = read_regular(path)
         except OSError:
             raw = b""
         document = self._state.load_json(self._name, self._repair)
@@ -226,7 +227,7 @@ def read_lease_lines(path: Path) -> LeaseTable | None:
     what this accepts is exactly what `json.loads` of the whole accepts.
     Raises OSError.
     """
-    with open(path, "rb") as stream:
+    with open_regular(path) as stream:
         try:
             return _read_lease_lines(stream)
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from exactcron import faults
+from exactcron.atomic import fsync_directory, open_regular, read_regular, write_atomically
 from exactcron.config import MAP_VALUE, MapConfig
 from exactcron.errors import MapBuildError, StateWriteError
-from exactcron.state import MAP_RECORD_FILE, fsync_directory, write_atomically
+from exactcron.state import MAP_RECORD_FILE
 
 log = logging.getLogger("exactcron")
 
@@ -213,7 +214,7 @@ class MapRecord:
         self.path = directory / MAP_RECORD_FILE
         self.maps: dict[str, dict[str, Any]] = {}
         try:
-            document = json.loads(self.path.read_bytes())
+            document = json.loads(read_regular(self.path))
         except (OSError, ValueError):
             return
         maps = document.get("maps") if isinstance(document, dict) else None
@@ -304,7 +305,7 @@ def database_path(path: Path, suffix: str) -> Path:
 
 def _is_current(path: Path, content: bytes, suffix: str | None) -> bool:
     try:
-        if path.read_bytes() != content:
+        if read_regular(path) != content:
             return False
     except OSError:
         return False
@@ -315,7 +316,7 @@ def _read_include(spec: MapConfig) -> bytes:
     if spec.include is None:
         return b""
     try:
-        return spec.include.read_bytes()
+        return read_regular(spec.include)
     except OSError as error:
         raise MapBuildError(f"cannot read include file {spec.include}: {error.strerror}") from None
 
@@ -358,7 +359,7 @@ def _build_and_install(
                 )
             database = database_path(text, suffix)
             os.chmod(database, MAP_MODE)  # makemap makes it 0640; the MTA's daemons must read it
-            with open(database, "rb") as stream:
+            with open_regular(database) as stream:
                 os.fsync(stream.fileno())
             built.insert(0, database)
         faults.point(f"{spec.path.name}:built")
@@ -386,7 +387,8 @@ def _build_and_install(
 
 def _open_quietly(path: Path) -> int | None:
     try:
-        return os.open(path, os.O_RDONLY)
+        # Only to touch its mtime: a FIFO planted at the name must not block.
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
 

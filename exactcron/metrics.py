@@ -7,12 +7,10 @@ a lost one says no more than a stale timestamp.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from exactcron.errors import StateWriteError
+from exactcron.atomic import remove_leftovers, write_atomically
 from exactcron.health import RunRecord
 
 
@@ -59,21 +57,12 @@ def render(record: RunRecord, unread: Mapping[str, int | None], sources: list[st
 
 
 def write(path: Path, text: str) -> None:
-    """Replace `path` with `text`: a temporary file beside it (a dot name, which
-    the textfile collector skips), then rename."""
-    temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(descriptor, text.encode())
-            os.fchmod(descriptor, 0o644)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise StateWriteError(f"cannot write metrics_file {path}: {error.strerror}") from None
+    """Replace `path` with `text`: a new file under a random dot name beside it
+    (which the textfile collector skips), then rename. The directory is
+    often writable by a group: see atomic.py. Called under the lock, so the
+    copies a killed run left are ours to remove."""
+    remove_leftovers(path)
+    write_atomically(path, text.encode(), 0o644, durable=False, what="metrics_file")
 
 
 def _label(value: str) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from exactcron import audit, faults
 from exactcron.addresses import normalize_address
+from exactcron.atomic import remove_leftovers
 from exactcron.config import DEFAULT_STATE_DIR, Config, MapConfig, SourceConfig
 from exactcron.errors import ExactcronError, StoreUnavailableError
 from exactcron.health import RunRecord, missing_logs
@@ -29,7 +30,7 @@ from exactcron.leasestore import LeaseStore, open_lease_store
 from exactcron.quiet import quiet_leases, settled_record
 from exactcron.rules import MAX_LINE_BYTES, LineParser, Login
 from exactcron.source import Checkpoint, LogReader, files_signature, rotated_candidates, rotated_directories
-from exactcron.state import LocalState, remove_leftovers
+from exactcron.state import LocalState
 from exactcron.timestamps import TimestampParser, format_instant
 from exactcron.trust import ForgeableLogError, SenderFilter, check_written_by, user_id
 

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exactcron.atomic import write_atomically
 from exactcron.cli import main
 from exactcron.config import parse_config
 from exactcron.errors import ConfigError
@@ -27,7 +28,7 @@ from exactcron.leasefile import (
 )
 from exactcron.leases import LeaseTable
 from exactcron.rules import Login
-from exactcron.state import CorruptStateError, LocalState, write_atomically
+from exactcron.state import CorruptStateError, LocalState
 
 
 def load_leases(state: Path, repair: bool = True) -> LeaseTable:

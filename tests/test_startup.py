@@ -53,11 +53,11 @@ def test_an_update_in_utc_loads_no_zone_database_and_a_quiet_one_no_map_builder(
     site.write_log(dovecot_login("192.0.2.10"))
     first = loaded(site, "update")
     assert site.map.read_text() == "192.0.2.10 OK\n"
-    assert "filelock" in first
+    assert "exactcron.lock" in first
     assert "zoneinfo" not in first  # the source's timezone is "UTC"
     for _ in range(2):
         quiet = loaded(site, "update")  # the second one, at least, finds everything as left
-    assert {"exactcron.quiet", "filelock"} <= quiet
+    assert {"exactcron.quiet", "exactcron.lock"} <= quiet
     unwanted = {"zoneinfo", "socket", "subprocess", "signal", "exactcron.maps", "exactcron.journal"}
     assert not (quiet - libraries_load()) & unwanted
 
@@ -68,4 +68,4 @@ def test_commands_that_take_no_lock_do_not_load_the_lock(site: Site) -> None:
     for command in ("status", "show"):
         modules = loaded(site, command)
         assert "exactcron.update" in modules
-        assert "filelock" not in modules
+        assert "exactcron.lock" not in modules
