@@ -2,10 +2,9 @@
 
 A pattern is looked at through the `re` module's own parser, so that what is
 read here is exactly what `re` compiles: the literals every match contains
-(a site rule's needles), quantifiers nested inside quantifiers (backtracking
-that can take exponential time on one hostile line), and whether the pattern
-means the same over raw bytes as over decoded text (then lines are matched
-undecoded).
+(a site rule's needles), and whether the pattern means the same over raw
+bytes as over decoded text (then lines are matched undecoded). Site rules
+themselves are run by the linear-time engine (linear.py), not by `re`.
 """
 
 from __future__ import annotations
@@ -21,8 +20,6 @@ _constants: Any = importlib.import_module("re._constants")
 _REPEATS = {_constants.MAX_REPEAT, _constants.MIN_REPEAT, _constants.POSSESSIVE_REPEAT}
 # Items that match no character: they neither break nor extend a literal run.
 _ZERO_WIDTH = {_constants.AT, _constants.ASSERT, _constants.ASSERT_NOT}
-# An outer repeat up to this many times around an inner quantifier is harmless.
-_BOUNDED_OUTER = 16
 # Shorter literals are found on too many lines to be worth a search.
 MIN_NEEDLE_CHARS = 3
 
@@ -86,30 +83,6 @@ def _parts(op: Any, value: Any) -> list[Any]:
     if op in (_constants.ASSERT, _constants.ASSERT_NOT):
         return [value[1]]
     return []
-
-
-def nested_quantifier(pattern: re.Pattern[str]) -> str | None:
-    """The pattern when it repeats, without a small bound, a part that holds a quantifier.
-
-    `(a+)+`, `(\\w+\\s?)*`, `(?:x|y+){2,}` can make the matcher try every way
-    to split a line between the two: exponential time on one crafted line.
-    A small outer bound, as in `(?:\\d{1,3}\\.){3}`, keeps the work small.
-    """
-
-    def repeats_inside(items: Any) -> bool:
-        return any(
-            (op in _REPEATS and value[1] > 1) or any(repeats_inside(inner) for inner in _parts(op, value))
-            for op, value in items
-        )
-
-    def find(items: Any) -> bool:
-        return any(
-            (op in _REPEATS and value[1] > _BOUNDED_OUTER and repeats_inside(value[2]))
-            or any(find(inner) for inner in _parts(op, value))
-            for op, value in items
-        )
-
-    return pattern.pattern if find(_parse(pattern)) else None
 
 
 # Items whose meaning differs between str and bytes patterns (\d, \s, \w, \b:

@@ -27,7 +27,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from exactcron.addresses import normalize_address
-from exactcron.patterns import MIN_NEEDLE_CHARS, bytes_pattern, nested_quantifier, required_literals
+from exactcron.linear import LinearPattern, RefusedPattern
+from exactcron.patterns import MIN_NEEDLE_CHARS, bytes_pattern, required_literals
 from exactcron.timestamps import TimestampParser, looks_stamped
 
 # Longer lines are skipped unparsed: no POP/IMAP success line comes close,
@@ -115,10 +116,20 @@ class Form:
     # reader together: whatever it matches, they grant with the same user
     # and address. Lines it does not match go to the reader.
     fast: re.Pattern[bytes] | None = None
+    # A site rule's pattern as the linear-time engine runs it (`pattern` is
+    # then only read, never run: re backtracks, and the site's pattern is not ours).
+    linear: LinearPattern | None = None
 
     def fields(self, message: str) -> tuple[bool, tuple[str | None, str] | None]:
         """Whether the whole message matches; if so, its (user, address text), or
         None when the line, though shaped like a success, must grant nothing."""
+        if self.linear is not None:
+            matched = self.linear.fullmatch(message)
+            if matched is None:
+                return False, None
+            address = matched.group("ip")
+            # An `ip` in a part the match left out: shaped like a success, but no address.
+            return True, None if address is None else (matched.groupdict().get("user"), address)
         found = self.pattern.fullmatch(message)
         if found is None:
             return False, None
@@ -597,11 +608,11 @@ def site_rule(name: str, program: str, match: str, needles: Sequence[str] = ()) 
     unknown = set(pattern.groupindex) - {"ip", "user"}
     if unknown:
         raise ValueError(f"match has groups other than 'ip' and 'user': {', '.join(sorted(unknown))}")
-    if nested_quantifier(pattern) is not None:
-        raise ValueError(
-            "match repeats a part that holds a quantifier (such as (a+)+ or (\\w+\\s?)*): "
-            "one crafted line could take hours to match; write it without the nesting"
-        )
+    try:
+        # Matched in time linear in the line, whatever the line: re could take hours on one.
+        linear = LinearPattern(match, re.DOTALL)
+    except RefusedPattern as error:
+        raise ValueError(f"match {error}") from None
     if _PROGRAM.fullmatch(program) is None:
         raise ValueError(f"program {program!r} is not a syslog tag")
     if needles:
@@ -612,7 +623,9 @@ def site_rule(name: str, program: str, match: str, needles: Sequence[str] = ()) 
         # No literal at all (every line is split and tried) when none is long enough.
         found = [literal for literal in required_literals(pattern) if len(literal) >= MIN_NEEDLE_CHARS]
         literals = [found[0].encode()] if found else [b""]
-    return Rule(name=name, needles=tuple(literals), forms=(Form(frozenset({program}), pattern),))
+    return Rule(
+        name=name, needles=tuple(literals), forms=(Form(frozenset({program}), pattern, linear=linear),)
+    )
 
 
 # The stamp, host and tag of a line in one bytes pattern. (?>...) commits to
@@ -645,8 +658,8 @@ class _CompiledForm:
 
     def __init__(self, form: Form) -> None:
         self.form = form
-        # A form with its own reader takes a match of the decoded text.
-        self.raw = bytes_pattern(form.pattern) if form.read is None else None
+        # A form with its own reader, or a site rule's (linear engine), takes the decoded text.
+        self.raw = bytes_pattern(form.pattern) if form.read is None and form.linear is None else None
         self.has_user = "user" in form.pattern.groupindex
         self.fast = form.fast
         self.fast_has_lip = form.fast is not None and "lip" in form.fast.groupindex

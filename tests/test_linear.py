@@ -1,0 +1,251 @@
+"""The linear-time engine of site rules (exactcron/linear.py).
+
+It must say what `re.fullmatch` says (match or not, and the `ip`/`user`
+captures), refuse at load what it cannot run in linear time, and return on
+the hostile lines that made `re` hang a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, reject, settings
+from hypothesis import strategies as st
+
+from exactcron.linear import LinearPattern, RefusedPattern
+
+REALISTIC = r"OK user=(?P<user>.*) from .*\[(?P<ip>[^]]+)\]"
+
+
+# -- agreement with re, on patterns from a grammar -------------------------------
+
+_LITERALS = ["a", "b", "x", " ", "-", r"\.", r"\[", r"\]", "1", "=", "\n"]
+_CLASSES = ["[ab]", "[^a]", "[a-c]", "[^]x]", r"\d", r"\w", r"\s", r"\S", r"\W", ".", r"[\d.]", "[^ab\n]"]
+_ANCHORS = ["^", "$", r"\b", r"\B", r"\A", r"\Z"]
+_QUANTIFIERS = ["*", "+", "?", "{2}", "{0,2}", "{1,3}", "{2,}"]
+
+
+def _quantified(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.builds(
+        lambda body, quantifier, lazy: f"(?:{body}){quantifier}{'?' if lazy else ''}",
+        inner,
+        st.sampled_from(_QUANTIFIERS),
+        st.booleans(),
+    )
+
+
+_atoms = st.sampled_from(_LITERALS + _CLASSES) | st.sampled_from(_ANCHORS)
+_expressions = st.recursive(
+    _atoms,
+    lambda inner: (
+        st.lists(inner, min_size=1, max_size=3).map("".join)
+        | st.lists(inner, min_size=2, max_size=3).map(lambda parts: "(?:" + "|".join(parts) + ")")
+        | _quantified(inner)
+    ),
+    max_leaves=8,
+)
+
+
+@st.composite
+def _patterns(draw: st.DrawFn) -> str:
+    """A site rule: text around the groups `ip` and (perhaps) `user`, in either order."""
+    parts = [draw(_expressions) for _ in range(3)]
+    ip = f"(?P<ip>{draw(_expressions)})"
+    user = f"(?P<user>{draw(_expressions)})" if draw(st.booleans()) else ""
+    groups = [ip, user] if draw(st.booleans()) else [user, ip]
+    pattern = parts[0] + groups[0] + parts[1] + groups[1] + parts[2]
+    if draw(st.booleans()):
+        # A group inside a repeat: the last iteration's text is captured.
+        pattern = f"(?:{pattern}){draw(st.sampled_from(_QUANTIFIERS))}"
+    return pattern
+
+
+_lines = st.text(alphabet="ab x.-[]1=\nü", max_size=10)
+
+
+def _matches_empty_in_a_repeat(pattern: str) -> bool:
+    """Whether some repeated part of `pattern` can match the empty string: there
+    the engine may count other empty iterations than re (see linear.py)."""
+    parsed = re._parser.parse(pattern, re.DOTALL)  # type: ignore[attr-defined]
+
+    def walk(items: object) -> bool:
+        for op, value in items:  # type: ignore[attr-defined]
+            name = str(op)
+            if name in ("MAX_REPEAT", "MIN_REPEAT"):
+                inner = [value[2]]
+                if value[1] > 1 and _nullable(value[2]):
+                    return True
+            elif name == "SUBPATTERN":
+                inner = [value[3]]
+            elif name == "BRANCH":
+                inner = list(value[1])
+            else:
+                inner = []
+            if any(walk(each) for each in inner):
+                return True
+        return False
+
+    return walk(parsed)
+
+
+def _nullable(items: object) -> bool:
+    for op, value in items:  # type: ignore[attr-defined]
+        name = str(op)
+        if name in ("AT",):
+            continue
+        if name in ("MAX_REPEAT", "MIN_REPEAT"):
+            if value[0] == 0 or _nullable(value[2]):
+                continue
+            return False
+        if name == "SUBPATTERN":
+            if _nullable(value[3]):
+                continue
+            return False
+        if name == "BRANCH":
+            if any(_nullable(branch) for branch in value[1]):
+                continue
+            return False
+        return False
+    return True
+
+
+class _ReTooSlow(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _re_time_limit(seconds: float) -> Iterator[None]:
+    """re backtracks: a generated pattern may take it minutes even on a short line
+    (the very fault this engine removes). re checks for signals while it matches."""
+
+    def expire(_signal: int, _frame: object) -> None:
+        raise _ReTooSlow
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_patterns(), st.lists(_lines, min_size=1, max_size=6))
+def test_the_engine_says_what_re_says(pattern: str, lines: list[str]) -> None:
+    expected = re.compile(pattern, re.DOTALL)
+    linear = LinearPattern(pattern, re.DOTALL)
+    captures_comparable = not _matches_empty_in_a_repeat(pattern)
+    for line in lines:
+        try:
+            with _re_time_limit(2):
+                found = expected.fullmatch(line)
+        except _ReTooSlow:
+            reject()
+        got = linear.fullmatch(line)
+        assert (got is None) == (found is None), (pattern, line)
+        if found is not None and got is not None and captures_comparable:
+            assert got.group("ip") == found.group("ip"), (pattern, line)
+            assert got.groupdict().get("user") == found.groupdict().get("user"), (pattern, line)
+
+
+@given(_lines.map(lambda line: "OK user=" + line + " from h [" + line + "]"))
+def test_the_realistic_rule_captures_as_re_does(line: str) -> None:
+    found = re.fullmatch(REALISTIC, line, re.DOTALL)
+    got = LinearPattern(REALISTIC, re.DOTALL).fullmatch(line)
+    assert (None if got is None else got.groupdict()) == (None if found is None else found.groupdict())
+
+
+@pytest.mark.parametrize(
+    ("pattern", "line", "expected"),
+    [
+        (r"(?P<ip>\d+)\.", "12.", {"ip": "12"}),
+        (r"(?a:(?P<ip>\w+))", "é", None),
+        (r"(?P<ip>\w+)", "é", {"ip": "é"}),
+        (r"(?P<ip>.+)$", "x\n", {"ip": "x\n"}),
+        (r"(?P<ip>[^\n]+)$\n", "x\n", {"ip": "x"}),
+        (r"(?-s:(?P<ip>.+))", "x\ny", None),
+        (r"(?m:a$\n^(?P<ip>b))", "a\nb", {"ip": "b"}),
+        (r"(?:(?P<ip>a)|b)+", "ab", {"ip": "a"}),
+    ],
+)
+def test_flags_and_anchors_as_re(pattern: str, line: str, expected: dict[str, str] | None) -> None:
+    found = LinearPattern(pattern, re.DOTALL).fullmatch(line)
+    assert (None if found is None else found.groupdict()) == expected
+    python = re.fullmatch(pattern, line, re.DOTALL)
+    assert (None if python is None else python.groupdict()) == expected
+
+
+# -- what a linear engine cannot do is refused ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "says"),
+    [
+        (r"(?P<ip>a)(?P=ip)", "backreference"),
+        (r"(?P<ip>a)\1", "backreference"),
+        (r"(?=a)(?P<ip>a)", "lookahead"),
+        (r"(?P<ip>a)(?<!b)", "lookbehind"),
+        (r"(?P<ip>a)?(?(ip)b|c)", "conditional"),
+        (r"(?>a+)(?P<ip>a)", "atomic"),
+        (r"a++(?P<ip>a)", "possessive"),
+        (r"(?i)ok (?P<ip>a)", "case"),
+        (r"(?i:ok) (?P<ip>a)", "case"),
+        (r"(?:(?:(?:a{100}){100}){100})(?P<ip>a)", "too large"),
+    ],
+)
+def test_what_cannot_run_in_linear_time_is_refused(pattern: str, says: str) -> None:
+    with pytest.raises(RefusedPattern, match=says):
+        LinearPattern(pattern, re.DOTALL)
+
+
+# -- the hostile lines that hung a run -----------------------------------------------
+
+HOSTILE = 8192
+
+
+def _hostile_results() -> list[object]:
+    """Runs in a child process, so that a hang fails the test instead of blocking the suite."""
+    script = f"""
+import json
+import re
+from exactcron.linear import LinearPattern
+n = {HOSTILE}
+cases = [
+    ({REALISTIC!r}, "OK user=" + " from [x]" * (n // 9)),
+    ({REALISTIC!r}, "OK user=" + " from [x" * (n // 8)),
+    (r"(?:\\w+){{10}}(?P<ip>!)", "a" * n),
+    (r"(?:a|a)*(?P<ip>)", "a" * n + "b"),
+    (r"(?:a|a)*(?P<ip>)", "a" * n),
+    (r"\\S*\\S*\\S*(?P<ip>)", "a" * n + " "),
+    (r"\\S*\\S*\\S*(?P<ip>)", "a" * n),
+]
+for pattern, line in cases:
+    found = LinearPattern(pattern, re.DOTALL).fullmatch(line)
+    print(json.dumps(None if found is None else found.groupdict()))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_the_lines_that_hung_re_are_matched() -> None:
+    results = _hostile_results()
+    # Greedy: `user` runs to the last ` from `, as re would have it.
+    assert results == [
+        {"user": " from [x]" * (HOSTILE // 9 - 1), "ip": "x"},
+        None,
+        None,
+        None,
+        {"ip": ""},
+        None,
+        {"ip": ""},
+    ]
