@@ -98,6 +98,8 @@ class Config:
     # `status` is unhealthy when no update succeeded for this long.
     stale_after: timedelta = timedelta(minutes=5)
     metrics_file: Path | None = None  # Prometheus textfile, rewritten after every update
+    # No run holds the lock longer than this: reading stops in time to save, prune and render.
+    run_deadline: timedelta = timedelta(seconds=50)
     store: StoreConfig | None = None  # None: the lease file in state_dir
     # `ignore` holds "mynetworks": Postfix's trusted networks are added at each run
     # (exactcron.mynetworks), not read at load.
@@ -305,6 +307,7 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
             "log_file",
             "metrics_file",
             "stale_after",
+            "run_deadline",
             "source",
             "map",
             "rule",
@@ -348,10 +351,24 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
         maps=tuple(_map(path, index, table, state_dir) for index, table in enumerate(maps)),
         site_rules=site_rules,
         stale_after=top.duration("stale_after", "5m"),
+        run_deadline=_run_deadline(top),
         metrics_file=top.path("metrics_file", kind="file"),
         store=store,
         ignore_mynetworks=ignore_mynetworks,
     )
+
+
+DEFAULT_RUN_DEADLINE = "50s"
+
+
+def _run_deadline(top: _Reader) -> timedelta:
+    """`run_deadline`: 0 or absent means the default."""
+    value = top.table.get("run_deadline", 0)
+    if value is not False and isinstance(value, int | float) and value == 0:
+        return parse_duration(DEFAULT_RUN_DEADLINE)
+    if isinstance(value, str) and (match := _DURATION.match(value)) and float(match.group(1)) == 0:
+        return parse_duration(DEFAULT_RUN_DEADLINE)
+    return top.duration("run_deadline", DEFAULT_RUN_DEADLINE)
 
 
 def _tables(top: _Reader, key: str, optional: bool = False) -> list[dict[str, Any]]:

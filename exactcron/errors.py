@@ -33,5 +33,9 @@ class StoreUnavailableError(ExactcronError):
     exit_code = 75  # EX_TEMPFAIL: the shared lease store cannot be reached; try again later
 
 
+class DeadlineReachedError(ExactcronError):
+    exit_code = 75  # EX_TEMPFAIL: the run stopped reading at run_deadline; the next goes on
+
+
 class NotOwnerError(ExactcronError):
     exit_code = 77  # EX_NOPERM: neither root nor the owner of state_dir

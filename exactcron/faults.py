@@ -7,6 +7,10 @@ appends the name of every point reached to FILE, so a test can find them
 all. `EXACTCRON_FAIL_AT=POINT` raises RuntimeError there instead: a bug at
 that step, which the run must survive failing closed. Unset, a point costs
 three dictionary lookups.
+
+`EXACTCRON_DEADLINE_AFTER=N` makes a run's deadline count as passed from
+its Nth check on (before each source, after each block of lines): a test
+of `run_deadline` that does not depend on the machine's speed.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import os
 KILL_AT = "EXACTCRON_KILL_AT"
 FAIL_AT = "EXACTCRON_FAIL_AT"
 TRACE = "EXACTCRON_TRACE_POINTS"
+DEADLINE_AFTER = "EXACTCRON_DEADLINE_AFTER"
 _passages: dict[str, int] = {}
+_deadline_checks = 0
 
 
 def point(name: str) -> None:
@@ -37,3 +43,13 @@ def point(name: str) -> None:
         import signal  # only a test's crash point needs it
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def deadline_forced() -> bool:
+    """Whether a test made the run's deadline pass at this check (EXACTCRON_DEADLINE_AFTER)."""
+    after = os.environ.get(DEADLINE_AFTER)
+    if not after:
+        return False
+    global _deadline_checks
+    _deadline_checks += 1
+    return _deadline_checks >= int(after)

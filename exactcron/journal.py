@@ -12,7 +12,7 @@ import json
 import logging
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,17 +113,20 @@ class JournalReader:
         self.bytes_read = 0
         # Entries of the units that could not be read (their time, their JSON).
         self.unreadable = 0
+        self.stopped = False
 
-    def lines(self) -> Iterator[bytes]:
+    def lines(self, stop: Callable[[], bool] | None = None) -> Iterator[bytes]:
+        """The entries' lines; `stop`, asked before each entry, ends reading there
+        with the checkpoint at the last entry read (`self.stopped` then set)."""
         try:
-            yield from self._run(self.start)
+            yield from self._run(self.start, stop)
         except _CursorRejected:
             log.warning(
                 "journal cursor of %s no longer valid (journal vacuumed or replaced); "
                 "guessed: reading from the start of the timeout window",
                 ", ".join(sorted(self.units)),
             )
-            yield from self._run(None)
+            yield from self._run(None, stop)
 
     def unread_bytes(self) -> int | None:
         return None
@@ -143,7 +146,7 @@ class JournalReader:
         command += [f"_SYSTEMD_UNIT={unit}" for unit in sorted(self.units)]
         return command
 
-    def _run(self, start: JournalCheckpoint | None) -> Iterator[bytes]:
+    def _run(self, start: JournalCheckpoint | None, stop: Callable[[], bool] | None) -> Iterator[bytes]:
         command = self._command(start)
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
@@ -152,6 +155,11 @@ class JournalReader:
         cursor = None
         try:
             for raw in process.stdout:
+                if stop is not None and stop():
+                    self.stopped = True
+                    # The entries not read stay for the next run; journalctl need not finish.
+                    process.kill()
+                    break
                 self.bytes_read += len(raw)
                 try:
                     entry = json.loads(raw)
@@ -175,6 +183,10 @@ class JournalReader:
             error = process.stderr.read().decode("utf-8", "replace").strip()
             process.stderr.close()
             code = process.wait()
+        if self.stopped:
+            if cursor is not None:
+                self.checkpoint = JournalCheckpoint(cursor)
+            return
         if code != 0:
             if start is not None and "cursor" in error.lower() and cursor is None:
                 raise _CursorRejected(error)

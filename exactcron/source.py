@@ -245,23 +245,33 @@ class LogReader:
         self.olddir = olddir
         self.rotated = tuple(rotated)
         self.bytes_read = 0
+        # Set when blocks() stopped because `stop` said so: the checkpoint is then
+        # where reading stopped, and the files not reached keep their marks.
+        self.stopped = False
+        self._reached = 0  # offset after the last block of the file being read
 
     def lines(self) -> Iterator[bytes]:
         """Every complete line (without its LF) written since the checkpoint."""
         for block, end in self.blocks():
             yield from block[: end - 1].split(b"\n")
 
-    def blocks(self) -> Iterator[tuple[bytes, int]]:
+    def blocks(self, stop: Callable[[], bool] | None = None) -> Iterator[tuple[bytes, int]]:
         """The complete lines written since the checkpoint, in blocks: (block, end),
         where block[:end] is whole lines each ending in LF (what follows is not
-        to be read); updates `self.checkpoint` once exhausted."""
+        to be read); updates `self.checkpoint` once exhausted.
+
+        `stop` is asked after each block is consumed; when it says so, reading
+        ends there and the checkpoint is exactly what was read: the file being
+        read is marked after its last block, the files not reached keep their marks.
+        """
         live = self._live_file()
         rotated = self._rotated_files()
         assigned = self._assign_marks(live, rotated)
         new_marks: list[FileMark] = []
         live_mark: FileMark | None = None
         # Oldest data first: rotated files from the oldest name to the newest, then the live file.
-        for file in [*reversed(rotated), *([live] if live else [])]:
+        files = [*reversed(rotated), *([live] if live else [])]
+        for index, file in enumerate(files):
             mark = assigned.get(id(file))
             if mark is not None and mark.complete and file.compressed:
                 new_marks.append(mark)
@@ -274,12 +284,27 @@ class LogReader:
                     end = finished.value
                     break
                 yield block
+                if stop is not None and stop():
+                    blocks.close()
+                    self.stopped = True
+                    end = self._reached
+                    break
             if end is None:
                 continue
+            # A compressed file left partway is not complete: the next run resumes it.
+            done = self._mark(file, end, complete=file.compressed and not self.stopped)
             if file.live:
-                live_mark = self._mark(file, end)
+                live_mark = done
             else:
-                new_marks.append(self._mark(file, end))
+                new_marks.append(done)
+            if self.stopped:
+                for later in files[index + 1 :]:
+                    kept = assigned.get(id(later))
+                    if kept is not None and later.live:
+                        live_mark = kept
+                    elif kept is not None:
+                        new_marks.append(kept)
+                break
         self._warn_about_lost_marks(assigned, live)
         new_marks.reverse()  # newest first, as found
         self.checkpoint = Checkpoint(live_mark, tuple(new_marks[:MAX_ROTATED_CANDIDATES]))
@@ -523,6 +548,7 @@ class LogReader:
                 continue
             position += end
             self.bytes_read += end
+            self._reached = position
             yield chunk, end
             if end < len(chunk):
                 if final:
@@ -540,7 +566,7 @@ class LogReader:
             position += len(carry)
         return position
 
-    def _mark(self, file: _File, offset: int) -> FileMark:
+    def _mark(self, file: _File, offset: int, complete: bool) -> FileMark:
         head = file.head
         if len(head) < FINGERPRINT_BYTES and not file.compressed:
             # The live file may have grown since its first bytes were taken.
@@ -551,9 +577,14 @@ class LogReader:
                     head = now_head
             except OSError:
                 pass
-        # A compressed file is final: once read, it is done.
+        # A compressed file is final: once read to its end, it is done.
         return FileMark(
-            _digest(head), len(head), offset, file.status.st_dev, file.status.st_ino, file.compressed
+            _digest(head),
+            len(head),
+            offset,
+            file.status.st_dev,
+            file.status.st_ino,
+            complete,
         )
 
 

@@ -23,7 +23,8 @@ from exactcron import audit, faults
 from exactcron.addresses import normalize_address
 from exactcron.atomic import remove_leftovers
 from exactcron.config import DEFAULT_STATE_DIR, Config, MapConfig, SourceConfig
-from exactcron.errors import ExactcronError, StoreUnavailableError
+from exactcron.deadline import Deadline
+from exactcron.errors import DeadlineReachedError, ExactcronError, StoreUnavailableError
 from exactcron.health import RunRecord, missing_logs
 from exactcron.leases import Lease, believed_login
 from exactcron.leasestore import LeaseStore, open_lease_store
@@ -60,6 +61,8 @@ class SourceReport:
     unreadable: int = 0
     # The addresses this source granted or extended; kept only for the audit trail.
     granted: list[str] = field(default_factory=list)
+    # Reading stopped at the run's deadline; the checkpoint is where it stopped.
+    stopped: bool = False
 
 
 @dataclass
@@ -176,6 +179,8 @@ def _known_leases(store: LeaseStore) -> dict[str, Lease]:
 def _update_locked(
     config: Config, state: LocalState, store: LeaseStore, now: datetime, count_lines: bool
 ) -> UpdateResult:
+    # Started once the lock is held: waiting for it does not count.
+    deadline = Deadline(config.run_deadline)
     saved = state.load_checkpoints()
     quiet = None if state.rebuild_pending() else quiet_leases(config, state.settled, saved, store, now)
     if quiet is not None:
@@ -196,14 +201,22 @@ def _update_locked(
     # map that can be written drops the expired leases; the first error is
     # raised at the end.
     errors: list[ExactcronError] = []
+    deadline_noted = False
     for source in config.sources:
         key = str(source.path)
         if not source.journal:
             # Taken before reading: whatever is written from now on makes the files differ.
             logs[key] = files_signature(source.path, source.olddir, source.rotated)
+        if deadline.passed():
+            # Not read at all: its checkpoint stays, the next run reads it.
+            if not deadline_noted:
+                errors.append(_deadline_error(deadline, f"before reading {source.path}"))
+                deadline_noted = True
+            result.sources.append(SourceReport(source.path))
+            continue
         try:
             report, checkpoint = _read_source(
-                source, saved.get(key), store, config, now, result.granted, count_lines
+                source, saved.get(key), store, config, now, result.granted, count_lines, deadline.passed
             )
         except ForgeableLogError as error:
             # Whatever is written until the log is trusted again never grants.
@@ -218,6 +231,11 @@ def _update_locked(
         result.sources.append(report)
         if checkpoint is not None:
             checkpoints[key] = checkpoint.to_json()
+        if report.stopped:
+            errors.append(
+                _deadline_error(deadline, f"after reading {report.bytes_read} bytes of {source.path}")
+            )
+            deadline_noted = True
     # Read: the memory of the parsed addresses is better spent on the rest.
     normalize_address.cache_clear()
     # An address granted by two sources, or by two batches of one, once.
@@ -248,6 +266,11 @@ def _update_locked(
             log.info("also failed: %s", other)
         raise errors[0]
     return result
+
+
+def _deadline_error(deadline: Deadline, where: str) -> DeadlineReachedError:
+    # What was read is merged, saved and rendered before this is raised.
+    return DeadlineReachedError(f"{deadline.describe()} reached {where}; the next run goes on from there")
 
 
 def _collect(errors: list[ExactcronError], action: Callable[[], object]) -> bool:
@@ -283,6 +306,7 @@ def _read_source(
     now: datetime,
     granted: list[str],
     count_lines: bool = True,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[SourceReport, Checkpoint | JournalCheckpoint | None]:
     timestamps = TimestampParser(now, source.zone)
     # Logins older than this grant nothing: a file never seen is read from here on.
@@ -342,7 +366,7 @@ def _read_source(
 
         start = JournalCheckpoint.from_json(saved) if saved else None
         reader = JournalReader(source.journal, start, since, source.journal_directory)
-        for line in reader.lines():
+        for line in reader.lines(stop):
             login = parser.parse(line)
             if login is not None:
                 keep((login,))
@@ -351,7 +375,7 @@ def _read_source(
         reader = LogReader(source.path, checkpoint, since, timestamps.stamp, source.olddir, source.rotated)
         if checkpoint is not None and checkpoint.refused:
             return report, _skip_refused(reader)
-        for block, end in reader.blocks():
+        for block, end in reader.blocks(stop):
             if senders is not None:
                 keep(parser.logins(senders.block(block[:end])))
             else:
@@ -359,6 +383,7 @@ def _read_source(
     merge()
     report.lines = parser.lines if count_lines else None
     report.bytes_read = reader.bytes_read
+    report.stopped = reader.stopped
     report.unreadable = parser.too_long + parser.unreadable + getattr(reader, "unreadable", 0)
     if report.unreadable:
         # One line per source and run, however many lines were skipped.
