@@ -298,7 +298,7 @@ class LinearPattern:
         self._closures: dict[tuple[int, int], _Moves] = {}
         self._states: dict[tuple[int, ...], int] = {}
         self._state_pcs: list[tuple[int, ...]] = []
-        self._moves: dict[tuple[int, str, int], tuple[int, _Moves]] = {}
+        self._moves: dict[tuple[int, str, int], tuple[int, _Moves | None]] = {}
         self._starts: dict[int, tuple[int, _Moves]] = {}
 
     def __len__(self) -> int:
@@ -316,9 +316,9 @@ class LinearPattern:
         start = self._starts.get(context)
         if start is None:
             start = self._starts[context] = self._state([self._closure(0, context)], context)
-        state, moves = start
+        state, first_moves = start
         empty: _Captures = (None,) * (2 * len(GROUPS))
-        captures = [_saved(empty, saves, 0) for _source, saves in moves]
+        captures = [_saved(empty, saves, 0) for _source, saves in first_moves]
         cache = self._moves
         needs_context = self._needs_context
         for index, char in enumerate(text):
@@ -329,12 +329,13 @@ class LinearPattern:
             if step is None:
                 step = cache[key] = self._step(state, char, context)
             state, moves = step
-            if not moves:
-                return None
-            captures = [
-                captures[source] if not saves else _saved(captures[source], saves, position)
-                for source, saves in moves
-            ]
+            if moves is not None:  # None: each thread goes on as it was, captures unchanged
+                if not moves:
+                    return None
+                captures = [
+                    captures[source] if not saves else _saved(captures[source], saves, position)
+                    for source, saves in moves
+                ]
         ops = self._ops
         for pc, found in zip(self._state_pcs[state], captures, strict=True):
             if ops[pc] == _MATCH:
@@ -427,15 +428,22 @@ class LinearPattern:
             self._state_pcs.append(key)
         return state, tuple(moves)
 
-    def _step(self, state: int, char: str, context: int) -> tuple[int, _Moves]:
+    def _step(self, state: int, char: str, context: int) -> tuple[int, _Moves | None]:
+        """The next state on `char`, and the threads' moves (None when every thread
+        goes on in place and sets no capture: the common case, which copies nothing)."""
         ops, args = self._ops, self._args
+        current = self._state_pcs[state]
         sources: list[_Moves] = []
-        for pc in self._state_pcs[state]:
+        for pc in current:
             if ops[pc] == _CHAR and args[pc](char):
                 sources.append(self._closure(pc + 1, context))
             else:
                 sources.append(())
-        return self._state(sources, context)
+        following, moves = self._state(sources, context)
+        in_place = len(moves) == len(current) and all(
+            source == index and not saves for index, (source, saves) in enumerate(moves)
+        )
+        return following, None if in_place and moves else moves
 
 
 def _captured(text: str, captures: _Captures, slot: int) -> str | None:

@@ -249,3 +249,42 @@ def test_the_lines_that_hung_re_are_matched() -> None:
         None,
         {"ip": ""},
     ]
+
+
+# -- the built-in rules' patterns, as the engine reads them --------------------------
+
+
+def _corpus_messages() -> list[str]:
+    """The message part (after `tag[pid]: `) of every line of the test corpus."""
+    from pathlib import Path
+
+    messages = []
+    for path in sorted((Path(__file__).parent / "data" / "corpus").rglob("*")):
+        if path.is_file():
+            for line in path.read_bytes().decode("utf-8", "replace").splitlines():
+                _head, colon, message = line.partition(": ")
+                if colon:
+                    messages.append(message)
+                    messages.append(message.partition(": ")[2])
+    return messages
+
+
+def test_every_built_in_pattern_is_one_the_engine_runs_and_reads_alike() -> None:
+    """Our own patterns stay on re, but none needs what a linear engine cannot do,
+    and on every corpus message the engine and re agree: the engine is checked on
+    the largest real patterns we have, and a built-in pattern could move to it."""
+    from exactcron.rules import BUILTIN_RULES
+
+    messages = _corpus_messages()
+    assert len(messages) > 100
+    for name in BUILTIN_RULES:
+        for form in BUILTIN_RULES[name].forms:
+            linear = LinearPattern(form.pattern.pattern, form.pattern.flags & ~re.UNICODE)
+            groups = [group for group in ("ip", "user") if group in form.pattern.groupindex]
+            for message in messages:
+                found = form.pattern.fullmatch(message)
+                got = linear.fullmatch(message)
+                assert (got is None) == (found is None), (name, message)
+                if found is not None and got is not None:
+                    for group in groups:
+                        assert got.group(group) == found.group(group), (name, message, group)
