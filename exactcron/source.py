@@ -334,7 +334,7 @@ class LogReader:
                 unfinished = unfinished or end < size
                 previous = assigned.get(id(file))
                 skipped += max(end - (previous.offset if previous is not None else 0), 0)
-            mark = self._mark(file, end)
+            mark = self._mark(file, end, complete=file.compressed)
             if file.live:
                 live_mark = mark
             else:
