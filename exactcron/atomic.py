@@ -72,7 +72,7 @@ def write_atomically(
         handle, temporary = create_temporary(path)
     except OSError as error:
         where = subject if what else f"in {directory}"
-        raise StateWriteError(f"cannot write {where}: {error.strerror}") from None
+        raise StateWriteError(f"cannot write {where}: {error.strerror}", error.errno) from None
     try:
         with os.fdopen(handle, "wb") as stream:
             previous = _Comparison(path) if keep_same else None
@@ -95,7 +95,7 @@ def write_atomically(
             fsync_directory(directory)
     except OSError as error:
         remove_quietly(Path(temporary))
-        raise StateWriteError(f"cannot write {subject}: {error.strerror}") from None
+        raise StateWriteError(f"cannot write {subject}: {error.strerror}", error.errno) from None
     except BaseException:
         remove_quietly(Path(temporary))
         raise

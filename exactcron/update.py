@@ -24,7 +24,7 @@ from exactcron.addresses import normalize_address
 from exactcron.atomic import remove_leftovers
 from exactcron.config import DEFAULT_STATE_DIR, Config, MapConfig, SourceConfig
 from exactcron.deadline import Deadline
-from exactcron.errors import DeadlineReachedError, ExactcronError, StoreUnavailableError
+from exactcron.errors import DeadlineReachedError, ExactcronError, MapNoRoomError, StoreUnavailableError
 from exactcron.health import RunRecord, missing_logs
 from exactcron.leases import Lease, believed_login
 from exactcron.leasestore import LeaseStore, open_lease_store
@@ -261,16 +261,26 @@ def _update_locked(
         # The leases were not saved, so no checkpoint moves; but a refusal is kept.
         _collect(errors, lambda: state.save_checkpoints({**recorded, **refused}, None))
     if errors:
-        # One line on stderr, the first error's; the others only with -v and in log_file.
-        for other in errors[1:]:
-            log.info("also failed: %s", other)
-        raise errors[0]
+        raise _reported(errors)
     return result
 
 
 def _deadline_error(deadline: Deadline, where: str) -> DeadlineReachedError:
     # What was read is merged, saved and rendered before this is raised.
     return DeadlineReachedError(f"{deadline.describe()} reached {where}; the next run goes on from there")
+
+
+def _reported(errors: list[ExactcronError]) -> ExactcronError:
+    """The error for the one line on stderr; the others go only to -v and log_file.
+
+    The first, unless a map ran out of room: what that map holds now (rewritten
+    in place, or removed) is what the admin must know first.
+    """
+    first = next((error for error in errors if isinstance(error, MapNoRoomError)), errors[0])
+    for other in errors:
+        if other is not first:
+            log.info("also failed: %s", other)
+    return first
 
 
 def _collect(errors: list[ExactcronError], action: Callable[[], object]) -> bool:
@@ -524,20 +534,37 @@ def _record_failure(state: LocalState, record: RunRecord) -> None:
         state.save_last_run(record.to_json())
 
 
-def _change_leases(config: Config, now: datetime, change: Callable[[LeaseStore], Any]) -> Any:
+def _change_leases(config: Config, now: datetime, change: Callable[[LeaseStore], Any], what: str) -> Any:
     """Apply `change(store)` under the lock, then save leases and rewrite maps."""
     with _opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
         _begin(config, state, store, now)
         before = _known_leases(store)
+        stored = {lease.address for lease in store.last_known(now)}
         outcome = change(store)
         for address in store.prune(now, config.timeout, config.ignore):
             audit.lease_expired(now, before.get(address), address)
         errors: list[ExactcronError] = []
         saved = _collect(errors, store.save)
-        active = store.snapshot(now).leases if saved else store.last_known(now)
+        if saved:
+            active = store.snapshot(now).leases
+        else:
+            # Not saved: a revoked address leaves the maps all the same, an added one does not enter.
+            active = [lease for lease in store.last_known(now) if lease.address in stored]
         _install_maps(config.maps, state, [lease.address for lease in active], errors)
+        if not saved:
+            # The maps hold what the store last knew, the change included when
+            # it revokes (fail closed); but the next run reads the store as saved.
+            # One line: that the change is lost, and what a map out of room holds now.
+            maps = "; ".join(str(error) for error in errors[1:] if isinstance(error, MapNoRoomError))
+            message = f"{what} not recorded: {errors[0]}; run it again once it can be" + (
+                f"; {maps}" if maps else ""
+            )
+            for other in errors[1:]:
+                log.info("also failed: %s", other)
+            # The store's own error type: its exit code (73 for the lease file, 75 for the shared store).
+            raise type(errors[0])(message)
         if errors:
-            raise errors[0]
+            raise _reported(errors)
         return outcome
 
 
@@ -555,7 +582,7 @@ def flush(config: Config, now: datetime, addresses: list[str] | None, by: str | 
             audit.record(now, "flush", address, user=user, by=by)
         return revoked
 
-    return _change_leases(config, now, change)  # type: ignore[no-any-return]
+    return _change_leases(config, now, change, "flush")  # type: ignore[no-any-return]
 
 
 def add(config: Config, now: datetime, address: str, duration: timedelta, by: str | None = None) -> Lease:
@@ -564,7 +591,7 @@ def add(config: Config, now: datetime, address: str, duration: timedelta, by: st
         audit.record(now, "add", address, until=audit.utc_stamp(lease.expires), by=by)
         return lease
 
-    return _change_leases(config, now, change)  # type: ignore[no-any-return]
+    return _change_leases(config, now, change, "add")  # type: ignore[no-any-return]
 
 
 def render(config: Config, now: datetime) -> list[Path]:
@@ -577,7 +604,7 @@ def render(config: Config, now: datetime) -> list[Path]:
         addresses = [lease.address for lease in store.snapshot(now).leases]
         _install_maps(config.maps, state, addresses, errors, force=True)
         if errors:
-            raise errors[0]
+            raise _reported(errors)
         return [spec.path for spec in config.maps]
 
 
