@@ -226,14 +226,14 @@ def test_the_schema_comes_from_the_readme_sql_for_roles_that_may_not_create(
     assert relay(postgres, schema) == ["192.0.2.10"]
 
 
-def test_the_readme_gives_the_sql_and_the_mta_files_exactly_as_tested() -> None:
+def test_the_docs_give_the_sql_and_the_mta_files_exactly_as_tested() -> None:
     from exactcron.pgstore import grants_sql, schema_sql
 
     root = Path(__file__).parent.parent
-    readme = (root / "README.md").read_text()
-    assert schema_sql("exactcron") + grants_sql("exactcron", "exactcron_pop", "exactcron_mta") in readme
+    documented = (root / "docs" / "shared-store.md").read_text()
+    assert schema_sql("exactcron") + grants_sql("exactcron", "exactcron_pop", "exactcron_mta") in documented
     for example in ("postfix-exactcron-relay.cf", "exim-exactcron-relay.conf"):
-        assert f"```\n{(root / 'examples' / example).read_text()}```" in readme
+        assert f"```\n{(root / 'examples' / example).read_text()}```" in documented
 
 
 def test_hosts_creating_the_schema_at_once_create_it_once(

@@ -1,4 +1,4 @@
-"""Forgery attempts against every set-up the README recommends, with the real tools.
+"""Forgery attempts against every set-up the docs recommend (docs/security.md), with the real tools.
 
 A private rsyslogd (its own socket, UDP port on loopback, pid file and
 files) writes the mail log; `logger`, run as the unprivileged user `nobody`
@@ -33,7 +33,7 @@ from tests.conftest import require_tool
 
 FORGED = "imap-login: Login: user=<x>, method=PLAIN, rip=203.0.113.66, lip=192.0.2.1, mpid=1, session=<a>"
 GENUINE = "imap-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.44, lip=192.0.2.1, mpid=2, session=<b>"
-# What README.md tells rsyslog to write: each line, then the sender's uid as imuxsock saw it.
+# What docs/security.md tells rsyslog to write: each line, then the sender's uid as imuxsock saw it.
 TEMPLATE = (
     'template(name="exactcron" type="string" string="%TIMESTAMP:::date-rfc3339% %HOSTNAME% '
     '%syslogtag%%msg:::sp-if-no-1st-sp%%msg:::drop-last-lf% @[uid=%$!uid% pid=%$!pid%]\\n")'
@@ -161,7 +161,7 @@ def test_a_plain_syslog_file_is_forged_by_any_user_and_check_and_status_say_so(r
     rsyslog.logger("nobody", FORGED)
     rsyslog.wait_for_lines(1)
     config = configure(rsyslog.directory / "site", f'path = "{rsyslog.plain}"\nserver = "dovecot"')
-    # What 0.1 did with the README's production set-up, and still does: it cannot tell.
+    # What 0.1 did with the production set-up the README gave then, and still does: it cannot tell.
     assert granted(config) == {"203.0.113.66"}
     checked = exactcron(config, "check")
     assert f"warning: {rsyslog.plain}: {FORGEABLE_WARNING}\n" in checked.stdout
