@@ -188,7 +188,7 @@ def update(state: Context) -> None:
         for address in result.expired:
             click.echo(f"expired {address}")
         for path in result.maps_written:
-            click.echo(f"wrote {path}")
+            click.echo(_safe(f"wrote {path}"))
         click.echo(_plural(result.leases, "lease"))
 
 
@@ -312,7 +312,7 @@ def status(state: Context, as_json: bool) -> None:
         "warnings": report.warnings,
     }
     for warning in report.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(_safe(f"warning: {warning}"), err=True)
     if as_json:
         click.echo(json.dumps(document, indent=2))
         _exit_unhealthy(health.reason)
@@ -345,7 +345,7 @@ def status(state: Context, as_json: bool) -> None:
 
 def _exit_unhealthy(reason: str) -> None:
     if reason:
-        click.echo(f"exactcron: unhealthy: {reason}", err=True)
+        click.echo(_safe(f"exactcron: unhealthy: {reason}"), err=True)
         sys.exit(1)
 
 
@@ -497,14 +497,14 @@ def _check_permissions(state: Context, config: Config) -> None:
     user = user_name(os.geteuid()) if owner is None else owner[0]
     for problem in problems:
         _to_log_file(logging.ERROR, f"check: as user {user}: {problem.message}")
-        click.echo(f"exactcron: as user {user}: {problem.message}", err=True)
+        click.echo(_safe(f"exactcron: as user {user}: {problem.message}"), err=True)
     sys.exit(problems[0].exit_code)
 
 
 def _echo_quoted(lines: list[UnmatchedLine], total: int) -> None:
     """Quoted log lines, and how many of `total` were left out."""
     for quoted in lines:
-        click.echo(f"  line {quoted.number}: {quoted.text}")
+        click.echo(_safe(f"  line {quoted.number}: {quoted.text}"))
     if total > len(lines):
         click.echo(f"  and {total - len(lines)} more")
 
@@ -560,7 +560,7 @@ def render(state: Context) -> None:
     from exactcron.update import render as render_maps
 
     for path in _guarded(state, lambda: render_maps(state.writer_config(), state.now)):
-        click.echo(f"wrote {path}")
+        click.echo(_safe(f"wrote {path}"))
 
 
 @main.command("import-exact")
@@ -598,7 +598,7 @@ def import_exact(exact_conf: str, servers_conf: str | None, state_dir: str) -> N
     except ConfigError as error:
         _fail(error, verbose=False)
     for warning in conversion.warnings:
-        click.echo(f"exactcron: warning: {warning}", err=True)
+        click.echo(_safe(f"exactcron: warning: {warning}"), err=True)
     click.echo(conversion.toml, nl=False)
 
 
@@ -643,11 +643,18 @@ def _fail(error: ExactcronError, verbose: bool) -> NoReturn:
     sys.exit(error.exit_code)
 
 
+class _OneLine(logging.Formatter):
+    """A warning names paths and quotes log bytes: one line, control characters escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _safe(super().format(record))
+
+
 def _log_to_stderr(verbose: bool) -> None:
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    handler.setFormatter(logging.Formatter("exactcron: %(levelname)s: %(message)s"))
+    handler.setFormatter(_OneLine("exactcron: %(levelname)s: %(message)s"))
     log.handlers = [handler]
     log.propagate = False
     # The audit trail goes to log_file only, once the configuration names one.
