@@ -249,7 +249,7 @@ def test_a_run_killed_once_the_old_map_is_removed_leaves_no_relay(site: Site, sm
 def test_no_room_is_told_by_errno_room_left_or_a_quota_message(
     tmp_path: Path, small_filesystem: Path
 ) -> None:
-    from exactcron.maps import _lacks_room
+    from exactcron.outputs.maps import _lacks_room
 
     assert _lacks_room(StateWriteError("cannot write", 28), tmp_path, b"")
     assert _lacks_room(StateWriteError("cannot write", 122), tmp_path, b"")

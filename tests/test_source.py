@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exactcron.source import BISECT_MIN_BYTES, Checkpoint, FileMark, LogReader
+from exactcron.sources.logfile import BISECT_MIN_BYTES, Checkpoint, FileMark, LogReader
 from exactcron.timestamps import TimestampParser
 
 NOW = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
@@ -172,7 +172,7 @@ def test_unread_bytes_follows_the_fingerprint(tmp_path: Path) -> None:
 def test_a_line_longer_than_a_block_is_passed_over_with_a_warning(
     tmp_path: Path, warnings_logged: list[str]
 ) -> None:
-    from exactcron.source import CHUNK_BYTES
+    from exactcron.sources.logfile import CHUNK_BYTES
 
     log = tmp_path / "mail.log"
     long_line = b"x" * (3 * CHUNK_BYTES) + b"\n"
@@ -184,7 +184,7 @@ def test_a_line_longer_than_a_block_is_passed_over_with_a_warning(
 
 
 def test_a_long_line_still_being_written_is_waited_for(tmp_path: Path) -> None:
-    from exactcron.source import CHUNK_BYTES
+    from exactcron.sources.logfile import CHUNK_BYTES
 
     log = tmp_path / "mail.log"
     log.write_bytes(line(3, "before") + b"x" * (2 * CHUNK_BYTES))

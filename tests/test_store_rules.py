@@ -124,7 +124,7 @@ def test_a_cyrus_user_name_holding_a_nul_never_blocks_a_run(
 
 @given(st.text())
 def test_storable_text_is_what_postgresql_holds_and_leaves_the_rest_alone(text: str) -> None:
-    from exactcron.pgstore import storable
+    from exactcron.stores.postgres import storable
 
     stored = storable(text)
     assert stored is not None
@@ -158,7 +158,7 @@ def test_the_store_remembers_a_flush_to_the_microsecond(
 def test_a_store_of_version_1_is_upgraded_by_the_documented_sql_and_keeps_its_leases(
     tmp_path: Path, postgres: Cluster, schema: str
 ) -> None:
-    from exactcron.pgstore import grants_sql, migrations
+    from exactcron.stores.postgres import grants_sql, migrations
 
     documented = (Path(__file__).parent.parent / "docs" / "shared-store.md").read_text()
     upgrade = migrations("exactcron")[1] + "UPDATE exactcron.schema_version SET version = 2;\n"

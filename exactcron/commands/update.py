@@ -19,26 +19,33 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exactcron import audit, faults
+from exactcron import faults
 from exactcron.addresses import normalize_address
 from exactcron.atomic import remove_leftovers
+from exactcron.commands.quiet import quiet_leases, settled_record
 from exactcron.config import DEFAULT_STATE_DIR, Config, MapConfig, SourceConfig
 from exactcron.deadline import Deadline
 from exactcron.errors import DeadlineReachedError, ExactcronError, MapNoRoomError, StoreUnavailableError
-from exactcron.health import RunRecord, missing_logs
 from exactcron.leases import Lease, believed_login
-from exactcron.leasestore import LeaseStore, open_lease_store
-from exactcron.quiet import quiet_leases, settled_record
-from exactcron.rules import MAX_LINE_BYTES, LineParser, Login
-from exactcron.source import Checkpoint, LogReader, files_signature, rotated_candidates, rotated_directories
-from exactcron.state import LocalState
+from exactcron.outputs import audit
+from exactcron.outputs.health import RunRecord, missing_logs
+from exactcron.rules.parser import MAX_LINE_BYTES, LineParser, Login
+from exactcron.sources.logfile import (
+    Checkpoint,
+    LogReader,
+    files_signature,
+    rotated_candidates,
+    rotated_directories,
+)
+from exactcron.sources.trust import ForgeableLogError, SenderFilter, check_written_by, user_id
+from exactcron.stores.base import LeaseStore, open_lease_store
+from exactcron.stores.local import LocalState
 from exactcron.timestamps import TimestampParser, format_instant
-from exactcron.trust import ForgeableLogError, SenderFilter, check_written_by, user_id
 
 if TYPE_CHECKING:
     # Imported where used: a run without a journal source (or without a map
     # to rewrite) never pays for subprocess and its kin.
-    from exactcron.journal import JournalCheckpoint, JournalReader
+    from exactcron.sources.journal import JournalCheckpoint, JournalReader
 
 log = logging.getLogger("exactcron")
 
@@ -154,7 +161,7 @@ def _logs_present(config: Config) -> dict[str, bool]:
 def _write_metrics(config: Config, state: LocalState, record: RunRecord, started: float) -> None:
     if config.metrics_file is None:
         return
-    from exactcron import metrics
+    from exactcron.outputs import metrics
 
     saved = state.load_checkpoints(repair=False)
     unread = {str(each.path): each.unread_bytes for each in _source_statuses(config, saved)}
@@ -372,7 +379,7 @@ def _read_source(
 
     reader: LogReader | JournalReader
     if source.journal:
-        from exactcron.journal import JournalCheckpoint, JournalReader
+        from exactcron.sources.journal import JournalCheckpoint, JournalReader
 
         start = JournalCheckpoint.from_json(saved) if saved else None
         reader = JournalReader(source.journal, start, since, source.journal_directory)
@@ -477,7 +484,7 @@ def _install_maps(
 
     A map that fails leaves its error in `errors`; the others are still written.
     """
-    from exactcron.maps import MapRecord, MapWriter
+    from exactcron.outputs.maps import MapRecord, MapWriter
 
     writer = MapWriter()
     record = MapRecord(state.directory)
@@ -613,8 +620,8 @@ def salvage_maps(state_dir: Path, now: datetime) -> None:
     the last run installed, as recorded in the state directory. Best effort."""
     if not state_dir.is_dir():
         return
-    from exactcron.leasefile import FileLeaseStore
-    from exactcron.maps import MapRecord
+    from exactcron.outputs.maps import MapRecord
+    from exactcron.stores.file import FileLeaseStore
 
     state = LocalState(state_dir)
     with contextlib.suppress(ExactcronError), state.locked(5):
@@ -693,7 +700,7 @@ def _source_statuses(config: Config, saved: dict[str, dict[str, Any]]) -> list[S
     for source in config.sources:
         document = saved.get(str(source.path))
         if source.journal:
-            from exactcron.journal import JournalCheckpoint
+            from exactcron.sources.journal import JournalCheckpoint
 
             # A journal has a cursor, not an offset; what is unread is unknown without reading.
             sources.append(SourceStatus(source.path, JournalCheckpoint.from_json(document), None))

@@ -31,7 +31,7 @@ from exactcron import faults
 from exactcron.atomic import fsync_directory, open_regular, read_regular, remove_leftovers, write_atomically
 from exactcron.config import MAP_VALUE, MapConfig
 from exactcron.errors import MapBuildError, MapNoRoomError, StateWriteError
-from exactcron.state import MAP_RECORD_FILE
+from exactcron.stores.local import MAP_RECORD_FILE
 
 log = logging.getLogger("exactcron")
 

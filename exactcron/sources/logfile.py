@@ -26,9 +26,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from exactcron.compressed import SUFFIXES, ToolMissingError, is_compressed, open_log
-from exactcron.compressed import errors as _decompress_errors
 from exactcron.errors import LogUnreadableError
+from exactcron.sources.compressed import SUFFIXES, ToolMissingError, is_compressed, open_log
+from exactcron.sources.compressed import errors as _decompress_errors
 
 log = logging.getLogger("exactcron")
 
