@@ -72,7 +72,7 @@ def write_atomically(
         handle, temporary = create_temporary(path)
     except OSError as error:
         where = subject if what else f"in {directory}"
-        raise StateWriteError(f"cannot write {where}: {error.strerror}") from None
+        raise StateWriteError(f"cannot write {where}: {error.strerror}", error.errno) from None
     try:
         with os.fdopen(handle, "wb") as stream:
             previous = _Comparison(path) if keep_same else None
@@ -95,7 +95,7 @@ def write_atomically(
             fsync_directory(directory)
     except OSError as error:
         remove_quietly(Path(temporary))
-        raise StateWriteError(f"cannot write {subject}: {error.strerror}") from None
+        raise StateWriteError(f"cannot write {subject}: {error.strerror}", error.errno) from None
     except BaseException:
         remove_quietly(Path(temporary))
         raise
@@ -134,46 +134,20 @@ class NotPlainFileError(OSError):
     """A name that holds something else than a regular file of the runner's."""
 
 
-def open_regular(path: Path, follow: bool = True) -> BinaryIO:
-    """`path` opened for reading, when it is a regular file (through a link, unless not `follow`).
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading, when it is a regular file (through a link or not).
 
     O_NONBLOCK: a FIFO planted at the name never blocks the open; it is
-    refused, as is a device or a directory. Raises OSError (FileNotFoundError
-    when missing, NotPlainFileError naming what it is instead).
+    refused, as is a device. Raises OSError (FileNotFoundError when missing).
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        descriptor = os.open(path, flags)
-    except OSError as error:
-        if not follow and error.errno == errno.ELOOP:
-            raise NotPlainFileError(errno.ELOOP, "a symbolic link; not followed") from None
-        raise
-    try:
-        mode = os.fstat(descriptor).st_mode
-        if not stat.S_ISREG(mode):
-            what = errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL
-            raise NotPlainFileError(what, f"not a regular file ({file_kind(mode)})")
-        # Reads of a regular file never wait; blocking mode for the stream's (and a child's) sake.
-        os.set_blocking(descriptor, True)
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise NotPlainFileError(errno.EINVAL, "not a regular file")
         return os.fdopen(descriptor, "rb")
     except BaseException:
         os.close(descriptor)
         raise
-
-
-def file_kind(mode: int) -> str:
-    """What a non-regular file is, in a few words for a message."""
-    for test, kind in (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    ):
-        if test(mode):
-            return kind
-    return "a regular file" if stat.S_ISREG(mode) else "not a file"
 
 
 def read_regular(path: Path) -> bytes:

@@ -19,15 +19,15 @@ import click
 
 from exactcron import __version__
 from exactcron.addresses import is_ignored, is_special, normalize_address
-from exactcron.audit import AUDIT, who_ran
 from exactcron.config import Config, config_path, load_config, parse_duration
 from exactcron.errors import ConfigError, ExactcronError, LogUnreadableError
 from exactcron.leases import Lease
-from exactcron.rules import BUILTIN_RULES
+from exactcron.outputs.audit import AUDIT, who_ran
+from exactcron.rules.parser import BUILTIN_RULES
 from exactcron.timestamps import format_instant, parse_instant
 
 if TYPE_CHECKING:
-    from exactcron.checker import UnmatchedLine
+    from exactcron.commands.check import UnmatchedLine
 
 log = logging.getLogger("exactcron")
 
@@ -53,7 +53,7 @@ class Context:
         if self._config is None:
             config = load_config(self.config_file)
             if os.geteuid() == 0:
-                from exactcron.privilege import become_state_owner
+                from exactcron.commands.privilege import become_state_owner
 
                 become_state_owner(config.state_dir)
             self._config = config
@@ -64,12 +64,12 @@ class Context:
     def _with_postfix_networks(self, config: Config) -> Config:
         """`ignore`'s `mynetworks`, read now; when postconf fails, expired leases
         still leave the maps before the error is raised."""
-        from exactcron.mynetworks import with_postfix_networks
+        from exactcron.outputs.mynetworks import with_postfix_networks
 
         try:
             return with_postfix_networks(config)
         except ExactcronError:
-            from exactcron.update import salvage_maps
+            from exactcron.commands.update import salvage_maps
 
             with contextlib.suppress(ExactcronError, OSError):
                 salvage_maps(config.state_dir, self.now)
@@ -84,12 +84,12 @@ class Context:
         """
         if self._config is not None:
             return self._config
-        from exactcron.privilege import become_state_owner
+        from exactcron.commands.privilege import become_state_owner
 
         try:
             config = load_config(self.config_file)
         except ConfigError:
-            from exactcron.update import salvage_maps, state_dir_of
+            from exactcron.commands.update import salvage_maps, state_dir_of
 
             # Unreadable, missing or wrong: the last recorded maps still lose what expired.
             state_dir = state_dir_of(self.config_file)
@@ -161,7 +161,7 @@ def update(state: Context) -> None:
 
     The cron job. Silent on success unless -v.
     """
-    from exactcron.update import run_update
+    from exactcron.commands.update import run_update
 
     # Lines are counted only for whoever reads the count: -v, or the log file.
     result = _guarded(
@@ -188,7 +188,7 @@ def update(state: Context) -> None:
         for address in result.expired:
             click.echo(f"expired {address}")
         for path in result.maps_written:
-            click.echo(f"wrote {path}")
+            click.echo(_safe(f"wrote {path}"))
         click.echo(_plural(result.leases, "lease"))
 
 
@@ -197,7 +197,7 @@ def update(state: Context) -> None:
 @click.pass_obj
 def show(state: Context, as_json: bool) -> None:
     """List the leases in force: address, user, last login, expiry."""
-    from exactcron.update import current_leases
+    from exactcron.commands.update import current_leases
 
     leases = _guarded(state, lambda: current_leases(state.config(), state.now))
     if as_json:
@@ -228,7 +228,7 @@ def flush(state: Context, addresses: tuple[str, ...], flush_all: bool) -> None:
 
     A login logged before the flush never grants the address again.
     """
-    from exactcron.update import flush as flush_leases
+    from exactcron.commands.update import flush as flush_leases
 
     if flush_all == bool(addresses):
         raise click.UsageError("give one or more addresses, or --all")
@@ -250,7 +250,7 @@ def flush(state: Context, addresses: tuple[str, ...], flush_all: bool) -> None:
 @click.pass_obj
 def add(state: Context, address: str, duration: str | None) -> None:
     """Grant a lease by hand and rewrite the maps."""
-    from exactcron.update import add as add_lease
+    from exactcron.commands.update import add as add_lease
 
     config = _guarded(state, state.writer_config)
     if duration is None:
@@ -281,9 +281,9 @@ def status(state: Context, as_json: bool) -> None:
     Exits 1 when unhealthy: the last update failed, or none succeeded
     within stale_after. The reason is one line on stderr.
     """
-    from exactcron.health import RunRecord, assess
-    from exactcron.journal import JournalCheckpoint
-    from exactcron.update import status as read_status
+    from exactcron.commands.update import status as read_status
+    from exactcron.outputs.health import RunRecord, assess
+    from exactcron.sources.journal import JournalCheckpoint
 
     config = _guarded(state, state.config)
     report = _guarded(state, lambda: read_status(config, state.now))
@@ -312,7 +312,7 @@ def status(state: Context, as_json: bool) -> None:
         "warnings": report.warnings,
     }
     for warning in report.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(_safe(f"warning: {warning}"), err=True)
     if as_json:
         click.echo(json.dumps(document, indent=2))
         _exit_unhealthy(health.reason)
@@ -345,7 +345,7 @@ def status(state: Context, as_json: bool) -> None:
 
 def _exit_unhealthy(reason: str) -> None:
     if reason:
-        click.echo(f"exactcron: unhealthy: {reason}", err=True)
+        click.echo(_safe(f"exactcron: unhealthy: {reason}"), err=True)
         sys.exit(1)
 
 
@@ -371,9 +371,9 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
     Touches no state.
     """
     from exactcron.addresses import parse_network
-    from exactcron.checker import LISTED, check_log
+    from exactcron.commands.check import LISTED, check_log
     from exactcron.config import own_host_names, system_zone
-    from exactcron.rules import MAX_LINE_BYTES
+    from exactcron.rules.parser import MAX_LINE_BYTES
     from exactcron.timestamps import TimestampParser
 
     # The log named here is opened first, with the rights of whoever typed the
@@ -422,7 +422,7 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
         chosen = source if source is not None else config.sources[0]
         zone, hosts = chosen.zone, chosen.hosts
         if config.ignore_mynetworks:
-            from exactcron.mynetworks import with_postfix_networks
+            from exactcron.outputs.mynetworks import with_postfix_networks
 
             config = _guarded(state, lambda: with_postfix_networks(config))
         timeout, ignore = config.timeout, config.ignore
@@ -486,8 +486,8 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
 
 def _check_permissions(state: Context, config: Config) -> None:
     """One line per right or tool the running user lacks for `update`; exit with the first one's code."""
-    from exactcron.audit import user_name
-    from exactcron.permissions import cron_user, missing, missing_as
+    from exactcron.commands.permissions import cron_user, missing, missing_as
+    from exactcron.outputs.audit import user_name
 
     # Run as root, the rights that matter are those of the cron job's user.
     owner = cron_user(config)
@@ -497,14 +497,14 @@ def _check_permissions(state: Context, config: Config) -> None:
     user = user_name(os.geteuid()) if owner is None else owner[0]
     for problem in problems:
         _to_log_file(logging.ERROR, f"check: as user {user}: {problem.message}")
-        click.echo(f"exactcron: as user {user}: {problem.message}", err=True)
+        click.echo(_safe(f"exactcron: as user {user}: {problem.message}"), err=True)
     sys.exit(problems[0].exit_code)
 
 
 def _echo_quoted(lines: list[UnmatchedLine], total: int) -> None:
     """Quoted log lines, and how many of `total` were left out."""
     for quoted in lines:
-        click.echo(f"  line {quoted.number}: {quoted.text}")
+        click.echo(_safe(f"  line {quoted.number}: {quoted.text}"))
     if total > len(lines):
         click.echo(f"  and {total - len(lines)} more")
 
@@ -546,7 +546,7 @@ def _open_log(logfile: str, raw: Any) -> Any:
     if logfile == "-":
         return sys.stdin.buffer
     try:
-        from exactcron.compressed import open_log
+        from exactcron.sources.compressed import open_log
 
         return open_log(Path(logfile), raw)
     except OSError as error:
@@ -557,10 +557,10 @@ def _open_log(logfile: str, raw: Any) -> Any:
 @click.pass_obj
 def render(state: Context) -> None:
     """Rewrite every map from the current leases (after a config change, or a deleted map)."""
-    from exactcron.update import render as render_maps
+    from exactcron.commands.update import render as render_maps
 
     for path in _guarded(state, lambda: render_maps(state.writer_config(), state.now)):
-        click.echo(f"wrote {path}")
+        click.echo(_safe(f"wrote {path}"))
 
 
 @main.command("import-exact")
@@ -579,7 +579,7 @@ def import_exact(exact_conf: str, servers_conf: str | None, state_dir: str) -> N
     Without SERVERS_CONF, the file exact.conf names in `serverdefs` is read
     when it exists. What has no equivalent becomes a comment and a warning.
     """
-    from exactcron.exact_import import convert, serverdefs_path
+    from exactcron.tools.exact_import import convert, serverdefs_path
 
     def read(path: str) -> str:
         try:
@@ -598,7 +598,7 @@ def import_exact(exact_conf: str, servers_conf: str | None, state_dir: str) -> N
     except ConfigError as error:
         _fail(error, verbose=False)
     for warning in conversion.warnings:
-        click.echo(f"exactcron: warning: {warning}", err=True)
+        click.echo(_safe(f"exactcron: warning: {warning}"), err=True)
     click.echo(conversion.toml, nl=False)
 
 
@@ -643,11 +643,18 @@ def _fail(error: ExactcronError, verbose: bool) -> NoReturn:
     sys.exit(error.exit_code)
 
 
+class _OneLine(logging.Formatter):
+    """A warning names paths and quotes log bytes: one line, control characters escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _safe(super().format(record))
+
+
 def _log_to_stderr(verbose: bool) -> None:
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    handler.setFormatter(logging.Formatter("exactcron: %(levelname)s: %(message)s"))
+    handler.setFormatter(_OneLine("exactcron: %(levelname)s: %(message)s"))
     log.handlers = [handler]
     log.propagate = False
     # The audit trail goes to log_file only, once the configuration names one.
@@ -663,7 +670,7 @@ class _FileFormat(logging.Formatter):
         self.now = now
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        from exactcron.audit import utc_stamp
+        from exactcron.outputs.audit import utc_stamp
 
         return utc_stamp(self.now or datetime.fromtimestamp(record.created, UTC))
 

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 from exactcron.addresses import Network, parse_network
 from exactcron.errors import ConfigError
 from exactcron.leases import MANUAL
-from exactcron.rules import BUILTIN_RULES, Rule, site_rule
+from exactcron.rules.parser import BUILTIN_RULES, Rule, site_rule
 
 DEFAULT_CONFIG = Path("/etc/exactcron/exactcron.toml")
 MTAS = ("postfix", "exim", "sendmail", "qmail", "courier")

@@ -24,6 +24,15 @@ class MapBuildError(ExactcronError):
 class StateWriteError(ExactcronError):
     exit_code = 73  # EX_CANTCREAT
 
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        # The failed system call's errno, when one failed: ENOSPC and EDQUOT mean no room.
+        self.errno = errno
+
+
+class MapNoRoomError(StateWriteError):
+    """A map that could not be rebuilt for lack of room; the message says what it holds now."""
+
 
 class LockTimeoutError(ExactcronError):
     exit_code = 75  # EX_TEMPFAIL

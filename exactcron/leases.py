@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from exactcron.addresses import Network, is_ignored, is_special, refusal_test, sort_key
-from exactcron.rules import Login
+from exactcron.rules.parser import Login
 
 # Distinct times `LeaseTable.merge` keeps one object of.
 _SHARED_INSTANTS = 4096

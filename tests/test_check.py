@@ -11,9 +11,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from exactcron.checker import check_log, looks_like_login
 from exactcron.cli import FORGEABLE_WARNING, main
-from exactcron.rules import BUILTIN_RULES, MAX_LINE_BYTES
+from exactcron.commands.check import check_log, looks_like_login
+from exactcron.rules.parser import BUILTIN_RULES, MAX_LINE_BYTES
 from exactcron.timestamps import TimestampParser, parse_instant
 from tests.conftest import dovecot_login
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from exactcron.source import BISECT_MIN_BYTES
+from exactcron.sources.logfile import BISECT_MIN_BYTES
 from exactcron.timestamps import TimestampParser, format_instant
 from tests.conftest import NOW, Site, require_tool, write_site_config
 
@@ -153,7 +153,7 @@ def test_a_journal_entry_whose_time_cannot_be_read_is_unreadable(realtime: objec
         "_HOSTNAME": "mail",
         "__REALTIME_TIMESTAMP": realtime,
     }
-    from exactcron.journal import UnreadableEntry, entry_line
+    from exactcron.sources.journal import UnreadableEntry, entry_line
 
     with pytest.raises(UnreadableEntry):
         entry_line(entry, frozenset({"dovecot.service"}))

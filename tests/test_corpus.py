@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from exactcron.rules import BUILTIN_RULES, LineParser, Login
+from exactcron.rules.parser import BUILTIN_RULES, LineParser, Login
 from exactcron.timestamps import TimestampParser
 
 CORPUS = Path(__file__).parent / "data" / "corpus"

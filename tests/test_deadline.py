@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exactcron import source
-from exactcron.source import Checkpoint, LogReader
+from exactcron.sources import logfile as source
+from exactcron.sources.logfile import Checkpoint, LogReader
 from tests.map_helpers import login_line, make_site
 
 postfix_only = pytest.mark.skipif(shutil.which("postmap") is None, reason="postfix is not installed")

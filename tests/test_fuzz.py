@@ -19,16 +19,16 @@ from exactcron.atomic import write_atomically
 from exactcron.cli import main
 from exactcron.config import parse_config
 from exactcron.errors import ConfigError
-from exactcron.leasefile import (
+from exactcron.leases import LeaseTable
+from exactcron.rules.parser import Login
+from exactcron.stores.file import (
     LEASES_FILE,
     FileLeaseStore,
     lease_file_chunks,
     leases_from_json,
     leases_to_json,
 )
-from exactcron.leases import LeaseTable
-from exactcron.rules import Login
-from exactcron.state import CorruptStateError, LocalState
+from exactcron.stores.local import CorruptStateError, LocalState
 
 
 def load_leases(state: Path, repair: bool = True) -> LeaseTable:
@@ -171,7 +171,7 @@ def test_the_lease_file_is_the_json_of_the_table_one_lease_a_line(
     tmp_path_factory: pytest.TempPathFactory, logins: list[tuple[str, str | None, int]]
 ) -> None:
     from exactcron.addresses import normalize_address
-    from exactcron.leasefile import encode_leases
+    from exactcron.stores.file import encode_leases
 
     now = NOW
     table = table_of(logins, microseconds=7)
@@ -195,7 +195,7 @@ def test_the_lease_file_is_the_json_of_the_table_one_lease_a_line(
 
 
 def sample_lease_file() -> bytes:
-    from exactcron.leasefile import encode_leases
+    from exactcron.stores.file import encode_leases
 
     now = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
     table = LeaseTable()
@@ -233,7 +233,7 @@ INSERTS = [b",", b"]", b"[", b"\n", b"{", b"}", b'"', b" ", b"\x00", b",\n", b"\
 def test_damage_where_lines_meet_is_found_as_a_whole_read_finds_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int
 ) -> None:
-    from exactcron import leasefile
+    from exactcron.stores import file as leasefile
 
     monkeypatch.setattr(leasefile, "_READ_BATCH_BYTES", batch)
     heads = SAMPLE.split(b"\n", 1)

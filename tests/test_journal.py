@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from exactcron.journal import JournalCheckpoint, JournalReader, entry_line
+from exactcron.sources.journal import JournalCheckpoint, JournalReader, entry_line
 
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 NOW = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from exactcron.addresses import normalize_address, parse_network
 from exactcron.leases import CLOCK_SLACK, LeaseTable, believed_login
-from exactcron.rules import Login
+from exactcron.rules.parser import Login
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 TIMEOUT = timedelta(minutes=30)
@@ -198,7 +198,7 @@ def test_an_ignored_address_granted_by_hand_after_merging_is_pruned() -> None:
 def test_a_flush_read_back_from_the_lease_file_beats_every_login_logged_before_it(
     flush_micro: int, login_micro: int, login_second: int
 ) -> None:
-    from exactcron.leasefile import leases_from_json, leases_to_json
+    from exactcron.stores.file import leases_from_json, leases_to_json
 
     second = datetime(2026, 11, 25, 16, 47, 29, tzinfo=UTC)
     flushed = second.replace(microsecond=flush_micro)

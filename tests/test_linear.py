@@ -1,4 +1,4 @@
-"""The linear-time engine of site rules (exactcron/linear.py).
+"""The linear-time engine of site rules (exactcron/rules/linear.py).
 
 It must say what `re.fullmatch` says (match or not, and the `ip`/`user`
 captures), refuse at load what it cannot run in linear time, and return on
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from exactcron.linear import LinearPattern, RefusedPattern
+from exactcron.rules.linear import LinearPattern, RefusedPattern
 
 REALISTIC = r"OK user=(?P<user>.*) from .*\[(?P<ip>[^]]+)\]"
 
@@ -216,7 +216,7 @@ def _hostile_results() -> list[object]:
     script = f"""
 import json
 import re
-from exactcron.linear import LinearPattern
+from exactcron.rules.linear import LinearPattern
 n = {HOSTILE}
 cases = [
     ({REALISTIC!r}, "OK user=" + " from [x]" * (n // 9)),
@@ -273,7 +273,7 @@ def test_every_built_in_pattern_is_one_the_engine_runs_and_reads_alike() -> None
     """Our own patterns stay on re, but none needs what a linear engine cannot do,
     and on every corpus message the engine and re agree: the engine is checked on
     the largest real patterns we have, and a built-in pattern could move to it."""
-    from exactcron.rules import BUILTIN_RULES
+    from exactcron.rules.parser import BUILTIN_RULES
 
     messages = _corpus_messages()
     assert len(messages) > 100

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from map_helpers import LATER, failed_line, login_line, make_site, ok
 
-from exactcron.maps import render
+from exactcron.outputs.maps import render
 
 pytestmark = pytest.mark.skipif(shutil.which("postmap") is None, reason="postfix is not installed")
 

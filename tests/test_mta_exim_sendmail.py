@@ -65,7 +65,7 @@ def exim_config(directory: Path, relay_map: Path) -> Path:
     config = directory / "exim.conf"
     spool = directory / "spool"
     spool.mkdir()
-    # The relay_from_hosts line is the one the README gives; the ACL is the
+    # The relay_from_hosts line is the one docs/install.md gives; the ACL is the
     # relevant part of Debian's acl_check_rcpt.
     config.write_text(
         f"spool_directory = {spool}\n"
@@ -129,7 +129,7 @@ def test_exim_relays_for_leased_addresses_only(mta_bin: Path, site_dir: Path) ->
 
 
 def sendmail_cf(bin_dir: Path, directory: Path, access_map: Path) -> Path:
-    """A sendmail.cf made by m4 from sendmail-cf, with the README's access_db line."""
+    """A sendmail.cf made by m4 from sendmail-cf, with the access_db line of docs/install.md."""
     cf_m4 = bin_dir.parent / "root" / "usr" / "share" / "sendmail" / "cf" / "m4" / "cf.m4"
     mc = directory / "relay.mc"
     mc.write_text(

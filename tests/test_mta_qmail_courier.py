@@ -23,8 +23,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from map_helpers import LATER, Site, login_line, make_site, ok
 
-from exactcron.maps import courier_key, render, tcprules_keys
-from exactcron.mynetworks import parse_mynetworks
+from exactcron.outputs.maps import courier_key, render, tcprules_keys
+from exactcron.outputs.mynetworks import parse_mynetworks
 
 FETCH_COURIER = Path(__file__).parent / "tools" / "fetch-courier-binaries.sh"
 CACHE = Path(

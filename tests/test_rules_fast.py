@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exactcron.rules import BUILTIN_RULES, LineParser, Rule, _CompiledForm, site_rule
+from exactcron.rules.parser import BUILTIN_RULES, LineParser, Rule, _CompiledForm, site_rule
 from exactcron.timestamps import TimestampParser
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exactcron.journal import entry_line
-from exactcron.rules import BUILTIN_RULES, LineParser, Login, site_rule
+from exactcron.rules.parser import BUILTIN_RULES, LineParser, Login, site_rule
+from exactcron.sources.journal import entry_line
 from exactcron.timestamps import TimestampParser
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)

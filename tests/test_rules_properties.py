@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exactcron.rules import BUILTIN_RULES, LineParser, is_anonymous
+from exactcron.rules.parser import BUILTIN_RULES, LineParser, is_anonymous
 from exactcron.timestamps import TimestampParser
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from exactcron.cli import main
-from exactcron.rules import LineParser, site_rule
+from exactcron.rules.parser import LineParser, site_rule
 from exactcron.timestamps import TimestampParser
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)

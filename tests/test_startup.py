@@ -57,8 +57,15 @@ def test_an_update_in_utc_loads_no_zone_database_and_a_quiet_one_no_map_builder(
     assert "zoneinfo" not in first  # the source's timezone is "UTC"
     for _ in range(2):
         quiet = loaded(site, "update")  # the second one, at least, finds everything as left
-    assert {"exactcron.quiet", "exactcron.lock"} <= quiet
-    unwanted = {"zoneinfo", "socket", "subprocess", "signal", "exactcron.maps", "exactcron.journal"}
+    assert {"exactcron.commands.quiet", "exactcron.lock"} <= quiet
+    unwanted = {
+        "zoneinfo",
+        "socket",
+        "subprocess",
+        "signal",
+        "exactcron.outputs.maps",
+        "exactcron.sources.journal",
+    }
     assert not (quiet - libraries_load()) & unwanted
 
 
@@ -67,5 +74,5 @@ def test_commands_that_take_no_lock_do_not_load_the_lock(site: Site) -> None:
     assert site.run("update").exit_code == 0
     for command in ("status", "show"):
         modules = loaded(site, command)
-        assert "exactcron.update" in modules
+        assert "exactcron.commands.update" in modules
         assert "exactcron.lock" not in modules

@@ -119,7 +119,7 @@ def test_a_login_on_host_a_opens_relay_through_postfix_on_host_b_and_a_flush_on_
     require_tool("postfix")
     if not Path("/usr/lib/postfix/postfix-pgsql.so").exists():
         unavailable("postfix-pgsql is not installed (the test bootstrap installs it)")
-    from exactcron.pgstore import grants_sql, schema_sql
+    from exactcron.stores.postgres import grants_sql, schema_sql
 
     postgres.sql(schema_sql(schema) + grants_sql(schema, "pop_writer", READER))
     pop = PopHost(site_dir / "a", postgres.store(schema, "pop_writer"))
@@ -189,7 +189,7 @@ def exim_rcpt_reply(exim: Path, config: Path, client: str) -> str:
 def test_exim_relays_for_the_leases_in_the_store(
     site_dir: Path, postgres: Cluster, schema: str, exim_heavy: Path
 ) -> None:
-    from exactcron.pgstore import grants_sql, schema_sql
+    from exactcron.stores.postgres import grants_sql, schema_sql
 
     postgres.sql(schema_sql(schema) + grants_sql(schema, "pop_writer", READER))
     pop = PopHost(site_dir / "a", postgres.store(schema, "pop_writer"))

@@ -204,13 +204,13 @@ def test_a_quiet_run_still_brings_other_hosts_grants_to_this_hosts_map(
         text=True,
         check=True,
     )
-    assert "exactcron.libpq" in quiet.stderr and "psycopg" not in quiet.stderr
+    assert "exactcron.stores.libpq" in quiet.stderr and "psycopg" not in quiet.stderr
 
 
 def test_the_schema_comes_from_the_readme_sql_for_roles_that_may_not_create(
     tmp_path: Path, postgres: Cluster, schema: str
 ) -> None:
-    from exactcron.pgstore import grants_sql, schema_sql
+    from exactcron.stores.postgres import grants_sql, schema_sql
 
     postgres.sql(schema_sql(schema) + grants_sql(schema, WRITER, READER))
     pop = Host(tmp_path / "pop", postgres.store(schema, WRITER))
@@ -226,14 +226,14 @@ def test_the_schema_comes_from_the_readme_sql_for_roles_that_may_not_create(
     assert relay(postgres, schema) == ["192.0.2.10"]
 
 
-def test_the_readme_gives_the_sql_and_the_mta_files_exactly_as_tested() -> None:
-    from exactcron.pgstore import grants_sql, schema_sql
+def test_the_docs_give_the_sql_and_the_mta_files_exactly_as_tested() -> None:
+    from exactcron.stores.postgres import grants_sql, schema_sql
 
     root = Path(__file__).parent.parent
-    readme = (root / "README.md").read_text()
-    assert schema_sql("exactcron") + grants_sql("exactcron", "exactcron_pop", "exactcron_mta") in readme
+    documented = (root / "docs" / "shared-store.md").read_text()
+    assert schema_sql("exactcron") + grants_sql("exactcron", "exactcron_pop", "exactcron_mta") in documented
     for example in ("postfix-exactcron-relay.cf", "exim-exactcron-relay.conf"):
-        assert f"```\n{(root / 'examples' / example).read_text()}```" in readme
+        assert f"```\n{(root / 'examples' / example).read_text()}```" in documented
 
 
 def test_hosts_creating_the_schema_at_once_create_it_once(
@@ -250,7 +250,7 @@ def test_hosts_creating_the_schema_at_once_create_it_once(
     ]
     for process in running:
         assert process.wait(timeout=120) == 0, process.communicate()[1]
-    from exactcron.pgstore import SCHEMA_VERSION
+    from exactcron.stores.postgres import SCHEMA_VERSION
 
     assert postgres.sql(f"SELECT version FROM {schema}.schema_version") == str(SCHEMA_VERSION)
     assert postgres.sql(f"SELECT count(*) FROM {schema}.meta") == "1"

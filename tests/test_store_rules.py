@@ -124,7 +124,7 @@ def test_a_cyrus_user_name_holding_a_nul_never_blocks_a_run(
 
 @given(st.text())
 def test_storable_text_is_what_postgresql_holds_and_leaves_the_rest_alone(text: str) -> None:
-    from exactcron.pgstore import storable
+    from exactcron.stores.postgres import storable
 
     stored = storable(text)
     assert stored is not None
@@ -155,14 +155,14 @@ def test_the_store_remembers_a_flush_to_the_microsecond(
     assert (relay(postgres, schema) == ["192.0.2.10"]) is granted
 
 
-def test_a_store_of_version_1_is_upgraded_by_the_readme_sql_and_keeps_its_leases(
+def test_a_store_of_version_1_is_upgraded_by_the_documented_sql_and_keeps_its_leases(
     tmp_path: Path, postgres: Cluster, schema: str
 ) -> None:
-    from exactcron.pgstore import grants_sql, migrations
+    from exactcron.stores.postgres import grants_sql, migrations
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    documented = (Path(__file__).parent.parent / "docs" / "shared-store.md").read_text()
     upgrade = migrations("exactcron")[1] + "UPDATE exactcron.schema_version SET version = 2;\n"
-    assert upgrade in readme
+    assert upgrade in documented
     postgres.sql(
         migrations(schema)[0]
         + f"INSERT INTO {schema}.schema_version VALUES (1);\n"

@@ -13,7 +13,7 @@ from typing import Any
 
 from exactcron.addresses import Network, is_ignored, is_special, normalize_address, sort_key
 from exactcron.leases import believed_login
-from exactcron.rules import MAX_LINE_BYTES, LineParser, Login, Rule
+from exactcron.rules.parser import MAX_LINE_BYTES, LineParser, Login, Rule
 from exactcron.timestamps import TimestampParser
 
 # How many unmatched login-like lines, and lines a rule matched that speak

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from exactcron.errors import ConfigError
-from exactcron.rules import BUILTIN_RULES, site_rule
+from exactcron.rules.parser import BUILTIN_RULES, site_rule
 
 DEFAULT_STATE_DIR = "/var/lib/exactcron"
 ORDERS = ("username,address", "address,username")

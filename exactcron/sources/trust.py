@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NoReturn
 
-from exactcron.audit import user_name
 from exactcron.errors import ConfigError
+from exactcron.outputs.audit import user_name
 
 # What the template in README.md appends to every line, from rsyslog's
 # trusted properties ($!uid, $!pid with imuxsock's ParseTrusted): only

@@ -12,8 +12,8 @@ import pwd
 import stat
 from pathlib import Path
 
-from exactcron.audit import user_name
 from exactcron.errors import NotOwnerError, StateWriteError
+from exactcron.outputs.audit import user_name
 
 
 def state_owner(state_dir: Path) -> tuple[int, int]:

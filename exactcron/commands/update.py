@@ -19,34 +19,33 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exactcron import audit, faults
+from exactcron import faults
 from exactcron.addresses import normalize_address
 from exactcron.atomic import remove_leftovers
+from exactcron.commands.quiet import quiet_leases, settled_record
 from exactcron.config import DEFAULT_STATE_DIR, Config, MapConfig, SourceConfig
 from exactcron.deadline import Deadline
-from exactcron.errors import DeadlineReachedError, ExactcronError, StoreUnavailableError
-from exactcron.health import RunRecord, missing_logs
+from exactcron.errors import DeadlineReachedError, ExactcronError, MapNoRoomError, StoreUnavailableError
 from exactcron.leases import Lease, believed_login
-from exactcron.leasestore import LeaseStore, open_lease_store
-from exactcron.quiet import quiet_leases, settled_record
-from exactcron.rules import MAX_LINE_BYTES, LineParser, Login
-from exactcron.source import (
+from exactcron.outputs import audit
+from exactcron.outputs.health import RunRecord, missing_logs
+from exactcron.rules.parser import MAX_LINE_BYTES, LineParser, Login
+from exactcron.sources.logfile import (
     Checkpoint,
     LogReader,
-    Untrusted,
     files_signature,
-    merge_trusted_from,
     rotated_candidates,
     rotated_directories,
 )
-from exactcron.state import LocalState
+from exactcron.sources.trust import ForgeableLogError, SenderFilter, check_written_by, user_id
+from exactcron.stores.base import LeaseStore, open_lease_store
+from exactcron.stores.local import LocalState
 from exactcron.timestamps import TimestampParser, format_instant
-from exactcron.trust import ForgeableLogError, SenderFilter, check_written_by, user_id
 
 if TYPE_CHECKING:
     # Imported where used: a run without a journal source (or without a map
     # to rewrite) never pays for subprocess and its kin.
-    from exactcron.journal import JournalCheckpoint, JournalReader
+    from exactcron.sources.journal import JournalCheckpoint, JournalReader
 
 log = logging.getLogger("exactcron")
 
@@ -162,7 +161,7 @@ def _logs_present(config: Config) -> dict[str, bool]:
 def _write_metrics(config: Config, state: LocalState, record: RunRecord, started: float) -> None:
     if config.metrics_file is None:
         return
-    from exactcron import metrics
+    from exactcron.outputs import metrics
 
     saved = state.load_checkpoints(repair=False)
     unread = {str(each.path): each.unread_bytes for each in _source_statuses(config, saved)}
@@ -197,16 +196,10 @@ def _update_locked(
     _begin(config, state, store, now)
     rebuild = state.rebuild_pending()
     recorded = saved
-    # Logs once open to forgers: kept in the checkpoints and in a file of their
-    # own, read as the union of the two (LocalState.load_trust says why).
-    trust_recorded = state.load_trust()
-    untrusted = _untrusted(saved, trust_recorded)
     if rebuild:
         # Rebuild from the logs: every login still inside the timeout grants again,
-        # except what was written while a log was refused for `written_by`
-        # (`untrusted`: such a log is skipped, and no byte before where it is
-        # trusted from is read).
-        saved = {}
+        # except what was written while a log was refused for `written_by`.
+        saved = {key: document for key, document in saved.items() if _is_refused(document)}
     before = _known_leases(store)
     checkpoints = dict(saved)
     refused: dict[str, dict[str, Any]] = {}
@@ -230,30 +223,19 @@ def _update_locked(
             continue
         try:
             report, checkpoint = _read_source(
-                source,
-                saved.get(key),
-                untrusted.get(key, Untrusted()),
-                store,
-                config,
-                now,
-                result.granted,
-                count_lines,
-                deadline.passed,
+                source, saved.get(key), store, config, now, result.granted, count_lines, deadline.passed
             )
         except ForgeableLogError as error:
             # Whatever is written until the log is trusted again never grants.
             errors.append(error)
             result.sources.append(SourceReport(source.path))
-            untrusted[key] = Untrusted(True, untrusted.get(key, Untrusted()).trusted_from)
-            checkpoints[key] = refused[key] = _refused_checkpoint(saved.get(key), untrusted[key])
+            checkpoints[key] = refused[key] = _refused_checkpoint(saved.get(key))
             continue
         except ExactcronError as error:
             errors.append(error)
             result.sources.append(SourceReport(source.path))
             continue
         result.sources.append(report)
-        if isinstance(checkpoint, Checkpoint):
-            untrusted[key] = Untrusted.of(checkpoint)
         if checkpoint is not None:
             checkpoints[key] = checkpoint.to_json()
         if report.stopped:
@@ -261,11 +243,6 @@ def _update_locked(
                 _deadline_error(deadline, f"after reading {report.bytes_read} bytes of {source.path}")
             )
             deadline_noted = True
-    trust = {key: marks.to_json() for key, marks in untrusted.items() if marks}
-    if trust != trust_recorded:
-        # Before anything else is saved: a refusal recorded late could be lost.
-        _collect(errors, lambda: state.save_trust(trust))
-    checkpoints = _with_untrusted(checkpoints, untrusted)
     # Read: the memory of the parsed addresses is better spent on the rest.
     normalize_address.cache_clear()
     # An address granted by two sources, or by two batches of one, once.
@@ -289,20 +266,28 @@ def _update_locked(
             _collect(errors, state.rebuild_done)
     elif refused:
         # The leases were not saved, so no checkpoint moves; but a refusal is kept.
-        _collect(
-            errors, lambda: state.save_checkpoints(_with_untrusted({**recorded, **refused}, untrusted), None)
-        )
+        _collect(errors, lambda: state.save_checkpoints({**recorded, **refused}, None))
     if errors:
-        # One line on stderr, the first error's; the others only with -v and in log_file.
-        for other in errors[1:]:
-            log.info("also failed: %s", other)
-        raise errors[0]
+        raise _reported(errors)
     return result
 
 
 def _deadline_error(deadline: Deadline, where: str) -> DeadlineReachedError:
     # What was read is merged, saved and rendered before this is raised.
     return DeadlineReachedError(f"{deadline.describe()} reached {where}; the next run goes on from there")
+
+
+def _reported(errors: list[ExactcronError]) -> ExactcronError:
+    """The error for the one line on stderr; the others go only to -v and log_file.
+
+    The first, unless a map ran out of room: what that map holds now (rewritten
+    in place, or removed) is what the admin must know first.
+    """
+    first = next((error for error in errors if isinstance(error, MapNoRoomError)), errors[0])
+    for other in errors:
+        if other is not first:
+            log.info("also failed: %s", other)
+    return first
 
 
 def _collect(errors: list[ExactcronError], action: Callable[[], object]) -> bool:
@@ -333,7 +318,6 @@ def _audit_update(result: UpdateResult, before: dict[str, Lease], active: list[L
 def _read_source(
     source: SourceConfig,
     saved: dict[str, Any] | None,
-    untrusted: Untrusted,
     store: LeaseStore,
     config: Config,
     now: datetime,
@@ -395,7 +379,7 @@ def _read_source(
 
     reader: LogReader | JournalReader
     if source.journal:
-        from exactcron.journal import JournalCheckpoint, JournalReader
+        from exactcron.sources.journal import JournalCheckpoint, JournalReader
 
         start = JournalCheckpoint.from_json(saved) if saved else None
         reader = JournalReader(source.journal, start, since, source.journal_directory)
@@ -405,20 +389,9 @@ def _read_source(
                 keep((login,))
     else:
         checkpoint = Checkpoint.from_json(saved) if saved else None
-        if checkpoint is not None and not checkpoint.marks():
-            # Only a refusal was kept (the rebuild of a refused log): a first read.
-            checkpoint = None
-        reader = LogReader(
-            source.path,
-            checkpoint,
-            since,
-            timestamps.stamp,
-            source.olddir,
-            source.rotated,
-            floor=untrusted.trusted_from,
-        )
-        if untrusted.refused:
-            return report, _skip_refused(reader, untrusted)
+        reader = LogReader(source.path, checkpoint, since, timestamps.stamp, source.olddir, source.rotated)
+        if checkpoint is not None and checkpoint.refused:
+            return report, _skip_refused(reader)
         for block, end in reader.blocks(stop):
             if senders is not None:
                 keep(parser.logins(senders.block(block[:end])))
@@ -442,9 +415,6 @@ def _read_source(
         )
     if parser.other_hosts:
         log.info("%s: %d logins from hosts not in `hosts` granted nothing", source.path, parser.other_hosts)
-    if isinstance(reader.checkpoint, Checkpoint):
-        # Where the log is trusted from is kept as long as the checkpoint.
-        return report, replace(reader.checkpoint, refused=False, trusted_from=untrusted.trusted_from)
     return report, reader.checkpoint
 
 
@@ -468,49 +438,21 @@ def _rotated_directories(source: SourceConfig) -> list[Path]:
     return rotated_directories(source.path, source.olddir, source.rotated)
 
 
-def _refused_checkpoint(saved: dict[str, Any] | None, untrusted: Untrusted) -> dict[str, Any]:
+def _refused_checkpoint(saved: dict[str, Any] | None) -> dict[str, Any]:
     """The checkpoint a run that refused a source for `written_by` leaves: where
     reading stopped, and that nothing written from there on is to be read."""
     checkpoint = Checkpoint.from_json(saved) if saved else None
     live, rotated = (checkpoint.live, checkpoint.rotated) if checkpoint is not None else (None, ())
-    return Checkpoint(live, rotated, True, untrusted.trusted_from).to_json()
+    return Checkpoint(live, rotated, refused=True).to_json()
 
 
-def _untrusted(
-    checkpoints: dict[str, dict[str, Any]], trust: dict[str, dict[str, Any]]
-) -> dict[str, Untrusted]:
-    """Per source key, the union of what its checkpoint and the trust file say."""
-    found: dict[str, Untrusted] = {}
-    for key in {*checkpoints, *trust}:
-        marks = Untrusted.of(Checkpoint.from_json(checkpoints[key]) if key in checkpoints else None)
-        recorded = Untrusted.from_json(trust[key]) if key in trust else None
-        if recorded is None and key in trust:
-            log.warning("trust.json: the entry of %s is not understood; kept from its checkpoint", key)
-        marks = marks.union(recorded or Untrusted())
-        if marks:
-            found[key] = marks
-    return found
+def _is_refused(saved: dict[str, Any]) -> bool:
+    return saved.get("refused") is True
 
 
-def _with_untrusted(
-    checkpoints: dict[str, dict[str, Any]], untrusted: dict[str, Untrusted]
-) -> dict[str, dict[str, Any]]:
-    """The checkpoints, each holding what `untrusted` says of its log (a copy of trust.json's)."""
-    result = dict(checkpoints)
-    for key, marks in untrusted.items():
-        document = result.get(key)
-        checkpoint = Checkpoint.from_json(document) if document is not None else Checkpoint(None)
-        if checkpoint is None:
-            continue  # not a file's checkpoint (a journal's): nothing to record
-        result[key] = replace(checkpoint, refused=marks.refused, trusted_from=marks.trusted_from).to_json()
-    return result
-
-
-def _skip_refused(reader: LogReader, untrusted: Untrusted) -> Checkpoint:
+def _skip_refused(reader: LogReader) -> Checkpoint:
     """The first run that trusts a log refused by `written_by` before: what was written
-    in between cannot be told from forged lines, so none of it is read (fail closed).
-    Where each file ends now is where it is trusted from: no later read (a rebuild,
-    a first run after the checkpoints were lost) reads a byte before it."""
+    in between cannot be told from forged lines, so none of it is read (fail closed)."""
     skipped, files, unfinished = reader.skip_to_end()
     log.warning(
         "%s: skipped %d bytes in %d files unread (to the end of the log and of its rotated copies): "
@@ -521,13 +463,13 @@ def _skip_refused(reader: LogReader, untrusted: Untrusted) -> Checkpoint:
         files,
     )
     assert reader.checkpoint is not None
-    trusted_from = merge_trusted_from(reader.checkpoint.marks(), untrusted.trusted_from)
     if unfinished:
         # A line without its end yet: its start may be forged; skipped again next run.
         log.warning(
             "%s: it ends in a line not yet ended; what follows is skipped at the next run too", reader.path
         )
-    return replace(reader.checkpoint, refused=unfinished, trusted_from=trusted_from)
+        return replace(reader.checkpoint, refused=True)
+    return reader.checkpoint
 
 
 def _install_maps(
@@ -542,7 +484,7 @@ def _install_maps(
 
     A map that fails leaves its error in `errors`; the others are still written.
     """
-    from exactcron.maps import MapRecord, MapWriter
+    from exactcron.outputs.maps import MapRecord, MapWriter
 
     writer = MapWriter()
     record = MapRecord(state.directory)
@@ -599,20 +541,37 @@ def _record_failure(state: LocalState, record: RunRecord) -> None:
         state.save_last_run(record.to_json())
 
 
-def _change_leases(config: Config, now: datetime, change: Callable[[LeaseStore], Any]) -> Any:
+def _change_leases(config: Config, now: datetime, change: Callable[[LeaseStore], Any], what: str) -> Any:
     """Apply `change(store)` under the lock, then save leases and rewrite maps."""
     with _opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
         _begin(config, state, store, now)
         before = _known_leases(store)
+        stored = {lease.address for lease in store.last_known(now)}
         outcome = change(store)
         for address in store.prune(now, config.timeout, config.ignore):
             audit.lease_expired(now, before.get(address), address)
         errors: list[ExactcronError] = []
         saved = _collect(errors, store.save)
-        active = store.snapshot(now).leases if saved else store.last_known(now)
+        if saved:
+            active = store.snapshot(now).leases
+        else:
+            # Not saved: a revoked address leaves the maps all the same, an added one does not enter.
+            active = [lease for lease in store.last_known(now) if lease.address in stored]
         _install_maps(config.maps, state, [lease.address for lease in active], errors)
+        if not saved:
+            # The maps hold what the store last knew, the change included when
+            # it revokes (fail closed); but the next run reads the store as saved.
+            # One line: that the change is lost, and what a map out of room holds now.
+            maps = "; ".join(str(error) for error in errors[1:] if isinstance(error, MapNoRoomError))
+            message = f"{what} not recorded: {errors[0]}; run it again once it can be" + (
+                f"; {maps}" if maps else ""
+            )
+            for other in errors[1:]:
+                log.info("also failed: %s", other)
+            # The store's own error type: its exit code (73 for the lease file, 75 for the shared store).
+            raise type(errors[0])(message)
         if errors:
-            raise errors[0]
+            raise _reported(errors)
         return outcome
 
 
@@ -630,7 +589,7 @@ def flush(config: Config, now: datetime, addresses: list[str] | None, by: str | 
             audit.record(now, "flush", address, user=user, by=by)
         return revoked
 
-    return _change_leases(config, now, change)  # type: ignore[no-any-return]
+    return _change_leases(config, now, change, "flush")  # type: ignore[no-any-return]
 
 
 def add(config: Config, now: datetime, address: str, duration: timedelta, by: str | None = None) -> Lease:
@@ -639,7 +598,7 @@ def add(config: Config, now: datetime, address: str, duration: timedelta, by: st
         audit.record(now, "add", address, until=audit.utc_stamp(lease.expires), by=by)
         return lease
 
-    return _change_leases(config, now, change)  # type: ignore[no-any-return]
+    return _change_leases(config, now, change, "add")  # type: ignore[no-any-return]
 
 
 def render(config: Config, now: datetime) -> list[Path]:
@@ -652,7 +611,7 @@ def render(config: Config, now: datetime) -> list[Path]:
         addresses = [lease.address for lease in store.snapshot(now).leases]
         _install_maps(config.maps, state, addresses, errors, force=True)
         if errors:
-            raise errors[0]
+            raise _reported(errors)
         return [spec.path for spec in config.maps]
 
 
@@ -661,8 +620,8 @@ def salvage_maps(state_dir: Path, now: datetime) -> None:
     the last run installed, as recorded in the state directory. Best effort."""
     if not state_dir.is_dir():
         return
-    from exactcron.leasefile import FileLeaseStore
-    from exactcron.maps import MapRecord
+    from exactcron.outputs.maps import MapRecord
+    from exactcron.stores.file import FileLeaseStore
 
     state = LocalState(state_dir)
     with contextlib.suppress(ExactcronError), state.locked(5):
@@ -741,7 +700,7 @@ def _source_statuses(config: Config, saved: dict[str, dict[str, Any]]) -> list[S
     for source in config.sources:
         document = saved.get(str(source.path))
         if source.journal:
-            from exactcron.journal import JournalCheckpoint
+            from exactcron.sources.journal import JournalCheckpoint
 
             # A journal has a cursor, not an offset; what is unread is unknown without reading.
             sources.append(SourceStatus(source.path, JournalCheckpoint.from_json(document), None))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from exactcron.atomic import remove_leftovers, write_atomically
-from exactcron.health import RunRecord
+from exactcron.outputs.health import RunRecord
 
 
 def render(record: RunRecord, unread: Mapping[str, int | None], sources: list[str], duration: float) -> str:

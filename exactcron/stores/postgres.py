@@ -40,11 +40,11 @@ from exactcron import faults
 from exactcron.addresses import Network, ignore_test, is_canonical, sort_key
 from exactcron.config import StoreConfig
 from exactcron.errors import ConfigError, StoreUnavailableError
-from exactcron.leasefile import FileLeaseStore
 from exactcron.leases import MANUAL, Lease, LeaseTable, believed_login
-from exactcron.leasestore import Snapshot
-from exactcron.rules import Login
-from exactcron.state import LocalState
+from exactcron.rules.parser import Login
+from exactcron.stores.base import Snapshot
+from exactcron.stores.file import FileLeaseStore
+from exactcron.stores.local import LocalState
 
 if TYPE_CHECKING:
     import psycopg
@@ -169,7 +169,7 @@ class PostgresLeaseStore:
         query = f"SELECT store_id, changes FROM {self._schema}.meta"
         if self._connection is None:
             # The quiet run: asked through libpq alone, psycopg need not be loaded.
-            from exactcron.libpq import one_row
+            from exactcron.stores.libpq import one_row
 
             row = one_row(self._config.url, _DEFAULTS, query)
             if row is not None and row[0] is not None and row[1] is not None and row[1].isdigit():

@@ -13,6 +13,8 @@ renamed yet and the live map is untouched.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -26,10 +28,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from exactcron import faults
-from exactcron.atomic import fsync_directory, open_regular, read_regular, write_atomically
+from exactcron.atomic import fsync_directory, open_regular, read_regular, remove_leftovers, write_atomically
 from exactcron.config import MAP_VALUE, MapConfig
-from exactcron.errors import MapBuildError, StateWriteError
-from exactcron.state import MAP_RECORD_FILE
+from exactcron.errors import MapBuildError, MapNoRoomError, StateWriteError
+from exactcron.stores.local import MAP_RECORD_FILE
 
 log = logging.getLogger("exactcron")
 
@@ -195,7 +197,18 @@ class MapWriter:
             # sees an IPv6 client anyway, and the IPv4 leases must not be held up.
             ipv4 = [address for address in addresses if ":" not in address]
             ipv4_only = render(spec.mta, ipv4, _read_include(spec), spec.value)
-        _build_and_install(spec, content, database_type if suffix else None, suffix, ipv4_only)
+        build = (spec, content, database_type if suffix else None, suffix, ipv4_only)
+        try:
+            _build_and_install(*build)
+        except (StateWriteError, MapBuildError) as error:
+            if not _lacks_room(error, spec.path.parent, content):
+                raise
+            made_room = _install_without_room(build, files, _outlives(spec, content, files, record))
+            if record is not None:
+                record.remember(spec, digest, files)
+            if made_room:
+                # In place, and in step with the leases, but the filesystem is full: say so (73).
+                raise MapNoRoomError(f"map {spec.path}: {_NO_ROOM_MESSAGE}: {_REWRITTEN}") from None
         if record is not None:
             record.remember(spec, digest, files)
         return True
@@ -335,7 +348,7 @@ def _build_and_install(
     try:
         workspace = Path(tempfile.mkdtemp(prefix=f".{spec.path.name}.", suffix=".tmp", dir=directory))
     except OSError as error:
-        raise StateWriteError(f"cannot write map {spec.path}: {error.strerror}") from None
+        raise StateWriteError(f"cannot write map {spec.path}: {error.strerror}", error.errno) from None
     try:
         text = workspace / spec.path.name
         with open(text, "xb") as stream:
@@ -379,10 +392,107 @@ def _build_and_install(
             _run(["makesmtpaccess"], "makesmtpaccess", spec.path)
             faults.point(f"{spec.path.name}:makesmtpaccess")
     except OSError as error:
-        raise StateWriteError(f"cannot install map {spec.path}: {error.strerror}") from None
+        raise StateWriteError(f"cannot install map {spec.path}: {error.strerror}", error.errno) from None
     finally:
         # Also takes whatever postmap or makemap left beside the text.
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+_NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_NO_ROOM_MESSAGE = "no room on its filesystem"
+_REWRITTEN = "rewrote it with only the leases in force, after removing the old one to make room"
+# Room a build needs beyond its text: postmap's and makemap's smallest databases are 12 KiB.
+_BUILD_MARGIN = 64 * 1024
+
+
+def _lacks_room(error: StateWriteError | MapBuildError, directory: Path, content: bytes) -> bool:
+    """Whether a build failed for want of room on the map's filesystem (or quota).
+
+    Our own writes carry their errno. A tool's failure is judged by the room
+    left (its workspace is gone by now) and, for a quota, which statvfs does
+    not show, by the system's message for it, which postmap and makemap print.
+    """
+    if isinstance(error, StateWriteError):
+        return error.errno in _NO_ROOM_ERRNOS
+    try:
+        filesystem = os.statvfs(directory)
+    except OSError:
+        return False
+    free_blocks = filesystem.f_bfree if os.geteuid() == 0 else filesystem.f_bavail
+    if free_blocks * filesystem.f_frsize < 4 * len(content) + _BUILD_MARGIN:
+        return True
+    return any(os.strerror(code) in str(error) for code in _NO_ROOM_ERRNOS)
+
+
+def _outlives(spec: MapConfig, content: bytes, files: list[Path], record: MapRecord | None) -> bool:
+    """Whether the installed map may let a client relay that `content` no longer lists.
+
+    Only a map whose files are those recorded for its text is known to hold
+    that text; then it outlives its leases when a line of it is not in
+    `content` (an ended or flushed lease, a changed include). A map that only
+    lacks new leases is safe to keep: relay waits, it never outlives a lease.
+    """
+    if not any(os.path.lexists(file) for file in files):
+        return False
+    try:
+        installed = read_regular(spec.path)
+    except OSError:
+        return True
+    if record is None or not record.matches(spec, hashlib.sha256(installed).hexdigest(), files):
+        return True
+    return not set(installed.splitlines()) <= set(content.splitlines())
+
+
+def _install_without_room(
+    build: tuple[MapConfig, bytes, str | None, str | None, bytes | None], files: list[Path], outlives: bool
+) -> bool:
+    """Install a map whose build found no room: retry once, then, for a map that
+    would keep relay open beyond a lease, remove it and build again in its room.
+
+    Returns whether the old map was removed to make room, once the new one is
+    in place; else raises MapNoRoomError saying what the map holds now.
+
+    The interface promises that every map exists, so that the MTA never fails
+    on a missing map; that relay never outlives its lease comes first. While
+    the map is missing, the MTA's lookups fail, which Postfix and Exim answer
+    with a temporary error (4xx): clients are deferred, nobody relays.
+    """
+    spec = build[0]
+    # Whatever a failed attempt left beside the map (we hold the lock) is ours.
+    remove_leftovers(spec.path)
+    try:
+        _build_and_install(*build)
+        return False
+    except (StateWriteError, MapBuildError) as error:
+        if not outlives:
+            raise MapNoRoomError(
+                f"map {spec.path}: {_NO_ROOM_MESSAGE}: kept it as it was (no lease in it has ended; "
+                f"new leases wait for room): {error}"
+            ) from None
+    # The database first: a text without its database is no relay.
+    for file in reversed(files):
+        with contextlib.suppress(OSError):
+            os.unlink(file)
+    with contextlib.suppress(OSError):
+        fsync_directory(spec.path.parent)
+    faults.point(f"{spec.path.name}:removed-for-room")
+    try:
+        _build_and_install(*build)
+        return True
+    except (StateWriteError, MapBuildError) as error:
+        log.info("%s: rebuilt in its own room, still: %s", spec.path, error)
+    remove_leftovers(spec.path)
+    for file in reversed(files):
+        with contextlib.suppress(OSError):
+            os.unlink(file)
+    if spec.mta == "courier":
+        # smtpaccess.dat (elsewhere) still holds the removed text's leases: rebuild it without.
+        with contextlib.suppress(MapBuildError):
+            _run(["makesmtpaccess"], "makesmtpaccess", spec.path)
+    raise MapNoRoomError(
+        f"map {spec.path}: {_NO_ROOM_MESSAGE}: removed it, since it held ended leases; "
+        f"the MTA will defer clients until there is room and a run rebuilds it"
+    )
 
 
 def _open_quietly(path: Path) -> int | None:

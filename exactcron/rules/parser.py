@@ -27,8 +27,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 from exactcron.addresses import normalize_address
-from exactcron.linear import LinearPattern, RefusedPattern
-from exactcron.patterns import MIN_NEEDLE_CHARS, bytes_pattern, required_literals
+from exactcron.rules.linear import LinearPattern, RefusedPattern
+from exactcron.rules.patterns import MIN_NEEDLE_CHARS, bytes_pattern, required_literals
 from exactcron.timestamps import TimestampParser, looks_stamped
 
 # Longer lines are skipped unparsed: no POP/IMAP success line comes close,

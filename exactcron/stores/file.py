@@ -19,9 +19,9 @@ from exactcron.addresses import Network, is_canonical
 from exactcron.atomic import open_regular, read_regular, write_atomically
 from exactcron.errors import StateWriteError
 from exactcron.leases import Lease, LeaseTable
-from exactcron.leasestore import Snapshot
-from exactcron.rules import Login
-from exactcron.state import SCHEMA, CorruptStateError, LocalState, file_signature
+from exactcron.rules.parser import Login
+from exactcron.stores.base import Snapshot
+from exactcron.stores.local import SCHEMA, CorruptStateError, LocalState, file_signature
 from exactcron.timestamps import format_instant
 
 LEASES_FILE = "leases.json"

@@ -21,9 +21,9 @@ from typing import Any
 
 from exactcron.config import Config, MapConfig, SourceConfig
 from exactcron.leases import Lease
-from exactcron.leasestore import LeaseStore
-from exactcron.source import files_signature
-from exactcron.state import file_signature
+from exactcron.sources.logfile import files_signature
+from exactcron.stores.base import LeaseStore
+from exactcron.stores.local import file_signature
 
 
 def quiet_leases(
@@ -72,7 +72,7 @@ def quiet_leases(
 
 
 def _journal_is_quiet(source: SourceConfig, saved: dict[str, Any], since: datetime) -> bool:
-    from exactcron.journal import JournalCheckpoint, JournalReader
+    from exactcron.sources.journal import JournalCheckpoint, JournalReader
 
     start = JournalCheckpoint.from_json(saved)
     if start is None:

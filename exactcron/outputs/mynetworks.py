@@ -35,7 +35,7 @@ def with_postfix_networks(config: Config) -> Config:
     when postconf cannot be run."""
     if not config.ignore_mynetworks:
         return config
-    from exactcron.maps import run_tool
+    from exactcron.outputs.maps import run_tool
 
     text = run_tool(["postconf", "-h", "mynetworks"], "postconf")
     networks, skipped = parse_mynetworks(text, _read_file)

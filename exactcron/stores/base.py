@@ -18,8 +18,8 @@ from typing import Any, Protocol
 from exactcron.addresses import Network
 from exactcron.config import Config
 from exactcron.leases import Lease
-from exactcron.rules import Login
-from exactcron.state import LocalState
+from exactcron.rules.parser import Login
+from exactcron.stores.local import LocalState
 
 
 @dataclass
@@ -73,9 +73,9 @@ class LeaseStore(Protocol):
 def open_lease_store(config: Config, state: LocalState, repair: bool = True) -> LeaseStore:
     """The store `config` names. `repair`: set broken local files aside (only under the lock)."""
     if config.store is not None:
-        from exactcron.pgstore import PostgresLeaseStore
+        from exactcron.stores.postgres import PostgresLeaseStore
 
         return PostgresLeaseStore(config.store, config.ignore, state, repair)
-    from exactcron.leasefile import FileLeaseStore
+    from exactcron.stores.file import FileLeaseStore
 
     return FileLeaseStore(state, repair)
