@@ -134,20 +134,46 @@ class NotPlainFileError(OSError):
     """A name that holds something else than a regular file of the runner's."""
 
 
-def open_regular(path: Path) -> BinaryIO:
-    """`path` opened for reading, when it is a regular file (through a link or not).
+def open_regular(path: Path, follow: bool = True) -> BinaryIO:
+    """`path` opened for reading, when it is a regular file (through a link, unless not `follow`).
 
     O_NONBLOCK: a FIFO planted at the name never blocks the open; it is
-    refused, as is a device. Raises OSError (FileNotFoundError when missing).
+    refused, as is a device or a directory. Raises OSError (FileNotFoundError
+    when missing, NotPlainFileError naming what it is instead).
     """
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise NotPlainFileError(errno.EINVAL, "not a regular file")
+        descriptor = os.open(path, flags)
+    except OSError as error:
+        if not follow and error.errno == errno.ELOOP:
+            raise NotPlainFileError(errno.ELOOP, "a symbolic link; not followed") from None
+        raise
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            what = errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL
+            raise NotPlainFileError(what, f"not a regular file ({file_kind(mode)})")
+        # Reads of a regular file never wait; blocking mode for the stream's (and a child's) sake.
+        os.set_blocking(descriptor, True)
         return os.fdopen(descriptor, "rb")
     except BaseException:
         os.close(descriptor)
         raise
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in a few words for a message."""
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "a regular file" if stat.S_ISREG(mode) else "not a file"
 
 
 def read_regular(path: Path) -> bytes:

@@ -15,14 +15,16 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import pytest
 
+from tests import conftest
 from tests.conftest import dovecot_login, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +47,7 @@ KINDS = ("symlink", "hardlink", "fifo", "directory")
 # The names exactcron writes or appends to, by directory. The metrics file's
 # temporary name was `.NAME.<pid>.tmp`: planted for the PIDs to come.
 PLANTED = {
-    "state": ("checkpoints.json", "last-run.json", "maps.json", "rebuild-from-logs"),
+    "state": ("checkpoints.json", "last-run.json", "maps.json", "rebuild-from-logs", "trust.json"),
     "lock": ("lock",),
     "leases": ("leases.json",),
     "maps": ("relay", "relay.db"),
@@ -242,3 +244,33 @@ def test_metrics_temporary_names_planted_for_the_next_pids_never_receive_the_met
     assert b"flushed" in leases.read_bytes() and FLUSHED.encode() in leases.read_bytes()
     assert site.run("nobody", "update").returncode == 0
     assert not site.granted(FLUSHED)
+
+
+def test_a_fifo_at_a_log_sources_path_hangs_no_command_and_the_maps_are_still_pruned(
+    make_site: Callable[..., conftest.Site],
+) -> None:
+    # A member of the syslog group replaces the mail log with a FIFO; nobody ever writes to it.
+    site = make_site()
+    site.write_log(dovecot_login("192.0.2.20", time="2026-11-25T17:50:00+00:00"))
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run(now: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "exactcron", "--config", str(site.config), "--now", now, *arguments]
+        return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=60)
+
+    assert run("2026-11-25T18:00:00+00:00", "update").returncode == 0
+    site.log.unlink()
+    os.mkfifo(site.log)
+    updated = run("2026-11-25T18:30:00+00:00", "update")
+    assert updated.returncode == 66
+    assert (
+        updated.stderr
+        == f"exactcron: cannot read log {site.log}: not a regular file (a FIFO); refusing it (a log is a regular file)\n"
+    )
+    # The lease ended at 18:20: gone from the map although the source could not be read.
+    lookup = subprocess.run(
+        [require_tool("postmap"), "-q", "192.0.2.20", f"hash:{site.map}"], capture_output=True, text=True
+    )
+    assert lookup.stdout == ""
+    for arguments in (("status",), ("check",), ("show",)):
+        assert run("2026-11-25T18:30:00+00:00", *arguments).returncode in (0, 1)

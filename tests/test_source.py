@@ -5,11 +5,15 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import os
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from exactcron.errors import LogUnreadableError
 from exactcron.sources.logfile import BISECT_MIN_BYTES, Checkpoint, FileMark, LogReader
 from exactcron.timestamps import TimestampParser
 
@@ -194,3 +198,75 @@ def test_a_long_line_still_being_written_is_waited_for(tmp_path: Path) -> None:
         stream.write(b"\n" + line(1, "after"))
     later, _ = read(log, reader.checkpoint)
     assert later == [line(1, "after").rstrip(b"\n")]
+
+
+def _within(seconds: float, action: Callable[[], object]) -> object:
+    """What `action` returns or raises, or fail when it blocks (a FIFO opened for reading)."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(action())
+        except BaseException as error:  # handed to the test
+            outcome.append(error)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "blocked"
+    return outcome[0]
+
+
+def test_a_fifo_at_the_log_path_is_refused_without_blocking(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    os.mkfifo(log)
+    outcome = _within(10, lambda: read(log, None))
+    assert isinstance(outcome, LogUnreadableError)
+    assert (
+        str(outcome)
+        == f"cannot read log {log}: not a regular file (a FIFO); refusing it (a log is a regular file)"
+    )
+    assert _within(10, LogReader(log, None).unread_bytes) is None
+
+
+def test_a_directory_at_the_log_path_is_refused(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.mkdir()
+    with pytest.raises(LogUnreadableError, match="Is a directory"):
+        read(log, None)
+
+
+@pytest.mark.parametrize("name", ["mail.log.1", "mail.log.2.gz", "mail.log.3.zst", "mail.log-20261124"])
+def test_a_fifo_or_a_link_among_the_rotated_copies_is_never_read(
+    tmp_path: Path, name: str, warnings_logged: list[str]
+) -> None:
+    log = tmp_path / "mail.log"
+    log.write_bytes(line(1, "live"))
+    elsewhere = tmp_path / "elsewhere.log"
+    elsewhere.write_bytes(line(2, "another file's line"))
+    os.mkfifo(tmp_path / name)
+    (tmp_path / "mail.log.9").symlink_to(elsewhere)
+    (tmp_path / "mail.log.8").symlink_to(tmp_path / name)  # a link to the FIFO
+    lines, reader = _within(10, lambda: read(log, None))  # type: ignore[misc]
+    assert lines == [line(1, "live").rstrip(b"\n")]
+    assert reader.checkpoint.rotated == ()
+    said = "\n".join(warnings_logged)
+    assert f"{tmp_path / name}: a FIFO, not read as a rotated copy" in said
+    assert f"{tmp_path / 'mail.log.9'}: a symbolic link, not read as a rotated copy" in said
+    # A refused log skipped to its end: the same.
+    assert _within(10, LogReader(log, None).skip_to_end) == (len(line(1, "live")), 1, False)
+
+
+def test_a_compressed_copy_is_decompressed_from_the_descriptor_checked(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_bytes(line(1, "live"))
+    (tmp_path / "mail.log.2.gz").write_bytes(gzip.compress(line(9, "older")))
+    newer = tmp_path / "mail.log.1.gz"
+    newer.write_bytes(gzip.compress(line(5, "newer")))
+    blocks = LogReader(log, None).blocks()
+    first = next(blocks)  # the oldest copy's
+    # Once found and checked, a copy's name is replaced by a FIFO: what is read is the file found.
+    newer.unlink()
+    os.mkfifo(newer)
+    rest = _within(10, lambda: list(blocks))
+    assert [block for block, _ in [first, *rest]] == [line(9, "older"), line(5, "newer"), line(1, "live")]

@@ -421,3 +421,95 @@ def test_a_rotated_copy_others_can_write_is_refused(server_log: Path) -> None:
     assert result.returncode == 78, result.stderr
     assert f"{rotated} can be written by its owner nobody" in result.stderr
     assert not _lookup(config, "203.0.113.66")
+
+
+OTHER = GENUINE.replace("rip=192.0.2.44", "rip=192.0.2.55").replace("<alice>", "<bob>")
+
+
+def _refuse_with_forged_lines(server_log: Path) -> Path:
+    """A site whose `written_by` log was made writable by a group, forged into
+    (lines stamped in the window of later runs), and refused at 18:40."""
+    config = configure(
+        server_log.parent.parent / "site",
+        f'path = "{server_log}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"',
+    )
+    server_log.write_text(f"2026-11-25T17:59:00+00:00 {GENUINE}\n")
+    assert exactcron(config, "--now", "2026-11-25T18:00:00+00:00", "update").returncode == 0
+    os.chown(server_log, -1, pwd.getpwnam("nobody").pw_gid)
+    server_log.chmod(0o660)
+    _as_nobody(
+        f"echo '2026-11-25T18:39:30+00:00 {FORGED}' >> {server_log}; "
+        f"echo '2026-11-25T18:45:00+00:00 {FORGED}' >> {server_log}"
+    )
+    refused = exactcron(config, "--now", "2026-11-25T18:40:00+00:00", "update")
+    assert refused.returncode == 78, refused.stderr
+    return config
+
+
+def _mend(server_log: Path) -> None:
+    os.chown(server_log, 0, 0)
+    server_log.chmod(0o640)
+
+
+def _break(config: Path, name: str) -> None:
+    (config.parent / "state" / name).write_text("{broken")
+
+
+@pytest.mark.parametrize("rotation", ["none", "rotated", "rotated and compressed"])
+def test_a_lease_file_rebuild_never_grants_what_was_skipped_after_a_refusal(
+    server_log: Path, rotation: str
+) -> None:
+    config = _refuse_with_forged_lines(server_log)
+    _mend(server_log)
+    mended = exactcron(config, "--now", "2026-11-25T18:41:00+00:00", "update")
+    assert mended.returncode == 0, mended.stderr
+    with server_log.open("a") as log:
+        log.write(f"2026-11-25T18:41:30+00:00 {GENUINE}\n")
+    assert exactcron(config, "--now", "2026-11-25T18:42:00+00:00", "update").returncode == 0
+    if rotation != "none":
+        rotated = server_log.with_name("dovecot.log.1")
+        server_log.rename(rotated)
+        server_log.write_text(f"2026-11-25T18:43:00+00:00 {OTHER}\n")
+        server_log.chmod(0o640)
+        if rotation == "rotated and compressed":
+            subprocess.run(["gzip", str(rotated)], check=True)
+    # The lease file is lost: the next update rebuilds the leases from the logs.
+    _break(config, "leases.json")
+    rebuilt = exactcron(config, "--now", "2026-11-25T18:50:00+00:00", "update")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "leases.json" in rebuilt.stderr
+    # What was logged after the mend grants again; what was skipped, never.
+    assert _lookup(config, "192.0.2.44")
+    assert _lookup(config, "192.0.2.55") == (rotation != "none")
+    assert not _lookup(config, "203.0.113.66")
+    # Nor a second rebuild, once the first has saved its checkpoints.
+    _break(config, "leases.json")
+    again = exactcron(config, "--now", "2026-11-25T18:51:00+00:00", "update")
+    assert again.returncode == 0, again.stderr
+    assert _lookup(config, "192.0.2.44")
+    assert not _lookup(config, "203.0.113.66")
+
+
+@pytest.mark.parametrize("broken", ["checkpoints.json", "trust.json"])
+@pytest.mark.parametrize("when", ["while refused", "after the mend"])
+def test_a_refusal_outlives_a_broken_state_file(server_log: Path, broken: str, when: str) -> None:
+    config = _refuse_with_forged_lines(server_log)
+    if when == "after the mend":
+        _mend(server_log)
+        assert exactcron(config, "--now", "2026-11-25T18:41:00+00:00", "update").returncode == 0
+    _break(config, broken)
+    _mend(server_log)
+    with server_log.open("a") as log:
+        log.write(f"2026-11-25T18:46:30+00:00 {OTHER}\n")
+    run = exactcron(config, "--now", "2026-11-25T18:47:00+00:00", "update")
+    assert run.returncode == 0, run.stderr
+    assert f"{broken} is not valid JSON" in run.stderr
+    assert not _lookup(config, "203.0.113.66")
+    if when == "after the mend":
+        # Only what was skipped stays unread: a login logged since grants.
+        assert _lookup(config, "192.0.2.55")
+    # Both records hold the refusal again, each for the other's next loss.
+    trust = json.loads((config.parent / "state" / "trust.json").read_text())
+    checkpoints = json.loads((config.parent / "state" / "checkpoints.json").read_text())
+    assert trust["sources"][str(server_log)]["trusted_from"]
+    assert checkpoints["sources"][str(server_log)]["trusted_from"]

@@ -33,7 +33,9 @@ from exactcron.rules.parser import MAX_LINE_BYTES, LineParser, Login
 from exactcron.sources.logfile import (
     Checkpoint,
     LogReader,
+    Untrusted,
     files_signature,
+    merge_trusted_from,
     rotated_candidates,
     rotated_directories,
 )
@@ -196,10 +198,16 @@ def _update_locked(
     _begin(config, state, store, now)
     rebuild = state.rebuild_pending()
     recorded = saved
+    # Logs once open to forgers: kept in the checkpoints and in a file of their
+    # own, read as the union of the two (LocalState.load_trust says why).
+    trust_recorded = state.load_trust()
+    untrusted = _untrusted(saved, trust_recorded)
     if rebuild:
         # Rebuild from the logs: every login still inside the timeout grants again,
-        # except what was written while a log was refused for `written_by`.
-        saved = {key: document for key, document in saved.items() if _is_refused(document)}
+        # except what was written while a log was refused for `written_by`
+        # (`untrusted`: such a log is skipped, and no byte before where it is
+        # trusted from is read).
+        saved = {}
     before = _known_leases(store)
     checkpoints = dict(saved)
     refused: dict[str, dict[str, Any]] = {}
@@ -223,19 +231,30 @@ def _update_locked(
             continue
         try:
             report, checkpoint = _read_source(
-                source, saved.get(key), store, config, now, result.granted, count_lines, deadline.passed
+                source,
+                saved.get(key),
+                untrusted.get(key, Untrusted()),
+                store,
+                config,
+                now,
+                result.granted,
+                count_lines,
+                deadline.passed,
             )
         except ForgeableLogError as error:
             # Whatever is written until the log is trusted again never grants.
             errors.append(error)
             result.sources.append(SourceReport(source.path))
-            checkpoints[key] = refused[key] = _refused_checkpoint(saved.get(key))
+            untrusted[key] = Untrusted(True, untrusted.get(key, Untrusted()).trusted_from)
+            checkpoints[key] = refused[key] = _refused_checkpoint(saved.get(key), untrusted[key])
             continue
         except ExactcronError as error:
             errors.append(error)
             result.sources.append(SourceReport(source.path))
             continue
         result.sources.append(report)
+        if isinstance(checkpoint, Checkpoint):
+            untrusted[key] = Untrusted.of(checkpoint)
         if checkpoint is not None:
             checkpoints[key] = checkpoint.to_json()
         if report.stopped:
@@ -243,6 +262,11 @@ def _update_locked(
                 _deadline_error(deadline, f"after reading {report.bytes_read} bytes of {source.path}")
             )
             deadline_noted = True
+    trust = {key: marks.to_json() for key, marks in untrusted.items() if marks}
+    if trust != trust_recorded:
+        # Before anything else is saved: a refusal recorded late could be lost.
+        _collect(errors, lambda: state.save_trust(trust))
+    checkpoints = _with_untrusted(checkpoints, untrusted)
     # Read: the memory of the parsed addresses is better spent on the rest.
     normalize_address.cache_clear()
     # An address granted by two sources, or by two batches of one, once.
@@ -266,7 +290,9 @@ def _update_locked(
             _collect(errors, state.rebuild_done)
     elif refused:
         # The leases were not saved, so no checkpoint moves; but a refusal is kept.
-        _collect(errors, lambda: state.save_checkpoints({**recorded, **refused}, None))
+        _collect(
+            errors, lambda: state.save_checkpoints(_with_untrusted({**recorded, **refused}, untrusted), None)
+        )
     if errors:
         raise _reported(errors)
     return result
@@ -318,6 +344,7 @@ def _audit_update(result: UpdateResult, before: dict[str, Lease], active: list[L
 def _read_source(
     source: SourceConfig,
     saved: dict[str, Any] | None,
+    untrusted: Untrusted,
     store: LeaseStore,
     config: Config,
     now: datetime,
@@ -389,9 +416,20 @@ def _read_source(
                 keep((login,))
     else:
         checkpoint = Checkpoint.from_json(saved) if saved else None
-        reader = LogReader(source.path, checkpoint, since, timestamps.stamp, source.olddir, source.rotated)
-        if checkpoint is not None and checkpoint.refused:
-            return report, _skip_refused(reader)
+        if checkpoint is not None and not checkpoint.marks():
+            # Only a refusal was kept (the rebuild of a refused log): a first read.
+            checkpoint = None
+        reader = LogReader(
+            source.path,
+            checkpoint,
+            since,
+            timestamps.stamp,
+            source.olddir,
+            source.rotated,
+            floor=untrusted.trusted_from,
+        )
+        if untrusted.refused:
+            return report, _skip_refused(reader, untrusted)
         for block, end in reader.blocks(stop):
             if senders is not None:
                 keep(parser.logins(senders.block(block[:end])))
@@ -415,6 +453,9 @@ def _read_source(
         )
     if parser.other_hosts:
         log.info("%s: %d logins from hosts not in `hosts` granted nothing", source.path, parser.other_hosts)
+    if isinstance(reader.checkpoint, Checkpoint):
+        # Where the log is trusted from is kept as long as the checkpoint.
+        return report, replace(reader.checkpoint, refused=False, trusted_from=untrusted.trusted_from)
     return report, reader.checkpoint
 
 
@@ -438,21 +479,49 @@ def _rotated_directories(source: SourceConfig) -> list[Path]:
     return rotated_directories(source.path, source.olddir, source.rotated)
 
 
-def _refused_checkpoint(saved: dict[str, Any] | None) -> dict[str, Any]:
+def _refused_checkpoint(saved: dict[str, Any] | None, untrusted: Untrusted) -> dict[str, Any]:
     """The checkpoint a run that refused a source for `written_by` leaves: where
     reading stopped, and that nothing written from there on is to be read."""
     checkpoint = Checkpoint.from_json(saved) if saved else None
     live, rotated = (checkpoint.live, checkpoint.rotated) if checkpoint is not None else (None, ())
-    return Checkpoint(live, rotated, refused=True).to_json()
+    return Checkpoint(live, rotated, True, untrusted.trusted_from).to_json()
 
 
-def _is_refused(saved: dict[str, Any]) -> bool:
-    return saved.get("refused") is True
+def _untrusted(
+    checkpoints: dict[str, dict[str, Any]], trust: dict[str, dict[str, Any]]
+) -> dict[str, Untrusted]:
+    """Per source key, the union of what its checkpoint and the trust file say."""
+    found: dict[str, Untrusted] = {}
+    for key in {*checkpoints, *trust}:
+        marks = Untrusted.of(Checkpoint.from_json(checkpoints[key]) if key in checkpoints else None)
+        recorded = Untrusted.from_json(trust[key]) if key in trust else None
+        if recorded is None and key in trust:
+            log.warning("trust.json: the entry of %s is not understood; kept from its checkpoint", key)
+        marks = marks.union(recorded or Untrusted())
+        if marks:
+            found[key] = marks
+    return found
 
 
-def _skip_refused(reader: LogReader) -> Checkpoint:
+def _with_untrusted(
+    checkpoints: dict[str, dict[str, Any]], untrusted: dict[str, Untrusted]
+) -> dict[str, dict[str, Any]]:
+    """The checkpoints, each holding what `untrusted` says of its log (a copy of trust.json's)."""
+    result = dict(checkpoints)
+    for key, marks in untrusted.items():
+        document = result.get(key)
+        checkpoint = Checkpoint.from_json(document) if document is not None else Checkpoint(None)
+        if checkpoint is None:
+            continue  # not a file's checkpoint (a journal's): nothing to record
+        result[key] = replace(checkpoint, refused=marks.refused, trusted_from=marks.trusted_from).to_json()
+    return result
+
+
+def _skip_refused(reader: LogReader, untrusted: Untrusted) -> Checkpoint:
     """The first run that trusts a log refused by `written_by` before: what was written
-    in between cannot be told from forged lines, so none of it is read (fail closed)."""
+    in between cannot be told from forged lines, so none of it is read (fail closed).
+    Where each file ends now is where it is trusted from: no later read (a rebuild,
+    a first run after the checkpoints were lost) reads a byte before it."""
     skipped, files, unfinished = reader.skip_to_end()
     log.warning(
         "%s: skipped %d bytes in %d files unread (to the end of the log and of its rotated copies): "
@@ -463,13 +532,13 @@ def _skip_refused(reader: LogReader) -> Checkpoint:
         files,
     )
     assert reader.checkpoint is not None
+    trusted_from = merge_trusted_from(reader.checkpoint.marks(), untrusted.trusted_from)
     if unfinished:
         # A line without its end yet: its start may be forged; skipped again next run.
         log.warning(
             "%s: it ends in a line not yet ended; what follows is skipped at the next run too", reader.path
         )
-        return replace(reader.checkpoint, refused=True)
-    return reader.checkpoint
+    return replace(reader.checkpoint, refused=unfinished, trusted_from=trusted_from)
 
 
 def _install_maps(

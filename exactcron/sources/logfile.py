@@ -16,16 +16,19 @@ returned; an unterminated last line waits for its end.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
+from exactcron.atomic import NotPlainFileError, file_kind, open_regular
 from exactcron.errors import LogUnreadableError
 from exactcron.sources.compressed import SUFFIXES, ToolMissingError, is_compressed, open_log
 from exactcron.sources.compressed import errors as _decompress_errors
@@ -43,6 +46,9 @@ BISECT_SLACK = timedelta(minutes=10)
 # The newest rotated siblings examined (and remembered) per run.
 MAX_ROTATED_CANDIDATES = 16
 CHECKPOINT_FORMAT = 2
+# The "trusted from" marks kept per source: those of the last skip and older
+# ones of files not seen then, newest first.
+MAX_TRUSTED_FROM = 4 * MAX_ROTATED_CANDIDATES
 
 # The part logrotate puts between a log's name and a compression suffix: a
 # number (`rotate`, `start`), or the date of `dateext` as any `dateformat`
@@ -116,6 +122,9 @@ class Checkpoint:
     # Refused by `written_by` (others could write the log): what is written
     # until a run finds it trusted again is skipped unread (LogReader.skip_to_end).
     refused: bool = False
+    # Where each file skipped that way becomes trusted: no byte before these
+    # marks is ever read, not by a rebuild nor a first run (LogReader's `floor`).
+    trusted_from: tuple[FileMark, ...] = ()
 
     # What `status` shows: the live file's identity and offset.
     @property
@@ -140,6 +149,7 @@ class Checkpoint:
             "live": self.live.to_json() if self.live else None,
             "rotated": [mark.to_json() for mark in self.rotated],
             **({"refused": True} if self.refused else {}),
+            **({"trusted_from": [mark.to_json() for mark in self.trusted_from]} if self.trusted_from else {}),
         }
 
     @classmethod
@@ -159,12 +169,84 @@ class Checkpoint:
         if (raw_live is not None and live is None) or not isinstance(raw_rotated, list):
             return None
         rotated = [FileMark.from_json(item) for item in raw_rotated]
-        if any(mark is None for mark in rotated):
+        trusted_from = _marks_from_json(document.get("trusted_from", []))
+        if any(mark is None for mark in rotated) or trusted_from is None:
             return None
-        return cls(live, tuple(mark for mark in rotated if mark is not None), document.get("refused") is True)
+        return cls(
+            live,
+            tuple(mark for mark in rotated if mark is not None),
+            document.get("refused") is True,
+            trusted_from,
+        )
 
     def marks(self) -> list[FileMark]:
         return ([self.live] if self.live else []) + list(self.rotated)
+
+
+@dataclass(frozen=True)
+class Untrusted:
+    """What is known of a source's log having been open to forgers (`written_by` refused it).
+
+    Kept twice, in its checkpoint and in a file of its own (state.TRUST_FILE),
+    and the two read as their union: losing either file (broken, set aside)
+    loses neither the refusal nor where the log is trusted from again.
+    """
+
+    refused: bool = False
+    trusted_from: tuple[FileMark, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.refused or bool(self.trusted_from)
+
+    def union(self, other: Untrusted) -> Untrusted:
+        return Untrusted(
+            self.refused or other.refused, merge_trusted_from(self.trusted_from, other.trusted_from)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"refused": self.refused, "trusted_from": [mark.to_json() for mark in self.trusted_from]}
+
+    @classmethod
+    def from_json(cls, document: object) -> Untrusted | None:
+        """None for anything this version did not write."""
+        if not isinstance(document, dict):
+            return None
+        marks = _marks_from_json(document.get("trusted_from", []))
+        if marks is None:
+            return None
+        return cls(document.get("refused") is True, marks)
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint | None) -> Untrusted:
+        if checkpoint is None:
+            return cls()
+        return cls(checkpoint.refused, checkpoint.trusted_from)
+
+
+def merge_trusted_from(*groups: Iterable[FileMark]) -> tuple[FileMark, ...]:
+    """The marks of every group, one per file (the later of two: the safer), first groups first.
+
+    A mark of an empty file identifies nothing (and nothing was skipped in it): dropped.
+    """
+    merged: dict[tuple[str, int], FileMark] = {}
+    for group in groups:
+        for mark in group:
+            if mark.fingerprint_length == 0:
+                continue
+            key = (mark.fingerprint, mark.fingerprint_length)
+            known = merged.get(key)
+            if known is None or (not known.complete and (mark.complete or mark.offset > known.offset)):
+                merged[key] = mark
+    return tuple(merged.values())[:MAX_TRUSTED_FROM]
+
+
+def _marks_from_json(document: object) -> tuple[FileMark, ...] | None:
+    if not isinstance(document, list):
+        return None
+    marks = [FileMark.from_json(item) for item in document]
+    if any(mark is None for mark in marks):
+        return None
+    return tuple(mark for mark in marks if mark is not None)
 
 
 def _digest(data: bytes) -> str:
@@ -213,10 +295,39 @@ class _File:
     status: os.stat_result
     live: bool
     head: bytes = b""
+    # The file as opened and checked (a regular file) when found: every later
+    # read goes through it, never through its name, which may be replaced by then.
+    handle: BinaryIO | None = None
 
     @property
     def compressed(self) -> bool:
         return is_compressed(self.path)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+@contextmanager
+def _content(file: _File) -> Iterator[IO[bytes]]:
+    """The (decompressed) bytes of `file` from its start, read through its checked
+    descriptor (a decompressor gets that descriptor, never the name)."""
+    assert file.handle is not None
+    descriptor = os.dup(file.handle.fileno())
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    with os.fdopen(descriptor, "rb") as raw:
+        if not file.compressed:
+            yield raw
+            return
+        with open_log(file.path, raw) as stream:
+            yield stream
+
+
+def _close_all(files: Iterable[_File | None]) -> None:
+    for file in files:
+        if file is not None:
+            file.close()
 
 
 class LogReader:
@@ -236,8 +347,11 @@ class LogReader:
         stamp_of: StampReader | None = None,
         olddir: Path | None = None,
         rotated: Sequence[str] = (),
+        floor: Sequence[FileMark] = (),
     ) -> None:
         self.path = path
+        # Checkpoint.trusted_from: never a byte before these, whatever else says where to start.
+        self.floor = tuple(floor)
         self.start = checkpoint
         self.checkpoint = checkpoint
         self.since = since
@@ -265,7 +379,19 @@ class LogReader:
         read is marked after its last block, the files not reached keep their marks.
         """
         live = self._live_file()
-        rotated = self._rotated_files()
+        try:
+            rotated = self._rotated_files()
+        except BaseException:
+            _close_all([live])
+            raise
+        try:
+            yield from self._blocks_of(live, rotated, stop)
+        finally:
+            _close_all([live, *rotated])
+
+    def _blocks_of(
+        self, live: _File | None, rotated: list[_File], stop: Callable[[], bool] | None
+    ) -> Iterator[tuple[bytes, int]]:
         assigned = self._assign_marks(live, rotated)
         new_marks: list[FileMark] = []
         live_mark: FileMark | None = None
@@ -318,7 +444,17 @@ class LogReader:
         looked at): its end, written later, would be read with its start.
         """
         live = self._live_file()
-        rotated = self._rotated_files()
+        try:
+            rotated = self._rotated_files()
+        except BaseException:
+            _close_all([live])
+            raise
+        try:
+            return self._skip_to_end(live, rotated)
+        finally:
+            _close_all([live, *rotated])
+
+    def _skip_to_end(self, live: _File | None, rotated: list[_File]) -> tuple[int, int, bool]:
         assigned = self._assign_marks(live, rotated)
         skipped, unfinished = 0, False
         live_mark: FileMark | None = None
@@ -326,8 +462,10 @@ class LogReader:
         for file in [*([live] if live else []), *rotated]:
             end = 0
             if not file.compressed:
-                found = _last_line_end(file.path)
-                if found is None:
+                assert file.handle is not None
+                try:
+                    found = _last_line_end(file.handle.fileno())
+                except OSError:
                     unfinished = True
                     continue
                 end, size = found
@@ -345,7 +483,7 @@ class LogReader:
     def unread_bytes(self) -> int | None:
         """Bytes of the live file past the checkpoint, or None when unknown."""
         try:
-            with open(self.path, "rb") as stream:
+            with open_regular(self.path) as stream:
                 size = os.fstat(stream.fileno()).st_size
                 head = stream.read(FINGERPRINT_BYTES)
         except OSError:
@@ -358,16 +496,33 @@ class LogReader:
     # -- finding the files ------------------------------------------------------
 
     def _live_file(self) -> _File | None:
+        # Through a symlink the configuration names, but only to a regular file,
+        # and never waiting: a FIFO (or a device) planted there is refused.
         try:
-            with open(self.path, "rb") as stream:
-                return _File(self.path, os.fstat(stream.fileno()), True, stream.read(FINGERPRINT_BYTES))
+            handle = open_regular(self.path)
         except FileNotFoundError:
             # Rotated away and not recreated yet: not an error; the rotated
             # copy is found by its fingerprint.
             return None
         except PermissionError:
             raise LogUnreadableError(f"cannot read log {self.path}: permission denied") from None
+        except NotPlainFileError as error:
+            # A directory worded as open(2) words it, as it always was.
+            why = (
+                os.strerror(errno.EISDIR)
+                if error.errno == errno.EISDIR
+                else f"{error.strerror}; refusing it (a log is a regular file)"
+            )
+            raise LogUnreadableError(f"cannot read log {self.path}: {why}") from None
         except OSError as error:
+            raise LogUnreadableError(f"cannot read log {self.path}: {error.strerror}") from None
+        try:
+            descriptor = handle.fileno()
+            return _File(
+                self.path, os.fstat(descriptor), True, os.pread(descriptor, FINGERPRINT_BYTES, 0), handle
+            )
+        except OSError as error:
+            handle.close()
             raise LogUnreadableError(f"cannot read log {self.path}: {error.strerror}") from None
 
     def _rotated_files(self) -> list[_File]:
@@ -376,25 +531,56 @@ class LogReader:
         names = RotatedNames(self.path.name)
         for path in rotated_candidates(self.path, self.olddir, self.rotated):
             try:
-                status = path.stat()
+                # Not through a link: logrotate writes regular files, and a link
+                # or a FIFO among the copies was put there by someone else.
+                status = os.lstat(path)
             except OSError:
                 continue
             if stat.S_ISREG(status.st_mode):
                 found.append(_File(path, status, False))
+            else:
+                self._not_a_copy(path, file_kind(status.st_mode))
         found.sort(key=lambda file: _rotation_age(file, names))
-        files = []
-        for file in found[:MAX_ROTATED_CANDIDATES]:
-            try:
-                with open_log(file.path) as stream:
-                    file.head = stream.read(FINGERPRINT_BYTES)
-            except ToolMissingError as error:
-                log.warning("%s", error)
-                continue
-            except _decompress_errors() as error:
-                log.debug("%s: skipped unreadable rotated file: %s", file.path, error)
-                continue
-            files.append(file)
-        return _without_compressed_copies(files)
+        files: list[_File] = []
+        try:
+            for file in found[:MAX_ROTATED_CANDIDATES]:
+                try:
+                    # Checked again on the descriptor: the name may have been replaced since.
+                    file.handle = open_regular(file.path, follow=False)
+                    file.status = os.fstat(file.handle.fileno())
+                except NotPlainFileError as error:
+                    self._not_a_copy(file.path, str(error.strerror))
+                    continue
+                except OSError as error:
+                    log.debug("%s: skipped unreadable rotated file: %s", file.path, error)
+                    continue
+                try:
+                    with _content(file) as stream:
+                        file.head = stream.read(FINGERPRINT_BYTES)
+                except ToolMissingError as error:
+                    log.warning("%s", error)
+                    file.close()
+                    continue
+                except _decompress_errors() as error:
+                    log.debug("%s: skipped unreadable rotated file: %s", file.path, error)
+                    file.close()
+                    continue
+                files.append(file)
+        except BaseException:
+            _close_all(files)
+            raise
+        kept = _without_compressed_copies(files)
+        kept_ids = {id(file) for file in kept}
+        _close_all(file for file in files if id(file) not in kept_ids)
+        return kept
+
+    def _not_a_copy(self, path: Path, what: str) -> None:
+        log.warning(
+            "%s: %s, not read as a rotated copy of %s (only regular files are, never through a link)",
+            path,
+            what,
+            self.path,
+        )
 
     def _assign_marks(self, live: _File | None, rotated: list[_File]) -> dict[int, FileMark]:
         """Each mark of the checkpoint to the file that holds it now, by fingerprint."""
@@ -437,18 +623,17 @@ class LogReader:
 
         Returns the offset reached, or None when the file could not be read.
         """
+        opened = ExitStack()
         try:
-            stream = open_log(file.path)
-        except FileNotFoundError:
-            return None
+            stream = opened.enter_context(_content(file))
         except OSError as error:
             if file.live:
                 raise LogUnreadableError(f"cannot read log {file.path}: {error.strerror}") from None
             log.warning("%s: cannot read rotated file: %s", file.path, error)
             return None
-        with stream:
+        with opened:
             try:
-                start = self._resume_at(file, mark, stream)
+                start = self._above_floor(file, stream, self._resume_at(file, mark, stream))
                 return (yield from self._read(stream, start, final=file.compressed, path=file.path))
             except _decompress_errors() as error:
                 log.warning("%s: stopped reading a damaged compressed file: %s", file.path, error)
@@ -476,6 +661,30 @@ class LogReader:
             )
             return self._unseen_start(file, stream)
         return start
+
+    def _above_floor(self, file: _File, stream: IO[bytes], start: int) -> int:
+        """`start`, or where the file is trusted from (Checkpoint.trusted_from) when that is later."""
+        floors = [mark for mark in self.floor if mark.matches(file.head)]
+        if start < 0 or not floors:
+            return start  # -1: skipped whole
+        floor = max(floors, key=lambda mark: (mark.complete, mark.offset))
+        if not floor.complete and start >= floor.offset:
+            return start
+        if file.compressed:
+            # The floor was taken of these bytes before they were compressed (or of this file whole).
+            if floor.complete or not _line_ends_before(stream, floor.offset):
+                return -1
+            return floor.offset
+        size = os.fstat(stream.fileno()).st_size
+        if not floor.complete and floor.offset <= size and _line_ends_before(stream, floor.offset):
+            return floor.offset
+        # Its first bytes are those of a file written while the log was refused,
+        # but it is not that file as it was then: none of what it holds is trusted.
+        log.warning(
+            "%s: begins as a file written while `written_by` refused the log; skipped to its end",
+            file.path,
+        )
+        return _last_line_end(stream.fileno())[0]
 
     def _unseen_start(self, file: _File, stream: IO[bytes]) -> int:
         if self.start is not None and not file.live:
@@ -568,11 +777,10 @@ class LogReader:
 
     def _mark(self, file: _File, offset: int, complete: bool) -> FileMark:
         head = file.head
-        if len(head) < FINGERPRINT_BYTES and not file.compressed:
+        if len(head) < FINGERPRINT_BYTES and not file.compressed and file.handle is not None:
             # The live file may have grown since its first bytes were taken.
             try:
-                with open(file.path, "rb") as stream:
-                    now_head = stream.read(FINGERPRINT_BYTES)
+                now_head = os.pread(file.handle.fileno(), FINGERPRINT_BYTES, 0)
                 if now_head.startswith(head):
                     head = now_head
             except OSError:
@@ -618,21 +826,16 @@ def rotated_candidates(path: Path, olddir: Path | None = None, rotated: Sequence
     return found
 
 
-def _last_line_end(path: Path) -> tuple[int, int] | None:
-    """Where the last whole line of a plain file ends, and the file's size; None when unreadable."""
-    try:
-        with open(path, "rb") as stream:
-            size = position = os.fstat(stream.fileno()).st_size
-            while position > 0:
-                start = max(position - CHUNK_BYTES, 0)
-                stream.seek(start)
-                found = stream.read(position - start).rfind(b"\n")
-                if found >= 0:
-                    return start + found + 1, size
-                position = start
-            return 0, size
-    except OSError:
-        return None
+def _last_line_end(descriptor: int) -> tuple[int, int]:
+    """Where the last whole line of the open plain file ends, and its size (raises OSError)."""
+    size = position = os.fstat(descriptor).st_size
+    while position > 0:
+        start = max(position - CHUNK_BYTES, 0)
+        found = os.pread(descriptor, position - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1, size
+        position = start
+    return 0, size
 
 
 def _line_ends_before(stream: IO[bytes], offset: int) -> bool:

@@ -34,6 +34,10 @@ LOCK_FILE = "lock"
 REBUILD_FILE = "rebuild-from-logs"
 # What each installed map holds (maps.MapRecord).
 MAP_RECORD_FILE = "maps.json"
+# Per source whose log `written_by` refused: that it is refused, and where each
+# of its files is trusted from again (source.Untrusted). Also in the checkpoints:
+# see load_trust.
+TRUST_FILE = "trust.json"
 
 
 class CorruptStateError(ValueError):
@@ -58,7 +62,7 @@ class LocalState:
         # None when absent or not understood.
         self.settled: dict[str, Any] | None = None
         # Other files kept here (a lease store's), whose leftovers the lock clears.
-        self.files: list[str] = [CHECKPOINTS_FILE, LAST_RUN_FILE, REBUILD_FILE, MAP_RECORD_FILE]
+        self.files: list[str] = [CHECKPOINTS_FILE, LAST_RUN_FILE, REBUILD_FILE, MAP_RECORD_FILE, TRUST_FILE]
         # The files found broken and set aside by this process.
         self.set_aside_files: list[str] = []
 
@@ -125,6 +129,33 @@ class LocalState:
         if settled is not None:
             document["settled"] = settled
         write_atomically(self.directory / CHECKPOINTS_FILE, _dump(document), 0o640)
+
+    # -- logs once open to forgers --------------------------------------------
+
+    def load_trust(self, repair: bool = True) -> dict[str, dict[str, Any]]:
+        """Per source key, what trust.json says of a log `written_by` refused (source.Untrusted).
+
+        Why a file of its own as well as the checkpoints: once lost, a refusal
+        cannot be told from the log (a forged line looks like any other), and a
+        run without it reads the log from the start of the timeout window, the
+        forged lines included. A broken checkpoint file is set aside and read as
+        a first run; a broken lease file makes the next run ignore the
+        checkpoints. Kept in both, and read as their union, losing one file
+        loses no refusal and no "trusted from" mark. This file is small and
+        rewritten only when a refusal begins or ends, so it is rarely the one
+        a failing write breaks.
+        """
+        document = self.load_json(TRUST_FILE, repair)
+        if document is None:
+            return {}
+        sources = document.get("sources")
+        if document.get("schema") != SCHEMA or not isinstance(sources, dict):
+            self.set_aside(TRUST_FILE, "not a trust file of this version", repair)
+            return {}
+        return {key: value for key, value in sources.items() if isinstance(value, dict)}
+
+    def save_trust(self, sources: dict[str, dict[str, Any]]) -> None:
+        write_atomically(self.directory / TRUST_FILE, _dump({"schema": SCHEMA, "sources": sources}), 0o640)
 
     # -- last run ------------------------------------------------------------
 
