@@ -291,6 +291,7 @@ def status(state: Context, as_json: bool) -> None:
     health = assess(record, state.now, config.stale_after)
     last_run_time = None if record.time is None else format_instant(record.time)
     forgeable = {str(source.path) for source in config.sources if source.forgeable}
+    journals = {str(source.path) for source in config.sources if source.journal}
     document = {
         "sources": [
             {
@@ -328,7 +329,8 @@ def status(state: Context, as_json: bool) -> None:
             click.echo(f"  checkpoint: journal cursor {_safe(point.cursor)}")
         else:
             click.echo(f"  checkpoint: device {point.device}, inode {point.inode}, offset {point.offset}")
-        if not isinstance(point, JournalCheckpoint):
+        # A journal has no byte count (and before its first entry, no checkpoint either).
+        if not isinstance(point, JournalCheckpoint) and str(source.path) not in journals:
             unread = "unknown (log missing)" if source.unread_bytes is None else str(source.unread_bytes)
             click.echo(f"  unread bytes: {unread}")
         click.echo(f"  unreadable lines: {record.unreadable_lines.get(str(source.path), 0)}")

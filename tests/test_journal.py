@@ -163,3 +163,38 @@ def test_checkpoint_json_is_tolerant() -> None:
     assert JournalCheckpoint.from_json(JournalCheckpoint("s=1").to_json()) == JournalCheckpoint("s=1")
     for broken in (None, {}, {"journal_cursor": 3}, {"journal_cursor": ""}, {"journal_cursor": "a\nb"}):
         assert JournalCheckpoint.from_json(broken) is None
+
+
+def _exactcron(config: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exactcron", "--config", str(config), *arguments],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_check_reports_a_journal_source_with_no_journal_to_read(tmp_path: Path, journal_remote: Path) -> None:
+    """journalctl reads nothing, says nothing and exits 0 without journal files
+    (a root or container without journald): check says so, as for a missing log."""
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    config = tmp_path / "exactcron.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[[source]]\njournal = "dovecot.service"\n'
+        f'journal_directory = "{journal}"\nserver = "dovecot"\n[[map]]\nmta = "exim"\npath = "{tmp_path / "relay"}"\n'
+    )
+    checked = _exactcron(config, "check")
+    assert checked.returncode == 66 and checked.stdout == ""
+    assert checked.stderr.startswith(
+        f"exactcron: as user root: journal:dovecot.service: no journal files in {journal} "
+    )
+    assert len(checked.stderr.splitlines()) == 1
+    # status says nothing false about it either: a journal has no byte count, missing or not.
+    assert "log missing" not in _exactcron(config, "status").stdout
+
+    write_journal(
+        journal_remote, journal / "remote.journal", [(5, "dovecot.service", "dovecot", login("192.0.2.2"))], 1
+    )
+    checked = _exactcron(config, "check")
+    assert (checked.returncode, checked.stderr) == (0, ""), checked
+    assert checked.stdout == f"{config}: OK (1 sources)\n"

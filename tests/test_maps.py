@@ -206,6 +206,29 @@ def test_a_failing_postconf_is_reported_the_same_way(tmp_path: Path) -> None:
     assert list(site.map_dir.iterdir()) == []
 
 
+def test_without_postfix_check_and_update_say_the_map_needs_it_and_what_to_do(tmp_path: Path) -> None:
+    """The shipped configuration's map on a host with no MTA: one line naming the
+    [[map]], the package to install, and the setting that needs no Postfix tool."""
+    site = make_site(tmp_path, 'mta = "exim"\npath = "maps/relay-exim"', 'mta = "postfix"\npath = "maps/relay"')
+    no_tools = tmp_path / "bin"
+    no_tools.mkdir()
+    needs = (
+        f'(mta = "postfix", {site.map_dir / "relay"}) needs Postfix\'s postconf and postmap; '
+        'install postfix, or set type = "texthash" (no postmap) or another mta'
+    )
+    checked = site.run("check", env={"PATH": str(no_tools)})
+    assert checked.returncode == 69
+    assert checked.stderr == (
+        f"exactcron: as user root: postconf and postmap not found on PATH ({no_tools}): "
+        f"[[map]] 2 {needs} in {site.config}\n"
+    )
+    updated = site.run("update", env={"PATH": str(no_tools)})
+    assert updated.returncode == 69
+    assert updated.stderr == f"exactcron: postconf not found on PATH ({no_tools}): the [[map]] {needs}\n"
+    # Fails closed as any failed build: the postfix map is not written, the others are.
+    assert sorted(path.name for path in site.map_dir.iterdir()) == ["relay-exim"]
+
+
 def test_a_map_directory_that_does_not_exist_is_a_configuration_error_naming_the_key(tmp_path: Path) -> None:
     site = make_site(tmp_path, 'mta = "exim"\npath = "nowhere/relay-exim"')
     result = site.run("update")

@@ -132,11 +132,13 @@ def test_check_names_every_right_and_tool_the_cron_user_lacks(site: Path) -> Non
     assert result.stderr == (
         f"exactcron: as user nobody: log {site / 'missing.log'} does not exist\n"
         f"exactcron: as user nobody: state_dir: cannot write in {site / 'state'}\n"
-        "exactcron: as user nobody: postmap not found on PATH (/usr/bin:/bin), "
-        f"needed for map {site / 'state' / 'relay'}\n"
+        "exactcron: as user nobody: postmap not found on PATH (/usr/bin:/bin): "
+        f'[[map]] 1 (mta = "postfix", {site / "state" / "relay"}) needs Postfix\'s postconf and postmap; '
+        f'install postfix, or set type = "texthash" (no postmap) or another mta in {config}\n'
         f"exactcron: as user nobody: the directory of map {maps / 'access'}: cannot write in {maps}\n"
-        "exactcron: as user nobody: makemap not found on PATH (/usr/bin:/bin), "
-        f"needed for map {maps / 'access'}\n"
+        "exactcron: as user nobody: makemap not found on PATH (/usr/bin:/bin): "
+        f'[[map]] 2 (mta = "sendmail", {maps / "access"}) needs sendmail\'s makemap; '
+        f"install sendmail-bin, or set another mta in {config}\n"
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from exactcron.config import Config
 from exactcron.errors import LogUnreadableError, MapBuildError, StateWriteError
+from exactcron.outputs.maps import missing_tool_message
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,7 @@ def missing(config: Config) -> list[Missing]:
     unreadable = LogUnreadableError.exit_code
     for source in config.sources:
         if source.journal:
-            if shutil.which("journalctl") is None:
-                problems.append(Missing(f"journalctl not found on PATH (for {source.path})", unreadable))
+            problems += _journal_missing(source.path, source.journal_directory)
             continue
         directories = [source.path.parent] + ([source.olddir] if source.olddir else [])
         for directory in directories:
@@ -44,17 +44,13 @@ def missing(config: Config) -> list[Missing]:
         elif not _can(source.path, os.R_OK):
             problems.append(Missing(f"cannot read log {source.path}", unreadable))
     problems += _writable_directory(config.state_dir, "state_dir", create=True)
-    for spec in config.maps:
+    for number, spec in enumerate(config.maps, start=1):
         if spec.path.parent != config.state_dir:  # else made with state_dir, and checked above
             problems += _writable_directory(spec.path.parent, f"the directory of map {spec.path}")
-        for tool in _tools(spec.mta, spec.type):
-            if shutil.which(tool) is None:
-                problems.append(
-                    Missing(
-                        f"{tool} not found on PATH ({os.environ.get('PATH', '')}), needed for map {spec.path}",
-                        MapBuildError.exit_code,
-                    )
-                )
+        absent = [tool for tool in _tools(spec.mta, spec.type) if shutil.which(tool) is None]
+        if absent:
+            message = missing_tool_message(" and ".join(absent), spec, number, config.path)
+            problems.append(Missing(message, MapBuildError.exit_code))
     if config.log_file is not None:
         problems += _writable_file(config.log_file, "log_file")
     if config.metrics_file is not None:
@@ -112,6 +108,29 @@ def missing_as(config: Config, user: tuple[str, int, int]) -> list[Missing]:
     if status != 0:
         raise StateWriteError(f"cannot test the rights of user {name} (exit status {status})")
     return [Missing(message, code) for message, code in json.loads(answer)]
+
+
+def _journal_missing(name: Path, directory: Path | None) -> list[Missing]:
+    """What keeps a journal source from reading anything: journalctl, or journal
+    files it may read (journalctl itself finds none and says nothing)."""
+    from exactcron.sources.journal import SYSTEM_JOURNAL_DIRECTORIES, journal_files, journalctl
+
+    code = LogUnreadableError.exit_code
+    if journalctl() is None:
+        return [Missing(f"journalctl not found (for {name}); install systemd", code)]
+    files = journal_files(directory)
+    places = " or ".join(str(each) for each in ((directory,) if directory else SYSTEM_JOURNAL_DIRECTORIES))
+    if not files:
+        return [
+            Missing(
+                f"{name}: no journal files in {places} (is journald keeping a journal? "
+                "without one, read the server's log file with `path` instead)",
+                code,
+            )
+        ]
+    if not any(_can(file, os.R_OK) for file in files):
+        return [Missing(f"{name}: cannot read the journal files in {places} (group adm reads them)", code)]
+    return []
 
 
 def _tools(mta: str, map_type: str | None) -> list[str]:

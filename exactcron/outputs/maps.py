@@ -144,7 +144,7 @@ class MapWriter:
         if spec.type is not None:
             return spec.type
         if self._default_postfix_type is None:
-            output = _run(["postconf", "-h", "default_database_type"], "postconf")
+            output = _run(["postconf", "-h", "default_database_type"], "postconf", for_map=spec)
             default = output.strip() or "hash"
             if default not in DATABASE_SUFFIX:
                 raise MapBuildError(
@@ -389,7 +389,7 @@ def _build_and_install(
             # which it skips) into smtpaccess.dat: only once the text is in
             # place. Until it succeeds, the record is not updated, so the
             # next run builds again.
-            _run(["makesmtpaccess"], "makesmtpaccess", spec.path)
+            _run(["makesmtpaccess"], "makesmtpaccess", spec.path, for_map=spec)
             faults.point(f"{spec.path.name}:makesmtpaccess")
     except OSError as error:
         raise StateWriteError(f"cannot install map {spec.path}: {error.strerror}", error.errno) from None
@@ -522,7 +522,7 @@ def _mark_replaced(descriptor: int) -> None:
 def _build_database(spec: MapConfig, text: Path, database_type: str) -> None:
     if spec.mta == "sendmail":
         with open(text, "rb") as stdin:
-            _run(["makemap", database_type, str(text)], "makemap", spec.path, stdin=stdin)
+            _run(["makemap", database_type, str(text)], "makemap", spec.path, stdin=stdin, for_map=spec)
     elif spec.mta == "qmail":
         # tcprules writes the temporary name, then renames it to the CDB; both
         # are in our private workspace, so no other process's name is taken.
@@ -533,17 +533,51 @@ def _build_database(spec: MapConfig, text: Path, database_type: str) -> None:
                 "tcprules",
                 spec.path,
                 stdin=stdin,
+                for_map=spec,
             )
     else:
-        _run(["postmap", f"{database_type}:{text}"], "postmap", spec.path)
+        _run(["postmap", f"{database_type}:{text}"], "postmap", spec.path, for_map=spec)
 
 
-def run_tool(command: list[str], tool: str) -> str:
-    """Run a tool for its output; MapBuildError (69) with its message when it fails."""
-    return _run(command, tool)
+def run_tool(command: list[str], tool: str, needed_by: str = "") -> str:
+    """Run a tool for its output; MapBuildError (69) with its message when it fails.
+    `needed_by` says, when the tool is missing, what in the configuration needs it."""
+    return _run(command, tool, needed_by=needed_by)
 
 
-def _run(command: list[str], tool: str, map_path: Path | None = None, stdin: IO[bytes] | None = None) -> str:
+# The tools each MTA's maps are built with, and the Debian package that has them.
+_MTA_TOOLS = {
+    "postfix": ("Postfix's postconf and postmap", "postfix"),
+    "sendmail": ("sendmail's makemap", "sendmail-bin"),
+    "qmail": ("tcprules", "ucspi-tcp (or ucspi-tcp-ipv6)"),
+    "courier": ("Courier's makesmtpaccess", "courier-mta"),
+}
+
+
+def missing_tool_message(
+    tool: str, spec: MapConfig, number: int | None = None, config_file: Path | None = None
+) -> str:
+    """What to do when `tool` is not found for the map `spec` (the `number`th [[map]]
+    of `config_file`): the MTA to install, or the setting that needs no tool."""
+    needs, package = _MTA_TOOLS.get(spec.mta, (tool, tool))
+    which = f"[[map]] {number}" if number else "the [[map]]"
+    where = f" in {config_file}" if config_file else ""
+    instead = 'set type = "texthash" (no postmap) or another mta' if spec.mta == "postfix" else "set another mta"
+    return (
+        f"{tool} not found on PATH ({os.environ.get('PATH', '')}): {which} "
+        f'(mta = "{spec.mta}", {spec.path}) needs {needs}; install {package}, or {instead}{where}'
+    )
+
+
+def _run(
+    command: list[str],
+    tool: str,
+    map_path: Path | None = None,
+    stdin: IO[bytes] | None = None,
+    for_map: MapConfig | None = None,
+    needed_by: str = "",
+) -> str:
+    """`for_map`, or else `needed_by`, says what needs the tool when it is missing."""
     import subprocess  # only a run that builds a map pays for it
 
     subject = f"{tool} for {map_path}" if map_path else tool
@@ -558,7 +592,10 @@ def _run(command: list[str], tool: str, map_path: Path | None = None, stdin: IO[
             check=False,
         )
     except FileNotFoundError:
-        raise MapBuildError(f"{tool} not found on PATH ({os.environ.get('PATH', '')})") from None
+        if for_map is not None:
+            raise MapBuildError(missing_tool_message(tool, for_map)) from None
+        needed = f": {needed_by}" if needed_by else ""
+        raise MapBuildError(f"{tool} not found on PATH ({os.environ.get('PATH', '')}){needed}") from None
     except subprocess.TimeoutExpired:
         raise MapBuildError(f"{subject} did not finish within {_TOOL_TIMEOUT_SECONDS}s") from None
     if finished.returncode != 0:

@@ -37,7 +37,11 @@ def with_postfix_networks(config: Config) -> Config:
         return config
     from exactcron.outputs.maps import run_tool
 
-    text = run_tool(["postconf", "-h", "mynetworks"], "postconf")
+    text = run_tool(
+        ["postconf", "-h", "mynetworks"],
+        "postconf",
+        'ignore = ["mynetworks"] asks Postfix\'s postconf; install postfix, or take "mynetworks" out of ignore',
+    )
     networks, skipped = parse_mynetworks(text, _read_file)
     for entry, reason in dict(skipped).items():
         log.warning("ignore: mynetworks entry %r left out: %s", entry, reason)

@@ -34,6 +34,26 @@ _REALTIME_RANGE = range(
 )
 
 
+# Where journald keeps the system's journal: persistent, then volatile; a folder per machine.
+SYSTEM_JOURNAL_DIRECTORIES = (Path("/var/log/journal"), Path("/run/log/journal"))
+
+
+def journalctl() -> str | None:
+    """The journalctl a journal source runs, or None when there is none."""
+    return shutil.which("journalctl", path=_SEARCH_PATH)
+
+
+def journal_files(directory: Path | None) -> list[Path]:
+    """The journal files journalctl reads: those in `directory` (None: the
+    system's journal) and in its folders one level down. Without any, journalctl
+    reads nothing and says so by no word and exit 0."""
+    found: list[Path] = []
+    for each in (directory,) if directory is not None else SYSTEM_JOURNAL_DIRECTORIES:
+        for pattern in ("*.journal", "*.journal~", "*/*.journal", "*/*.journal~"):
+            found += [path for path in each.glob(pattern) if path.is_file()]
+    return sorted(found)
+
+
 class UnreadableEntry(ValueError):
     """An entry of a watched unit whose time cannot be read: skipped and counted."""
 
@@ -132,7 +152,7 @@ class JournalReader:
         return None
 
     def _command(self, start: JournalCheckpoint | None) -> list[str]:
-        binary = shutil.which("journalctl", path=_SEARCH_PATH)
+        binary = journalctl()
         if binary is None:
             raise LogUnreadableError("cannot read the journal: journalctl not found")
         command = [binary, "--output=json", f"--output-fields={_FIELDS}", "--no-pager", "--quiet"]
