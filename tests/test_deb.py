@@ -55,6 +55,7 @@ class Build:
     deb: Path
     changes: Path
     version: str
+    output: str  # what dpkg-buildpackage printed
 
 
 def _source_copy(destination: Path) -> Path:
@@ -88,7 +89,7 @@ def _dpkg_buildpackage(source: Path) -> Build:
     deb = source.parent / f"exactcron_{version}_all.deb"
     assert deb.exists(), sorted(path.name for path in source.parent.iterdir())
     (changes,) = source.parent.glob(f"exactcron_{version}_*.changes")
-    return Build(deb, changes, version)
+    return Build(deb, changes, version, result.stdout + result.stderr)
 
 
 def _with_newer_version(source: Path) -> None:
@@ -280,6 +281,57 @@ def test_the_package_holds_what_the_interface_promises(builds: tuple[Build, Buil
     # The state lock is exactcron's own (exactcron/lock.py).
     assert "filelock" not in fields
     assert "python3-psycopg" in fields
+
+
+def test_the_build_warns_nothing_and_leaves_only_ignored_files(builds: tuple[Build, Build]) -> None:
+    current, _ = builds
+    # setuptools >= 77 deprecates `project.license` as a table, and will refuse it.
+    assert "deprecated" not in current.output.lower(), current.output
+    source = current.deb.parent / "exactcron"
+    left = sorted(
+        str(path.relative_to(source))
+        for path in source.rglob("*")
+        if not path.is_dir() and not (ROOT / path.relative_to(source)).exists()
+    )
+    assert left, "the build leaves its work files in the tree"
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        cwd=ROOT,
+        input="\n".join(left),
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    assert sorted(set(left) - set(ignored)) == []
+
+
+def test_installing_with_recommends_pulls_in_no_mta(builds: tuple[Build, Build], debian_root: Path) -> None:
+    """`apt-get install ./exactcron_*.deb`, recommends included, where no MTA,
+    scheduler or logrotate is installed yet (a minimal Debian): the MTA stays
+    the admin's choice (cron's `Recommends: default-mta` would bring exim4)."""
+    root = debian_root
+    current, _ = builds
+    absent = ("postfix", "cron", "cron-daemon-common", "logrotate", "systemd-sysv")
+    _in_root(root, "dpkg", "--purge", "--force-depends", "--force-remove-protected", *absent)
+    shutil.copy(current.deb, root / "tmp" / current.deb.name)
+    # Simulated: the root holds Debian's package lists, but has no network to fetch from.
+    planned = _in_root(
+        root,
+        "apt-get",
+        "install",
+        "--simulate",
+        "-o",
+        "APT::Install-Recommends=true",
+        f"/tmp/{current.deb.name}",
+    ).stdout
+    installed = set(re.findall(r"^Inst (\S+)", planned, re.MULTILINE))
+    providers = _in_root(root, "apt-cache", "showpkg", "mail-transport-agent").stdout
+    mtas = {
+        line.split()[0] for line in providers.split("Reverse Provides:", 1)[1].splitlines() if line.strip()
+    }
+    assert {"postfix", "exim4-daemon-light"} <= mtas
+    assert installed & mtas == set(), planned
+    # What the package recommends still comes: logrotate and a scheduler.
+    assert {"exactcron", "logrotate"} <= installed and installed & {"systemd-sysv", "cron"}, planned
 
 
 def test_install_cron_upgrade_and_purge(builds: tuple[Build, Build], debian_root: Path) -> None:

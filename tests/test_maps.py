@@ -209,7 +209,9 @@ def test_a_failing_postconf_is_reported_the_same_way(tmp_path: Path) -> None:
 def test_without_postfix_check_and_update_say_the_map_needs_it_and_what_to_do(tmp_path: Path) -> None:
     """The shipped configuration's map on a host with no MTA: one line naming the
     [[map]], the package to install, and the setting that needs no Postfix tool."""
-    site = make_site(tmp_path, 'mta = "exim"\npath = "maps/relay-exim"', 'mta = "postfix"\npath = "maps/relay"')
+    site = make_site(
+        tmp_path, 'mta = "exim"\npath = "maps/relay-exim"', 'mta = "postfix"\npath = "maps/relay"'
+    )
     no_tools = tmp_path / "bin"
     no_tools.mkdir()
     needs = (

@@ -562,7 +562,9 @@ def missing_tool_message(
     needs, package = _MTA_TOOLS.get(spec.mta, (tool, tool))
     which = f"[[map]] {number}" if number else "the [[map]]"
     where = f" in {config_file}" if config_file else ""
-    instead = 'set type = "texthash" (no postmap) or another mta' if spec.mta == "postfix" else "set another mta"
+    instead = (
+        'set type = "texthash" (no postmap) or another mta' if spec.mta == "postfix" else "set another mta"
+    )
     return (
         f"{tool} not found on PATH ({os.environ.get('PATH', '')}): {which} "
         f'(mta = "{spec.mta}", {spec.path}) needs {needs}; install {package}, or {instead}{where}'
