@@ -21,7 +21,7 @@ from exactcron import __version__
 from exactcron.addresses import is_ignored, is_special, normalize_address
 from exactcron.config import Config, config_path, load_config, parse_duration
 from exactcron.errors import ConfigError, ExactcronError, LogUnreadableError
-from exactcron.leases import Lease
+from exactcron.model import Lease
 from exactcron.outputs.audit import AUDIT, who_ran
 from exactcron.rules.parser import BUILTIN_RULES
 from exactcron.timestamps import format_instant, parse_instant
@@ -489,7 +489,7 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
 def _check_permissions(state: Context, config: Config) -> None:
     """One line per right or tool the running user lacks for `update`; exit with the first one's code."""
     from exactcron.commands.permissions import cron_user, missing, missing_as
-    from exactcron.outputs.audit import user_name
+    from exactcron.users import user_name
 
     # Run as root, the rights that matter are those of the cron job's user.
     owner = cron_user(config)

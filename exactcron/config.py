@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from exactcron.addresses import Network, parse_network
 from exactcron.errors import ConfigError
-from exactcron.leases import MANUAL
+from exactcron.model import MANUAL
 from exactcron.rules.parser import BUILTIN_RULES, Rule, site_rule
 
 DEFAULT_CONFIG = Path("/etc/exactcron/exactcron.toml")

@@ -5,16 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
 
 from exactcron.addresses import Network, is_ignored, is_special, refusal_test, sort_key
-from exactcron.rules.parser import Login
+from exactcron.model import MANUAL, Lease, Login
 
 # Distinct times `LeaseTable.merge` keeps one object of.
 _SHARED_INSTANTS = 4096
-# The server name of a lease whose end was set by hand (`add`): the timeout
-# in force does not bound it.
-MANUAL = "manual"
 SPECIAL_CHECKED = "special"
 
 # A stamp up to this far ahead of the clock is the writer's clock running a
@@ -47,16 +43,6 @@ def believed_login(login: Login, now: datetime) -> Login | None:
             # Only the earlier reading is left: it is the login's time, and the only one.
             return Login.at(earliest, login.server, login.user, login.address)
     return Login.at(now, login.server, login.user, login.address, _ANY_TIME)
-
-
-class Lease(NamedTuple):
-    """An address's leave to relay. A tuple: a first run builds one per client."""
-
-    address: str
-    user: str | None
-    last_login: datetime
-    expires: datetime
-    server: str | None = None
 
 
 @dataclass

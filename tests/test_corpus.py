@@ -34,7 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from exactcron.rules.parser import BUILTIN_RULES, LineParser, Login
+from exactcron.model import Login
+from exactcron.rules.parser import BUILTIN_RULES, LineParser
 from exactcron.timestamps import TimestampParser
 
 CORPUS = Path(__file__).parent / "data" / "corpus"

@@ -20,7 +20,7 @@ from exactcron.cli import main
 from exactcron.config import parse_config
 from exactcron.errors import ConfigError
 from exactcron.leases import LeaseTable
-from exactcron.rules.parser import Login
+from exactcron.model import Login
 from exactcron.stores.file import (
     LEASES_FILE,
     FileLeaseStore,

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from exactcron.addresses import normalize_address, parse_network
 from exactcron.leases import CLOCK_SLACK, LeaseTable, believed_login
-from exactcron.rules.parser import Login
+from exactcron.model import Login
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 TIMEOUT = timedelta(minutes=30)

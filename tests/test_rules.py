@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from exactcron.cli import main
-from exactcron.rules.parser import BUILTIN_RULES, MAX_LINE_BYTES, LineParser, Login, site_rule
+from exactcron.model import Login
+from exactcron.rules.parser import BUILTIN_RULES, MAX_LINE_BYTES, LineParser, site_rule
 from exactcron.timestamps import TimestampParser
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exactcron.rules.parser import BUILTIN_RULES, LineParser, Login, site_rule
+from exactcron.model import Login
+from exactcron.rules.parser import BUILTIN_RULES, LineParser, site_rule
 from exactcron.sources.journal import entry_line
 from exactcron.timestamps import TimestampParser
 

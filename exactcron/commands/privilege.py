@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 
 from exactcron.errors import NotOwnerError, StateWriteError
-from exactcron.outputs.audit import user_name
+from exactcron.users import user_name
 
 
 def state_owner(state_dir: Path) -> tuple[int, int]:

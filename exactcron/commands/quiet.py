@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from exactcron.config import Config, MapConfig, SourceConfig
-from exactcron.leases import Lease
+from exactcron.model import Lease
 from exactcron.sources.logfile import files_signature
 from exactcron.stores.base import LeaseStore
 from exactcron.stores.local import file_signature

@@ -3,8 +3,8 @@
 Order of writes in `update`: lease store, then maps, then checkpoints. A run
 killed anywhere re-reads some lines on the next run at worst; merging a
 login twice changes nothing, so no lease is ever lost. Leases are reached
-through the LeaseStore interface only (leasestore.py); checkpoints, the
-lock and the last-run record are local (state.py).
+through the LeaseStore interface only (stores/base.py); checkpoints, the
+lock and the last-run record are local (stores/local.py).
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from exactcron.commands.quiet import quiet_leases, settled_record
 from exactcron.config import DEFAULT_STATE_DIR, Config, MapConfig, SourceConfig
 from exactcron.deadline import Deadline
 from exactcron.errors import DeadlineReachedError, ExactcronError, MapNoRoomError, StoreUnavailableError
-from exactcron.leases import Lease, believed_login
+from exactcron.leases import believed_login
+from exactcron.model import Lease, Login
 from exactcron.outputs import audit
 from exactcron.outputs.health import RunRecord, missing_logs
-from exactcron.rules.parser import MAX_LINE_BYTES, LineParser, Login
+from exactcron.rules.parser import MAX_LINE_BYTES, LineParser
 from exactcron.sources.logfile import (
     Checkpoint,
     LogReader,
@@ -40,8 +41,9 @@ from exactcron.sources.logfile import (
     rotated_directories,
 )
 from exactcron.sources.trust import ForgeableLogError, SenderFilter, check_written_by, user_id
-from exactcron.stores.base import LeaseStore, open_lease_store
+from exactcron.stores.base import LeaseStore
 from exactcron.stores.local import LocalState
+from exactcron.stores.open import open_lease_store
 from exactcron.timestamps import TimestampParser, format_instant
 
 if TYPE_CHECKING:

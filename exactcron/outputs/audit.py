@@ -14,7 +14,8 @@ import re
 from datetime import UTC, datetime
 from json import dumps
 
-from exactcron.leases import Lease
+from exactcron.model import Lease
+from exactcron.users import user_name
 
 AUDIT = logging.getLogger("exactcron.audit")
 AUDIT.propagate = False
@@ -74,15 +75,6 @@ def who_ran() -> str:
     if 0 <= login_uid < 4294967295:
         return user_name(login_uid)
     return user_name(os.getuid())
-
-
-def user_name(uid: int) -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid:{uid}"
 
 
 def _value(value: str) -> str:

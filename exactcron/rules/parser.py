@@ -24,9 +24,9 @@ from _socket import AF_INET, inet_ntop, inet_pton
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
 
 from exactcron.addresses import normalize_address
+from exactcron.model import Login
 from exactcron.rules.linear import LinearPattern, RefusedPattern
 from exactcron.rules.patterns import MIN_NEEDLE_CHARS, bytes_pattern, required_literals
 from exactcron.timestamps import TimestampParser, looks_stamped
@@ -52,39 +52,6 @@ _IP_BYTES = _IP.encode()
 # A reverse-DNS name as a server prints it. Names come from whoever runs the
 # client's DNS; one holding a space or a bracket is refused outright.
 _DNS_NAME = r"[^\s\[\]()]{1,255}"
-
-
-class Login(NamedTuple):
-    """A successful login, as one line states it.
-
-    A tuple, built once per login line of a log: its stamp is kept as the
-    second (in UTC, shared by every login of that second, as leases are kept
-    to the second) and the microseconds apart.
-    """
-
-    address: str
-    second: datetime
-    microsecond: int
-    user: str | None
-    server: str
-    # The earliest instant the stamp may mean, when earlier than `time` (a
-    # local time in the hour repeated when clocks go back): what a flush is
-    # compared with.
-    earliest: datetime | None = None
-
-    @classmethod
-    def at(
-        cls, time: datetime, server: str, user: str | None, address: str, earliest: datetime | None = None
-    ) -> Login:
-        microsecond = time.microsecond
-        second = time.replace(microsecond=0) if microsecond else time
-        return cls(address, second, microsecond, user, server, earliest)
-
-    @property
-    def time(self) -> datetime:
-        """When the line says the login happened."""
-        second, microsecond = self.second, self.microsecond
-        return second.replace(microsecond=microsecond) if microsecond else second
 
 
 # Login(...) without its Python-level __new__: the hot path builds one per login line.

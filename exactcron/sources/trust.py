@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from exactcron.errors import ConfigError
-from exactcron.outputs.audit import user_name
+from exactcron.users import user_name
 
 # What the template in README.md appends to every line, from rsyslog's
 # trusted properties ($!uid, $!pid with imuxsock's ParseTrusted): only

@@ -2,32 +2,20 @@
 
 `update`, `add`, `flush`, `render`, `show` and `status` talk to a
 `LeaseStore` only. The embedded back end is the JSON file in `state_dir`
-(leasefile.py). A back end keeps the lease rules of leases.py: a merge keeps
+(stores/file.py). A back end keeps the lease rules of leases.py: a merge keeps
 the later expiry, a flush beats every login logged before it, `add` never
 shortens a lease. Checkpoints, the lock and the last-run record stay local
-whatever the back end (state.py).
+whatever the back end (stores/local.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from exactcron.addresses import Network
-from exactcron.config import Config
-from exactcron.leases import Lease
-from exactcron.rules.parser import Login
-from exactcron.stores.local import LocalState
-
-
-@dataclass
-class Snapshot:
-    """The leases in force at a time, and the store's `version` they belong to."""
-
-    leases: list[Lease]  # in address order
-    version: Any  # a JSON value; see LeaseStore.version
+from exactcron.model import Lease, Login, Snapshot
 
 
 class LeaseStore(Protocol):
@@ -68,14 +56,3 @@ class LeaseStore(Protocol):
 
     def close(self) -> None:
         """Let go of the back end (a connection, say)."""
-
-
-def open_lease_store(config: Config, state: LocalState, repair: bool = True) -> LeaseStore:
-    """The store `config` names. `repair`: set broken local files aside (only under the lock)."""
-    if config.store is not None:
-        from exactcron.stores.postgres import PostgresLeaseStore
-
-        return PostgresLeaseStore(config.store, config.ignore, state, repair)
-    from exactcron.stores.file import FileLeaseStore
-
-    return FileLeaseStore(state, repair)

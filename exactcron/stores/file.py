@@ -18,9 +18,8 @@ from typing import Any, BinaryIO
 from exactcron.addresses import Network, is_canonical
 from exactcron.atomic import open_regular, read_regular, write_atomically
 from exactcron.errors import StateWriteError
-from exactcron.leases import Lease, LeaseTable
-from exactcron.rules.parser import Login
-from exactcron.stores.base import Snapshot
+from exactcron.leases import LeaseTable
+from exactcron.model import Lease, Login, Snapshot
 from exactcron.stores.local import SCHEMA, CorruptStateError, LocalState, file_signature
 from exactcron.timestamps import format_instant
 

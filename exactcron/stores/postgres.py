@@ -40,9 +40,8 @@ from exactcron import faults
 from exactcron.addresses import Network, ignore_test, is_canonical, sort_key
 from exactcron.config import StoreConfig
 from exactcron.errors import ConfigError, StoreUnavailableError
-from exactcron.leases import MANUAL, Lease, LeaseTable, believed_login
-from exactcron.rules.parser import Login
-from exactcron.stores.base import Snapshot
+from exactcron.leases import LeaseTable, believed_login
+from exactcron.model import MANUAL, Lease, Login, Snapshot
 from exactcron.stores.file import FileLeaseStore
 from exactcron.stores.local import LocalState
 
