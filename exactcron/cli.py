@@ -1,6 +1,9 @@
 """The command line: parse options, call the library, print, map errors to exit codes.
 
 The only module that prints.
+
+Over 400 lines: one click declaration per command with its options and help
+text (what `--help` prints); each command's sequence lives in commands/.
 """
 
 from __future__ import annotations

@@ -67,6 +67,46 @@ def test_an_update_in_utc_loads_no_zone_database_and_a_quiet_one_no_map_builder(
         "exactcron.sources.journal",
     }
     assert not (quiet - libraries_load()) & unwanted
+    assert {module for module in quiet if module.startswith("exactcron")} <= QUIET_RUN_MODULES
+
+
+# Every module of the package a quiet update may load. A split adds names here;
+# anything else the quiet run starts to import is a cost every cron minute pays.
+QUIET_RUN_MODULES = {
+    "exactcron",
+    "exactcron.addresses",
+    "exactcron.atomic",
+    "exactcron.cli",
+    "exactcron.commands",
+    "exactcron.commands.privilege",
+    "exactcron.commands.quiet",
+    "exactcron.commands.update",
+    "exactcron.config",
+    "exactcron.deadline",
+    "exactcron.errors",
+    "exactcron.faults",
+    "exactcron.leases",
+    "exactcron.lock",
+    "exactcron.model",
+    "exactcron.outputs",
+    "exactcron.outputs.audit",
+    "exactcron.outputs.health",
+    "exactcron.rules",
+    "exactcron.rules.linear",
+    "exactcron.rules.parser",
+    "exactcron.rules.patterns",
+    "exactcron.sources",
+    "exactcron.sources.compressed",
+    "exactcron.sources.logfile",
+    "exactcron.sources.trust",
+    "exactcron.stores",
+    "exactcron.stores.base",
+    "exactcron.stores.file",
+    "exactcron.stores.local",
+    "exactcron.stores.open",
+    "exactcron.timestamps",
+    "exactcron.users",
+}
 
 
 def test_commands_that_take_no_lock_do_not_load_the_lock(site: Site) -> None:

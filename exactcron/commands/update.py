@@ -5,6 +5,9 @@ killed anywhere re-reads some lines on the next run at worst; merging a
 login twice changes nothing, so no lease is ever lost. Leases are reached
 through the LeaseStore interface only (stores/base.py); checkpoints, the
 lock and the last-run record are local (stores/local.py).
+
+Over 400 lines: the run, flush/add/render, status and the salvage still live
+here; to be split by command (issue 19).
 """
 
 from __future__ import annotations

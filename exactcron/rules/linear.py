@@ -26,6 +26,9 @@ Speed: the threads' moves are computed once per (set of instructions,
 character, context) and cached (a lazily built DFA that also says which
 captures each move records), so the common line costs a dictionary lookup
 and a few tuple copies per character.
+
+Over 400 lines: the translation of `re`'s parse tree and the Pike VM that
+runs it share one instruction set.
 """
 
 from __future__ import annotations

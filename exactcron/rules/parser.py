@@ -12,6 +12,10 @@ text is matched greedily and the address is anchored to the end of the
 line: whatever the text imitates, the last address is the server's own.
 Where the address comes first (Cyrus, Perdition), it is anchored to the
 start of the message instead.
+
+Over 400 lines: the line model's hot path, the ten built-in servers' forms
+and the general reader still share this file; to be split into
+rules/forms.py, rules/builtin.py and the parser (issue 19).
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """The embedded lease store: one JSON file, `leases.json`, in `state_dir`.
 
 Guarded by the local lock; replaced whole like every state file.
+
+Over 400 lines: the lease file's schema (encode, and decode checking every
+field of a file that may be hostile) and the store over it.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ escaped (`storable`), never refused.
 What this host last read is kept in `store-cache.json` (the lease file's
 format): when the database cannot be reached, the maps are rewritten from it
 without the expired leases, and never with anything more.
+
+Over 400 lines: the schema and its upgrade SQL, the connection's failure
+handling and the store's transactions, read together against the schema.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ log line, whose first group is dropped and whose second and third are the
 user and the address (or the address and the user, as `order` says).
 Exact 1.2x had `match` and `order` in exact.conf itself, as a basic
 regular expression (`\\(`, `\\|`).
+
+Over 400 lines: a converter of Exact's whole configuration format, run once
+by hand, never loaded by a cron run.
 """
 
 from __future__ import annotations
