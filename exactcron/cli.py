@@ -527,7 +527,7 @@ def _plural(count: int, noun: str, nouns: str | None = None) -> str:
 
 FORGEABLE_WARNING = (
     "a syslog-fed log: any local user can forge its lines (logger -t dovecot ...); "
-    "see README, Threat model: use journal, written_by or syslog_senders"
+    "see docs/security.md: use journal, written_by or syslog_senders"
 )
 
 

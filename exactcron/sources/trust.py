@@ -22,7 +22,7 @@ from typing import NoReturn
 from exactcron.errors import ConfigError
 from exactcron.users import user_name
 
-# What the template in README.md appends to every line, from rsyslog's
+# What the template in docs/security.md appends to every line, from rsyslog's
 # trusted properties ($!uid, $!pid with imuxsock's ParseTrusted): only
 # digits, after whatever the sender wrote, so the last one is rsyslog's own.
 # A line from the network carries no uid and never counts.

@@ -430,7 +430,7 @@ class PostgresLeaseStore:
             found = "missing" if row is None or row[2] is None else f"at version {row[2]}"
             step = (
                 f"bringing schema {s} ({found}) to version {SCHEMA_VERSION}"
-                " (a role that may not: a DBA runs the README's SQL)"
+                " (a role that may not: a DBA runs the SQL in docs/shared-store.md)"
             )
             with self._guard(step):
                 self._migrate(connection)
