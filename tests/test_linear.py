@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
+from exactcron.rules import linear
 from exactcron.rules.linear import LinearPattern, RefusedPattern
 
 REALISTIC = r"OK user=(?P<user>.*) from .*\[(?P<ip>[^]]+)\]"
@@ -26,7 +27,7 @@ REALISTIC = r"OK user=(?P<user>.*) from .*\[(?P<ip>[^]]+)\]"
 
 # -- agreement with re, on patterns from a grammar -------------------------------
 
-_LITERALS = ["a", "b", "x", " ", "-", r"\.", r"\[", r"\]", "1", "=", "\n"]
+_LITERALS = ["a", "b", "x", "A", "k", "s", " ", "-", r"\.", r"\[", r"\]", "1", "=", "\n"]
 _CLASSES = ["[ab]", "[^a]", "[a-c]", "[^]x]", r"\d", r"\w", r"\s", r"\S", r"\W", ".", r"[\d.]", "[^ab\n]"]
 _ANCHORS = ["^", "$", r"\b", r"\B", r"\A", r"\Z"]
 _QUANTIFIERS = ["*", "+", "?", "{2}", "{0,2}", "{1,3}", "{2,}"]
@@ -41,6 +42,10 @@ def _quantified(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     )
 
 
+# Inline flags a linear engine honours, for a part of the pattern ((?i:...)) or all of it ((?i)).
+_SCOPED_FLAGS = ["i", "-i", "s", "-s", "m", "-m", "a", "x", "ix"]
+_GLOBAL_FLAGS = ["", "", "i", "s", "m", "x", "a", "ia", "ms", "ix", "imsx"]
+
 _atoms = st.sampled_from(_LITERALS + _CLASSES) | st.sampled_from(_ANCHORS)
 _expressions = st.recursive(
     _atoms,
@@ -48,6 +53,7 @@ _expressions = st.recursive(
         st.lists(inner, min_size=1, max_size=3).map("".join)
         | st.lists(inner, min_size=2, max_size=3).map(lambda parts: "(?:" + "|".join(parts) + ")")
         | _quantified(inner)
+        | st.builds(lambda flags, body: f"(?{flags}:{body})", st.sampled_from(_SCOPED_FLAGS), inner)
     ),
     max_leaves=8,
 )
@@ -64,10 +70,21 @@ def _patterns(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         # A group inside a repeat: the last iteration's text is captured.
         pattern = f"(?:{pattern}){draw(st.sampled_from(_QUANTIFIERS))}"
-    return pattern
+    flags = draw(st.sampled_from(_GLOBAL_FLAGS))
+    return f"(?{flags}){pattern}" if flags else pattern
 
 
-_lines = st.text(alphabet="ab x.-[]1=\nü", max_size=10)
+# With the characters case folding treats apart: the Kelvin sign folds to k, the long s to s.
+_lines = st.text(alphabet="ab x.-[]1=\nüAÜKk\u212a\u017fsS", max_size=10)
+# Runs of one character or of a few: what a state's skipper reads in one call.
+_long_lines = st.lists(
+    st.builds(
+        lambda text, count: text * count,
+        st.text(alphabet="ab x.[]1\nAk", min_size=1, max_size=3),
+        st.integers(1, 12),
+    ),
+    max_size=4,
+).map("".join)
 
 
 def _matches_empty_in_a_repeat(pattern: str) -> bool:
@@ -137,23 +154,75 @@ def _re_time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+@contextlib.contextmanager
+def _eager(eager: bool) -> Iterator[None]:
+    """The engine with its shortcuts (a state's skipper, a literal chain, the walk
+    without captures first) taken at once, so that a few short lines exercise them."""
+    if not eager:
+        yield
+        return
+    saved = (linear.STAYS_BEFORE_SKIP, linear.CHAIN_AFTER, linear.LONG_TEXT)
+    linear.STAYS_BEFORE_SKIP, linear.CHAIN_AFTER, linear.LONG_TEXT = 1, 1, 0
+    try:
+        yield
+    finally:
+        linear.STAYS_BEFORE_SKIP, linear.CHAIN_AFTER, linear.LONG_TEXT = saved
+
+
+def _says_what_re_says(pattern: str, lines: list[str], eager: bool) -> None:
+    try:
+        expected = re.compile(pattern, re.DOTALL)
+    except re.error:
+        reject()  # flags that cannot go together, (?a) and (?u)
+    engine = LinearPattern(pattern, re.DOTALL)
+    captures_comparable = not _matches_empty_in_a_repeat(pattern)
+    with _eager(eager):
+        # Each line twice: the second reading takes the moves cached by the first.
+        for line in [*lines, *lines]:
+            try:
+                with _re_time_limit(2):
+                    found = expected.fullmatch(line)
+            except _ReTooSlow:
+                reject()
+            got = engine.fullmatch(line)
+            assert (got is None) == (found is None), (pattern, line)
+            if found is not None and got is not None and captures_comparable:
+                assert got.group("ip") == found.group("ip"), (pattern, line)
+                assert got.groupdict().get("user") == found.groupdict().get("user"), (pattern, line)
+
+
 @settings(max_examples=400, deadline=None)
 @given(_patterns(), st.lists(_lines, min_size=1, max_size=6))
 def test_the_engine_says_what_re_says(pattern: str, lines: list[str]) -> None:
-    expected = re.compile(pattern, re.DOTALL)
-    linear = LinearPattern(pattern, re.DOTALL)
-    captures_comparable = not _matches_empty_in_a_repeat(pattern)
-    for line in lines:
-        try:
-            with _re_time_limit(2):
-                found = expected.fullmatch(line)
-        except _ReTooSlow:
-            reject()
-        got = linear.fullmatch(line)
-        assert (got is None) == (found is None), (pattern, line)
-        if found is not None and got is not None and captures_comparable:
-            assert got.group("ip") == found.group("ip"), (pattern, line)
-            assert got.groupdict().get("user") == found.groupdict().get("user"), (pattern, line)
+    _says_what_re_says(pattern, lines, eager=False)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_patterns(), st.lists(_lines | _long_lines, min_size=1, max_size=6))
+def test_the_engine_with_its_shortcuts_at_once_says_what_re_says(pattern: str, lines: list[str]) -> None:
+    _says_what_re_says(pattern, lines, eager=True)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "line"),
+    [
+        # A run read in one call, its capture moves applied once at its end.
+        (r"OK user=<(?P<user>[^>]*)>, (?P<ip>[0-9.]+)", "OK user=<someone>, 192.0.2.1"),
+        (r"(?:(?P<ip>a))*b", "aaaab"),  # each a starts the group anew: only the last counts
+        (r"(?:(?P<ip>a)|b)*c", "abbbc"),
+        (r"(?:x(?P<ip>a*))*", "xaaaxaa"),
+        # The character before a newline is read with the newline's context.
+        (r"(?P<ip>a*)$\n", "aaaa\n"),
+        (r"(?m)(?P<ip>a*)$\n(?P<user>b*)$", "aaaa\nbbb"),
+        (r"(?P<ip>[^b]*)\b(?P<user>b+)", "aaaa bbb"),
+        # A literal chain that the text leaves, or ends inside.
+        (r"Login: (?P<ip>a+)|Logout: (?P<user>b)", "Login: aaa"),
+        (r"abcdef(?P<ip>a*)", "abcde"),
+        (r"(?i)login: (?P<ip>a+)", "LOGIN: aAa"),
+    ],
+)
+def test_the_shortcuts_read_as_one_character_at_a_time(pattern: str, line: str) -> None:
+    _says_what_re_says(pattern, [line, line[:-1], line + line[-1]], eager=True)
 
 
 @given(_lines.map(lambda line: "OK user=" + line + " from h [" + line + "]"))
@@ -174,6 +243,13 @@ def test_the_realistic_rule_captures_as_re_does(line: str) -> None:
         (r"(?-s:(?P<ip>.+))", "x\ny", None),
         (r"(?m:a$\n^(?P<ip>b))", "a\nb", {"ip": "b"}),
         (r"(?:(?P<ip>a)|b)+", "ab", {"ip": "a"}),
+        (r"(?i)ok (?P<ip>[a-c]+)", "Ok aBC", {"ip": "aBC"}),
+        (r"(?i:ok) (?P<ip>a)", "OK A", None),
+        (r"(?i)(?P<ip>k)", "\u212a", {"ip": "\u212a"}),  # the Kelvin sign folds to k, as in re
+        (r"(?ia)(?P<ip>k)", "\u212a", None),  # but not under (?a)
+        (r"(?i)(?P<ip>[^s]+)", "\u017f", None),  # nor does the long s escape [^s]
+        (r"(?x) (?P<ip> a b ) # comment", "ab", {"ip": "ab"}),
+        (r"(?m)(?P<ip>a$\n^b)", "a\nb", {"ip": "a\nb"}),
     ],
 )
 def test_flags_and_anchors_as_re(pattern: str, line: str, expected: dict[str, str] | None) -> None:
@@ -196,8 +272,6 @@ def test_flags_and_anchors_as_re(pattern: str, line: str, expected: dict[str, st
         (r"(?P<ip>a)?(?(ip)b|c)", "conditional"),
         (r"(?>a+)(?P<ip>a)", "atomic"),
         (r"a++(?P<ip>a)", "possessive"),
-        (r"(?i)ok (?P<ip>a)", "case"),
-        (r"(?i:ok) (?P<ip>a)", "case"),
         (r"(?:(?:(?:a{100}){100}){100})(?P<ip>a)", "too large"),
     ],
 )

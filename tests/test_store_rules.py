@@ -173,7 +173,11 @@ def test_a_store_of_version_1_is_upgraded_by_the_documented_sql_and_keeps_its_le
     pop = with_timeout(Host(tmp_path / "pop", postgres.store(schema, WRITER)), "30m")
     # The POP hosts' role may not alter the tables: it says so, and changes nothing.
     refused = pop.run("update")
-    assert refused.returncode == 75 and "to version 2" in refused.stderr and "docs/shared-store.md" in refused.stderr
+    assert (
+        refused.returncode == 75
+        and "to version 2" in refused.stderr
+        and "docs/shared-store.md" in refused.stderr
+    )
     postgres.sql(upgrade.replace("exactcron.", f"{schema}."))
     pop.login("192.0.2.11", minutes_ago=5)
     pop.ok("update")

@@ -19,16 +19,30 @@ a part may capture differently (the line matches or not all the same).
 
 What a linear engine cannot do is refused when the configuration is read:
 backreferences, lookahead and lookbehind, conditionals, atomic groups and
-possessive repeats, and case-insensitive matching (whose Unicode folding
-we do not reproduce).
+possessive repeats. Inline flags are honoured as `re` honours them: (?s),
+(?m), (?x) (the parser's), (?a), and (?i), whose every one-character test
+is `re`'s own (so case folds as in `re`, Unicode included: K matches the
+Kelvin sign, but not under (?a)).
 
 Speed: the threads' moves are computed once per (set of instructions,
-character, context) and cached (a lazily built DFA that also says which
-captures each move records), so the common line costs a dictionary lookup
-and a few tuple copies per character.
+character, context) and cached: a lazily built DFA that also says which
+captures each move records. A walk keeps only the moves that set captures
+(at most one per character); the groups of the thread that matches are
+read back from them at the end. Two shortcuts read many characters per
+Python step: a state that characters leave as it is (`[^>]*`) gets a
+skipper, re's match of one character class `[...]+` (linear: one class,
+nothing after it), whose moves are recorded once at the run's end; a state
+of one thread reading a literal gets its chain, the literal text from it,
+read by `str.startswith`. Both are built only once a state has been met
+often enough to pay for them, so a hostile line that visits new states
+costs no more than before. A long line is first walked without captures,
+with skippers over every character that stays, and fails there if it does
+not match. The cache is emptied beyond MAX_CACHED_MOVES (weighed by
+threads): the engine then computes moves again, still one step per
+character, in time linear in the line and memory bounded.
 
 Over 400 lines: the translation of `re`'s parse tree and the Pike VM that
-runs it share one instruction set.
+runs it share one instruction set, and the DFA's shortcuts read its states.
 """
 
 from __future__ import annotations
@@ -40,13 +54,23 @@ from typing import Any
 
 _parser: Any = importlib.import_module("re._parser")
 _c: Any = importlib.import_module("re._constants")
+_re_compiler: Any = importlib.import_module("re._compiler")
 
 # The captures a site rule may have.
 GROUPS = ("ip", "user")
 # Instructions a pattern may take once its counted repeats are spelt out.
 MAX_PROGRAM = 20000
-# Cached moves kept before the cache is emptied (each holds a few tuples).
-MAX_CACHED_MOVES = 1 << 16
+# Cached moves kept before the cache is emptied, each counted once per thread it
+# moves (a state-set explosion, `[ab]*a[ab]{16}`, then stays within ~40 MB).
+MAX_CACHED_MOVES = 1 << 17
+# Characters that leave a state as it is, read one by one, before the state
+# gets a skipper (a run of them read by re in one call).
+STAYS_BEFORE_SKIP = 16
+# Entries into a state of one literal thread before its chain is built, and a chain's longest text.
+CHAIN_AFTER = 8
+MAX_CHAIN = 64
+# Longer texts are first walked without captures: most such lines do not match.
+LONG_TEXT = 512
 
 _CHAR, _SPLIT, _JMP, _SAVE, _ASSERT, _MATCH = range(6)
 
@@ -69,7 +93,6 @@ _ASCII_DIGIT = frozenset("0123456789")
 
 # Per thread of the next state: (the thread it comes from, the capture slots it sets).
 _Moves = tuple[tuple[int, tuple[int, ...]], ...]
-_Captures = tuple[int | None, ...]
 
 
 class RefusedPattern(ValueError):
@@ -147,6 +170,9 @@ class _Compiler:
         self.ops: list[int] = []
         self.args: list[Any] = []
         self.assert_codes: set[Any] = set()
+        self.folded: dict[tuple[Any, str, int], Callable[[str], object]] = {}
+        # The instructions that read one given character, and which.
+        self.literals: dict[int, str] = {}
 
     def emit(self, op: int, arg: Any = None) -> int:
         if len(self.ops) >= MAX_PROGRAM:
@@ -165,9 +191,11 @@ class _Compiler:
         ascii_only = bool(flags & re.ASCII)
         if op in _REFUSED:
             raise RefusedPattern(f"uses {_REFUSED[op]}, which cannot be matched in time linear in the line")
-        if op is _c.LITERAL:
+        if flags & re.IGNORECASE and op in (_c.LITERAL, _c.NOT_LITERAL, _c.IN):
+            self.emit(_CHAR, self.folded_test(op, value, flags))
+        elif op is _c.LITERAL:
             char = chr(value)
-            self.emit(_CHAR, char.__eq__)
+            self.literals[self.emit(_CHAR, char.__eq__)] = char
         elif op is _c.NOT_LITERAL:
             char = chr(value)
             self.emit(_CHAR, char.__ne__)
@@ -188,8 +216,6 @@ class _Compiler:
         elif op is _c.SUBPATTERN:
             number, add_flags, del_flags, inner = value
             inner_flags = (flags | add_flags) & ~del_flags
-            if inner_flags & re.IGNORECASE:
-                raise RefusedPattern("ignores case ((?i)), which site rules do not do; write [Oo][Kk]")
             slot = self.slots.get(number)
             if slot is not None:
                 self.emit(_SAVE, slot)
@@ -200,6 +226,21 @@ class _Compiler:
             self.repeat(value, greedy=op is _c.MAX_REPEAT, flags=flags)
         else:
             raise RefusedPattern(f"uses {op}, which this engine does not know")
+
+    def folded_test(self, op: Any, value: Any, flags: int) -> Callable[[str], object]:
+        """The test of one character item that ignores case: `re`'s own compiled
+        one-character pattern, so that case folds exactly as `re` folds it
+        (Unicode's simple case folding and re's extra pairs, such as K and
+        the Kelvin sign; only ASCII under (?a)). One character cannot make
+        `re` backtrack; the test only runs when a move is first computed."""
+        key = (op, repr(value), flags & (re.IGNORECASE | re.ASCII))
+        test = self.folded.get(key)
+        if test is None:
+            state = _parser.State()
+            state.flags = flags
+            one = _parser.SubPattern(state, [(op, value)])
+            test = self.folded[key] = _re_compiler.compile(one, flags & (re.IGNORECASE | re.ASCII)).match
+        return test
 
     def branch(self, alternatives: list[Any], flags: int) -> None:
         jumps = []
@@ -283,8 +324,6 @@ class LinearPattern:
         except re.error as error:
             raise RefusedPattern(f"is not a valid regular expression: {error}") from None
         top_flags = parsed.state.flags
-        if top_flags & re.IGNORECASE:
-            raise RefusedPattern("ignores case ((?i)), which site rules do not do; write [Oo][Kk]")
         self.pattern = pattern
         self.groupindex = {name: number for name, number in parsed.state.groupdict.items()}
         compiler = _Compiler(self.groupindex)
@@ -292,6 +331,7 @@ class LinearPattern:
         compiler.emit(_MATCH)
         self._ops = compiler.ops
         self._args = compiler.args
+        self._literals = compiler.literals
         self._names = [(name, 2 * index) for index, name in enumerate(GROUPS) if name in self.groupindex]
         codes = compiler.assert_codes
         self._needs_context = bool(codes)
@@ -301,7 +341,25 @@ class LinearPattern:
         self._closures: dict[tuple[int, int], _Moves] = {}
         self._states: dict[tuple[int, ...], int] = {}
         self._state_pcs: list[tuple[int, ...]] = []
-        self._moves: dict[tuple[int, str, int], tuple[int, _Moves | None]] = {}
+        # Per state: its moves by character (by (character, context) when the
+        # pattern asserts), each (next state, the threads' moves or None).
+        self._tables: list[dict[Any, tuple[int, _Moves | None]]] = []
+        # Per state: re's match of a run of characters that leave it as it is
+        # (a state's self-loop, `[^>]*`), or None; built once it has been
+        # met often enough to pay (see _skipper).
+        self._skippers: list[Callable[[str, int, int], re.Match[str] | None] | None] = []
+        self._skip_moves: list[_Moves | None] = []
+        # Per state: the same for a walk without captures, of every character that stays.
+        self._state_skippers: list[Callable[[str, int, int], re.Match[str] | None] | None] = []
+        self._stays: list[int] = []
+        # Per state of one thread reading a given character: None until it has
+        # been entered CHAIN_AFTER times, then its chain: the literal text read
+        # from it one state of one literal thread after another, the state at
+        # its end, and the moves made on the way that set captures, each with
+        # its offset in the text (str.startswith reads it in one call); or False.
+        self._chains: list[tuple[str, int, tuple[tuple[int, _Moves], ...]] | bool | None] = []
+        self._entries: list[int] = []
+        self._cached_moves = 0
         self._starts: dict[int, tuple[int, _Moves]] = {}
 
     def __len__(self) -> int:
@@ -312,41 +370,238 @@ class LinearPattern:
 
     def fullmatch(self, text: str) -> LinearMatch | None:
         """As `re.fullmatch`: the match of the whole text, or None."""
-        if len(self._moves) > MAX_CACHED_MOVES:
+        if self._cached_moves > MAX_CACHED_MOVES:
             self._forget()
         length = len(text)
-        context = self._context(text, 0, length) if self._needs_context else 0
+        needs_context = self._needs_context
+        context = self._context(text, 0, length) if needs_context else 0
         start = self._starts.get(context)
         if start is None:
             start = self._starts[context] = self._state([self._closure(0, context)], context)
         state, first_moves = start
-        empty: _Captures = (None,) * (2 * len(GROUPS))
-        captures = [_saved(empty, saves, 0) for _source, saves in first_moves]
-        cache = self._moves
-        needs_context = self._needs_context
-        for index, char in enumerate(text):
-            position = index + 1
-            context = self._context(text, position, length) if needs_context else 0
-            key = (state, char, context)
-            step = cache.get(key)
+        if length > LONG_TEXT and not self._ends_in_match(text, state):
+            return None
+        # The moves that set captures, each with its position: the captures of
+        # the thread that matches are read back from them at the end (cheaper
+        # than carrying every thread's captures along; at most one per character).
+        trail: list[tuple[int, _Moves]] = [(0, first_moves)]
+        record = trail.append
+        tables, skippers, skip_moves, chains = self._tables, self._skippers, self._skip_moves, self._chains
+        # A skip never reads the last character (its context is the end's),
+        # nor one before a newline when the pattern asserts (see _stayed).
+        limit = length - 1 if needs_context else length
+        position = 0
+        while position < length:
+            chain = chains[state]
+            if chain:
+                literal, target, effects = chain  # type: ignore[misc]
+                if text.startswith(literal, position):
+                    for offset, moves in effects:
+                        record((position + offset, moves))
+                    position += len(literal)
+                    state = target
+                    continue
+            elif chain is None:
+                self._entered(state)
+            skip = skippers[state]
+            if skip is not None:
+                ran = skip(text, position, limit)
+                if ran is not None:
+                    end = ran.end()
+                    if needs_context and text[end] == "\n":
+                        end -= 1  # the character before a newline is read with its context
+                    if end > position:
+                        repeated = skip_moves[state]
+                        if repeated is not None:
+                            # The run's moves, once, at its end: the same as one by one (see _stayed).
+                            record((end, repeated))
+                        position = end
+                        if position >= length:
+                            break
+            char = text[position]
+            position += 1
+            if needs_context:
+                context = self._context(text, position, length)
+                key: Any = (char, context)
+            else:
+                key = char
+            step = tables[state].get(key)
             if step is None:
-                step = cache[key] = self._step(state, char, context)
-            state, moves = step
+                step = self._new_step(state, key, char, context)
+            following, moves = step
             if moves is not None:  # None: each thread goes on as it was, captures unchanged
                 if not moves:
                     return None
-                captures = [
-                    captures[source] if not saves else _saved(captures[source], saves, position)
-                    for source, saves in moves
-                ]
+                record((position, moves))
+            if following == state and skip is None:
+                self._stayed(state)
+            state = following
         ops = self._ops
-        for pc, found in zip(self._state_pcs[state], captures, strict=True):
+        for thread, pc in enumerate(self._state_pcs[state]):
             if ops[pc] == _MATCH:
-                return LinearMatch({name: _captured(text, found, slot) for name, slot in self._names})
+                return LinearMatch(self._captures(text, trail, thread))
         return None
 
+    def _captures(self, text: str, trail: list[tuple[int, _Moves]], thread: int) -> dict[str, str | None]:
+        """The groups of `thread`, read back along its ancestors: each slot holds the
+        position of the last move on the way that set it."""
+        slots: list[int | None] = [None] * (2 * len(GROUPS))
+        for position, moves in reversed(trail):
+            thread, saves = moves[thread]
+            for slot in saves:
+                if slots[slot] is None:
+                    slots[slot] = position
+        found = {}
+        for name, slot in self._names:
+            start, end = slots[slot], slots[slot + 1]
+            found[name] = None if start is None or end is None else text[start:end]
+        return found
+
+    def _ends_in_match(self, text: str, state: int) -> bool:
+        """Whether reading `text` from `state` ends in a match: fullmatch's walk without
+        its captures (a DFA), which costs a fraction of it on a long hostile line."""
+        length = len(text)
+        needs_context = self._needs_context
+        context = 0
+        tables, skippers, chains = self._tables, self._state_skippers, self._chains
+        limit = length - 1 if needs_context else length
+        position = 0
+        while position < length:
+            chain = chains[state]
+            if chain:
+                literal, target, _effects = chain  # type: ignore[misc]
+                if text.startswith(literal, position):
+                    position += len(literal)
+                    state = target
+                    continue
+            elif chain is None:
+                self._entered(state)
+            skip = skippers[state]
+            if skip is not None:
+                ran = skip(text, position, limit)
+                if ran is not None:
+                    end = ran.end()
+                    if needs_context and text[end] == "\n":
+                        end -= 1
+                    position = end
+                    if position >= length:
+                        break
+            char = text[position]
+            position += 1
+            if needs_context:
+                context = self._context(text, position, length)
+                key: Any = (char, context)
+            else:
+                key = char
+            step = tables[state].get(key)
+            if step is None:
+                step = self._new_step(state, key, char, context)
+            following, moves = step
+            if moves is not None and not moves:
+                return False
+            if following == state and skip is None:
+                self._stayed(state)
+            state = following
+        ops = self._ops
+        return any(ops[pc] == _MATCH for pc in self._state_pcs[state])
+
+    def _new_step(self, state: int, key: Any, char: str, context: int) -> tuple[int, _Moves | None]:
+        step = self._tables[state][key] = self._step(state, char, context)
+        # Weighed by its threads: what a move holds in memory grows with them.
+        self._cached_moves += 1 + len(step[1] or ())
+        return step
+
+    def _stayed(self, state: int) -> None:
+        """Counts a character that left `state` as it was; at STAYS_BEFORE_SKIP, builds
+        its skipper. Its cost (a move per ASCII character) is thus paid for by
+        characters already read, and the whole run stays linear in the text."""
+        self._stays[state] += 1
+        if self._stays[state] != STAYS_BEFORE_SKIP or self._needs_words:
+            return
+        table = self._tables[state]
+        # The characters that leave the state as it is, grouped by the threads'
+        # moves, of which those that a run may apply once, at its end.
+        staying: dict[_Moves | None, list[int]] = {}
+        # And all of them, for the walk without captures.
+        staying_at_all: list[int] = []
+        for code in range(128):
+            char = chr(code)
+            if self._needs_context and char == "\n":
+                continue  # a newline changes the context around it
+            key = (char, 0) if self._needs_context else char
+            step = table.get(key)
+            if step is None:
+                step = self._new_step(state, key, char, 0)
+            following, moves = step
+            if following != state:
+                continue
+            staying_at_all.append(code)
+            if moves is None or _repeats_as_once(moves):
+                staying.setdefault(moves, []).append(code)
+        if staying_at_all:
+            self._state_skippers[state] = _run_of(staying_at_all)
+        if staying:
+            moves, codes = max(staying.items(), key=lambda item: len(item[1]))
+            self._skippers[state] = _run_of(codes)
+            self._skip_moves[state] = moves
+
+    def _entered(self, state: int) -> None:
+        """Counts an entry into a state of one literal thread; at CHAIN_AFTER, builds
+        its chain (at most MAX_CHAIN moves, paid for by the entries already counted)."""
+        self._entries[state] += 1
+        if self._entries[state] < CHAIN_AFTER:
+            return
+        text: list[str] = []
+        # The moves that set captures on the way, each with where it is made in the text.
+        effects: list[tuple[int, _Moves]] = []
+        at = state
+        while len(text) < MAX_CHAIN and self._chains[at] is not False:
+            (pc,) = self._state_pcs[at]
+            char = self._literals[pc]
+            if self._needs_context and not self._context_free(pc + 1):
+                break
+            key = (char, 0) if self._needs_context else char
+            step = self._tables[at].get(key)
+            if step is None:
+                step = self._new_step(at, key, char, 0)
+            following, moves = step
+            text.append(char)
+            if moves is not None:
+                effects.append((len(text), moves))
+            at = following
+        self._chains[state] = ("".join(text), at, tuple(effects)) if text else False
+
+    def _context_free(self, pc: int) -> bool:
+        """Whether no assertion is met on the way from `pc` to the next instructions that
+        read a character: then the move into them is the same in every context."""
+        ops, args = self._ops, self._args
+        seen: set[int] = set()
+        stack = [pc]
+        while stack:
+            at = stack.pop()
+            if at in seen:
+                continue
+            seen.add(at)
+            op = ops[at]
+            if op == _ASSERT:
+                return False
+            if op == _JMP:
+                stack.append(args[at])
+            elif op == _SPLIT:
+                stack.extend(args[at])
+            elif op == _SAVE:
+                stack.append(at + 1)
+        return True
+
     def _forget(self) -> None:
-        self._moves.clear()
+        self._tables.clear()
+        self._skippers.clear()
+        self._skip_moves.clear()
+        self._state_skippers.clear()
+        self._stays.clear()
+        self._chains.clear()
+        self._entries.clear()
+        self._cached_moves = 0
         self._starts.clear()
         self._states.clear()
         self._state_pcs.clear()
@@ -429,6 +684,13 @@ class LinearPattern:
         if state is None:
             state = self._states[key] = len(self._state_pcs)
             self._state_pcs.append(key)
+            self._tables.append({})
+            self._skippers.append(None)
+            self._skip_moves.append(None)
+            self._state_skippers.append(None)
+            self._stays.append(0)
+            self._chains.append(None if len(key) == 1 and key[0] in self._literals else False)
+            self._entries.append(0)
         return state, tuple(moves)
 
     def _step(self, state: int, char: str, context: int) -> tuple[int, _Moves | None]:
@@ -449,18 +711,21 @@ class LinearPattern:
         return following, None if in_place and moves else moves
 
 
-def _captured(text: str, captures: _Captures, slot: int) -> str | None:
-    start, end = captures[slot], captures[slot + 1]
-    return None if start is None or end is None else text[start:end]
+def _run_of(codes: list[int]) -> Callable[[str, int, int], re.Match[str] | None]:
+    """re's match of a run of the ASCII characters `codes`: one class, `[...]+`,
+    read in one pass without backtracking."""
+    return re.compile("[" + "".join(f"\\x{code:02x}" for code in codes) + "]+").match
 
 
-def _saved(captures: _Captures, saves: tuple[int, ...], position: int) -> _Captures:
-    if not saves:
-        return captures
-    updated = list(captures)
-    for slot in saves:
-        updated[slot] = position
-    return tuple(updated)
+def _repeats_as_once(moves: _Moves) -> bool:
+    """Whether applying `moves` at each of several positions leaves the captures that
+    applying them once, at the last, leaves: each thread's source is its own source,
+    and sets no slot that the thread does not set again."""
+    for source, saves in moves:
+        source_of_source, source_saves = moves[source]
+        if source_of_source != source or not set(source_saves) <= set(saves):
+            return False
+    return True
 
 
 def compile_linear(pattern: str, flags: int = 0) -> LinearPattern:
