@@ -49,6 +49,10 @@ SITE_RULE = (
     "match = '(?:imap|pop3)-login: Login: user=<(?P<user>[^>]*)>, method=[A-Z0-9-]+, "
     "rip=(?P<ip>[0-9a-fA-F:.]+), lip=[0-9a-fA-F:.]+(?:, .*)?'\n"
 )
+# The interface's example site rule, beside the built-in rule on the same source (it matches nothing there).
+BESIDE_RULE = (
+    "[rule.mypopd]\nprogram = \"mypopd\"\nmatch = 'OK user=(?P<user>\\S+) from \\[(?P<ip>[^]]+)\\]$'\n"
+)
 
 
 @dataclass
@@ -220,7 +224,29 @@ def cached(name: str, build: Callable[[Path], None], rebuild: bool) -> Path:
     return path
 
 
-def build_logs(rebuild: bool) -> dict[str, Path]:
+def build_logs(rebuild: bool, only_sparse: bool = False) -> dict[str, Path]:
+    """The logs the rows read; with only_sparse, only those of rows 8-10."""
+    sparse = cached(
+        "sparse-1m.log",
+        lambda path: maillog.write_sparse_login_log(
+            path,
+            BIG,
+            NOW - timedelta(seconds=30),
+            timedelta(minutes=25),
+            maillog.client_addresses(SPARSE_CLIENTS),
+            LOGIN_EVERY,
+            4,
+        ),
+        rebuild,
+    )
+    # The same bytes with no success in them: what the logins cost is the difference.
+    sparse_none = cached(
+        "sparse-1m-none.log",
+        lambda path: path.write_bytes(sparse.read_bytes().replace(b"Login: user=<", b"Logon: user=<")),
+        rebuild,
+    )
+    if only_sparse:
+        return {"sparse": sparse, "sparse-none": sparse_none}
     # The 1,000,000-line log covers the last 25 minutes: every line is inside
     # the 30-minute timeout, so no reader may skip any of it.
     big = cached(
@@ -250,25 +276,6 @@ def build_logs(rebuild: bool) -> dict[str, Path]:
         lambda path: maillog.write_login_log(
             path, maillog.client_addresses(LEASES), NOW - timedelta(minutes=2), timedelta(minutes=20)
         ),
-        rebuild,
-    )
-    sparse = cached(
-        "sparse-1m.log",
-        lambda path: maillog.write_sparse_login_log(
-            path,
-            BIG,
-            NOW - timedelta(seconds=30),
-            timedelta(minutes=25),
-            maillog.client_addresses(SPARSE_CLIENTS),
-            LOGIN_EVERY,
-            4,
-        ),
-        rebuild,
-    )
-    # The same bytes with no success in them: what the logins cost is the difference.
-    sparse_none = cached(
-        "sparse-1m-none.log",
-        lambda path: path.write_bytes(sparse.read_bytes().replace(b"Login: user=<", b"Logon: user=<")),
         rebuild,
     )
     return {
@@ -488,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_table(rows, peak_of(rows), map_type, map_note, servers, times)
         return 0
 
-    logs = build_logs(arguments.rebuild)
+    logs = build_logs(arguments.rebuild, arguments.only_sparse)
     if arguments.only_sparse:
         rows += sparse_rows(times, logs, site)
         print_table(rows, peak_of(rows), map_type, map_note, servers, times)
@@ -633,8 +640,11 @@ def sparse_rows(times: int, logs: dict[str, Path], site: Callable[..., Site]) ->
         "builtin": lambda index: site(f"sparse-{index}", sparse, rules=["dovecot"]),
         "none": lambda index: site(f"sparse-none-{index}", none, rules=["dovecot"]),
         "site": lambda index: site(f"sparse-site-{index}", sparse, rules=["site-dovecot"], extra=SITE_RULE),
+        "beside": lambda index: site(
+            f"sparse-beside-{index}", sparse, rules=["dovecot", "mypopd"], extra=BESIDE_RULE
+        ),
     }
-    samples: dict[str, list[Sample]] = {"grep": [], "builtin": [], "none": [], "site": []}
+    samples: dict[str, list[Sample]] = {"grep": [], "builtin": [], "none": [], "site": [], "beside": []}
     for index in range(times):
         samples["grep"].append(measure(grep_command))
         for kind, make in kinds.items():
@@ -655,7 +665,11 @@ def sparse_rows(times: int, logs: dict[str, Path], site: Callable[..., Site]) ->
     ratio = site_row.cost / builtin.cost
     site_row.figure = f"{ratio:.2f} x the built-in rule; {grep.cost / site_row.cost:.3g} x grep"
     site_row.goal, site_row.met = "<= 1.10 x built-in", ratio <= 1.10
-    return [grep, builtin, without, site_row, *zst_rows(times, sparse, site)]
+    beside = Row("9", "first update, 1 % logins, a site rule beside the built-in", samples["beside"])
+    ratio = beside.cost / builtin.cost
+    beside.figure = f"{ratio:.2f} x the built-in rule; {grep.cost / beside.cost:.3g} x grep"
+    beside.goal, beside.met = "<= 1.5 x built-in (1.1)", ratio <= 1.5
+    return [grep, builtin, without, site_row, beside, *zst_rows(times, sparse, site)]
 
 
 def zst_rows(times: int, sparse: Path, site: Callable[..., Site]) -> list[Row]:
