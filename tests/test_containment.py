@@ -5,16 +5,15 @@ A line that cannot be read is skipped, counted (`status`, the metric
 later logins are granted, and ended leases leave the maps. A bug anywhere in
 `update` still prunes the maps to the leases in force and is recorded.
 
-The line generators below (stamps of every form and range, hosts, tags,
-hostile bytes) are meant to be reused by other whole-run property tests.
+The line generators (stamps of every form and range, hosts, tags, hostile
+bytes) live in tests/log_generators.py, shared with other whole-run tests.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,17 @@ from hypothesis import strategies as st
 from exactcron.sources.logfile import BISECT_MIN_BYTES
 from exactcron.timestamps import TimestampParser, format_instant
 from tests.conftest import NOW, Site, require_tool, write_site_config
+from tests.log_generators import noise_lines
+from tests.whole_run import (
+    append_bytes,
+    at,
+    postmap_keys,
+    postmap_says_ok,
+    real_login,
+    shown,
+    status_json,
+    unreadable_lines,
+)
 
 OVERFLOW_LOW = (
     "0001-01-01T00:00:00+12:00 vm dovecot[1]: imap-login: Login: user=<b>, method=PLAIN, "
@@ -33,55 +43,6 @@ OVERFLOW_HIGH = (
     "9999-12-31T23:59:59-12:00 vm dovecot[1]: imap-login: Login: user=<c>, method=PLAIN, "
     "rip=192.0.2.12, lip=192.0.2.1, mpid=1, session=<abcdEFGH1236>"
 )
-
-
-def real_login(address: str, stamp: datetime, user: str = "alice") -> str:
-    """A Dovecot login as Debian's rsyslog writes it, from the source's host `mail`."""
-    return (
-        f"{stamp.isoformat(timespec='microseconds')} mail dovecot: imap-login: Login: user=<{user}>, "
-        f"method=PLAIN, rip={address}, lip=10.77.0.1, mpid=10899, TLS, session=<Mr1iP0TtYMEKTQAC>"
-    )
-
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-def postmap_keys(map_path: Path) -> set[str]:
-    """Every address the postfix hash map answers OK for (`postmap -s` dumps them all)."""
-    dumped = subprocess.run(
-        [require_tool("postmap"), "-s", f"hash:{map_path}"], capture_output=True, text=True, check=True
-    )
-    return {line.split()[0] for line in dumped.stdout.splitlines() if line.split()[1:] == ["OK"]}
-
-
-def postmap_says_ok(map_path: Path, address: str) -> bool:
-    found = subprocess.run(
-        [require_tool("postmap"), "-q", address, f"hash:{map_path}"], capture_output=True, text=True
-    )
-    return found.stdout.strip() == "OK"
-
-
-def shown(site: Site, now: str) -> set[str]:
-    result = site.run("show", "--json", now=now)
-    assert result.exit_code == 0, result.output
-    return {lease["ip"] for lease in json.loads(result.stdout)["leases"]}
-
-
-def status_json(site: Site, now: str) -> dict[str, object]:
-    result = site.run("status", "--json", now=now)
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
-
-
-def unreadable_lines(site: Site, now: str) -> int:
-    (source,) = status_json(site, now)["sources"]  # type: ignore[misc]
-    return source["unreadable_lines"]  # type: ignore[no-any-return]
-
-
-def append_bytes(site: Site, lines: list[bytes]) -> None:
-    with site.log.open("ab") as stream:
-        for line in lines:
-            stream.write(line + b"\n")
 
 
 # -- the reproductions ---------------------------------------------------------
@@ -184,144 +145,6 @@ def test_an_internal_error_prunes_the_maps_and_is_recorded(
 
 
 # -- generated lines over the whole run ------------------------------------------
-
-_DIGITS = "0123456789"
-
-
-def _number(width: int, low: int, high: int) -> st.SearchStrategy[str]:
-    return st.integers(low, high).map(lambda value: str(value).zfill(width))
-
-
-def rfc3339_stamps() -> st.SearchStrategy[str]:
-    """RFC 3339 stamps of every range, valid or not: years 0001 to 9999, Feb 30, :60,
-    hour 24, fractions of any length, offsets to +-25:99, Z, none."""
-    year = st.one_of(
-        st.sampled_from(["0001", "1969", "1970", "2026", "9000", "9001", "9999"]), _number(4, 0, 9999)
-    )
-    offset = st.one_of(
-        st.sampled_from(["", "Z", "z", "+00:00", "+14:00", "-12:00", "+24:00", "-24:00", "+23:59", "-00:60"]),
-        st.builds(
-            lambda sign, hours, minutes, colon: f"{sign}{hours}{colon}{minutes}",
-            st.sampled_from("+-"),
-            _number(2, 0, 25),
-            _number(2, 0, 99),
-            st.sampled_from([":", ""]),
-        ),
-    )
-    fraction = st.one_of(st.just(""), st.text(_DIGITS, min_size=1, max_size=12).map(lambda text: "." + text))
-    return st.builds(
-        lambda y, mo, d, sep, h, mi, s, f, o: f"{y}-{mo}-{d}{sep}{h}:{mi}:{s}{f}{o}",
-        year,
-        _number(2, 0, 13),
-        _number(2, 0, 32),
-        st.sampled_from("T "),
-        _number(2, 0, 25),
-        _number(2, 0, 60),
-        _number(2, 0, 61),
-        fraction,
-        offset,
-    )
-
-
-def extreme_stamps() -> st.SearchStrategy[str]:
-    """The edges of time at the offsets that push them over: what found the overflow."""
-    return st.builds(
-        lambda clock, fraction, offset: clock + fraction + offset,
-        st.sampled_from(
-            [
-                "0001-01-01T00:00:00",
-                "0001-01-01 11:59:59",
-                "9999-12-31T23:59:59",
-                "9999-12-31 12:00:00",
-                "1970-01-01T00:00:00",
-                "1969-12-31T23:59:59",
-                "2026-02-30T10:00:00",
-                "2026-11-25T17:59:60",
-                "2026-11-25T24:00:00",
-            ]
-        ),
-        st.sampled_from(["", ".5", ".999999999"]),
-        st.sampled_from(["", "Z", "+12:00", "+14:00", "-12:00", "+24:00", "-23:59", "+1400"]),
-    )
-
-
-def bsd_stamps() -> st.SearchStrategy[str]:
-    """`Mmm dd hh:mm:ss`, of real and false months, days 0 to 39, any padding, :60."""
-    month = st.sampled_from(["Jan", "Feb", "Mar", "Oct", "Nov", "Dec", "Foo", "feb"])
-    day = st.integers(0, 39).flatmap(lambda day: st.sampled_from([f"{day:2d}", f"{day:02d}", str(day)]))
-    return st.builds(
-        lambda m, d, h, mi, s: f"{m} {d} {h}:{mi}:{s}",
-        month,
-        day,
-        _number(2, 0, 25),
-        _number(2, 0, 60),
-        _number(2, 0, 61),
-    )
-
-
-def stamps() -> st.SearchStrategy[str]:
-    return st.one_of(extreme_stamps(), rfc3339_stamps(), bsd_stamps(), st.text(max_size=30))
-
-
-def hosts() -> st.SearchStrategy[str]:
-    return st.one_of(st.sampled_from(["mail", "MAIL", "vm", "", "mail:", "[mail]"]), st.text(max_size=20))
-
-
-def tags() -> st.SearchStrategy[str]:
-    return st.one_of(
-        st.sampled_from(
-            ["dovecot", "dovecot[1]", "dovecot[99999999999]", "imap-login", "pop3-login", "postfix/smtpd[7]"]
-        ),
-        st.text(max_size=20),
-    )
-
-
-def messages() -> st.SearchStrategy[str]:
-    """Login lines' messages, some well formed (from noise addresses), some not."""
-    address = st.sampled_from(
-        ["192.0.2.50", "192.0.2.51", "2001:db8::5", "0.0.0.0", "999.1.1.1", "::ffff:192.0.2.52"]
-    )
-    well_formed = st.builds(
-        lambda who, rip: (
-            f"imap-login: Login: user=<{who}>, method=PLAIN, rip={rip}, lip=10.77.0.1, session=<Ab12>"
-        ),
-        st.text(max_size=20),
-        address,
-    )
-    return st.one_of(
-        well_formed,
-        st.text(max_size=80).map(lambda text: "imap-login: Login: " + text),
-        st.text(max_size=80).map(lambda text: "Logged in: " + text),
-        st.text(max_size=80),
-    )
-
-
-def hostile_bytes() -> st.SearchStrategy[bytes]:
-    """What no well-behaved writer sends: NUL, invalid UTF-8, CR, very long lines."""
-    return st.one_of(
-        st.binary(max_size=200),
-        st.sampled_from([b"\x00", b"\xff\xfe", b"\r", b"\xc3", b"\xed\xa0\x80", b"\x1b[2J"]),
-        st.integers(8000, 70_000).map(lambda size: b"Login: " + b"x" * size),
-    )
-
-
-def noise_lines() -> st.SearchStrategy[bytes]:
-    """A log line of any shape: stamp, host, tag and message, with hostile bytes spliced in."""
-    assembled = st.builds(
-        lambda stamp, host, tag, message: f"{stamp} {host} {tag}: {message}".encode("utf-8", "surrogatepass"),
-        stamps(),
-        hosts(),
-        tags(),
-        messages(),
-    )
-    spliced = st.builds(
-        lambda line, junk, where: line[:where] + junk + line[where:],
-        assembled,
-        hostile_bytes(),
-        st.integers(0, 200),
-    )
-    return st.one_of(assembled, spliced, hostile_bytes())
-
 
 RUN_STEP = timedelta(minutes=7)
 
