@@ -293,6 +293,21 @@ IP_BODIES = [
 USER_BODIES = [r"\w+", r"[^>]+", r".*", r".+?", r"\S+", r"[a-z]+", r"(?:\w|\.)+", r"(\w+)*", r"(?:[a-z]+)+?"]
 
 
+def user_names() -> st.SearchStrategy[str]:
+    """User names as a client may send them: plain, or any text a success line can hold
+    (no delimiter of the rule's groups, no line end)."""
+    return st.one_of(
+        st.from_regex(r"[a-z]{1,12}", fullmatch=True),
+        st.text(
+            st.characters(
+                blacklist_characters=DELIMITER_CHARS + NEVER_IN_A_LINE + "\r\n", blacklist_categories=["Cs"]
+            ),
+            min_size=1,
+            max_size=20,
+        ),
+    )
+
+
 def address_forms(number: int) -> list[str]:
     """The `number`th fresh documentation address (192.0.2.0/24, 2001:db8::/32, never used by
     the noise) as a log may write it: a dotted quad, IPv6 compressed, in full, in capitals."""
@@ -308,9 +323,13 @@ def address_forms(number: int) -> list[str]:
 class SiteRule:
     """A generated `[rule.NAME]`: its pattern, and lines it matches by construction."""
 
-    def __init__(self, pattern: str, parts: list[PatternNode | str], ip_body: str) -> None:
+    def __init__(
+        self, pattern: str, parts: list[PatternNode | str], ip_body: str, user_body: str | None
+    ) -> None:
         self.pattern = pattern
         self.ip_body = ip_body
+        # None: the rule has no group `user`.
+        self.user_body = user_body
         # The message in order: nodes (filler, delimiters) and the names of the groups.
         self._parts = parts
 
@@ -324,6 +343,10 @@ class SiteRule:
     def writes(self, address: str) -> bool:
         """Whether the rule's `ip` group matches `address` as written."""
         return re.fullmatch(self.ip_body, address, re.DOTALL) is not None
+
+    def writes_user(self, user: str) -> bool:
+        """Whether the rule's `user` group (if it has one) matches `user`."""
+        return self.user_body is None or re.fullmatch(self.user_body, user, re.DOTALL) is not None
 
     def near_misses(self) -> st.SearchStrategy[str]:
         """Messages of the rule's literal text with hostile filler between, up to 8 KB:
@@ -375,10 +398,11 @@ _WRAPS = ["bare", "group", "capture", "once", "plus", "alternative"]
 
 
 @st.composite
-def site_rules(draw: st.DrawFn, address_example: str = "192.0.2.1") -> SiteRule:
+def site_rules(draw: st.DrawFn) -> SiteRule:
     """A site rule from the grammar: filler before, between and after the groups `ip`
     and (perhaps) `user`, in either order, at the start, the middle or the end."""
     delimiters = iter(draw(st.permutations(DELIMITER_CHARS)))
+    ip_body, user_body = "", None
 
     def delimiter() -> PatternNode:
         before = draw(st.sampled_from(["", " ", "rip", " from ", "user", "ip "]))
@@ -404,6 +428,8 @@ def site_rules(draw: st.DrawFn, address_example: str = "192.0.2.1") -> SiteRule:
         body = draw(st.sampled_from(bodies))
         if name == "ip":
             ip_body = body
+        else:
+            user_body = body
         # A repeat around a group iterates once only because a delimiter in it is unique.
         wrap = draw(st.sampled_from(_WRAPS if left or right else [w for w in _WRAPS if w != "plus"]))
         text, group_parts = _group(name, body, left, right, wrap)
@@ -423,4 +449,4 @@ def site_rules(draw: st.DrawFn, address_example: str = "192.0.2.1") -> SiteRule:
         program = MAX_PROGRAM + 1
     # Counted repeats nested deep spell out past what a site rule may take (exit 78).
     assume(program <= MAX_PROGRAM // 2)
-    return SiteRule(pattern, parts, ip_body)
+    return SiteRule(pattern, parts, ip_body, user_body)
