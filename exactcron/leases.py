@@ -45,6 +45,67 @@ def believed_login(login: Login, now: datetime) -> Login | None:
     return Login.at(now, login.server, login.user, login.address, _ANY_TIME)
 
 
+def flush_time(login: Login) -> datetime:
+    """What a flush is compared with: the earliest instant the login may have
+    been logged (its earlier reading, or any time for one stamped ahead)."""
+    return login.earliest or login.time
+
+
+class LatestLogins:
+    """Per address, the logins that decide its lease: merging them grants what
+    merging every login read, one by one in log order, would.
+
+    That is its latest login, and besides it any login a flush may spare where
+    it beats the latest: one whose `flush_time` is later than that of a later
+    login (the later one in the hour repeated when clocks go back, or stamped
+    ahead of the clock, may have been logged before a flush). Where no login
+    has an `earliest`, the latest alone.
+    """
+
+    __slots__ = ("latest", "spared")
+
+    def __init__(self) -> None:
+        self.latest: dict[str, Login] = {}
+        self.spared: list[Login] = []
+
+    def keep(self, logins: Iterable[Login], now: datetime) -> list[Login]:
+        """Keep what decides the leases of `logins`, each as `believed_login`
+        reads it; return those not believed (stamped too far ahead), in order."""
+        latest = self.latest
+        not_believed: list[Login] = []
+        latest_possible = now.replace(microsecond=0)
+        for login in logins:
+            if login.second >= latest_possible:
+                believed = believed_login(login, now)
+                if believed is None:
+                    not_believed.append(login)
+                    continue
+                login = believed
+            address = login.address
+            current = latest.get(address)
+            if current is None:
+                latest[address] = login
+            # Ties keep the first: merged in order, a later login of the same time changes nothing.
+            elif (login.second, login.microsecond) > (current.second, current.microsecond):
+                latest[address] = login
+                if login.earliest is not None and flush_time(login) < flush_time(current):
+                    self.spared.append(current)
+            elif current.earliest is not None and flush_time(login) > flush_time(current):
+                self.spared.append(login)
+        return not_believed
+
+    def logins(self) -> list[Login]:
+        """What to merge: every login kept, the spared first."""
+        return [*self.spared, *self.latest.values()]
+
+    def __len__(self) -> int:
+        return len(self.latest) + len(self.spared)
+
+    def clear(self) -> None:
+        self.latest.clear()
+        self.spared.clear()
+
+
 @dataclass
 class LeaseTable:
     """Leases by address, plus the flushes that logins logged earlier cannot undo."""
@@ -109,7 +170,7 @@ class LeaseTable:
             # claims: the earlier reading of an ambiguous local time, and a stamp
             # ahead of the clock (believed_login), which may have been written
             # before the flush by a clock that runs ahead.
-            if any_flush and self._flushed_after(address, login.earliest or login.time):
+            if any_flush and self._flushed_after(address, flush_time(login)):
                 continue
             # A lease is kept to the second, as the lease file has always stored
             # it: the same before a save and after, and equal times share one object.

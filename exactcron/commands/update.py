@@ -29,7 +29,7 @@ from exactcron.commands.quiet import quiet_leases, settled_record
 from exactcron.config import DEFAULT_STATE_DIR, Config, MapConfig, SourceConfig
 from exactcron.deadline import Deadline
 from exactcron.errors import DeadlineReachedError, ExactcronError, MapNoRoomError, StoreUnavailableError
-from exactcron.leases import believed_login
+from exactcron.leases import LatestLogins
 from exactcron.model import Lease, Login
 from exactcron.outputs import audit
 from exactcron.outputs.health import RunRecord, missing_logs
@@ -374,36 +374,27 @@ def _read_source(
             user_id(name, f"syslog_senders of {source.path}") for name in source.syslog_senders
         )
     report = SourceReport(source.path)
-    # Per address, its latest login only: the lease it grants is the one
-    # all its logins would grant when merged one by one, in log order.
-    pending: dict[str, Login] = {}
-    latest_possible = now.replace(microsecond=0)
+    # Per address, its latest login (and what a flush may spare): the lease
+    # they grant is the one all its logins would grant when merged one by one.
+    pending = LatestLogins()
 
     def keep(logins: Sequence[Login]) -> None:
         report.logins += len(logins)
-        for login in logins:
-            if login.second >= latest_possible:
-                # Stamped ahead of the clock: as believed_login reads it, once, here.
-                believed = believed_login(login, now)
-                if believed is None:
-                    report.logins -= 1
-                    report.ahead += 1
-                    if report.first_ahead is None:
-                        report.first_ahead = login.time
-                    continue
-                login = believed
-            # Ties keep the first: merged in order, a later login of the same time changes nothing.
-            address = login.address
-            current = pending.get(address)
-            if current is None or (login.second, login.microsecond) > (current.second, current.microsecond):
-                pending[address] = login
+        not_believed = pending.keep(logins, now)
+        if not_believed:
+            report.logins -= len(not_believed)
+            report.ahead += len(not_believed)
+            if report.first_ahead is None:
+                report.first_ahead = not_believed[0].time
         if len(pending) > MAX_PENDING_LOGINS:
             merge()
 
     auditing = audit.enabled()
 
     def merge() -> None:
-        changed = store.merge(list(pending.values()), now, config.timeout, config.ignore)
+        changed = store.merge(pending.logins(), now, config.timeout, config.ignore)
+        if pending.spared:
+            changed = list(dict.fromkeys(changed))  # an address with a spared login, once
         granted.extend(changed)
         if auditing:
             report.granted.extend(changed)

@@ -43,7 +43,7 @@ from exactcron import faults
 from exactcron.addresses import Network, ignore_test, is_canonical, sort_key
 from exactcron.config import StoreConfig
 from exactcron.errors import ConfigError, StoreUnavailableError
-from exactcron.leases import LeaseTable, believed_login
+from exactcron.leases import LatestLogins, LeaseTable, flush_time
 from exactcron.model import MANUAL, Lease, Login, Snapshot
 from exactcron.stores.file import FileLeaseStore
 from exactcron.stores.local import LocalState
@@ -188,29 +188,25 @@ class PostgresLeaseStore:
     def merge(
         self, logins: Iterable[Login], now: datetime, timeout: timedelta, ignore: Sequence[Network]
     ) -> list[str]:
-        latest: dict[str, Login] = {}
-        for each in logins:
-            # The same choice update.py makes: per address, its latest login, as believed.
-            login = believed_login(each, now)
-            if login is None:
-                continue
-            current = latest.get(login.address)
-            if current is None or login.time > current.time:
-                latest[login.address] = login
-        if not latest:
+        # The same choice update.py makes: per address, its latest login (and
+        # what a flush may spare), as believed.
+        kept = LatestLogins()
+        kept.keep(logins, now)
+        if not kept.latest:
             return []
         with self._writing() as (cursor, table):
-            hosts = self._load(cursor, table, list(latest))
+            hosts = self._load(cursor, table, list(kept.latest))
             forgotten = self._forgotten
-            granted = []
-            for address, login in latest.items():
+            granted: dict[str, None] = {}
+            for login in kept.logins():
+                address = login.address
                 # A flush record may have been deleted: a login logged before it grants nothing.
-                if forgotten is not None and (login.earliest or login.time) <= forgotten:
+                if forgotten is not None and flush_time(login) <= forgotten:
                     continue
                 before = table.leases.get(address)
                 if not table.merge(login, now, timeout, ignore):
                     continue
-                granted.append(address)
+                granted[address] = None
                 lease = table.leases[address]
                 if before is not None and before.server != MANUAL and lease.server == MANUAL:
                     # Its end is still that of the host that granted it: that host's
@@ -219,7 +215,7 @@ class PostgresLeaseStore:
                 else:
                     hosts[address] = self._host
             self._upsert(cursor, [table.leases[address] for address in granted], hosts)
-        return granted
+        return list(granted)
 
     def add(self, address: str, now: datetime, duration: timedelta) -> Lease:
         with self._writing() as (cursor, table):
