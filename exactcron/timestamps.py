@@ -4,6 +4,13 @@ Two forms are read: RFC 3339 (what Debian's rsyslog writes, with an offset)
 and the traditional BSD form `Nov 25 17:32:47`, which carries neither a year
 nor a zone. dateutil's parser is not used here: it is slow, and lenient enough
 to read a date into text that is not one.
+
+A stamp without an offset is a wall-clock time in the source's zone. In the
+hour repeated when clocks go back it has two readings, and in the hour skipped
+when they go forward none: `dateutil.tz` says which (`datetime_exists`,
+`datetime_ambiguous`, `resolve_imaginary`). It is imported only for a stamp in
+an hour whose offset changes, so a run in UTC, or with offsets in its stamps,
+never loads it.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
+from typing import NamedTuple
 
 MONTHS = {
     name: number
@@ -38,6 +46,14 @@ _TRADITIONAL = re.compile(r"([A-Z][a-z]{2}) ([ 0-3]?\d) (\d\d):(\d\d):(\d\d) ", 
 _SECOND_CACHE_SIZE = 1 << 16
 
 
+class _Hour(NamedTuple):
+    """An hour of a traditional stamp, its year inferred."""
+
+    wall: datetime  # naive, in the source's zone
+    start: datetime  # in UTC
+    plain: bool  # see _local_hour
+
+
 @dataclass
 class TimestampParser:
     """Reads the stamp at the start of a log line.
@@ -48,14 +64,17 @@ class TimestampParser:
 
     now: datetime
     zone: tzinfo
-    _hour_cache: dict[tuple[int, int, int], datetime | None] = field(default_factory=dict)
-    # (date, clock, offset) of an RFC 3339 stamp -> that second in UTC: log
-    # lines share their second with many others, and the fraction is added.
-    _second_cache: dict[tuple[str, str, str | None], datetime | None] = field(default_factory=dict)
+    # (month, day, hour) of a traditional stamp -> that hour, its year inferred.
+    _hour_cache: dict[tuple[int, int, int], _Hour | None] = field(default_factory=dict)
+    # (date, clock, offset) of an RFC 3339 stamp -> that second in UTC and its
+    # ambiguity: log lines share their second with many others, and the fraction is added.
+    _second_cache: dict[tuple[str, str, str | None], tuple[datetime, timedelta] | None] = field(
+        default_factory=dict
+    )
     # How much earlier the stamp last parsed may have been: non-zero for a
     # local time in the hour that occurs twice when clocks go back, which
     # is read as the later instant (a lease never ends early) but may be the
-    # earlier one (a flush made in between must still win).
+    # earlier one (a flush made in between must still win; see believed_login).
     ambiguity: timedelta = field(default=timedelta(0))
     # (clock, offset) bytes of a stamp, as LineParser's pattern takes it apart -> that second in UTC.
     _raw_cache: dict[tuple[bytes, bytes | None], tuple[datetime, timedelta] | None] = field(
@@ -74,15 +93,14 @@ class TimestampParser:
             date, clock, fraction, offset = match.groups()
             key = (date, clock, offset)
             if key in self._second_cache:
-                whole_second = self._second_cache[key]
+                found = self._second_cache[key]
             else:
                 if len(self._second_cache) >= _SECOND_CACHE_SIZE:
                     self._second_cache.clear()  # a hostile log may hold every second there is
-                whole_second = self._second_cache[key] = _rfc3339(date, clock, offset, self.zone)
-            if whole_second is None:
+                found = self._second_cache[key] = _rfc3339(date, clock, offset, self.zone)
+            if found is None:
                 return None
-            if offset is None:
-                self.ambiguity = _ambiguity(whole_second, self.zone)
+            whole_second, self.ambiguity = found
             if fraction is None:
                 return whole_second, match.end()
             # Offsets are whole minutes, so the fraction survives the shift to UTC as it is.
@@ -97,12 +115,16 @@ class TimestampParser:
         hour, minute, second = int(match.group(3)), int(match.group(4)), int(match.group(5))
         if hour > 23 or minute > 59 or second > 60:
             return None
-        start_of_hour = self._start_of_hour(month, day, hour)
-        if start_of_hour is None:
+        hour_found = self._start_of_hour(month, day, hour)
+        if hour_found is None:
             return None
-        self.ambiguity = _ambiguity(start_of_hour, self.zone)
+        wall_hour, start_of_hour, plain = hour_found
         # A leap second (:60) is read as the next second; syslog rarely writes one.
-        return start_of_hour + timedelta(minutes=minute, seconds=second), match.end()
+        into_hour = timedelta(minutes=minute, seconds=second)
+        if plain and second < 60:
+            return start_of_hour + into_hour, match.end()
+        reading, self.ambiguity = read_local(wall_hour + into_hour, self.zone)
+        return reading, match.end()
 
     def second_of(self, clock: bytes, offset: bytes | None) -> tuple[datetime, timedelta] | None:
         """The UTC second of a raw stamp without its fraction (an RFC 3339 date, time
@@ -132,7 +154,7 @@ class TimestampParser:
             return None
         return parsed[0] if parsed else None
 
-    def _start_of_hour(self, month: int, day: int, hour: int) -> datetime | None:
+    def _start_of_hour(self, month: int, day: int, hour: int) -> _Hour | None:
         key = (month, day, hour)
         if key not in self._hour_cache:
             self._hour_cache[key] = infer_year(month, day, hour, self.now, self.zone)
@@ -169,8 +191,8 @@ def looks_stamped(text: str) -> bool:
     return (_RFC3339 if text[:1].isdigit() else _TRADITIONAL).match(text) is not None
 
 
-def _rfc3339(date: str, clock: str, offset: str | None, zone: tzinfo) -> datetime | None:
-    """A stamp to the second, in UTC; `zone` when it carries no offset."""
+def _rfc3339(date: str, clock: str, offset: str | None, zone: tzinfo) -> tuple[datetime, timedelta] | None:
+    """A stamp to the second, in UTC, and its ambiguity; in `zone` when it carries no offset."""
     try:
         stamp = datetime.fromisoformat(f"{date}T{clock}")
     except ValueError:
@@ -178,52 +200,79 @@ def _rfc3339(date: str, clock: str, offset: str | None, zone: tzinfo) -> datetim
     if not FIRST_YEAR <= stamp.year <= LAST_YEAR:
         return None
     if offset is None:
-        return _localize(stamp, zone)
+        return read_local(stamp, zone)
     if offset in ("Z", "z"):
-        return stamp.replace(tzinfo=UTC)
+        return stamp.replace(tzinfo=UTC), _NO_AMBIGUITY
     sign = 1 if offset[0] == "+" else -1
     digits = offset[1:].replace(":", "")
     delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
     if delta >= timedelta(hours=24):
         return None
-    return (stamp - sign * delta).replace(tzinfo=UTC)
+    return (stamp - sign * delta).replace(tzinfo=UTC), _NO_AMBIGUITY
 
 
-def infer_year(month: int, day: int, hour: int, now: datetime, zone: tzinfo) -> datetime | None:
-    """The latest instant with this month, day and hour that is not ahead of `now`
-    by more than FUTURE_SLACK, in UTC. None when the date exists in no nearby year."""
+def infer_year(month: int, day: int, hour: int, now: datetime, zone: tzinfo) -> _Hour | None:
+    """The latest hour with this month, day and hour whose start is not ahead of
+    `now` by more than FUTURE_SLACK. None when the date exists in no nearby year."""
     local_year = now.astimezone(zone).year
     for year in (local_year + 1, local_year, local_year - 1, local_year - 2, local_year - 3, local_year - 4):
         try:
             naive = datetime(year, month, day, hour)
         except ValueError:  # Feb 29 outside a leap year, Apr 31, day 0
             continue
-        stamp = _localize(naive, zone)
-        if stamp <= now + FUTURE_SLACK:
-            return stamp
+        start, plain = _local_hour(naive, zone)
+        if not plain:
+            start = read_local(naive, zone)[0]
+        if start <= now + FUTURE_SLACK:
+            return _Hour(naive, start, plain)
     return None
 
 
+def read_local(wall: datetime, zone: tzinfo) -> tuple[datetime, timedelta]:
+    """A wall-clock time in `zone` (naive, to the second) as the lease rules read
+    it: its later reading in UTC, and how much earlier its other reading is
+    (zero but in the hour repeated when clocks go back)."""
+    if zone is UTC:
+        return wall.replace(tzinfo=UTC), _NO_AMBIGUITY
+    hour = wall.replace(minute=0, second=0, microsecond=0)
+    start, plain = _local_hour(hour, zone)
+    if plain:
+        return start + (wall - hour), _NO_AMBIGUITY
+    return _read_at_a_change(wall, zone)
+
+
 @lru_cache(maxsize=4096)
-def _ambiguity(stamp: datetime, zone: tzinfo) -> timedelta:
-    """How much earlier the other reading of the wall-clock time of `stamp` (in UTC) is."""
-    if zone is UTC:
-        return timedelta(0)
-    wall = stamp.astimezone(zone).replace(tzinfo=None)
-    earlier = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
-    return max(stamp - earlier, timedelta(0))
+def _local_hour(hour: datetime, zone: tzinfo) -> tuple[datetime, bool]:
+    """The start of a wall-clock hour in UTC, and whether it is plain: one offset
+    from its first second to its last, whichever fold. Any hour in which clocks
+    change is not: each of its times is read by `_read_at_a_change`."""
+    last = hour + timedelta(minutes=59, seconds=59)
+    offsets = {
+        moment.replace(tzinfo=zone, fold=fold).utcoffset() for moment in (hour, last) for fold in (0, 1)
+    }
+    return hour.replace(tzinfo=zone).astimezone(UTC), len(offsets) == 1
 
 
-def _localize(naive: datetime, zone: tzinfo) -> datetime:
-    """Attach `zone` to a wall-clock time and convert to UTC.
+@lru_cache(maxsize=4096)
+def _read_at_a_change(wall: datetime, zone: tzinfo) -> tuple[datetime, timedelta]:
+    """`read_local` of a time in an hour in which the zone's offset changes."""
+    # Loaded here only: a run whose stamps carry offsets, or are in UTC, never needs it.
+    from dateutil import tz
 
-    fold=1 picks the later of two instants when the clock was set back (an
-    ambiguous hour): a lease then ends later rather than earlier. A time that
-    does not exist (the hour skipped in spring) is shifted forward by zoneinfo.
-    """
-    if zone is UTC:
-        return naive.replace(tzinfo=UTC)  # as a tz database zone gives it: fold 0
-    return naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    local = wall.replace(tzinfo=zone)
+    # First: with zoneinfo, datetime_ambiguous also says True of a time that never was.
+    if not tz.datetime_exists(local):
+        # The hour skipped when clocks go forward: a stamp there was written by
+        # a clock not yet moved on. resolve_imaginary reads 02:30 as 03:30 after
+        # the change, the instant 02:30 names at the offset before it (and the
+        # later of the two the stamp could mean, so a lease never ends early).
+        moved_on: datetime = tz.resolve_imaginary(local)
+        return moved_on.astimezone(UTC), _NO_AMBIGUITY
+    if tz.datetime_ambiguous(local):
+        later: datetime = tz.enfold(local, fold=1).astimezone(UTC)
+        earlier: datetime = tz.enfold(local, fold=0).astimezone(UTC)
+        return later, max(later - earlier, _NO_AMBIGUITY)
+    return local.astimezone(UTC), _NO_AMBIGUITY
 
 
 def parse_instant(text: str) -> datetime:
