@@ -55,11 +55,13 @@ def test_an_update_in_utc_loads_no_zone_database_and_a_quiet_one_no_map_builder(
     assert site.map.read_text() == "192.0.2.10 OK\n"
     assert "exactcron.lock" in first
     assert "zoneinfo" not in first  # the source's timezone is "UTC"
+    assert "dateutil" not in first  # nor does a clock change there
     for _ in range(2):
         quiet = loaded(site, "update")  # the second one, at least, finds everything as left
     assert {"exactcron.commands.quiet", "exactcron.lock"} <= quiet
     unwanted = {
         "zoneinfo",
+        "dateutil",
         "socket",
         "subprocess",
         "signal",
