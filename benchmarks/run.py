@@ -324,7 +324,7 @@ def store_rows(
     try:
         import pytest
 
-        from tests.pg_cluster import remove_cluster, start_cluster
+        from tests.support.pg_cluster import remove_cluster, start_cluster
     except ImportError as error:
         print(f"shared store not measured: {error}", file=sys.stderr)
         return []

@@ -15,9 +15,8 @@ from exactcron.cli import FORGEABLE_WARNING, main
 from exactcron.commands.check import check_log, looks_like_login
 from exactcron.rules.parser import BUILTIN_RULES, MAX_LINE_BYTES
 from exactcron.timestamps import TimestampParser, parse_instant
-from tests.conftest import dovecot_login
-
-NOW = "2026-11-25T18:00:00+00:00"
+from tests.support.clock import NOW
+from tests.support.lines import dovecot_login
 
 LOG = """\
 Nov 25 17:50:10 mail dovecot: pop3-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1, mpid=1

@@ -9,22 +9,16 @@ import json
 import os
 import re
 import stat
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from exactcron.cli import FORGEABLE_WARNING
-from tests.conftest import NOW, Site, dovecot_failure, dovecot_login, require_tool
-
-
-def lookup(site: Site, key: str, map_type: str = "hash") -> str | None:
-    """What smtpd would find for `key`: the value, or None when absent."""
-    postmap = require_tool("postmap")
-    found = subprocess.run([postmap, "-q", key, f"{map_type}:{site.map}"], capture_output=True, text=True)
-    assert found.returncode in (0, 1), found.stderr
-    return found.stdout.strip() if found.returncode == 0 else None
+from tests.support.clock import NOW
+from tests.support.lines import dovecot_failure, dovecot_login
+from tests.support.maps import postmap_value
+from tests.support.site import Site
 
 
 def test_first_update_writes_an_empty_map_so_the_mta_never_finds_it_missing(site: Site) -> None:
@@ -32,7 +26,7 @@ def test_first_update_writes_an_empty_map_so_the_mta_never_finds_it_missing(site
     assert (result.exit_code, result.output) == (0, "")
     assert site.map.read_text() == ""
     assert Path(f"{site.map}.db").exists()
-    assert lookup(site, "192.0.2.10") is None
+    assert postmap_value(site.map, "192.0.2.10") is None
 
 
 def test_a_successful_login_grants_relay_and_a_failed_one_does_not(site: Site) -> None:
@@ -42,9 +36,9 @@ def test_a_successful_login_grants_relay_and_a_failed_one_does_not(site: Site) -
     result = site.run("update")
     assert (result.exit_code, result.output) == (0, "")
     assert site.map.read_text() == "192.0.2.10 OK\n2001:db8::7 OK\n"
-    assert lookup(site, "192.0.2.10") == "OK"
-    assert lookup(site, "2001:db8::7") == "OK"
-    assert lookup(site, "192.0.2.66") is None
+    assert postmap_value(site.map, "192.0.2.10") == "OK"
+    assert postmap_value(site.map, "2001:db8::7") == "OK"
+    assert postmap_value(site.map, "192.0.2.66") is None
     shown = site.run("show")
     assert shown.output == (
         "ADDRESS      USER   LAST LOGIN                 EXPIRES\n"
@@ -108,7 +102,7 @@ def test_the_lease_expires_after_the_timeout(site: Site) -> None:
         result.output
         == f"{site.log}: 0 new lines, 0 logins\nexpired 192.0.2.10\nwrote {site.map}\n0 leases\n"
     )
-    assert lookup(site, "192.0.2.10") is None
+    assert postmap_value(site.map, "192.0.2.10") is None
     assert site.run("show", now="2026-11-25T18:20:14+00:00").output == "no leases\n"
 
 
@@ -117,15 +111,15 @@ def test_flush_revokes_at_once_and_unread_earlier_logins_never_regrant(site: Sit
     site.run("update")
     result = site.run("flush", "192.0.2.10")
     assert (result.exit_code, result.output) == (0, "revoked 192.0.2.10\n")
-    assert lookup(site, "192.0.2.10") is None
+    assert postmap_value(site.map, "192.0.2.10") is None
     # The same client's earlier login reaches the log late (or is re-read).
     site.write_log(dovecot_login("192.0.2.10", time="2026-11-25T17:59:59+00:00"))
     site.run("update", now="2026-11-25T18:01:00+00:00")
-    assert lookup(site, "192.0.2.10") is None
+    assert postmap_value(site.map, "192.0.2.10") is None
     # A login after the flush grants again.
     site.write_log(dovecot_login("192.0.2.10", time="2026-11-25T18:02:00+00:00"))
     site.run("update", now="2026-11-25T18:03:00+00:00")
-    assert lookup(site, "192.0.2.10") == "OK"
+    assert postmap_value(site.map, "192.0.2.10") == "OK"
 
 
 def test_flush_of_an_address_without_a_lease_says_so(site: Site) -> None:
@@ -148,14 +142,14 @@ def test_flush_of_something_that_is_not_an_address_is_a_usage_error_and_changes_
     result = site.run("flush", "192.0.2.10", "mail.example.com")
     assert result.exit_code == 2
     assert "'mail.example.com' is not an IP address" in result.output
-    assert lookup(site, "192.0.2.10") == "OK"
+    assert postmap_value(site.map, "192.0.2.10") == "OK"
     assert site.run("flush").exit_code == 2
 
 
 def test_add_grants_by_hand_for_a_duration(site: Site) -> None:
     result = site.run("add", "198.51.100.7", "--for", "2h")
     assert (result.exit_code, result.output) == (0, "added 198.51.100.7 until 2026-11-25T20:00:00+00:00\n")
-    assert lookup(site, "198.51.100.7") == "OK"
+    assert postmap_value(site.map, "198.51.100.7") == "OK"
     assert site.run("add", "127.0.0.5").exit_code == 2
     assert site.run("add", "198.51.100.8", "--for", "soon").exit_code == 2
 
@@ -167,7 +161,7 @@ def test_render_rebuilds_a_deleted_map(site: Site) -> None:
     Path(f"{site.map}.db").unlink()
     result = site.run("render")
     assert (result.exit_code, result.output) == (0, f"wrote {site.map}\n")
-    assert lookup(site, "192.0.2.10") == "OK"
+    assert postmap_value(site.map, "192.0.2.10") == "OK"
 
 
 def test_status_reports_the_checkpoint_and_the_last_run(site: Site) -> None:

@@ -13,9 +13,11 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import dovecot_login, require_tool, write_site_config
+from tests.support.clock import NOW
+from tests.support.lines import dovecot_login
+from tests.support.site import write_site_config
+from tests.support.tools import require_tool
 
-NOW = "2026-11-25T18:00:00+00:00"
 FLUSHED = "198.51.100.1"
 ADDED = "203.0.113.9"
 

@@ -13,7 +13,7 @@ from exactcron import config as config_module
 from exactcron.cli import FORGEABLE_WARNING, main
 from exactcron.config import load_config, parse_duration, system_zone
 from exactcron.timestamps import TimestampParser, parse_instant
-from tests.conftest import write_config
+from tests.support.site import write_config
 
 GOOD = """\
 state_dir = "state"

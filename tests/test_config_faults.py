@@ -20,7 +20,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exactcron.cli import main
-from tests.conftest import dovecot_login, require_tool
+from tests.support.lines import dovecot_login
+from tests.support.maps import postmap_query
+from tests.support.tools import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 # The Debian interpreter: the test's own may live where `nobody` cannot read.
@@ -77,9 +79,7 @@ def update_as_nobody(site: Path, now: str, default_state_dir: Path) -> subproces
 
 def relays(site: Path, address: str) -> bool:
     """Whether Postfix's lookup in the installed map answers OK for `address`."""
-    found = subprocess.run(
-        ["postmap", "-q", address, f"hash:{site / 'state' / 'relay'}"], capture_output=True, text=True
-    )
+    found = postmap_query(site / "state" / "relay", address)
     return found.returncode == 0 and found.stdout.strip() == "OK"
 
 

@@ -22,8 +22,10 @@ from hypothesis import strategies as st
 
 from exactcron.sources.logfile import BISECT_MIN_BYTES
 from exactcron.timestamps import TimestampParser, format_instant
-from tests.conftest import NOW, Site, require_tool, write_site_config
 from tests.log_generators import noise_lines
+from tests.support.clock import NOW
+from tests.support.site import Site, write_site_config
+from tests.support.tools import require_tool
 from tests.whole_run import (
     append_bytes,
     at,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -37,9 +37,9 @@ import pytest
 from exactcron.model import Login
 from exactcron.rules.parser import BUILTIN_RULES, LineParser
 from exactcron.timestamps import TimestampParser
+from tests.support.clock import NOW_TIME
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
-NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 ZONE = UTC
 GRANTING_KINDS = {"ok", "ok-local"}
 KNOWN_KINDS = GRANTING_KINDS | {"ok-bare", "ok-invalid-ip", "fail", "other", "other-soap"}
@@ -155,7 +155,7 @@ CASES = _cases()
 
 
 def _parse(line: bytes) -> Login | None:
-    parser = LineParser(tuple(BUILTIN_RULES.values()), TimestampParser(NOW, ZONE))
+    parser = LineParser(tuple(BUILTIN_RULES.values()), TimestampParser(NOW_TIME, ZONE))
     return parser.parse(line)
 
 

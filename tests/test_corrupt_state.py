@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Site, dovecot_login
+from tests.support.lines import dovecot_login
+from tests.support.site import Site
 
 DAMAGE = {
     "garbage": b"\x00\xff\xfe binary garbage \x89PNG",

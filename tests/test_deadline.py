@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 
 from exactcron.sources import logfile as source
 from exactcron.sources.logfile import Checkpoint, LogReader
-from tests.map_helpers import login_line, make_site
+from tests.support.lines import login_line
+from tests.support.maps import postmap_query
+from tests.support.site import site_with_maps
 
 postfix_only = pytest.mark.skipif(shutil.which("postmap") is None, reason="postfix is not installed")
 
@@ -33,25 +35,23 @@ def _noise(count: int) -> str:
 
 
 def _lookup(address: str, table: Path) -> str:
-    return subprocess.run(
-        ["postmap", "-q", address, f"hash:{table}"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    return postmap_query(table, address).stdout.strip()
 
 
 @postfix_only
 def test_a_run_that_reaches_its_deadline_saves_what_it_read_prunes_and_exits_75(tmp_path: Path) -> None:
     relay = tmp_path / "maps" / "relay"
-    site = make_site(tmp_path, f'mta = "postfix"\ntype = "hash"\npath = "{relay}"')
+    site = site_with_maps(tmp_path, f'mta = "postfix"\ntype = "hash"\npath = "{relay}"')
     site.config.write_text('run_deadline = "1s"\n' + site.config.read_text())
     # A lease that ends at 17:01: the deadlined run must still drop it.
-    assert site.run("add", "192.0.2.200", "--for", "1m", now="2026-11-25T17:00:00+00:00").returncode == 0
+    assert site.run_process("add", "192.0.2.200", "--for", "1m", now="2026-11-25T17:00:00+00:00").returncode == 0
     assert _lookup("192.0.2.200", relay) == "OK"
     # About 3 MB: three blocks. One login in the first, one in the last.
     site.append_log(login_line("192.0.2.1", "ann", 1), _noise(25000), login_line("192.0.2.2", "bob", 2))
     assert site.log.stat().st_size > 2 * source.CHUNK_BYTES
 
     # Check 1 is before the source, check 2 after its first block: the deadline passes there.
-    stopped = site.run("update", env={"EXACTCRON_DEADLINE_AFTER": "2"})
+    stopped = site.run_process("update", env={"EXACTCRON_DEADLINE_AFTER": "2"})
     assert stopped.returncode == 75, stopped.stderr
     lines = stopped.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -64,30 +64,30 @@ def test_a_run_that_reaches_its_deadline_saves_what_it_read_prunes_and_exits_75(
     assert _lookup("192.0.2.1", relay) == "OK"
     assert _lookup("192.0.2.200", relay) == ""
     assert _lookup("192.0.2.2", relay) == ""
-    shown = json.loads(site.run("show", "--json").stdout)
+    shown = json.loads(site.run_process("show", "--json").stdout)
     assert [lease["ip"] for lease in shown["leases"]] == ["192.0.2.1"]
     # The checkpoint is exactly what was read; status names the failure.
-    status = site.run("status", "--json")
+    status = site.run_process("status", "--json")
     assert status.returncode == 1
     document = json.loads(status.stdout)
     assert "run_deadline of 1s reached" in document["last_error"]
     assert document["sources"][0]["checkpoint"]["offset"] == read
 
     # The next run (deadline not forced) reads the rest and grants the rest.
-    finished = site.run("update")
+    finished = site.run_process("update")
     assert finished.returncode == 0, finished.stderr
     assert _lookup("192.0.2.1", relay) == "OK"
     assert _lookup("192.0.2.2", relay) == "OK"
-    assert json.loads(site.run("status", "--json").stdout)["sources"][0]["checkpoint"]["offset"] == (
+    assert json.loads(site.run_process("status", "--json").stdout)["sources"][0]["checkpoint"]["offset"] == (
         site.log.stat().st_size
     )
 
 
 @pytest.mark.parametrize("value", ['"soon"', '"-5s"', "true", '"400d"', "[1]"])
 def test_a_bad_run_deadline_exits_78_naming_it(tmp_path: Path, value: str) -> None:
-    site = make_site(tmp_path, f'mta = "exim"\npath = "{tmp_path / "maps" / "relay"}"')
+    site = site_with_maps(tmp_path, f'mta = "exim"\npath = "{tmp_path / "maps" / "relay"}"')
     site.config.write_text(f"run_deadline = {value}\n" + site.config.read_text())
-    result = site.run("check")
+    result = site.run_process("check")
     assert result.returncode == 78
     assert f"{site.config}: run_deadline: " in result.stderr
 
@@ -96,7 +96,7 @@ def test_a_bad_run_deadline_exits_78_naming_it(tmp_path: Path, value: str) -> No
 def test_run_deadline_zero_or_absent_is_the_default(tmp_path: Path, value: str, seconds: int) -> None:
     from exactcron.config import load_config
 
-    site = make_site(tmp_path, f'mta = "exim"\npath = "{tmp_path / "maps" / "relay"}"')
+    site = site_with_maps(tmp_path, f'mta = "exim"\npath = "{tmp_path / "maps" / "relay"}"')
     assert load_config(site.config).run_deadline.total_seconds() == 50
     site.config.write_text(f"run_deadline = {value}\n" + site.config.read_text())
     assert load_config(site.config).run_deadline.total_seconds() == seconds

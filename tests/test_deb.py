@@ -1,7 +1,7 @@
 """The Debian package, as an administrator meets it.
 
 Built from debian/ with `dpkg-buildpackage`, checked by lintian, then
-installed with dpkg into a Debian 12 root of the test's own (tests/debian_root.py):
+installed with dpkg into a Debian 12 root of the test's own (tests/support/debian_root.py):
 the cron line runs `update` as cron would, an upgrade keeps state and a
 changed conffile, and purge leaves nothing behind.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
-from tests.debian_root import debian_environment, remove_root, run_in_root, unpack_root
+from tests.support.debian_root import debian_environment, remove_root, run_in_root, unpack_root
+from tests.support.tools import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 UPGRADE_VERSION_SUFFIX = "+upgrade1"

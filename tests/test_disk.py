@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import dovecot_login, require_tool, write_site_config
+from tests.support.lines import dovecot_login
+from tests.support.site import write_site_config
+from tests.support.tools import require_tool
 
 
 @pytest.fixture

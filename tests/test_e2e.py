@@ -8,7 +8,7 @@ really consults (``check_client_access hash:MAP`` in
 ``smtpd_relay_restrictions``).  The scenario proves, for Dovecot logging both
 through rsyslogd (RFC 3339 stamps) and to its own ``log_path`` file, and for
 both this machine's Dovecot and Debian 13's Dovecot 2.4 (``Logged in:``; run
-from a cached Debian 13 root, see tests/e2e/debian_root.py):
+from a cached Debian 13 root, see tests/support/debian_root.py):
 
 * POP3 and IMAP logins let exactly that address relay (RCPT to a foreign
   domain: 250), while a failed login (wrong password) grants nothing (554);
@@ -37,9 +37,11 @@ from pathlib import Path
 import pytest
 
 try:
-    from tests.e2e import debian_root, harness
+    from tests.e2e import harness
+    from tests.support import debian_root
 except ImportError:  # tests/ is no package: pytest put tests/ itself on sys.path
-    from e2e import debian_root, harness  # type: ignore[no-redef,import-not-found,unused-ignore]
+    from e2e import harness  # type: ignore[no-redef,import-not-found,unused-ignore]
+    from support import debian_root  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 REPO = Path(__file__).resolve().parent.parent
 C2 = harness.CLIENT2

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
-
-NOW = "2026-11-25T18:00:00+00:00"
+from tests.support.clock import NOW
+from tests.support.tools import require_tool
 
 
 def exact_conf(root: Path, server: str = "uw-imap", authtype: str = "db") -> str:

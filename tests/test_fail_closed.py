@@ -10,29 +10,27 @@ a second, healthy source is still read.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
-from map_helpers import NOW, login_line, make_site, ok
-
-from tests.conftest import require_tool
+from tests.support.clock import NOW
+from tests.support.lines import login_line
+from tests.support.maps import postmap_query
+from tests.support.site import ok, site_with_maps
 
 EXPIRED = "2026-11-25T18:30:00+00:00"
 MAPS = ('mta = "postfix"\npath = "maps/relay"\ntype = "hash"', 'mta = "exim"\npath = "maps/relay-exim"')
 
 
 def postfix_answers(map_path: Path, address: str) -> bool:
-    lookup = subprocess.run(
-        [require_tool("postmap"), "-q", address, f"hash:{map_path}"], capture_output=True, text=True
-    )
+    lookup = postmap_query(map_path, address)
     assert lookup.returncode in (0, 1), lookup.stderr
     return lookup.stdout == "OK\n"
 
 
 def granted_site(tmp_path: Path):  # type: ignore[no-untyped-def]
-    site = make_site(tmp_path, *MAPS)
+    site = site_with_maps(tmp_path, *MAPS)
     site.append_log(login_line("10.77.0.9", second=9))
-    ok(site.run("update", now=NOW))
+    ok(site.run_process("update", now=NOW))
     assert postfix_answers(site.map_dir / "relay", "10.77.0.9")
     return site
 
@@ -55,7 +53,7 @@ def test_an_unreadable_log_still_expires_leases_and_the_other_source_is_read(tmp
     site.log.unlink()
     site.log.mkdir()  # open() fails: as unreadable as a log gets for root
 
-    result = site.run("update", now=EXPIRED)
+    result = site.run_process("update", now=EXPIRED)
 
     assert result.returncode == 66
     assert result.stderr == f"exactcron: cannot read log {site.log}: Is a directory\n"
@@ -66,7 +64,7 @@ def test_an_unreadable_log_still_expires_leases_and_the_other_source_is_read(tmp
 
 def test_a_failing_postmap_still_expires_leases_in_the_other_maps(tmp_path: Path) -> None:
     site = granted_site(tmp_path)
-    result = site.run("update", now=EXPIRED, env={"MAIL_CONFIG": str(tmp_path / "no-postfix-here")})
+    result = site.run_process("update", now=EXPIRED, env={"MAIL_CONFIG": str(tmp_path / "no-postfix-here")})
     assert_closed(site, result, 69)
     assert result.stderr.startswith(f"exactcron: postmap for {site.map_dir / 'relay'} failed:")
 
@@ -76,7 +74,7 @@ def test_a_configuration_typo_still_expires_leases(tmp_path: Path) -> None:
     site.config.write_text(
         site.config.read_text().replace('timeout = "30m"', 'timeout = "30m"\ntiemout = "1h"')
     )
-    result = site.run("update", now=EXPIRED)
+    result = site.run_process("update", now=EXPIRED)
     assert_closed(site, result, 78)
     assert "tiemout: unknown key" in result.stderr
     assert not postfix_answers(site.map_dir / "relay", "10.77.0.9")
@@ -87,7 +85,7 @@ def test_a_lease_file_that_cannot_be_read_leaves_no_relay_open(tmp_path: Path) -
     leases = tmp_path / "state" / "leases.json"
     leases.unlink()
     leases.mkdir()
-    result = site.run("update", now="2026-11-25T18:01:00+00:00")
+    result = site.run_process("update", now="2026-11-25T18:01:00+00:00")
     assert_closed(site, result, 73)
     assert not postfix_answers(site.map_dir / "relay", "10.77.0.9")
     shutil.rmtree(leases)
@@ -96,5 +94,5 @@ def test_a_lease_file_that_cannot_be_read_leaves_no_relay_open(tmp_path: Path) -
 def test_a_configuration_that_is_no_longer_toml_still_expires_leases(tmp_path: Path) -> None:
     site = granted_site(tmp_path)
     site.config.write_text(site.config.read_text().replace('timeout = "30m"', 'timeout = "30m'))
-    result = site.run("update", now=EXPIRED)
+    result = site.run_process("update", now=EXPIRED)
     assert_closed(site, result, 78)

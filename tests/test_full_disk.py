@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 
 from exactcron.errors import MapBuildError, StateWriteError
-from tests.conftest import dovecot_login, require_tool, write_config
+from tests.support.lines import dovecot_login
+from tests.support.maps import postmap_query
+from tests.support.site import write_config
+from tests.support.tools import require_tool
 
 GRANTED_AT = "2026-11-25T18:00:00+00:00"  # the login at 17:50 holds until 18:20
 STILL_LEASED = "2026-11-25T18:05:00+00:00"
@@ -64,7 +67,7 @@ def fill(mount: Path) -> Path:
     return filler
 
 
-class Site:
+class FullDiskSite:
     """A Dovecot log read into one map of `kind` on the small filesystem."""
 
     def __init__(self, root: Path, mount: Path, kind: str, bin_dir: Path | None = None) -> None:
@@ -112,9 +115,7 @@ path = "{self.map}"
         if not database.exists():
             return False
         if self.kind == "postfix":
-            found = subprocess.run(
-                ["postmap", "-q", address, f"hash:{self.map}"], capture_output=True, text=True
-            )
+            found = postmap_query(self.map, address)
             return found.stdout.strip() == "OK"
         assert self.bin_dir is not None
         dump = subprocess.run(
@@ -130,7 +131,7 @@ path = "{self.map}"
 
 
 @pytest.fixture(params=["postfix", "exim", "sendmail"])
-def site(request: pytest.FixtureRequest, tmp_path: Path, small_filesystem: Path) -> Site:
+def site(request: pytest.FixtureRequest, tmp_path: Path, small_filesystem: Path) -> FullDiskSite:
     kind = request.param
     bin_dir = None
     if kind == "postfix":
@@ -144,7 +145,7 @@ def site(request: pytest.FixtureRequest, tmp_path: Path, small_filesystem: Path)
                 pytest.fail(f"makemap is required in CI: {fetched.stderr.strip()}")
             pytest.skip(f"makemap not available: {fetched.stderr.strip()}")
         bin_dir = Path(fetched.stdout.strip())
-    made = Site(tmp_path, small_filesystem, kind, bin_dir)
+    made = FullDiskSite(tmp_path, small_filesystem, kind, bin_dir)
     first = made.run(GRANTED_AT, "update")
     assert first.returncode == 0, first.stderr
     assert made.relays(ADDRESS)
@@ -158,7 +159,7 @@ def assert_one_line(result: subprocess.CompletedProcess[str], *phrases: str) -> 
         assert phrase in result.stderr
 
 
-def test_an_ended_lease_leaves_a_map_on_a_full_filesystem(site: Site, small_filesystem: Path) -> None:
+def test_an_ended_lease_leaves_a_map_on_a_full_filesystem(site: FullDiskSite, small_filesystem: Path) -> None:
     # Another client logs in: the new map is not empty, so it needs room of its own.
     with site.log.open("a") as log:
         log.write(dovecot_login("192.0.2.20", time="2026-11-25T18:58:00+00:00") + "\n")
@@ -176,7 +177,7 @@ def test_an_ended_lease_leaves_a_map_on_a_full_filesystem(site: Site, small_file
 
 
 def test_a_map_that_cannot_be_rebuilt_even_in_its_own_room_is_removed(
-    site: Site, small_filesystem: Path
+    site: FullDiskSite, small_filesystem: Path
 ) -> None:
     # Many new leases: the new map needs more room than the old one freed.
     with site.log.open("a") as log:
@@ -197,7 +198,7 @@ def test_a_map_that_cannot_be_rebuilt_even_in_its_own_room_is_removed(
 
 
 def test_a_map_that_holds_no_ended_lease_is_kept_when_there_is_no_room(
-    site: Site, small_filesystem: Path
+    site: FullDiskSite, small_filesystem: Path
 ) -> None:
     with site.log.open("a") as log:
         log.write(dovecot_login("192.0.2.11", time="2026-11-25T18:04:00+00:00") + "\n")
@@ -212,7 +213,7 @@ def test_a_map_that_holds_no_ended_lease_is_kept_when_there_is_no_room(
 
 
 @pytest.mark.parametrize("site", ["postfix"], indirect=True)
-def test_a_flush_that_cannot_be_saved_fails_and_still_ends_relay(site: Site, small_filesystem: Path) -> None:
+def test_a_flush_that_cannot_be_saved_fails_and_still_ends_relay(site: FullDiskSite, small_filesystem: Path) -> None:
     filler = fill(small_filesystem)
     result = site.run(STILL_LEASED, "flush", ADDRESS)
     assert_one_line(result, "flush not recorded", "leases.json", f"map {site.map}: no room")
@@ -225,7 +226,7 @@ def test_a_flush_that_cannot_be_saved_fails_and_still_ends_relay(site: Site, sma
 
 
 @pytest.mark.parametrize("site", ["postfix"], indirect=True)
-def test_an_add_that_cannot_be_saved_grants_nothing(site: Site, small_filesystem: Path) -> None:
+def test_an_add_that_cannot_be_saved_grants_nothing(site: FullDiskSite, small_filesystem: Path) -> None:
     fill(small_filesystem)
     result = site.run(STILL_LEASED, "add", "192.0.2.99")
     assert result.returncode == 73, result.stderr
@@ -234,7 +235,7 @@ def test_an_add_that_cannot_be_saved_grants_nothing(site: Site, small_filesystem
 
 
 @pytest.mark.parametrize("site", ["postfix"], indirect=True)
-def test_a_run_killed_once_the_old_map_is_removed_leaves_no_relay(site: Site, small_filesystem: Path) -> None:
+def test_a_run_killed_once_the_old_map_is_removed_leaves_no_relay(site: FullDiskSite, small_filesystem: Path) -> None:
     filler = fill(small_filesystem)
     killed = site.run(ENDED, "update", EXACTCRON_KILL_AT=f"{site.map.name}:removed-for-room")
     assert killed.returncode == -9, killed.stderr

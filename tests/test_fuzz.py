@@ -29,6 +29,7 @@ from exactcron.stores.file import (
     leases_to_json,
 )
 from exactcron.stores.local import CorruptStateError, LocalState
+from tests.support.clock import NOW_TIME
 
 
 def load_leases(state: Path, repair: bool = True) -> LeaseTable:
@@ -122,11 +123,10 @@ addresses = st.ip_addresses().map(str)
 users = st.none() | st.text(max_size=40)
 
 
-NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 
 
 def table_of(logins: list[tuple[str, str | None, int]], microseconds: int = 0) -> LeaseTable:
-    """The leases these (address, user, seconds ago) logins grant at NOW."""
+    """The leases these (address, user, seconds ago) logins grant at NOW_TIME."""
     from exactcron.addresses import normalize_address
 
     table = LeaseTable()
@@ -134,9 +134,9 @@ def table_of(logins: list[tuple[str, str | None, int]], microseconds: int = 0) -
         normalized = normalize_address(address)
         assert normalized is not None
         login = Login.at(
-            NOW - timedelta(seconds=seconds_ago, microseconds=microseconds), "dovecot", user, normalized
+            NOW_TIME - timedelta(seconds=seconds_ago, microseconds=microseconds), "dovecot", user, normalized
         )
-        table.merge(login, NOW, timedelta(minutes=30))
+        table.merge(login, NOW_TIME, timedelta(minutes=30))
     return table
 
 
@@ -145,7 +145,7 @@ def table_of(logins: list[tuple[str, str | None, int]], microseconds: int = 0) -
 def test_show_json_is_always_valid_json_with_the_documented_keys(
     tmp_path: Path, logins: list[tuple[str, str | None, int]]
 ) -> None:
-    now = NOW
+    now = NOW_TIME
     table = table_of(logins)
     state = tmp_path / "show-state"
     state.mkdir(exist_ok=True)
@@ -173,7 +173,7 @@ def test_the_lease_file_is_the_json_of_the_table_one_lease_a_line(
     from exactcron.addresses import normalize_address
     from exactcron.stores.file import encode_leases
 
-    now = NOW
+    now = NOW_TIME
     table = table_of(logins, microseconds=7)
     table.flush([login[0] for login in logins[:1] if normalize_address(login[0]) == login[0]], now)
     encoded = encode_leases(table)

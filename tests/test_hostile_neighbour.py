@@ -24,12 +24,14 @@ from pathlib import Path
 import click
 import pytest
 
-from tests import conftest
-from tests.conftest import dovecot_login, require_tool
+from tests.support.clock import NOW
+from tests.support.lines import dovecot_login
+from tests.support.maps import postmap_query
+from tests.support.site import Site
+from tests.support.tools import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
-NOW = "2026-11-25T18:00:00+00:00"
 FLUSHED = "192.0.2.10"
 VICTIM_TEXT = b"root's file\n"
 # Each command of the interface that opens a file, read-only ones included.
@@ -58,7 +60,7 @@ PID_NAMES = 1500
 
 
 @dataclass
-class Site:
+class PlantableSite:
     root: Path
     state: Path
     maps: Path
@@ -91,11 +93,7 @@ class Site:
         )
 
     def granted(self, address: str) -> bool:
-        lookup = subprocess.run(
-            [require_tool("postmap"), "-q", address, f"hash:{self.maps / 'relay'}"],
-            capture_output=True,
-            text=True,
-        )
+        lookup = postmap_query(self.maps / "relay", address)
         return lookup.stdout == "OK\n"
 
     def outside_untouched(self) -> None:
@@ -105,7 +103,7 @@ class Site:
 
 
 @pytest.fixture
-def site() -> Iterator[Site]:
+def site() -> Iterator[PlantableSite]:
     if os.geteuid() != 0:
         if os.environ.get("CI"):
             pytest.fail("CI runs as root; this test switches users")
@@ -142,12 +140,12 @@ def site() -> Iterator[Site]:
             f'[[source]]\npath = "{log}"\nserver = "dovecot"\nhosts = ["mail"]\n'
             f'[[map]]\nmta = "postfix"\npath = "{maps / "relay"}"\ntype = "hash"\n'
         )
-        yield Site(root, state, maps, logs, metrics, outside)
+        yield PlantableSite(root, state, maps, logs, metrics, outside)
     finally:
         shutil.rmtree(root)
 
 
-def plant(site: Site, directory: Path, name: str, kind: str, planter: str) -> None:
+def plant(site: PlantableSite, directory: Path, name: str, kind: str, planter: str) -> None:
     path = directory / name
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -176,7 +174,7 @@ def next_pids(count: int) -> range:
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("where", sorted(PLANTED))
 def test_no_planted_name_makes_any_command_write_outside_grant_or_lose_a_flush(
-    site: Site, where: str, kind: str
+    site: PlantableSite, where: str, kind: str
 ) -> None:
     granted = site.run("nobody", "update")
     assert (granted.returncode, granted.stderr) == (0, "")
@@ -205,7 +203,7 @@ def test_no_planted_name_makes_any_command_write_outside_grant_or_lose_a_flush(
         assert not site.granted(FLUSHED)
 
 
-def test_show_as_root_never_creates_a_file_through_a_log_file_link(site: Site) -> None:
+def test_show_as_root_never_creates_a_file_through_a_log_file_link(site: PlantableSite) -> None:
     """Reproduction: the service account points log_file at /etc/x; root runs `show`."""
     os.symlink(site.outside / "x", site.logs / "exactcron.log")
     os.lchown(site.logs / "exactcron.log", pwd.getpwnam("nobody").pw_uid, -1)
@@ -216,20 +214,20 @@ def test_show_as_root_never_creates_a_file_through_a_log_file_link(site: Site) -
         site.outside_untouched()
 
 
-def test_a_read_only_command_as_root_runs_as_the_owner(site: Site) -> None:
+def test_a_read_only_command_as_root_runs_as_the_owner(site: PlantableSite) -> None:
     """What `show` appends to log_file, it appends as the owner of state_dir."""
     assert site.run(None, "check").returncode in (0, 66)
     assert (site.logs / "exactcron.log").stat().st_uid == pwd.getpwnam("nobody").pw_uid
 
 
-def test_check_as_root_reads_a_log_the_owner_cannot(site: Site) -> None:
+def test_check_as_root_reads_a_log_the_owner_cannot(site: PlantableSite) -> None:
     (site.root / "mail.log").chmod(0o600)  # root's alone
     result = site.run(None, "check", "MAIL_LOG")
     assert result.returncode == 0, result.stderr
     assert f"would grant: {FLUSHED}" in result.stdout
 
 
-def test_metrics_temporary_names_planted_for_the_next_pids_never_receive_the_metrics(site: Site) -> None:
+def test_metrics_temporary_names_planted_for_the_next_pids_never_receive_the_metrics(site: PlantableSite) -> None:
     """Reproduction: a member of the metrics directory's group links the next PIDs'
     temporary names to the lease file; the flush record must survive."""
     assert site.run("nobody", "update").returncode == 0
@@ -247,7 +245,7 @@ def test_metrics_temporary_names_planted_for_the_next_pids_never_receive_the_met
 
 
 def test_a_fifo_at_a_log_sources_path_hangs_no_command_and_the_maps_are_still_pruned(
-    make_site: Callable[..., conftest.Site],
+    make_site: Callable[..., Site],
 ) -> None:
     # A member of the syslog group replaces the mail log with a FIFO; nobody ever writes to it.
     site = make_site()
@@ -268,9 +266,7 @@ def test_a_fifo_at_a_log_sources_path_hangs_no_command_and_the_maps_are_still_pr
         == f"exactcron: cannot read log {site.log}: not a regular file (a FIFO); refusing it (a log is a regular file)\n"
     )
     # The lease ended at 18:20: gone from the map although the source could not be read.
-    lookup = subprocess.run(
-        [require_tool("postmap"), "-q", "192.0.2.20", f"hash:{site.map}"], capture_output=True, text=True
-    )
+    lookup = postmap_query(site.map, "192.0.2.20")
     assert lookup.stdout == ""
     for arguments in (("status",), ("check",), ("show",)):
         assert run("2026-11-25T18:30:00+00:00", *arguments).returncode in (0, 1)

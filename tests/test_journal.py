@@ -12,15 +12,16 @@ import os
 import re
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from exactcron.sources.journal import JournalCheckpoint, JournalReader, entry_line
+from tests.support.clock import NOW_TIME
 
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
-NOW = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
+HOUR_BEFORE_NOW = NOW_TIME - timedelta(hours=1)  # the clock of these tests
 BOOT = "0123456789abcdef0123456789abcdef"
 
 
@@ -39,10 +40,10 @@ def login(address: str) -> str:
 
 
 def write_journal(tool: Path, file: Path, entries: list[tuple[int, str, str, str]], first: int) -> None:
-    """Entries (minutes before NOW, unit, identifier, message) into a new journal file."""
+    """Entries (minutes before HOUR_BEFORE_NOW, unit, identifier, message) into a new journal file."""
     blocks = []
     for number, (minutes, unit, identifier, message) in enumerate(entries, start=first):
-        microseconds = int((NOW - timedelta(minutes=minutes)).timestamp() * 1_000_000)
+        microseconds = int((HOUR_BEFORE_NOW - timedelta(minutes=minutes)).timestamp() * 1_000_000)
         blocks.append(
             f"__REALTIME_TIMESTAMP={microseconds}\n__MONOTONIC_TIMESTAMP={number}\n_BOOT_ID={BOOT}\n"
             f"_HOSTNAME=mx\n_TRANSPORT=syslog\n_SYSTEMD_UNIT={unit}\nSYSLOG_IDENTIFIER={identifier}\n"
@@ -98,7 +99,7 @@ def test_journal_source_grants_trusted_units_only_and_resumes_at_its_cursor(
         f'[[source]]\njournal = ["dovecot.service", "imap.service"]\njournal_directory = "{journal}"\n'
         f'server = "dovecot"\nhosts = ["mx"]\n[[map]]\nmta = "exim"\npath = "{tmp_path / "relay"}"\n'
     )
-    granted, _ = update(config, NOW)
+    granted, _ = update(config, HOUR_BEFORE_NOW)
     assert sorted(granted) == ["192.0.2.2", "192.0.2.4"]
 
     write_journal(
@@ -110,9 +111,9 @@ def test_journal_source_grants_trusted_units_only_and_resumes_at_its_cursor(
         ],
         first=100,
     )
-    granted, _ = update(config, NOW + timedelta(minutes=1))
+    granted, _ = update(config, HOUR_BEFORE_NOW + timedelta(minutes=1))
     assert granted == ["192.0.2.5"]  # only what came after the cursor, and never the forged one
-    granted, _ = update(config, NOW + timedelta(minutes=2))
+    granted, _ = update(config, HOUR_BEFORE_NOW + timedelta(minutes=2))
     assert granted == []
     assert "192.0.2.66" not in (tmp_path / "relay").read_text()
     status = subprocess.run(
@@ -136,7 +137,7 @@ def test_a_cursor_the_journal_no_longer_has_falls_back_to_the_window(
         first=1,
     )
     reader = JournalReader(
-        ("dovecot.service",), JournalCheckpoint("s=gone;i=1"), NOW - timedelta(minutes=30), journal
+        ("dovecot.service",), JournalCheckpoint("s=gone;i=1"), HOUR_BEFORE_NOW - timedelta(minutes=30), journal
     )
     lines = list(reader.lines())
     assert len(lines) == 1 and b"rip=192.0.2.2," in lines[0]

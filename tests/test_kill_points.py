@@ -24,8 +24,11 @@ from pathlib import Path
 import pytest
 
 from tests import test_mta_exim_sendmail, test_mta_qmail_courier
-from tests.conftest import dovecot_login, require_tool, write_site_config
-from tests.pg_cluster import Cluster
+from tests.support.lines import dovecot_login
+from tests.support.maps import postmap_query
+from tests.support.pg_cluster import Cluster
+from tests.support.site import write_site_config
+from tests.support.tools import require_tool
 
 # The unpacked Sendmail tools (editmap, makemap), a fixture of the MTA tests;
 # Courier's makesmtpaccess, likewise.
@@ -148,9 +151,7 @@ def test_a_killed_run_leaves_the_previous_map_whole(tmp_path: Path, point: str) 
     append_second_batch(config)
     assert run_update(config, SECOND, EXACTCRON_KILL_AT=point).returncode == -9
     relay = config.parent / "state" / "relay"
-    lookup = subprocess.run(
-        [require_tool("postmap"), "-q", "192.0.2.11", f"hash:{relay}"], capture_output=True, text=True
-    )
+    lookup = postmap_query(relay, "192.0.2.11")
     assert lookup.stdout == "OK\n"
 
 
@@ -171,12 +172,10 @@ def shown(config: Path, now: str) -> set[str]:
 def in_databases(config: Path, bin_dir: Path) -> dict[str, set[str]]:
     """The candidate addresses each map's database answers for, as the MTA would look them up."""
     state = config.parent / "state"
-    postmap = require_tool("postmap")
+    require_tool("postmap")
     found: dict[str, set[str]] = {"postfix": set(), "sendmail": set(), "exim": set()}
     for address in CANDIDATES:
-        lookup = subprocess.run(
-            [postmap, "-q", address, f"hash:{state / 'relay'}"], capture_output=True, text=True
-        )
+        lookup = postmap_query(state / "relay", address)
         assert lookup.returncode in (0, 1), lookup.stderr
         if lookup.stdout == "OK\n":
             found["postfix"].add(address)
@@ -225,7 +224,7 @@ def test_after_a_kill_anywhere_every_database_holds_what_show_lists(
 def test_a_default_type_map_killed_between_its_renames_forgets_no_revocation(tmp_path: Path) -> None:
     """The map's type left to Postfix's default_database_type: a database renamed
     in without its text is still told apart from one in step with it."""
-    postmap = require_tool("postmap")
+    require_tool("postmap")
     config = make_site(tmp_path / "site")
     config.write_text(config.read_text().replace('type = "hash"\n', ""))
     assert run_update(config, FIRST).returncode == 0
@@ -234,7 +233,7 @@ def test_a_default_type_map_killed_between_its_renames_forgets_no_revocation(tmp
     flushed = run(config, SECOND, "flush", "198.51.100.1")
     assert flushed.returncode == 0, flushed.stderr
     relay = config.parent / "state" / "relay"
-    lookup = subprocess.run([postmap, "-q", "198.51.100.1", f"hash:{relay}"], capture_output=True, text=True)
+    lookup = postmap_query(relay, "198.51.100.1")
     assert (lookup.returncode, lookup.stdout) == (1, "")
 
 

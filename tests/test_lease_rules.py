@@ -14,8 +14,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import Site, dovecot_login
-from tests.test_cli import lookup
+from tests.support.lines import dovecot_login
+from tests.support.maps import postmap_value
+from tests.support.site import Site
 
 
 def expiry(site: Site, address: str, now: str) -> str | None:
@@ -28,7 +29,7 @@ def test_add_for_a_shorter_time_never_shortens_a_lease(site: Site) -> None:
     result = site.run("add", "198.51.100.1", "--for", "1m", now="2026-11-25T18:01:00+00:00")
     assert result.output == "added 198.51.100.1 until 2026-11-25T18:25:00+00:00\n"
     assert expiry(site, "198.51.100.1", "2026-11-25T18:10:00+00:00") == "2026-11-25T18:25:00+00:00"
-    assert lookup(site, "198.51.100.1") == "OK"
+    assert postmap_value(site.map, "198.51.100.1") == "OK"
 
 
 def test_a_lowered_timeout_shortens_existing_leases_at_the_next_run(site: Site) -> None:
@@ -40,7 +41,7 @@ def test_a_lowered_timeout_shortens_existing_leases_at_the_next_run(site: Site) 
     # 17:50 + 15 minutes: over at 18:05, and gone from the map then.
     assert expiry(site, "192.0.2.10", "2026-11-25T18:02:00+00:00") == "2026-11-25T18:05:00+00:00"
     assert site.run("update", now="2026-11-25T18:06:00+00:00").exit_code == 0
-    assert lookup(site, "192.0.2.10") is None
+    assert postmap_value(site.map, "192.0.2.10") is None
 
 
 def test_a_manual_lease_keeps_its_end_when_the_timeout_is_lowered(site: Site) -> None:
@@ -62,7 +63,7 @@ def test_flush_beats_a_login_in_the_repeated_hour_when_clocks_go_back(
     # Read at 01:40 UTC, after the later reading (01:30) of the same wall time.
     assert site.run("update", now="2026-10-25T01:40:00+00:00").exit_code == 0
     assert site.map.read_text() == ""
-    assert lookup(site, "192.0.2.10") is None
+    assert postmap_value(site.map, "192.0.2.10") is None
 
 
 def test_flush_beats_a_login_stamped_ahead_by_a_fast_clock(site: Site) -> None:
@@ -70,11 +71,11 @@ def test_flush_beats_a_login_stamped_ahead_by_a_fast_clock(site: Site) -> None:
     site.write_log(dovecot_login("192.0.2.10", time="2026-11-25T18:02:00+00:00"))
     assert site.run("flush", "192.0.2.10", now="2026-11-25T18:00:00+00:00").exit_code == 0
     assert site.run("update", now="2026-11-25T18:01:00+00:00").exit_code == 0
-    assert lookup(site, "192.0.2.10") is None
+    assert postmap_value(site.map, "192.0.2.10") is None
     # A login read once the clock has passed its stamp, after the flush, grants as usual.
     site.write_log(dovecot_login("192.0.2.10", time="2026-11-25T18:03:00+00:00"))
     assert site.run("update", now="2026-11-25T18:04:00+00:00").exit_code == 0
-    assert lookup(site, "192.0.2.10") == "OK"
+    assert postmap_value(site.map, "192.0.2.10") == "OK"
 
 
 @pytest.mark.parametrize("first", [["add", "198.51.100.9"], ["flush", "192.0.2.11"], ["render"]])
@@ -93,8 +94,8 @@ def test_a_broken_lease_file_is_rebuilt_from_the_log_whichever_command_finds_it(
     if first[0] == "flush":
         expected.discard("192.0.2.11")  # the flush made after the damage survives the rebuild
     assert {lease["ip"] for lease in shown} == expected
-    assert lookup(site, "192.0.2.10") == "OK"
-    assert (lookup(site, "192.0.2.11") == "OK") == ("192.0.2.11" in expected)
+    assert postmap_value(site.map, "192.0.2.10") == "OK"
+    assert (postmap_value(site.map, "192.0.2.11") == "OK") == ("192.0.2.11" in expected)
     # Rebuilt once: the next run is quiet again.
     assert site.run("update", now="2026-11-25T18:03:00+00:00").output == ""
 
@@ -149,7 +150,7 @@ def test_flush_records_survive_a_broken_lease_file(site: Site) -> None:
     assert "kept 1 flush record of the broken lease file" in result.output
     # The rebuild reads bob's login again, logged before the flush: it grants nothing.
     assert site.map.read_text() == "192.0.2.10 OK\n"
-    assert lookup(site, "192.0.2.11") is None
+    assert postmap_value(site.map, "192.0.2.11") is None
 
 
 @pytest.mark.parametrize(
@@ -167,7 +168,7 @@ def test_a_flush_is_remembered_to_the_microsecond(site: Site, stamp: str, grante
     assert site.run("flush", "192.0.2.10", now="2026-11-25T16:47:29.800000+00:00").exit_code == 0
     site.write_log(dovecot_login("192.0.2.10", time=stamp))
     assert site.run("update", now="2026-11-25T16:48:00+00:00").exit_code == 0
-    assert (lookup(site, "192.0.2.10") == "OK") is granted
+    assert (postmap_value(site.map, "192.0.2.10") == "OK") is granted
     assert (expiry(site, "192.0.2.10", "2026-11-25T16:48:00+00:00") is not None) is granted
 
 
@@ -182,5 +183,5 @@ def test_a_lease_file_with_flushes_kept_to_the_second_still_loads(site: Site) ->
         dovecot_login("192.0.2.11", time="2026-11-25T16:47:28.5+00:00"),
     )
     assert site.run("update", now="2026-11-25T16:48:00+00:00").exit_code == 0
-    assert lookup(site, "192.0.2.10") is None
-    assert lookup(site, "192.0.2.11") == "OK"
+    assert postmap_value(site.map, "192.0.2.10") is None
+    assert postmap_value(site.map, "192.0.2.11") == "OK"

@@ -11,38 +11,38 @@ from hypothesis import strategies as st
 from exactcron.addresses import normalize_address, parse_network
 from exactcron.leases import CLOCK_SLACK, LeaseTable, believed_login
 from exactcron.model import Login
+from tests.support.clock import NOW_TIME
 
-NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 TIMEOUT = timedelta(minutes=30)
 
 
 def login(address: str, minutes_ago: float, user: str = "alice") -> Login:
-    return Login.at(NOW - timedelta(minutes=minutes_ago), "dovecot", user, address)
+    return Login.at(NOW_TIME - timedelta(minutes=minutes_ago), "dovecot", user, address)
 
 
 def test_a_login_grants_until_its_log_time_plus_the_timeout() -> None:
     table = LeaseTable()
-    assert table.merge(login("192.0.2.10", 10), NOW, TIMEOUT)
+    assert table.merge(login("192.0.2.10", 10), NOW_TIME, TIMEOUT)
     lease = table.leases["192.0.2.10"]
-    assert lease.last_login == NOW - timedelta(minutes=10)
-    assert lease.expires == NOW + timedelta(minutes=20)
+    assert lease.last_login == NOW_TIME - timedelta(minutes=10)
+    assert lease.expires == NOW_TIME + timedelta(minutes=20)
     assert lease.user == "alice"
 
 
 def test_a_login_older_than_the_timeout_grants_nothing() -> None:
     table = LeaseTable()
-    assert not table.merge(login("192.0.2.10", 30), NOW, TIMEOUT)
-    assert not table.merge(login("192.0.2.11", 45), NOW, TIMEOUT)
+    assert not table.merge(login("192.0.2.10", 30), NOW_TIME, TIMEOUT)
+    assert not table.merge(login("192.0.2.11", 45), NOW_TIME, TIMEOUT)
     assert table.leases == {}
 
 
 def test_a_login_stamped_up_to_a_minute_ahead_counts_as_now_and_further_ahead_grants_nothing() -> None:
     table = LeaseTable()
-    assert table.merge(login("192.0.2.10", -1), NOW, TIMEOUT)
-    assert table.leases["192.0.2.10"].last_login == NOW
-    assert table.leases["192.0.2.10"].expires == NOW + TIMEOUT
-    assert not table.merge(login("192.0.2.11", -1.01), NOW, TIMEOUT)
-    assert not table.merge(login("192.0.2.11", -90), NOW, TIMEOUT)
+    assert table.merge(login("192.0.2.10", -1), NOW_TIME, TIMEOUT)
+    assert table.leases["192.0.2.10"].last_login == NOW_TIME
+    assert table.leases["192.0.2.10"].expires == NOW_TIME + TIMEOUT
+    assert not table.merge(login("192.0.2.11", -1.01), NOW_TIME, TIMEOUT)
+    assert not table.merge(login("192.0.2.11", -90), NOW_TIME, TIMEOUT)
     assert "192.0.2.11" not in table.leases
 
 
@@ -55,98 +55,98 @@ instants = st.datetimes(
 def test_no_login_believed_is_ahead_of_the_clock(time: datetime, ambiguity: timedelta | None) -> None:
     earliest = None if ambiguity is None else time - ambiguity
     stamped = Login.at(time, "dovecot", "alice", "192.0.2.10", earliest)
-    believed = believed_login(stamped, NOW)
+    believed = believed_login(stamped, NOW_TIME)
     readings = [
-        reading for reading in (time, earliest) if reading is not None and reading <= NOW + CLOCK_SLACK
+        reading for reading in (time, earliest) if reading is not None and reading <= NOW_TIME + CLOCK_SLACK
     ]
     if not readings:
         assert believed is None
         return
-    assert believed is not None and believed.time == min(max(readings), NOW)
-    assert believed_login(believed, NOW) == believed  # the rule applied twice changes nothing
-    if believed.time == NOW and max(readings) > NOW:
+    assert believed is not None and believed.time == min(max(readings), NOW_TIME)
+    assert believed_login(believed, NOW_TIME) == believed  # the rule applied twice changes nothing
+    if believed.time == NOW_TIME and max(readings) > NOW_TIME:
         # Written perhaps before any flush, by a clock that runs ahead: every flush wins.
         table = LeaseTable()
-        table.flush(["192.0.2.10"], NOW - TIMEOUT / 2)
-        assert not table.merge(stamped, NOW, TIMEOUT)
+        table.flush(["192.0.2.10"], NOW_TIME - TIMEOUT / 2)
+        assert not table.merge(stamped, NOW_TIME, TIMEOUT)
 
 
 def test_a_later_login_extends_and_an_earlier_one_does_not_shorten() -> None:
     table = LeaseTable()
-    table.merge(login("192.0.2.10", 20, "alice"), NOW, TIMEOUT)
-    table.merge(login("192.0.2.10", 5, "bob"), NOW, TIMEOUT)
-    assert table.leases["192.0.2.10"].expires == NOW + timedelta(minutes=25)
+    table.merge(login("192.0.2.10", 20, "alice"), NOW_TIME, TIMEOUT)
+    table.merge(login("192.0.2.10", 5, "bob"), NOW_TIME, TIMEOUT)
+    assert table.leases["192.0.2.10"].expires == NOW_TIME + timedelta(minutes=25)
     assert table.leases["192.0.2.10"].user == "bob"
-    assert not table.merge(login("192.0.2.10", 15, "carol"), NOW, TIMEOUT)
+    assert not table.merge(login("192.0.2.10", 15, "carol"), NOW_TIME, TIMEOUT)
     assert table.leases["192.0.2.10"].user == "bob"
 
 
 def test_merging_the_same_login_twice_changes_nothing() -> None:
     table = LeaseTable()
-    assert table.merge(login("192.0.2.10", 3), NOW, TIMEOUT)
+    assert table.merge(login("192.0.2.10", 3), NOW_TIME, TIMEOUT)
     before = dict(table.leases)
-    assert not table.merge(login("192.0.2.10", 3), NOW, TIMEOUT)
+    assert not table.merge(login("192.0.2.10", 3), NOW_TIME, TIMEOUT)
     assert table.leases == before
 
 
 def test_flush_revokes_and_earlier_logins_never_grant_again() -> None:
     table = LeaseTable()
-    table.merge(login("192.0.2.10", 10), NOW, TIMEOUT)
-    assert table.flush(["192.0.2.10"], NOW) == ["192.0.2.10"]
+    table.merge(login("192.0.2.10", 10), NOW_TIME, TIMEOUT)
+    assert table.flush(["192.0.2.10"], NOW_TIME) == ["192.0.2.10"]
     assert table.leases == {}
     # A line logged before the flush but read after it (the next cron run).
-    assert not table.merge(login("192.0.2.10", 1), NOW + timedelta(minutes=1), TIMEOUT)
+    assert not table.merge(login("192.0.2.10", 1), NOW_TIME + timedelta(minutes=1), TIMEOUT)
     # A login after the flush grants as usual.
-    assert table.merge(login("192.0.2.10", -1), NOW + timedelta(minutes=2), TIMEOUT)
+    assert table.merge(login("192.0.2.10", -1), NOW_TIME + timedelta(minutes=2), TIMEOUT)
 
 
 def test_flush_of_an_unleased_address_still_blocks_unread_earlier_logins() -> None:
     table = LeaseTable()
-    assert table.flush(["192.0.2.20"], NOW) == []
-    assert not table.merge(login("192.0.2.20", 2), NOW + timedelta(minutes=1), TIMEOUT)
+    assert table.flush(["192.0.2.20"], NOW_TIME) == []
+    assert not table.merge(login("192.0.2.20", 2), NOW_TIME + timedelta(minutes=1), TIMEOUT)
 
 
 def test_flush_all_revokes_every_lease_and_every_earlier_login() -> None:
     table = LeaseTable()
-    table.merge(login("192.0.2.10", 10), NOW, TIMEOUT)
-    table.merge(login("2001:db8::1", 10), NOW, TIMEOUT)
-    assert table.flush_all(NOW) == ["192.0.2.10", "2001:db8::1"]
-    assert not table.merge(login("198.51.100.7", 1), NOW, TIMEOUT)
+    table.merge(login("192.0.2.10", 10), NOW_TIME, TIMEOUT)
+    table.merge(login("2001:db8::1", 10), NOW_TIME, TIMEOUT)
+    assert table.flush_all(NOW_TIME) == ["192.0.2.10", "2001:db8::1"]
+    assert not table.merge(login("198.51.100.7", 1), NOW_TIME, TIMEOUT)
 
 
 def test_ignored_networks_are_never_granted() -> None:
     ignore = (parse_network("127.0.0.0/8"), parse_network("::1/128"), parse_network("10.0.0.0/8"))
     table = LeaseTable()
     for address in ("127.0.0.1", "::1", "10.1.2.3"):
-        assert not table.merge(login(address, 1), NOW, TIMEOUT, ignore)
-    assert table.merge(login("192.0.2.10", 1), NOW, TIMEOUT, ignore)
+        assert not table.merge(login(address, 1), NOW_TIME, TIMEOUT, ignore)
+    assert table.merge(login("192.0.2.10", 1), NOW_TIME, TIMEOUT, ignore)
 
 
 def test_prune_drops_expired_leases_and_outlived_flush_records() -> None:
     table = LeaseTable()
-    table.merge(login("192.0.2.10", 29), NOW, TIMEOUT)
-    table.merge(login("192.0.2.11", 1), NOW, TIMEOUT)
-    table.flush(["192.0.2.99"], NOW)
-    later = NOW + timedelta(minutes=2)
+    table.merge(login("192.0.2.10", 29), NOW_TIME, TIMEOUT)
+    table.merge(login("192.0.2.11", 1), NOW_TIME, TIMEOUT)
+    table.flush(["192.0.2.99"], NOW_TIME)
+    later = NOW_TIME + timedelta(minutes=2)
     assert table.prune(later, TIMEOUT) == ["192.0.2.10"]
     assert set(table.leases) == {"192.0.2.11"}
     assert "192.0.2.99" in table.flushed
-    table.prune(NOW + TIMEOUT + timedelta(seconds=1), TIMEOUT)
+    table.prune(NOW_TIME + TIMEOUT + timedelta(seconds=1), TIMEOUT)
     assert table.flushed == {}
 
 
 def test_a_lease_added_by_hand_for_longer_is_not_shortened_by_a_login() -> None:
     table = LeaseTable()
-    table.add("192.0.2.10", NOW, timedelta(days=7))
-    table.merge(login("192.0.2.10", 0), NOW, TIMEOUT)
-    assert table.leases["192.0.2.10"].expires == NOW + timedelta(days=7)
+    table.add("192.0.2.10", NOW_TIME, timedelta(days=7))
+    table.merge(login("192.0.2.10", 0), NOW_TIME, TIMEOUT)
+    assert table.leases["192.0.2.10"].expires == NOW_TIME + timedelta(days=7)
 
 
 def test_active_lists_leases_in_address_order_ipv4_first() -> None:
     table = LeaseTable()
     for address in ("2001:db8::2", "192.0.2.10", "10.9.0.1", "192.0.2.9"):
-        table.merge(login(address, 1), NOW, TIMEOUT)
-    assert [lease.address for lease in table.active(NOW)] == [
+        table.merge(login(address, 1), NOW_TIME, TIMEOUT)
+    assert [lease.address for lease in table.active(NOW_TIME)] == [
         "10.9.0.1",
         "192.0.2.9",
         "192.0.2.10",
@@ -174,19 +174,19 @@ def test_many_logins_merged_at_once_grant_what_one_by_one_would() -> None:
         login("2001:db8::1", -5),
     ]
     one_by_one = LeaseTable()
-    changed = [item.address for item in logins if one_by_one.merge(item, NOW, TIMEOUT, ignore)]
+    changed = [item.address for item in logins if one_by_one.merge(item, NOW_TIME, TIMEOUT, ignore)]
     at_once = LeaseTable()
-    assert at_once.merge_all(logins, NOW, TIMEOUT, ignore) == changed
+    assert at_once.merge_all(logins, NOW_TIME, TIMEOUT, ignore) == changed
     assert at_once.leases == one_by_one.leases
 
 
 def test_an_ignored_address_granted_by_hand_after_merging_is_pruned() -> None:
     ignore = [parse_network("10.0.0.0/8")]
     table = LeaseTable()
-    table.merge_all([login("192.0.2.10", 1), login("192.0.2.11", 1)], NOW, TIMEOUT, ignore)
-    table.add("10.1.2.3", NOW, TIMEOUT)
-    table.flush(["192.0.2.11"], NOW)
-    assert table.prune(NOW, TIMEOUT, ignore) == ["10.1.2.3"]
+    table.merge_all([login("192.0.2.10", 1), login("192.0.2.11", 1)], NOW_TIME, TIMEOUT, ignore)
+    table.add("10.1.2.3", NOW_TIME, TIMEOUT)
+    table.flush(["192.0.2.11"], NOW_TIME)
+    assert table.prune(NOW_TIME, TIMEOUT, ignore) == ["10.1.2.3"]
     assert list(table.leases) == ["192.0.2.10"]
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Site, dovecot_login
+from tests.support.lines import dovecot_login
+from tests.support.site import Site
 
 
 def test_status_is_healthy_after_an_update_and_stale_after_stale_after(site: Site) -> None:

@@ -18,7 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from map_helpers import LATER, failed_line, login_line, make_site, ok
+
+from tests.support.clock import LATER
+from tests.support.lines import failed_line, login_line
+from tests.support.site import ok, site_with_maps
 
 FETCH = Path(__file__).parent / "tools" / "fetch-mta-binaries.sh"
 CACHE = Path(os.environ.get("EXACTCRON_MTA_CACHE", Path.home() / ".cache" / "exactcron" / "mta-binaries"))
@@ -104,23 +107,23 @@ def exim_rcpt_reply(bin_dir: Path, config: Path, client: str) -> str:
 
 
 def test_exim_relays_for_leased_addresses_only(mta_bin: Path, site_dir: Path) -> None:
-    site = make_site(site_dir, 'mta = "exim"\npath = "maps/relay-exim"')
+    site = site_with_maps(site_dir, 'mta = "exim"\npath = "maps/relay-exim"')
     relay_map = site.map_dir / "relay-exim"
     config = exim_config(site_dir, relay_map)
 
-    ok(site.run("update"))
+    ok(site.run_process("update"))
     assert relay_map.read_bytes() == b""  # exists at once: Exim defers on a missing file
     assert exim_rcpt_reply(mta_bin, config, "10.77.0.2").startswith("550 relay not permitted")
 
     site.append_log(login_line("10.77.0.2"), login_line("fd77::2", second=5), failed_line("10.77.0.3"))
-    ok(site.run("update", now=LATER))
+    ok(site.run_process("update", now=LATER))
     assert relay_map.read_text() == "10.77.0.2\nfd77::2\n"
     assert exim_rcpt_reply(mta_bin, config, "10.77.0.2") == "250 Accepted"
     assert exim_rcpt_reply(mta_bin, config, "fd77::2") == "250 Accepted"
     assert exim_rcpt_reply(mta_bin, config, "10.77.0.3").startswith("550 relay not permitted")
     assert exim_rcpt_reply(mta_bin, config, "fd77::3").startswith("550 relay not permitted")
 
-    ok(site.run("flush", "10.77.0.2", now=LATER))
+    ok(site.run_process("flush", "10.77.0.2", now=LATER))
     assert exim_rcpt_reply(mta_bin, config, "10.77.0.2").startswith("550 relay not permitted")
     assert exim_rcpt_reply(mta_bin, config, "fd77::2") == "250 Accepted"
 
@@ -183,16 +186,16 @@ def access_entries(bin_dir: Path, access_map: Path) -> list[str]:
 
 
 def test_sendmail_access_db_is_built_by_makemap_and_read_back(mta_bin: Path, site_dir: Path) -> None:
-    site = make_site(site_dir, 'mta = "sendmail"\npath = "maps/relay-sendmail"')
+    site = site_with_maps(site_dir, 'mta = "sendmail"\npath = "maps/relay-sendmail"')
     access_map = site.map_dir / "relay-sendmail"
     env = with_path(mta_bin)
 
-    ok(site.run("update", env=env))
-    assert sorted(site.files()) == ["relay-sendmail", "relay-sendmail.db"]
+    ok(site.run_process("update", env=env))
+    assert sorted(site.map_files()) == ["relay-sendmail", "relay-sendmail.db"]
     assert access_entries(mta_bin, access_map) == []
 
     site.append_log(login_line("10.77.0.2"), login_line("FD77::2", second=5))
-    ok(site.run("update", now=LATER, env=env))
+    ok(site.run_process("update", now=LATER, env=env))
     assert access_map.read_text() == "Connect:10.77.0.2 RELAY\nConnect:IPv6:fd77::2 RELAY\n"
     assert access_entries(mta_bin, access_map) == ["connect:10.77.0.2\tRELAY", "connect:ipv6:fd77::2\tRELAY"]
     query = [mta_bin / "editmap", "-q", "hash", str(access_map)]
@@ -208,14 +211,14 @@ def test_sendmail_relays_for_leased_addresses_and_the_sites_own_entries(
 ) -> None:
     include = site_dir / "access.site"
     include.write_text("# the site's own entries\nConnect:192.0.2.7 RELAY\nConnect:10.77.0.4 REJECT\n")
-    site = make_site(site_dir, f'mta = "sendmail"\npath = "maps/relay-sendmail"\ninclude = "{include}"')
+    site = site_with_maps(site_dir, f'mta = "sendmail"\npath = "maps/relay-sendmail"\ninclude = "{include}"')
     access_map = site.map_dir / "relay-sendmail"
     cf = sendmail_cf(mta_bin, site_dir, access_map)
     site.append_log(
         login_line("10.77.0.2"), login_line("fd77::2", second=5), login_line("10.77.0.4", second=6)
     )
 
-    ok(site.run("update", env=with_path(mta_bin)))
+    ok(site.run_process("update", env=with_path(mta_bin)))
 
     assert sendmail_rcpt_verdict(mta_bin, cf, "10.77.0.2") == "RELAY"
     assert sendmail_rcpt_verdict(mta_bin, cf, "fd77::2") == "RELAY"
@@ -224,7 +227,7 @@ def test_sendmail_relays_for_leased_addresses_and_the_sites_own_entries(
     assert sendmail_rcpt_verdict(mta_bin, cf, "fd77::3") == DENIED
     assert sendmail_rcpt_verdict(mta_bin, cf, "10.77.0.4") == DENIED  # the site's REJECT wins
 
-    ok(site.run("flush", "--all", now=LATER, env=with_path(mta_bin)))
+    ok(site.run_process("flush", "--all", now=LATER, env=with_path(mta_bin)))
     assert sendmail_rcpt_verdict(mta_bin, cf, "10.77.0.2") == DENIED
     assert sendmail_rcpt_verdict(mta_bin, cf, "192.0.2.7") == "RELAY"
 
@@ -234,35 +237,35 @@ def test_a_failing_makemap_leaves_the_old_map_and_exits_69_with_its_message(
 ) -> None:
     include = site_dir / "access.site"
     include.write_text("Connect:192.0.2.7 RELAY\n")
-    site = make_site(site_dir, f'mta = "sendmail"\npath = "maps/relay-sendmail"\ninclude = "{include}"')
+    site = site_with_maps(site_dir, f'mta = "sendmail"\npath = "maps/relay-sendmail"\ninclude = "{include}"')
     env = with_path(mta_bin)
     site.append_log(login_line("10.77.0.2"))
-    ok(site.run("update", env=env))
-    before = site.files()
+    ok(site.run_process("update", env=env))
+    before = site.map_files()
     # A real makemap failure: the site's file lists a key twice.
     include.write_text("Connect:192.0.2.7 RELAY\nconnect:192.0.2.7 REJECT\n")
 
-    result = site.run("update", now=LATER, env=env)
+    result = site.run_process("update", now=LATER, env=env)
 
     assert result.returncode == 69
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"exactcron: makemap for {site.map_dir / 'relay-sendmail'} failed: ")
     assert "duplicate key" in result.stderr
-    assert site.files() == before  # untouched, and no temporary file left
+    assert site.map_files() == before  # untouched, and no temporary file left
 
 
 def test_a_long_running_sendmail_sees_the_replaced_access_db(mta_bin: Path, site_dir: Path) -> None:
     """sendmail reopens a map only when the mtime of the file it holds open grows
     (it never looks at the link count, as Postfix does): the replaced inode is
     marked so that a daemon holding it reopens the new map by name."""
-    site = make_site(site_dir, 'mta = "sendmail"\npath = "maps/relay-sendmail"')
+    site = site_with_maps(site_dir, 'mta = "sendmail"\npath = "maps/relay-sendmail"')
     env = with_path(mta_bin)
-    ok(site.run("update", env=env))
+    ok(site.run_process("update", env=env))
     held = os.open(site.map_dir / "relay-sendmail.db", os.O_RDONLY)  # as the daemon holds it
     try:
         opened_at = os.fstat(held).st_mtime
         site.append_log(login_line("10.77.0.2"))
-        ok(site.run("update", now=LATER, env=env))
+        ok(site.run_process("update", now=LATER, env=env))
         status = os.fstat(held)
         assert status.st_nlink == 0  # replaced, not rewritten in place
         assert int(status.st_mtime) > int(opened_at)  # sendmail compares whole seconds

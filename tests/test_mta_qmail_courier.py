@@ -21,10 +21,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from map_helpers import LATER, Site, login_line, make_site, ok
 
 from exactcron.outputs.maps import courier_key, render, tcprules_keys
 from exactcron.outputs.mynetworks import parse_mynetworks
+from tests.support.clock import LATER
+from tests.support.lines import login_line
+from tests.support.maps import postmap_query
+from tests.support.site import Site, ok, site_with_maps
 
 FETCH_COURIER = Path(__file__).parent / "tools" / "fetch-courier-binaries.sh"
 CACHE = Path(
@@ -74,7 +77,7 @@ def qmail_site(directory: Path) -> tuple[Site, Path]:
     rules = directory / "tcp.smtp"
     rules.write_text(SITE_RULES)
     relay = directory / "maps" / "tcp.smtp.relay"
-    site = make_site(directory, f'mta = "qmail"\npath = "{relay}"\ninclude = "{rules}"')
+    site = site_with_maps(directory, f'mta = "qmail"\npath = "{relay}"\ninclude = "{rules}"')
     return site, relay
 
 
@@ -87,7 +90,7 @@ def test_qmail_leased_addresses_get_relayclient_and_the_site_rules_still_apply(s
         login_line("2001:db8::5", "bob", 2),
         login_line("192.0.2.66", "eve", 3),
     )
-    ok(site.run("update"))
+    ok(site.run_process("update"))
     cdb = relay.with_name(relay.name + ".cdb")
     assert relays(cdb, "192.0.2.10")
     assert relays(cdb, "2001:db8::5")
@@ -98,7 +101,7 @@ def test_qmail_leased_addresses_get_relayclient_and_the_site_rules_still_apply(s
     assert "deny connection" in tcprulescheck(cdb, "192.0.2.66")
     assert relay.read_text().endswith(SITE_RULES)
 
-    ok(site.run("flush", "192.0.2.10", now=LATER))
+    ok(site.run_process("flush", "192.0.2.10", now=LATER))
     assert not relays(cdb, "192.0.2.10")
     assert relays(cdb, "2001:db8::5")
     assert not [name for name in os.listdir(relay.parent) if name.startswith(".")]
@@ -108,9 +111,9 @@ def test_qmail_include_file_missing_is_a_run_time_error_and_the_cdb_is_kept(site
     if shutil.which("tcprules") is None:
         _unavailable("tcprules not installed (Debian package ucspi-tcp-ipv6)")
     site, _ = qmail_site(site_dir)
-    ok(site.run("update"))
+    ok(site.run_process("update"))
     (site_dir / "tcp.smtp").unlink()
-    failed = site.run("update", now=LATER)
+    failed = site.run_process("update", now=LATER)
     assert failed.returncode == 69
     assert "tcp.smtp" in failed.stderr and "Traceback" not in failed.stderr
 
@@ -147,16 +150,16 @@ def test_qmail_with_a_tcprules_without_ipv6_still_gets_its_ipv4_leases(
     site, relay = qmail_site(site_dir)
     environment = {"PATH": f"{plain_ucspi_tcp}:{os.environ['PATH']}"}
     site.append_log(login_line("192.0.2.10", "alice", 1), login_line("2001:db8::5", "bob", 2))
-    ran = ok(site.run("update", env=environment))
+    ran = ok(site.run_process("update", env=environment))
     assert "IPv6 leases left out" in ran.stderr
     cdb = relay.with_name(relay.name + ".cdb")
     assert relays(cdb, "192.0.2.10") and relays(cdb, "10.1.2.3")
     # Quiet next time: built once for these leases.
     before = cdb.stat().st_ino
-    quiet = ok(site.run("update", env=environment))
+    quiet = ok(site.run_process("update", env=environment))
     assert quiet.stderr == "" and cdb.stat().st_ino == before
     # A flush still reaches the map.
-    ok(site.run("flush", "192.0.2.10", now=LATER, env=environment))
+    ok(site.run_process("flush", "192.0.2.10", now=LATER, env=environment))
     assert not relays(cdb, "192.0.2.10")
 
 
@@ -193,11 +196,11 @@ def test_courier_smtpaccess_dat_lets_leased_addresses_relay(site_dir: Path, cour
     access.mkdir(parents=True)
     (etc / "esmtpd").write_text(f"ACCESSFILE={access}\n")
     (access / "default").write_text("127.0.0.1\tallow,RELAYCLIENT\n192.0.2\tallow,BLOCK\n")
-    site = make_site(site_dir, f'mta = "courier"\npath = "{access / "exactcron"}"')
+    site = site_with_maps(site_dir, f'mta = "courier"\npath = "{access / "exactcron"}"')
     site.append_log(login_line("192.0.2.10", "alice", 1), login_line("::ffff:192.0.2.12", "carol", 2))
     site.append_log(login_line("2001:db8::5", "bob", 3))
     environment = {"PATH": f"{courier_bin}:{os.environ['PATH']}", "COURIER_SYSCONFDIR": str(etc)}
-    ok(site.run("update", env=environment))
+    ok(site.run_process("update", env=environment))
     table = smtpaccess(etc / "smtpaccess.dat")
     assert table["192.0.2.10"] == "allow,RELAYCLIENT"
     assert table["192.0.2.12"] == "allow,RELAYCLIENT"  # the IPv4-mapped client, as IPv4
@@ -208,7 +211,7 @@ def test_courier_smtpaccess_dat_lets_leased_addresses_relay(site_dir: Path, cour
     # No temporary file was ever a file in smtpaccess/, where makedat would read it.
     assert sorted(path.name for path in access.iterdir()) == ["default", "exactcron"]
 
-    ok(site.run("flush", "192.0.2.10", now=LATER, env=environment))
+    ok(site.run_process("flush", "192.0.2.10", now=LATER, env=environment))
     table = smtpaccess(etc / "smtpaccess.dat")
     assert "192.0.2.10" not in table
     assert ":2001:0db8:0000:0000:0000:0000:0000:0005" in table
@@ -218,14 +221,14 @@ def test_courier_makesmtpaccess_failing_is_69_and_retried(site_dir: Path, courie
     etc = site_dir / "courier"
     access = etc / "smtpaccess"
     access.mkdir(parents=True)
-    site = make_site(site_dir, f'mta = "courier"\npath = "{access / "exactcron"}"')
+    site = site_with_maps(site_dir, f'mta = "courier"\npath = "{access / "exactcron"}"')
     site.append_log(login_line("192.0.2.10", "alice", 1))
     environment = {"PATH": f"{courier_bin}:{os.environ['PATH']}", "COURIER_SYSCONFDIR": str(etc)}
-    failed = site.run("update", env=environment)  # no esmtpd: makesmtpaccess fails
+    failed = site.run_process("update", env=environment)  # no esmtpd: makesmtpaccess fails
     assert failed.returncode == 69, failed.stderr
     assert "makesmtpaccess" in failed.stderr
     (etc / "esmtpd").write_text(f"ACCESSFILE={access}\n")
-    ok(site.run("update", env=environment))  # the text is unchanged, yet the .dat is built
+    ok(site.run_process("update", env=environment))  # the text is unchanged, yet the .dat is built
     assert smtpaccess(etc / "smtpaccess.dat")["192.0.2.10"] == "allow,RELAYCLIENT"
 
 
@@ -250,14 +253,13 @@ def test_a_lease_the_site_rules_list_is_left_to_the_site() -> None:
 
 def test_postfix_value_is_what_postmap_gives(site_dir: Path) -> None:
     relay = site_dir / "maps" / "relay"
-    site = make_site(
+    site = site_with_maps(
         site_dir, f'mta = "postfix"\npath = "{relay}"\ntype = "hash"\nvalue = "permit_auth_destination"'
     )
     site.append_log(login_line("192.0.2.10", "alice", 1))
-    ok(site.run("update"))
-    queried = subprocess.run(
-        ["postmap", "-q", "192.0.2.10", f"hash:{relay}"], capture_output=True, text=True, check=True
-    )
+    ok(site.run_process("update"))
+    queried = postmap_query(relay, "192.0.2.10")
+    assert queried.returncode == 0, queried.stderr
     assert queried.stdout.strip() == "permit_auth_destination"
 
 
@@ -280,8 +282,8 @@ def test_sendmail_value() -> None:
     ],
 )
 def test_bad_map_keys_are_78_naming_the_key(site_dir: Path, table: str, expected: str) -> None:
-    site = make_site(site_dir, f'{table}\npath = "{site_dir / "maps" / "relay"}"')
-    checked = site.run("check")
+    site = site_with_maps(site_dir, f'{table}\npath = "{site_dir / "maps" / "relay"}"')
+    checked = site.run_process("check")
     assert checked.returncode == 78, checked.stderr
     assert expected in checked.stderr and "Traceback" not in checked.stderr
 
@@ -304,7 +306,7 @@ def test_mynetworks_are_never_granted(site_dir: Path) -> None:
         site_dir, f"127.0.0.0/8 [::1]/128 {trusted} hash:/etc/postfix/network_table !192.0.2.99"
     )
     relay = site_dir / "maps" / "relay"
-    site = make_site(site_dir, f'mta = "exim"\npath = "{relay}"')
+    site = site_with_maps(site_dir, f'mta = "exim"\npath = "{relay}"')
     site.config.write_text(
         site.config.read_text().replace('timeout = "30m"', 'timeout = "30m"\nignore = ["mynetworks"]')
     )
@@ -314,23 +316,23 @@ def test_mynetworks_are_never_granted(site_dir: Path) -> None:
         login_line("198.51.100.7", "carol", 3),
     )
     environment = {"MAIL_CONFIG": str(config)}
-    ran = ok(site.run("update", env=environment))
+    ran = ok(site.run_process("update", env=environment))
     assert relay.read_text() == "198.51.100.7\n"
     assert "hash:/etc/postfix/network_table" in ran.stderr  # warned: a table cannot be listed
-    added = site.run("add", "198.51.100.70", env=environment)
+    added = site.run_process("add", "198.51.100.70", env=environment)
     assert added.returncode == 2 and "ignore" in added.stderr
     # A change to main.cf counts at the next run: the lease already held is dropped.
     (config / "main.cf").write_text("mynetworks = 198.51.100.0/24\n")
-    ok(site.run("update", now=LATER, env=environment))
+    ok(site.run_process("update", now=LATER, env=environment))
     assert relay.read_text() == ""
 
 
 def test_postconf_failing_is_69(site_dir: Path) -> None:
-    site = make_site(site_dir, f'mta = "exim"\npath = "{site_dir / "maps" / "relay"}"')
+    site = site_with_maps(site_dir, f'mta = "exim"\npath = "{site_dir / "maps" / "relay"}"')
     site.config.write_text(
         site.config.read_text().replace('timeout = "30m"', 'timeout = "30m"\nignore = ["mynetworks"]')
     )
-    failed = site.run("update", env={"MAIL_CONFIG": str(site_dir / "no-such-directory")})
+    failed = site.run_process("update", env={"MAIL_CONFIG": str(site_dir / "no-such-directory")})
     assert failed.returncode == 69, failed.stderr
     assert "postconf" in failed.stderr and "Traceback" not in failed.stderr
 

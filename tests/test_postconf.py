@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Site, dovecot_login, require_tool
+from tests.support.lines import dovecot_login
+from tests.support.site import Site
+from tests.support.tools import require_tool
 
 
 @pytest.fixture

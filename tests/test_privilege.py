@@ -21,7 +21,9 @@ import filelock
 import pytest
 
 from exactcron.cli import FORGEABLE_WARNING
-from tests.conftest import dovecot_login, require_tool
+from tests.support.lines import dovecot_login
+from tests.support.maps import postmap_query
+from tests.support.tools import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 # The Debian interpreter: the test's own may live where `nobody` cannot read.
@@ -178,9 +180,7 @@ def run_as(
 
 
 def postfix_answers(relay: Path, address: str) -> bool:
-    lookup = subprocess.run(
-        [require_tool("postmap"), "-q", address, f"hash:{relay}"], capture_output=True, text=True
-    )
+    lookup = postmap_query(relay, address)
     return lookup.stdout == "OK\n"
 
 

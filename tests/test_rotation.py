@@ -24,7 +24,7 @@ from typing import IO
 
 import pytest
 
-from tests.conftest import require_tool
+from tests.support.tools import require_tool
 
 START = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 # Lines between logins: other daemons' lines, so that files grow past the fingerprint length.
@@ -37,7 +37,7 @@ def logrotate() -> str:
 
 
 @dataclass
-class Site:
+class RotatingLog:
     """A mail log, its logrotate configuration, and exactcron pointed at both."""
 
     directory: Path
@@ -147,14 +147,14 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path, logrotate: str) -> Callable[[str], Site]:
-    def make(options: str) -> Site:
-        return Site(tmp_path, logrotate, options)
+def site(tmp_path: Path, logrotate: str) -> Callable[[str], RotatingLog]:
+    def make(options: str) -> RotatingLog:
+        return RotatingLog(tmp_path, logrotate, options)
 
     return make
 
 
-def test_1_append_only(site: Callable[[str], Site]) -> None:
+def test_1_append_only(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create")
     for _ in range(4):
         s.write()
@@ -162,7 +162,7 @@ def test_1_append_only(site: Callable[[str], Site]) -> None:
     s.assert_each_granted_once()
 
 
-def test_2_rename_and_create(site: Callable[[str], Site]) -> None:
+def test_2_rename_and_create(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create")
     s.write()
     s.update()
@@ -177,7 +177,7 @@ def test_2_rename_and_create(site: Callable[[str], Site]) -> None:
     assert not s.warnings
 
 
-def test_3_dateext(site: Callable[[str], Site]) -> None:
+def test_3_dateext(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create\n    dateext")
     s.write()
     s.update()
@@ -189,7 +189,7 @@ def test_3_dateext(site: Callable[[str], Site]) -> None:
     s.assert_each_granted_once()
 
 
-def test_4_compress_without_delaycompress(site: Callable[[str], Site]) -> None:
+def test_4_compress_without_delaycompress(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create\n    compress")
     s.write()
     s.update()
@@ -203,7 +203,7 @@ def test_4_compress_without_delaycompress(site: Callable[[str], Site]) -> None:
     s.assert_each_granted_once()
 
 
-def test_5_copytruncate(site: Callable[[str], Site]) -> None:
+def test_5_copytruncate(site: Callable[[str], RotatingLog]) -> None:
     s = site("    copytruncate")
     s.write()
     s.update()
@@ -216,7 +216,7 @@ def test_5_copytruncate(site: Callable[[str], Site]) -> None:
     s.assert_each_granted_once()
 
 
-def test_6_copytruncate_compress(site: Callable[[str], Site]) -> None:
+def test_6_copytruncate_compress(site: Callable[[str], RotatingLog]) -> None:
     s = site("    copytruncate\n    compress")
     s.write()
     s.update()
@@ -228,7 +228,7 @@ def test_6_copytruncate_compress(site: Callable[[str], Site]) -> None:
     s.assert_each_granted_once()
 
 
-def test_7_copytruncate_regrown_past_old_offset(site: Callable[[str], Site]) -> None:
+def test_7_copytruncate_regrown_past_old_offset(site: Callable[[str], RotatingLog]) -> None:
     s = site("    copytruncate")
     s.write(2)
     s.update()
@@ -241,7 +241,7 @@ def test_7_copytruncate_regrown_past_old_offset(site: Callable[[str], Site]) -> 
     s.assert_each_granted_once()
 
 
-def test_8_two_rotations_with_delaycompress(site: Callable[[str], Site]) -> None:
+def test_8_two_rotations_with_delaycompress(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create\n    compress\n    delaycompress")
     s.write()
     s.update()
@@ -257,7 +257,7 @@ def test_8_two_rotations_with_delaycompress(site: Callable[[str], Site]) -> None
     s.assert_each_granted_once()
 
 
-def test_9_late_writes_to_the_renamed_file(site: Callable[[str], Site]) -> None:
+def test_9_late_writes_to_the_renamed_file(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create")
     with open(s.log, "a") as writer:  # a daemon holding its log open, as rsyslog does
         s.write(through=writer)
@@ -288,7 +288,7 @@ def test_10_inode_reuse(tmp_path: Path, logrotate: str) -> None:
     for attempt in range(5):
         directory = tmp_path / f"attempt-{attempt}"
         directory.mkdir()
-        s = Site(directory, logrotate, "    nocreate\n    compress")
+        s = RotatingLog(directory, logrotate, "    nocreate\n    compress")
         state_dir = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() else None
         if state_dir is not None:
             s.state_file = state_dir / "logrotate.state"
@@ -308,7 +308,7 @@ def test_10_inode_reuse(tmp_path: Path, logrotate: str) -> None:
         assert reused, "the case did not happen: no inode was reused in 5 attempts"
 
 
-def _inode_reuse(s: Site) -> bool:
+def _inode_reuse(s: RotatingLog) -> bool:
     """Run the scenario; whether the new log really got the old inode."""
     s.write(2)
     s.update()
@@ -323,7 +323,7 @@ def _inode_reuse(s: Site) -> bool:
     return s.log.stat().st_ino == old_inode
 
 
-def test_11_four_rotations_between_runs(site: Callable[[str], Site]) -> None:
+def test_11_four_rotations_between_runs(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create\n    compress\n    delaycompress")
     s.write()
     s.update()
@@ -338,7 +338,7 @@ def test_11_four_rotations_between_runs(site: Callable[[str], Site]) -> None:
     s.assert_each_granted_once()
 
 
-def test_12_truncated_in_place(site: Callable[[str], Site]) -> None:
+def test_12_truncated_in_place(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create")
     s.write(3)
     s.update()
@@ -351,7 +351,7 @@ def test_12_truncated_in_place(site: Callable[[str], Site]) -> None:
     assert any("truncated in place" in warning for warning in s.warnings)
 
 
-def test_log_missing_at_a_run(site: Callable[[str], Site]) -> None:
+def test_log_missing_at_a_run(site: Callable[[str], RotatingLog]) -> None:
     s = site("    nocreate")
     with open(s.log, "a") as writer:
         s.write(through=writer)
@@ -366,7 +366,7 @@ def test_log_missing_at_a_run(site: Callable[[str], Site]) -> None:
     s.assert_each_granted_once()
 
 
-def test_olddir(site: Callable[[str], Site]) -> None:
+def test_olddir(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create\n    olddir old\n    createolddir 0700 root root")
     s.write()
     s.update()
@@ -381,7 +381,7 @@ def test_olddir(site: Callable[[str], Site]) -> None:
 # -- every name logrotate can give a rotated copy ------------------------------
 
 
-def _catch_up_across_one_rotation(s: Site) -> None:
+def _catch_up_across_one_rotation(s: RotatingLog) -> None:
     """Logins read before, logins unread when the log is rotated, logins after."""
     s.write()
     s.update()
@@ -412,7 +412,7 @@ def _names(directory: Path) -> list[str]:
         ("    start 0", r"mail\.log\.0"),
     ],
 )
-def test_a_rotated_name(site: Callable[[str], Site], options: str, rotated_name: str) -> None:
+def test_a_rotated_name(site: Callable[[str], RotatingLog], options: str, rotated_name: str) -> None:
     s = site("    create\n" + options)
     _catch_up_across_one_rotation(s)
     assert any(re.fullmatch(rotated_name, name) for name in _names(s.directory)), _names(s.directory)
@@ -423,7 +423,7 @@ def test_a_rotated_name(site: Callable[[str], Site], options: str, rotated_name:
 @pytest.mark.parametrize(
     ("tool", "suffix"), [("gzip", ".gz"), ("bzip2", ".bz2"), ("xz", ".xz"), ("zstd", ".zst")]
 )
-def test_a_compressed_rotation(site: Callable[[str], Site], tool: str, suffix: str) -> None:
+def test_a_compressed_rotation(site: Callable[[str], RotatingLog], tool: str, suffix: str) -> None:
     command = require_tool(tool)
     s = site(f"    create\n    compress\n    compresscmd {command}\n    compressext {suffix}")
     _catch_up_across_one_rotation(s)
@@ -432,7 +432,7 @@ def test_a_compressed_rotation(site: Callable[[str], Site], tool: str, suffix: s
     assert not s.warnings
 
 
-def test_zstd_with_delaycompress_over_two_rotations(site: Callable[[str], Site]) -> None:
+def test_zstd_with_delaycompress_over_two_rotations(site: Callable[[str], RotatingLog]) -> None:
     zstd = require_tool("zstd")
     s = site(f"    create\n    compress\n    delaycompress\n    compresscmd {zstd}\n    compressext .zst")
     s.write()
@@ -449,7 +449,7 @@ def test_zstd_with_delaycompress_over_two_rotations(site: Callable[[str], Site])
     s.assert_each_granted_once()
 
 
-def test_olddir_dateformat_extension_and_zstd_together(site: Callable[[str], Site]) -> None:
+def test_olddir_dateformat_extension_and_zstd_together(site: Callable[[str], RotatingLog]) -> None:
     zstd = require_tool("zstd")
     s = site(
         "    create\n    olddir old\n    createolddir 0700 root root\n    extension .log\n"
@@ -461,9 +461,9 @@ def test_olddir_dateformat_extension_and_zstd_together(site: Callable[[str], Sit
     assert not s.warnings
 
 
-def _archiving(tmp_path: Path, logrotate: str, archived_as: str, source_options: str = "") -> Site:
+def _archiving(tmp_path: Path, logrotate: str, archived_as: str, source_options: str = "") -> RotatingLog:
     """A site whose own script moves each rotated copy to a name logrotate never gives."""
-    return Site(
+    return RotatingLog(
         tmp_path,
         logrotate,
         f"    create\n    postrotate\n        mkdir -p {tmp_path}/archive && "
@@ -492,7 +492,7 @@ def test_without_the_rotated_glob_the_archived_logins_are_lost_with_a_warning(
 # -- a replaced file whose first kilobyte is unchanged --------------------------
 
 
-def test_a_file_rewritten_by_sed_is_read_as_new_never_from_mid_line(site: Callable[[str], Site]) -> None:
+def test_a_file_rewritten_by_sed_is_read_as_new_never_from_mid_line(site: Callable[[str], RotatingLog]) -> None:
     sed = require_tool("sed")
     s = site("    create")
     s.write(8)  # more than the fingerprint's kilobyte
@@ -526,7 +526,7 @@ def test_a_file_rewritten_by_sed_is_read_as_new_never_from_mid_line(site: Callab
 
 
 def test_without_the_zstd_command_a_zst_copy_is_named_in_a_warning(
-    site: Callable[[str], Site], monkeypatch: pytest.MonkeyPatch
+    site: Callable[[str], RotatingLog], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     zstd = require_tool("zstd")
     s = site(f"    create\n    compress\n    compresscmd {zstd}\n    compressext .zst")

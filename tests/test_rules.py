@@ -16,14 +16,14 @@ from exactcron.cli import main
 from exactcron.model import Login
 from exactcron.rules.parser import BUILTIN_RULES, MAX_LINE_BYTES, LineParser, site_rule
 from exactcron.timestamps import TimestampParser
+from tests.support.clock import NOW_TIME
 
-NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 STAMP = "Nov 25 17:50:10 mail"
 
 
 def parse(line: str | bytes, rules: tuple[str, ...] | None = None) -> Login | None:
     chosen = tuple(BUILTIN_RULES[name] for name in rules) if rules else tuple(BUILTIN_RULES.values())
-    parser = LineParser(chosen, TimestampParser(NOW, UTC))
+    parser = LineParser(chosen, TimestampParser(NOW_TIME, UTC))
     return parser.parse(line.encode() if isinstance(line, str) else line)
 
 
@@ -403,7 +403,7 @@ def test_crlf_invalid_utf8_and_nul_bytes_are_survived(damage: object) -> None:
 
 
 def test_a_line_over_the_limit_is_skipped_and_counted() -> None:
-    parser = LineParser(tuple(BUILTIN_RULES.values()), TimestampParser(NOW, UTC))
+    parser = LineParser(tuple(BUILTIN_RULES.values()), TimestampParser(NOW_TIME, UTC))
     user = "a" * MAX_LINE_BYTES
     line = f"{STAMP} dovecot: pop3-login: Login: user=<{user}>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1"
     assert parser.parse(line.encode()) is None
@@ -417,7 +417,7 @@ def test_the_log_time_is_the_lines_own_time() -> None:
 
 
 def test_several_rules_on_one_source_read_each_servers_lines() -> None:
-    parser = LineParser((BUILTIN_RULES["dovecot"], BUILTIN_RULES["courier"]), TimestampParser(NOW, UTC))
+    parser = LineParser((BUILTIN_RULES["dovecot"], BUILTIN_RULES["courier"]), TimestampParser(NOW_TIME, UTC))
     lines = [
         TEMPLATES["dovecot"].format(stamp=STAMP, user="a"),
         TEMPLATES["courier"].format(stamp=STAMP, user="b"),
@@ -436,7 +436,7 @@ def test_several_rules_on_one_source_read_each_servers_lines() -> None:
 
 def test_a_site_rule_reads_its_program_only() -> None:
     rule = site_rule("mypopd", "mypopd", r"OK user=(?P<user>\S+) from \[(?P<ip>[^]]+)\]$")
-    parser = LineParser((rule,), TimestampParser(NOW, UTC))
+    parser = LineParser((rule,), TimestampParser(NOW_TIME, UTC))
     login = parser.parse(f"{STAMP} mypopd[7]: OK user=ann from [192.0.2.5]".encode())
     assert login == Login.at(datetime(2026, 11, 25, 17, 50, 10, tzinfo=UTC), "mypopd", "ann", "192.0.2.5")
     assert parser.parse(f"{STAMP} otherd[7]: OK user=ann from [192.0.2.5]".encode()) is None
@@ -470,7 +470,7 @@ path = "{tmp_path / "relay"}"
 
 def _check(config: Path, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(
-        main, ["--config", str(config), "--now", NOW.isoformat(), "check", *args], catch_exceptions=False
+        main, ["--config", str(config), "--now", NOW_TIME.isoformat(), "check", *args], catch_exceptions=False
     )
     return result.exit_code, result.output
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import UTC, datetime
+from datetime import UTC
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exactcron.rules.parser import BUILTIN_RULES, LineParser, Rule, _CompiledForm, site_rule
 from exactcron.timestamps import TimestampParser
+from tests.support.clock import NOW_TIME
 
-NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 STAMP = b"2026-11-25T17:50:10.123456+00:00 mail "
 RULES = (BUILTIN_RULES["dovecot"], BUILTIN_RULES["cyrus"])
 
@@ -26,7 +26,7 @@ def _without_fast(rule: Rule) -> Rule:
 
 
 def _parser(rules: tuple[Rule, ...]) -> LineParser:
-    return LineParser(rules, TimestampParser(NOW, UTC), frozenset({"mail"}))
+    return LineParser(rules, TimestampParser(NOW_TIME, UTC), frozenset({"mail"}))
 
 
 GOOD_ADDRESSES = [b"192.0.2.10", b"2001:db8::1"]

@@ -17,8 +17,8 @@ from exactcron.model import Login
 from exactcron.rules.parser import BUILTIN_RULES, LineParser, site_rule
 from exactcron.sources.journal import entry_line
 from exactcron.timestamps import TimestampParser
+from tests.support.clock import NOW_TIME
 
-NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 STAMP = "Nov 25 17:50:10 mail"
 ELEMENTS = (
     "user=<alice>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1, mpid=4242, TLS, session=<Mr1iP0TtYMEKTQAC>"
@@ -26,7 +26,7 @@ ELEMENTS = (
 
 
 def parse(line: str) -> Login | None:
-    parser = LineParser(tuple(BUILTIN_RULES.values()), TimestampParser(NOW, UTC))
+    parser = LineParser(tuple(BUILTIN_RULES.values()), TimestampParser(NOW_TIME, UTC))
     return parser.parse(line.encode())
 
 
@@ -272,7 +272,7 @@ def test_the_anonymous_user_is_granted_by_no_rule(line: str) -> None:
 
 def test_a_site_rule_never_grants_the_anonymous_user() -> None:
     rule = site_rule("mypopd", "mypopd", r"OK user=(?P<user>\S+) from (?P<ip>\S+)")
-    parser = LineParser((rule,), TimestampParser(NOW, UTC))
+    parser = LineParser((rule,), TimestampParser(NOW_TIME, UTC))
     assert parser.parse(f"{STAMP} mypopd[1]: OK user=anonymous from 192.0.2.10".encode()) is None
     assert parser.parse(f"{STAMP} mypopd[1]: OK user=ann from 192.0.2.10".encode()) is not None
 

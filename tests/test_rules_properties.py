@@ -6,15 +6,15 @@ HYPOTHESIS_PROFILE=long python3 -m pytest tests/test_rules_properties.py
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from exactcron.rules.parser import BUILTIN_RULES, LineParser, is_anonymous
 from exactcron.timestamps import TimestampParser
+from tests.support.clock import NOW_TIME
 
-NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 STAMP = "Nov 25 17:50:10 mail"
 ADDRESS = "192.0.2.10"
 
@@ -69,7 +69,7 @@ USERS = st.lists(
 
 
 def parser() -> LineParser:
-    return LineParser(tuple(BUILTIN_RULES.values()), TimestampParser(NOW, UTC))
+    return LineParser(tuple(BUILTIN_RULES.values()), TimestampParser(NOW_TIME, UTC))
 
 
 @given(st.binary(max_size=400))

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from exactcron.cli import main
 from exactcron.rules.parser import BUILTIN_RULES, LineParser, Rule, site_rule
 from exactcron.timestamps import TimestampParser
+from tests.support.clock import NOW_TIME
 
-NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 STAMP = "2026-11-25T17:50:10.250000+00:00 mail"
 
 
@@ -38,7 +38,7 @@ def _run_check(tmp_path: Path, rule: str, log: str) -> tuple[int, str]:
     (tmp_path / "mail.log").write_text(log, encoding="utf-8")
     result = CliRunner().invoke(
         main,
-        ["--config", str(config), "--now", NOW.isoformat(), "check", str(tmp_path / "mail.log")],
+        ["--config", str(config), "--now", NOW_TIME.isoformat(), "check", str(tmp_path / "mail.log")],
         catch_exceptions=False,
     )
     return result.exit_code, result.output
@@ -117,7 +117,7 @@ def test_a_site_rule_searches_for_its_longest_literal() -> None:
 
 def test_a_site_rule_with_no_literal_reads_every_line() -> None:
     rule = site_rule("mypopd", "mypopd", r"(?P<user>\S+) (?P<ip>\S+)")
-    parser = LineParser((rule,), TimestampParser(NOW, UTC))
+    parser = LineParser((rule,), TimestampParser(NOW_TIME, UTC))
     login = parser.parse(f"{STAMP} mypopd[7]: ann 192.0.2.5".encode())
     assert login is not None and login.address == "192.0.2.5"
 
@@ -142,7 +142,7 @@ def test_the_needle_key_replaces_the_derived_literal(tmp_path: Path) -> None:
     ],
 )
 def test_a_site_rule_reads_the_same_whether_matched_on_bytes_or_text(match: str) -> None:
-    parser = LineParser((site_rule("mypopd", "mypopd", match),), TimestampParser(NOW, UTC))
+    parser = LineParser((site_rule("mypopd", "mypopd", match),), TimestampParser(NOW_TIME, UTC))
     login = parser.parse(f"{STAMP} mypopd[7]: OK user=jürgen from [2001:db8::5]".encode())
     assert login is not None
     assert (login.user, login.address) == ("jürgen", "2001:db8::5")
@@ -171,7 +171,7 @@ def test_a_realistic_rule_grants_and_a_hostile_line_does_not_stop_the_run(tmp_pa
     lines = [hostile] * 40 + [head + "OK user=ann from mail.example [192.0.2.5]"]
     (tmp_path / "mail.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, "-m", "exactcron", "--config", str(config), "--now", NOW.isoformat(), "update"],
+        [sys.executable, "-m", "exactcron", "--config", str(config), "--now", NOW_TIME.isoformat(), "update"],
         capture_output=True,
         text=True,
         timeout=120,  # re took over 6 minutes on these lines: a hang fails, not blocks

@@ -8,7 +8,7 @@ import lzma
 import os
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,12 +16,13 @@ import pytest
 from exactcron.errors import LogUnreadableError
 from exactcron.sources.logfile import BISECT_MIN_BYTES, Checkpoint, FileMark, LogReader
 from exactcron.timestamps import TimestampParser
+from tests.support.clock import NOW_TIME
 
-NOW = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
+HOUR_BEFORE_NOW = NOW_TIME - timedelta(hours=1)  # the clock of these tests
 
 
 def line(minutes_ago: float, text: str) -> bytes:
-    stamp = (NOW - timedelta(minutes=minutes_ago)).isoformat(timespec="microseconds")
+    stamp = (HOUR_BEFORE_NOW - timedelta(minutes=minutes_ago)).isoformat(timespec="microseconds")
     return f"{stamp} mx dovecot: {text}\n".encode()
 
 
@@ -110,14 +111,14 @@ def test_first_run_on_a_large_log_bisects_to_the_timeout_window(tmp_path: Path) 
         for minutes in range(30, 0, -1):
             stream.write(line(minutes, f"recent {minutes}"))
     size = log.stat().st_size
-    timestamps = TimestampParser(NOW, UTC)
-    lines, reader = read(log, None, since=NOW - timedelta(minutes=45), stamp_of=timestamps.stamp)
+    timestamps = TimestampParser(HOUR_BEFORE_NOW, UTC)
+    lines, reader = read(log, None, since=HOUR_BEFORE_NOW - timedelta(minutes=45), stamp_of=timestamps.stamp)
     recent = [entry for entry in lines if b" recent " in entry]
     assert len(recent) == 30
     assert reader.bytes_read < size // 10
     # Every line it did skip is older than the window.
     first_stamp = timestamps.stamp(lines[0])
-    assert first_stamp is not None and first_stamp < NOW - timedelta(minutes=45)
+    assert first_stamp is not None and first_stamp < HOUR_BEFORE_NOW - timedelta(minutes=45)
 
 
 def test_a_stamp_it_cannot_read_is_never_skipped(tmp_path: Path) -> None:
@@ -125,8 +126,8 @@ def test_a_stamp_it_cannot_read_is_never_skipped(tmp_path: Path) -> None:
     with open(log, "wb") as stream:
         while stream.tell() < 2 * BISECT_MIN_BYTES:
             stream.write(b"no stamp here " + b"z" * 100 + b"\n")
-    timestamps = TimestampParser(NOW, UTC)
-    _, reader = read(log, None, since=NOW - timedelta(minutes=45), stamp_of=timestamps.stamp)
+    timestamps = TimestampParser(HOUR_BEFORE_NOW, UTC)
+    _, reader = read(log, None, since=HOUR_BEFORE_NOW - timedelta(minutes=45), stamp_of=timestamps.stamp)
     assert reader.bytes_read == log.stat().st_size
 
 

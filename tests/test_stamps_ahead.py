@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from tests.conftest import Site, dovecot_login
-from tests.test_cli import lookup
+from tests.support.lines import dovecot_login
+from tests.support.maps import postmap_value
+from tests.support.site import Site
 
 
 def shown(site: Site, now: str) -> dict[str, dict[str, str]]:
@@ -19,7 +20,7 @@ def shown(site: Site, now: str) -> dict[str, dict[str, str]]:
 def test_a_stamp_half_a_minute_ahead_counts_as_now(site: Site) -> None:
     site.write_log(dovecot_login("192.0.2.10", time="2026-11-25T18:00:30+00:00"))
     assert site.run("update", now="2026-11-25T18:00:00+00:00").exit_code == 0
-    assert lookup(site, "192.0.2.10") == "OK"
+    assert postmap_value(site.map, "192.0.2.10") == "OK"
     lease = shown(site, "2026-11-25T18:00:00+00:00")["192.0.2.10"]
     assert lease["last_login"] == "2026-11-25T18:00:00+00:00"
     assert lease["expires"] == "2026-11-25T18:30:00+00:00"
@@ -33,15 +34,15 @@ def test_a_stamp_two_minutes_ahead_grants_nothing_with_one_warning(site: Site) -
     result = site.run("update", now="2026-11-25T18:00:00+00:00")
     assert result.exit_code == 0
     assert site.map.read_text() == ""
-    assert lookup(site, "192.0.2.10") is None
-    assert lookup(site, "192.0.2.11") is None
+    assert postmap_value(site.map, "192.0.2.10") is None
+    assert postmap_value(site.map, "192.0.2.11") is None
     (warning,) = [line for line in result.stderr.splitlines() if "ahead of the clock" in line]
     assert "2 logins stamped more than a minute ahead of the clock granted nothing" in warning
     assert "(the first stamped 2026-11-25T18:02:00+00:00)" in warning
     assert "the writer's clock or the source's `timezone` is wrong" in warning
     # Read once, never believed later either: the clock passing the stamp changes nothing.
     assert site.run("update", now="2030-01-01T00:10:00+00:00").exit_code == 0
-    assert lookup(site, "192.0.2.11") is None
+    assert postmap_value(site.map, "192.0.2.11") is None
 
 
 def test_a_genuine_login_after_one_stamped_ahead_grants_from_its_own_time(site: Site) -> None:
@@ -50,7 +51,7 @@ def test_a_genuine_login_after_one_stamped_ahead_grants_from_its_own_time(site: 
         dovecot_login("192.0.2.10", time="2026-11-25T17:59:50+00:00"),
     )
     assert site.run("update", now="2026-11-25T18:00:00+00:00").exit_code == 0
-    assert lookup(site, "192.0.2.10") == "OK"
+    assert postmap_value(site.map, "192.0.2.10") == "OK"
     lease = shown(site, "2026-11-25T18:00:00+00:00")["192.0.2.10"]
     assert lease["last_login"] == "2026-11-25T17:59:50+00:00"
     assert lease["expires"] == "2026-11-25T18:29:50+00:00"
@@ -69,7 +70,7 @@ def test_the_reading_of_a_repeated_hour_more_than_a_minute_ahead_is_dropped(
     assert lease["last_login"] == "2026-10-25T00:30:00+00:00"
     assert lease["expires"] == "2026-10-25T01:00:00+00:00"
     assert site.run("update", now="2026-10-25T01:01:00+00:00").exit_code == 0
-    assert lookup(site, "192.0.2.10") is None
+    assert postmap_value(site.map, "192.0.2.10") is None
 
 
 def test_check_says_a_stamp_ahead_of_the_clock_grants_nothing(site: Site) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import NOW, Site, dovecot_login
+from tests.support.clock import NOW
+from tests.support.lines import dovecot_login
+from tests.support.site import Site
 
 # Runs the command as the console script does, then names every module it loaded.
 _LOADED = """

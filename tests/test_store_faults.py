@@ -17,8 +17,8 @@ from click.testing import CliRunner, Result
 
 from exactcron import faults
 from exactcron.cli import main
-from tests.conftest import dovecot_login
-from tests.pg_cluster import OWNER, Cluster
+from tests.support.lines import dovecot_login
+from tests.support.pg_cluster import OWNER, Cluster
 
 START = datetime.now(UTC).replace(microsecond=0)
 # The fault strikes 15 minutes on: the lease of a login 20 minutes before START has expired.

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import dovecot_login, require_tool
-from tests.pg_cluster import READER, Cluster
+from tests.support.lines import dovecot_login
+from tests.support.maps import postmap_query
+from tests.support.pg_cluster import READER, Cluster
+from tests.support.tools import require_tool
 
 try:
     from tests.e2e import harness
@@ -115,7 +117,7 @@ def client_network() -> Iterator[None]:
 def test_a_login_on_host_a_opens_relay_through_postfix_on_host_b_and_a_flush_on_c_closes_it(
     site_dir: Path, postgres: Cluster, schema: str, client_network: None
 ) -> None:
-    postmap = require_tool("postmap")
+    require_tool("postmap")
     require_tool("postfix")
     if not Path("/usr/lib/postfix/postfix-pgsql.so").exists():
         unavailable("postfix-pgsql is not installed (the test bootstrap installs it)")
@@ -133,9 +135,7 @@ def test_a_login_on_host_a_opens_relay_through_postfix_on_host_b_and_a_flush_on_
     )
 
     def lookup(address: str) -> str:
-        return subprocess.run(
-            [postmap, "-q", address, f"pgsql:{table}"], capture_output=True, text=True, timeout=30
-        ).stdout
+        return postmap_query(table, address, "pgsql", timeout=30).stdout
 
     with harness.started(postfix):
         assert harness.relay_probe(CLIENT, SERVER[0])[0] == 554

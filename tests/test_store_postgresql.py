@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import dovecot_login
-from tests.pg_cluster import READER, WRITER, Cluster
+from tests.support.lines import dovecot_login
+from tests.support.pg_cluster import READER, WRITER, Cluster
 
 
 def stamp(minutes_ago: float) -> str:

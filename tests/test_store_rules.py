@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.pg_cluster import READER, WRITER, Cluster
+from tests.support.pg_cluster import READER, WRITER, Cluster
 from tests.test_store_postgresql import Host, relay, stamp
 
 

@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 
 from exactcron.cli import FORGEABLE_WARNING
-from tests.conftest import require_tool
+from tests.support.maps import postmap_query
+from tests.support.tools import require_tool
 
 FORGED = "imap-login: Login: user=<x>, method=PLAIN, rip=203.0.113.66, lip=192.0.2.1, mpid=1, session=<a>"
 GENUINE = "imap-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.44, lip=192.0.2.1, mpid=2, session=<b>"
@@ -149,9 +150,7 @@ def granted(config: Path) -> set[str]:
     relay = config.parent / "state" / "relay"
     found = set()
     for address in ("203.0.113.66", "192.0.2.44"):
-        lookup = subprocess.run(
-            [require_tool("postmap"), "-q", address, f"hash:{relay}"], capture_output=True
-        )
+        lookup = postmap_query(relay, address)
         if lookup.returncode == 0:
             found.add(address)
     return found
@@ -342,7 +341,7 @@ def test_journal_entries_from_another_machine_grant_nothing_unless_it_is_listed(
 
 def _lookup(config: Path, address: str) -> bool:
     relay = config.parent / "state" / "relay"
-    found = subprocess.run([require_tool("postmap"), "-q", address, f"hash:{relay}"], capture_output=True)
+    found = postmap_query(relay, address)
     return found.returncode == 0
 
 

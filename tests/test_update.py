@@ -11,7 +11,9 @@ from click.testing import CliRunner
 from filelock import FileLock
 
 from exactcron.cli import main
-from tests.conftest import NOW, Site, dovecot_login
+from tests.support.clock import NOW
+from tests.support.lines import dovecot_login
+from tests.support.site import Site
 
 
 def test_a_failing_postmap_exits_69_and_the_old_map_keeps_serving(

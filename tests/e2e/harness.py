@@ -277,7 +277,7 @@ def listening(address: str, port: int) -> bool:
 
 
 class Place(Protocol):
-    """Where a server's programs run: this machine, or a Debian root (debian_root.py)."""
+    """Where a server's programs run: this machine, or a Debian root (tests/support/debian_root.py)."""
 
     def binary(self, name: str) -> str: ...
 

@@ -1,4 +1,10 @@
-"""Servers from another Debian release: a cached debootstrap root, run through chroot.
+"""Debian roots for the tests: cached debootstrap roots, viewed or copied.
+
+Two users: the end-to-end tests run servers of another release in a
+``RootView`` of a cached root (below); the package tests install the .deb
+into a copy of their own of a Debian 12 root (``unpack_root``, at the end).
+
+Servers from another Debian release: a cached debootstrap root, run through chroot.
 
 ``cached_root`` builds ``debootstrap --variant=minbase SUITE`` plus the
 servers' packages once and keeps it under ~/.cache/exactcron/roots/SUITE.  It
@@ -31,6 +37,7 @@ from filelock import FileLock
 
 try:
     from tests.e2e.harness import HarnessError, binary, run, stop_popen, tail, wait_until, which
+    from tests.support.tools import require_tool
 except ImportError:  # tests/ itself on sys.path (see tests/test_e2e.py)
     from e2e.harness import (  # type: ignore[no-redef,import-not-found,unused-ignore]
         HarnessError,
@@ -41,6 +48,8 @@ except ImportError:  # tests/ itself on sys.path (see tests/test_e2e.py)
         wait_until,
         which,
     )
+
+    from support.tools import require_tool  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 ROOTS_CACHE = Path(os.environ.get("EXACTCRON_ROOTS_CACHE") or Path.home() / ".cache" / "exactcron" / "roots")
 # Written last, holding the package list: a root without it, or built for
@@ -229,3 +238,73 @@ class RootView:
         # The namespace, and with it every mount, goes when its last process
         # does: callers stop the servers they started inside first.
         stop_popen(self.proc, f"mount namespace for {self.root}")
+
+
+# The package tests' root: `debootstrap --variant=minbase bookworm` plus what
+# the package needs, cached by `cached_root`. Each test works on a copy of its
+# own (`unpack_root`) where dpkg installs, upgrades and purges, and removes it
+# with `remove_root`. Commands run in the copy through `unshare --mount --pid
+# --fork --mount-proc`: the /proc they see lives in a namespace of their own
+# and vanishes with them, so no mount is ever left behind on the host.
+
+# Debian's tools, not pyenv's python3 that may come first on the caller's PATH.
+DEBIAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+# What the package depends on, plus Postfix for the default map's postmap,
+# logrotate to check the shipped logrotate file and systemd to boot the root
+# (`systemd-nspawn --boot`, `systemd-analyze verify --root`): all present
+# before the package comes, so `dpkg -i` needs no network.
+BOOKWORM = RootSpec(
+    "bookworm",
+    (
+        "adduser",
+        "systemd",
+        "systemd-sysv",
+        "cron",
+        "init-system-helpers",
+        "python3-click",
+        "python3-dateutil",
+        "python3-filelock",
+        "postfix",
+        "logrotate",
+    ),
+)
+
+
+def debian_environment(**extra: str) -> dict[str, str]:
+    """A clean environment for Debian's tools: no pyenv, no PYTHONPATH, no locale surprises."""
+    environment = {"PATH": DEBIAN_PATH, "LC_ALL": "C.UTF-8", "HOME": "/root"}
+    environment.update(extra)
+    return environment
+
+
+def unpack_root(destination: Path) -> Path:
+    """A fresh, writable copy of the cached root at `destination`."""
+    for tool in ("debootstrap", "chroot"):
+        require_tool(tool)
+    source = cached_root(BOOKWORM)
+    destination.mkdir()
+    subprocess.run(["cp", "-a", f"{source}/.", str(destination)], check=True, env=debian_environment())
+    return destination
+
+
+def run_in_root(
+    root: Path, command: Sequence[str], *, check: bool = True, environment: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `command` chrooted into `root`, with a private /proc that disappears with it."""
+    unshare = require_tool("unshare")
+    return subprocess.run(
+        [
+            unshare,
+            "--mount",
+            "--pid",
+            "--fork",
+            f"--mount-proc={root / 'proc'}",
+            "chroot",
+            str(root),
+            *command,
+        ],
+        check=check,
+        capture_output=True,
+        text=True,
+        env=environment or debian_environment(DEBIAN_FRONTEND="noninteractive"),
+    )
