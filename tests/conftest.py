@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,14 @@ def make_site(tmp_path: Path) -> Callable[..., Site]:
         return site_with_map(tmp_path, map_type, extra)
 
     return make
+
+
+@pytest.fixture
+def site_dir() -> Iterator[Path]:
+    """A directory the MTA's unprivileged users can read (pytest's tmp_path is 0700 root)."""
+    with tempfile.TemporaryDirectory(prefix="exactcron-mta-") as name:
+        os.chmod(name, 0o755)
+        yield Path(name)
 
 
 @pytest.fixture

@@ -4,16 +4,12 @@ maps, and every wrong value exits 78 naming its key (never 70, never a traceback
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import click
-import filelock
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
@@ -23,10 +19,8 @@ from exactcron.cli import main
 from tests.support.lines import dovecot_login
 from tests.support.maps import postmap_query
 from tests.support.tools import require_tool
+from tests.support.users import SYSTEM_PYTHON, shared_root, state_dir_of_nobody
 
-ROOT = Path(__file__).resolve().parent.parent
-# The Debian interpreter: the test's own may live where `nobody` cannot read.
-SYSTEM_PYTHON = "/usr/bin/python3"
 # exactcron with the default state directory moved to argv[1] (the real one,
 # /var/lib/exactcron, is the installed package's).
 WITH_DEFAULT_STATE_DIR = (
@@ -44,19 +38,11 @@ def site() -> Iterator[Path]:
         pytest.skip("needs root to switch users and make a root-owned configuration")
     require_tool("setpriv")
     require_tool("postmap")
-    root = Path(tempfile.mkdtemp(prefix="exactcron-config-faults-"))
-    try:
-        root.chmod(0o755)
-        library = root / "lib"
-        for package in (ROOT / "exactcron", Path(click.__file__).parent, Path(filelock.__file__).parent):
-            shutil.copytree(package, library / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+    with shared_root("exactcron-config-faults-") as root:
         log = root / "mail.log"
         log.write_text(dovecot_login("192.0.2.10", time=LOGIN_AT) + "\n")
         log.chmod(0o644)
-        state = root / "state"
-        state.mkdir(mode=0o755)
-        nobody = pwd.getpwnam("nobody")
-        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        state = state_dir_of_nobody(root)
         config = root / "exactcron.toml"
         config.write_text(
             f'state_dir = "{state}"\ntimeout = "30m"\n'
@@ -65,8 +51,6 @@ def site() -> Iterator[Path]:
         )
         config.chmod(0o644)
         yield root
-    finally:
-        shutil.rmtree(root)
 
 
 def update_as_nobody(site: Path, now: str, default_state_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -44,7 +44,9 @@ def test_a_run_that_reaches_its_deadline_saves_what_it_read_prunes_and_exits_75(
     site = site_with_maps(tmp_path, f'mta = "postfix"\ntype = "hash"\npath = "{relay}"')
     site.config.write_text('run_deadline = "1s"\n' + site.config.read_text())
     # A lease that ends at 17:01: the deadlined run must still drop it.
-    assert site.run_process("add", "192.0.2.200", "--for", "1m", now="2026-11-25T17:00:00+00:00").returncode == 0
+    assert (
+        site.run_process("add", "192.0.2.200", "--for", "1m", now="2026-11-25T17:00:00+00:00").returncode == 0
+    )
     assert _lookup("192.0.2.200", relay) == "OK"
     # About 3 MB: three blocks. One login in the first, one in the last.
     site.append_log(login_line("192.0.2.1", "ann", 1), _noise(25000), login_line("192.0.2.2", "bob", 2))

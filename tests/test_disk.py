@@ -14,25 +14,15 @@ from pathlib import Path
 import pytest
 
 from tests.support.lines import dovecot_login
+from tests.support.mounts import small_tmpfs
 from tests.support.site import write_site_config
 from tests.support.tools import require_tool
 
 
 @pytest.fixture
 def small_filesystem(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("CI runs as root; this test mounts a filesystem")
-        pytest.skip("needs root to mount a filesystem")
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "exactcron-test", str(mount)], check=True
-    )
-    try:
+    with small_tmpfs(tmp_path / "mnt", "1m", "exactcron-test") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def make_site(root: Path, state: Path) -> Path:

@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 
 from exactcron.errors import MapBuildError, StateWriteError
+from tests.support.binaries import FETCH_MTA, MTA_CACHE
 from tests.support.lines import dovecot_login
 from tests.support.maps import postmap_query
+from tests.support.mounts import small_tmpfs
 from tests.support.site import write_config
 from tests.support.tools import require_tool
 
@@ -29,25 +31,12 @@ STILL_LEASED = "2026-11-25T18:05:00+00:00"
 ENDED = "2026-11-25T19:00:00+00:00"
 LATER = "2026-11-25T19:01:00+00:00"
 ADDRESS = "192.0.2.10"
-FETCH = Path(__file__).parent / "tools" / "fetch-mta-binaries.sh"
-CACHE = Path(os.environ.get("EXACTCRON_MTA_CACHE", Path.home() / ".cache" / "exactcron" / "mta-binaries"))
 
 
 @pytest.fixture
 def small_filesystem(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("CI runs as root; this test mounts a filesystem")
-        pytest.skip("needs root to mount a filesystem")
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "exactcron-full", str(mount)], check=True
-    )
-    try:
+    with small_tmpfs(tmp_path / "mnt", "2m", "exactcron-full") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def fill(mount: Path) -> Path:
@@ -138,7 +127,7 @@ def site(request: pytest.FixtureRequest, tmp_path: Path, small_filesystem: Path)
         require_tool("postmap")
     if kind == "sendmail":
         fetched = subprocess.run(
-            [FETCH, str(CACHE)], capture_output=True, text=True, timeout=300, check=False
+            [FETCH_MTA, str(MTA_CACHE)], capture_output=True, text=True, timeout=300, check=False
         )
         if fetched.returncode != 0:
             if os.environ.get("CI"):
@@ -213,7 +202,9 @@ def test_a_map_that_holds_no_ended_lease_is_kept_when_there_is_no_room(
 
 
 @pytest.mark.parametrize("site", ["postfix"], indirect=True)
-def test_a_flush_that_cannot_be_saved_fails_and_still_ends_relay(site: FullDiskSite, small_filesystem: Path) -> None:
+def test_a_flush_that_cannot_be_saved_fails_and_still_ends_relay(
+    site: FullDiskSite, small_filesystem: Path
+) -> None:
     filler = fill(small_filesystem)
     result = site.run(STILL_LEASED, "flush", ADDRESS)
     assert_one_line(result, "flush not recorded", "leases.json", f"map {site.map}: no room")
@@ -235,7 +226,9 @@ def test_an_add_that_cannot_be_saved_grants_nothing(site: FullDiskSite, small_fi
 
 
 @pytest.mark.parametrize("site", ["postfix"], indirect=True)
-def test_a_run_killed_once_the_old_map_is_removed_leaves_no_relay(site: FullDiskSite, small_filesystem: Path) -> None:
+def test_a_run_killed_once_the_old_map_is_removed_leaves_no_relay(
+    site: FullDiskSite, small_filesystem: Path
+) -> None:
     filler = fill(small_filesystem)
     killed = site.run(ENDED, "update", EXACTCRON_KILL_AT=f"{site.map.name}:removed-for-room")
     assert killed.returncode == -9, killed.stderr

@@ -123,8 +123,6 @@ addresses = st.ip_addresses().map(str)
 users = st.none() | st.text(max_size=40)
 
 
-
-
 def table_of(logins: list[tuple[str, str | None, int]], microseconds: int = 0) -> LeaseTable:
     """The leases these (address, user, seconds ago) logins grant at NOW_TIME."""
     from exactcron.addresses import normalize_address

@@ -16,22 +16,20 @@ import pwd
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import pytest
 
 from tests.support.clock import NOW
 from tests.support.lines import dovecot_login
 from tests.support.maps import postmap_query
 from tests.support.site import Site
-from tests.support.tools import require_tool
+from tests.support.tools import require_root, require_tool
+from tests.support.users import PACKAGES, SYSTEM_PYTHON, shared_root
 
 ROOT = Path(__file__).resolve().parent.parent
-SYSTEM_PYTHON = "/usr/bin/python3"
 FLUSHED = "192.0.2.10"
 VICTIM_TEXT = b"root's file\n"
 # Each command of the interface that opens a file, read-only ones included.
@@ -104,18 +102,10 @@ class PlantableSite:
 
 @pytest.fixture
 def site() -> Iterator[PlantableSite]:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("CI runs as root; this test switches users")
-        pytest.skip("needs root to switch users")
+    require_root("to switch users")
     require_tool("setpriv")
     require_tool("postmap")
-    root = Path(tempfile.mkdtemp(prefix="exactcron-hostile-"))
-    try:
-        root.chmod(0o755)
-        library = root / "lib"
-        for package in (ROOT / "exactcron", Path(click.__file__).parent):
-            shutil.copytree(package, library / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+    with shared_root("exactcron-hostile-", PACKAGES[:2]) as root:
         log = root / "mail.log"
         log.write_text(dovecot_login(FLUSHED, time="2026-11-25T17:50:00+00:00") + "\n")
         os.chown(log, 0, grp.getgrnam("adm").gr_gid)
@@ -141,8 +131,6 @@ def site() -> Iterator[PlantableSite]:
             f'[[map]]\nmta = "postfix"\npath = "{maps / "relay"}"\ntype = "hash"\n'
         )
         yield PlantableSite(root, state, maps, logs, metrics, outside)
-    finally:
-        shutil.rmtree(root)
 
 
 def plant(site: PlantableSite, directory: Path, name: str, kind: str, planter: str) -> None:
@@ -227,7 +215,9 @@ def test_check_as_root_reads_a_log_the_owner_cannot(site: PlantableSite) -> None
     assert f"would grant: {FLUSHED}" in result.stdout
 
 
-def test_metrics_temporary_names_planted_for_the_next_pids_never_receive_the_metrics(site: PlantableSite) -> None:
+def test_metrics_temporary_names_planted_for_the_next_pids_never_receive_the_metrics(
+    site: PlantableSite,
+) -> None:
     """Reproduction: a member of the metrics directory's group links the next PIDs'
     temporary names to the lease file; the flush record must survive."""
     assert site.run("nobody", "update").returncode == 0

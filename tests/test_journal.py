@@ -137,7 +137,10 @@ def test_a_cursor_the_journal_no_longer_has_falls_back_to_the_window(
         first=1,
     )
     reader = JournalReader(
-        ("dovecot.service",), JournalCheckpoint("s=gone;i=1"), HOUR_BEFORE_NOW - timedelta(minutes=30), journal
+        ("dovecot.service",),
+        JournalCheckpoint("s=gone;i=1"),
+        HOUR_BEFORE_NOW - timedelta(minutes=30),
+        journal,
     )
     lines = list(reader.lines())
     assert len(lines) == 1 and b"rip=192.0.2.2," in lines[0]

@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
+from tests.support.binaries import FETCH_MTA, MTA_CACHE, fetched_bin_dir
 from tests.support.clock import LATER
 from tests.support.lines import failed_line, login_line
 from tests.support.site import ok, site_with_maps
 
-FETCH = Path(__file__).parent / "tools" / "fetch-mta-binaries.sh"
-CACHE = Path(os.environ.get("EXACTCRON_MTA_CACHE", Path.home() / ".cache" / "exactcron" / "mta-binaries"))
 
-
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"Exim/Sendmail binaries are required in CI: {reason}")
     pytest.skip(reason)
@@ -38,23 +35,7 @@ def mta_bin() -> Path:
     """The directory of wrappers around the unpacked exim4, sendmail, makemap, editmap, m4."""
     if os.geteuid() != 0:
         _unavailable("needs root: Exim's binary needs the Debian-exim user and runs setuid")
-    try:
-        fetched = subprocess.run(
-            [FETCH, str(CACHE)], capture_output=True, text=True, timeout=300, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        _unavailable(f"{FETCH} did not run: {error}")
-    if fetched.returncode != 0:
-        _unavailable(f"{FETCH} failed: {fetched.stderr.strip()}")
-    return Path(fetched.stdout.strip())
-
-
-@pytest.fixture
-def site_dir() -> Iterator[Path]:
-    """A directory the MTA's unprivileged user can reach (pytest's tmp_path is 0700 root)."""
-    with tempfile.TemporaryDirectory(prefix="exactcron-mta-") as name:
-        os.chmod(name, 0o755)
-        yield Path(name)
+    return fetched_bin_dir(FETCH_MTA, MTA_CACHE, _unavailable)
 
 
 def with_path(bin_dir: Path) -> dict[str, str]:

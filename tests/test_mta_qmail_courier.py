@@ -15,8 +15,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from hypothesis import given
@@ -24,28 +24,17 @@ from hypothesis import strategies as st
 
 from exactcron.outputs.maps import courier_key, render, tcprules_keys
 from exactcron.outputs.mynetworks import parse_mynetworks
+from tests.support.binaries import COURIER_CACHE, FETCH_COURIER, fetched_bin_dir
 from tests.support.clock import LATER
 from tests.support.lines import login_line
 from tests.support.maps import postmap_query
 from tests.support.site import Site, ok, site_with_maps
 
-FETCH_COURIER = Path(__file__).parent / "tools" / "fetch-courier-binaries.sh"
-CACHE = Path(
-    os.environ.get("EXACTCRON_COURIER_CACHE", Path.home() / ".cache" / "exactcron" / "courier-binaries")
-)
 
-
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"required in CI: {reason}")
     pytest.skip(reason)
-
-
-@pytest.fixture
-def site_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="exactcron-qc-") as name:
-        os.chmod(name, 0o755)
-        yield Path(name)
 
 
 # -- qmail -------------------------------------------------------------------------
@@ -122,11 +111,11 @@ def test_qmail_include_file_missing_is_a_run_time_error_and_the_cdb_is_kept(site
 def plain_ucspi_tcp() -> Path:
     """The bin directory of Debian's ucspi-tcp (without IPv6), unpacked, not installed
     (it conflicts with ucspi-tcp-ipv6)."""
-    root = CACHE / "ucspi-tcp"
+    root = COURIER_CACHE / "ucspi-tcp"
     tcprules = root / "usr" / "bin" / "tcprules"
     if not tcprules.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        downloads = Path(tempfile.mkdtemp(prefix="download.", dir=CACHE))
+        COURIER_CACHE.mkdir(parents=True, exist_ok=True)
+        downloads = Path(tempfile.mkdtemp(prefix="download.", dir=COURIER_CACHE))
         try:
             fetched = subprocess.run(
                 ["apt-get", "download", "ucspi-tcp"],
@@ -170,15 +159,7 @@ def test_qmail_with_a_tcprules_without_ipv6_still_gets_its_ipv4_leases(
 def courier_bin() -> Path:
     if shutil.which("perl") is None:
         _unavailable("perl (for GDBM_File) not installed")
-    try:
-        fetched = subprocess.run(
-            [FETCH_COURIER, str(CACHE)], capture_output=True, text=True, timeout=300, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        _unavailable(f"{FETCH_COURIER} did not run: {error}")
-    if fetched.returncode != 0:
-        _unavailable(f"{FETCH_COURIER} failed: {fetched.stderr.strip()}")
-    return Path(fetched.stdout.strip())
+    return fetched_bin_dir(FETCH_COURIER, COURIER_CACHE, _unavailable)
 
 
 def smtpaccess(dat: Path) -> dict[str, str]:

@@ -10,57 +10,37 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import click
-import filelock
 import pytest
 
 from exactcron.cli import FORGEABLE_WARNING
 from tests.support.lines import dovecot_login
 from tests.support.maps import postmap_query
-from tests.support.tools import require_tool
-
-ROOT = Path(__file__).resolve().parent.parent
-# The Debian interpreter: the test's own may live where `nobody` cannot read.
-SYSTEM_PYTHON = "/usr/bin/python3"
+from tests.support.tools import require_root, require_tool
+from tests.support.users import SYSTEM_PYTHON, shared_root, state_dir_of_nobody
 
 
 @pytest.fixture
 def site() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("CI runs as root; this test switches users")
-        pytest.skip("needs root to switch users")
+    require_root("to switch users")
     require_tool("setpriv")
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         pytest.fail(f"{SYSTEM_PYTHON} is missing")
-    root = Path(tempfile.mkdtemp(prefix="exactcron-privilege-"))
-    try:
-        root.chmod(0o755)
-        library = root / "lib"
-        for package in (ROOT / "exactcron", Path(click.__file__).parent, Path(filelock.__file__).parent):
-            shutil.copytree(package, library / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+    with shared_root("exactcron-privilege-") as root:
         log = root / "mail.log"
         log.write_text(dovecot_login("192.0.2.10", time="2026-11-25T17:50:00+00:00") + "\n")
         os.chown(log, 0, grp.getgrnam("adm").gr_gid)
         log.chmod(0o640)
-        state = root / "state"
-        state.mkdir(mode=0o755)
-        nobody = pwd.getpwnam("nobody")
-        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        state = state_dir_of_nobody(root)
         (root / "exactcron.toml").write_text(
             f'state_dir = "{state}"\n'
             f'[[source]]\npath = "{log}"\nserver = "dovecot"\nhosts = ["mail"]\n'
             f'[[map]]\nmta = "postfix"\npath = "{state / "relay"}"\ntype = "hash"\n'
         )
         yield root
-    finally:
-        shutil.rmtree(root)
 
 
 def update_as_nobody(site: Path, *groups: str) -> subprocess.CompletedProcess[str]:

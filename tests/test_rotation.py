@@ -492,7 +492,9 @@ def test_without_the_rotated_glob_the_archived_logins_are_lost_with_a_warning(
 # -- a replaced file whose first kilobyte is unchanged --------------------------
 
 
-def test_a_file_rewritten_by_sed_is_read_as_new_never_from_mid_line(site: Callable[[str], RotatingLog]) -> None:
+def test_a_file_rewritten_by_sed_is_read_as_new_never_from_mid_line(
+    site: Callable[[str], RotatingLog],
+) -> None:
     sed = require_tool("sed")
     s = site("    create")
     s.write(8)  # more than the fingerprint's kilobyte

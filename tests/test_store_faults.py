@@ -7,46 +7,19 @@ still takes the expired leases out of this host's map.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from exactcron import faults
-from exactcron.cli import main
-from tests.support.lines import dovecot_login
 from tests.support.pg_cluster import OWNER, Cluster
+from tests.support.stores import Host
 
 START = datetime.now(UTC).replace(microsecond=0)
 # The fault strikes 15 minutes on: the lease of a login 20 minutes before START has expired.
 LATER = (START + timedelta(minutes=15)).isoformat()
-
-
-class Host:
-    def __init__(self, root: Path, store: str) -> None:
-        self.state = root / "state"
-        self.log = root / "mail.log"
-        self.map = self.state / "relay-exim"
-        self.log.touch()
-        self.config = root / "exactcron.toml"
-        self.config.write_text(
-            f'state_dir = "{self.state}"\n[[source]]\npath = "{self.log}"\nserver = "dovecot"\nhosts = ["mail"]\n'
-            f'[[map]]\nmta = "exim"\npath = "{self.map}"\n{store}'
-        )
-
-    def run(self, *arguments: str, now: str) -> Result:
-        return CliRunner().invoke(main, ["--config", str(self.config), "--now", now, *arguments])
-
-    def login(self, address: str, at: datetime) -> None:
-        with self.log.open("a") as log:
-            log.write(dovecot_login(address, "alice", at.isoformat()) + "\n")
-
-    def checkpoints(self) -> object:
-        """Where each source resumes (the quiet-run record beside them may go)."""
-        return json.loads((self.state / "checkpoints.json").read_bytes())["sources"]
 
 
 def strike_at(monkeypatch: pytest.MonkeyPatch, point: str, fault: Callable[[], None]) -> None:
@@ -86,20 +59,20 @@ def test_a_store_fault_exits_75_loses_no_login_and_leaves_no_expired_relay(
 ) -> None:
     point, strike, recover = FAULTS[fault]
     host = Host(tmp_path, postgres.store(schema))
-    host.login("192.0.2.10", START - timedelta(minutes=20))  # expires at START + 10 min
-    host.login("192.0.2.11", START - timedelta(minutes=5))  # expires at START + 25 min
-    assert host.run("update", now=START.isoformat()).exit_code == 0
+    host.login_at("192.0.2.10", START - timedelta(minutes=20))  # expires at START + 10 min
+    host.login_at("192.0.2.11", START - timedelta(minutes=5))  # expires at START + 25 min
+    assert host.invoke("update", now=START.isoformat()).exit_code == 0
     assert host.map.read_text() == "192.0.2.10\n192.0.2.11\n"
     before = host.checkpoints()
 
-    host.login("192.0.2.12", START + timedelta(minutes=14))
+    host.login_at("192.0.2.12", START + timedelta(minutes=14))
     try:
         with pytest.MonkeyPatch.context() as patch:
             if point:
                 strike_at(patch, point, lambda: strike(postgres))
             else:
                 strike(postgres)
-            failed = host.run("update", now=LATER)
+            failed = host.invoke("update", now=LATER)
     finally:
         recover(postgres)
         postgres.ensure_running()
@@ -110,7 +83,7 @@ def test_a_store_fault_exits_75_loses_no_login_and_leaves_no_expired_relay(
     # Expired since: gone from the map. Not yet stored: not in it either.
     assert host.map.read_text() == "192.0.2.11\n"
 
-    recovered = host.run("update", now=LATER)
+    recovered = host.invoke("update", now=LATER)
     assert recovered.exit_code == 0, recovered.output
     assert host.map.read_text() == "192.0.2.11\n192.0.2.12\n"
     assert host.checkpoints() != before
@@ -120,13 +93,13 @@ def test_a_quiet_run_with_the_store_down_still_drops_expired_leases(
     tmp_path: Path, postgres: Cluster, schema: str
 ) -> None:
     host = Host(tmp_path, postgres.store(schema))
-    host.login("192.0.2.10", START - timedelta(minutes=20))
-    host.login("192.0.2.11", START - timedelta(minutes=5))
-    assert host.run("update", now=START.isoformat()).exit_code == 0
+    host.login_at("192.0.2.10", START - timedelta(minutes=20))
+    host.login_at("192.0.2.11", START - timedelta(minutes=5))
+    assert host.invoke("update", now=START.isoformat()).exit_code == 0
     postgres.stop()
     try:
-        failed = host.run("update", now=LATER)
-        shown = host.run("show", now=LATER)
+        failed = host.invoke("update", now=LATER)
+        shown = host.invoke("show", now=LATER)
     finally:
         postgres.start()
     assert failed.exit_code == 75

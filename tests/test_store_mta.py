@@ -11,17 +11,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-from tests.support.lines import dovecot_login
+from tests.support.binaries import FETCH_MTA, MTA_CACHE, fetched_bin_dir
 from tests.support.maps import postmap_query
 from tests.support.pg_cluster import READER, Cluster
+from tests.support.stores import Host
 from tests.support.tools import require_tool
 
 try:
@@ -34,18 +33,10 @@ SERVER = ("10.79.0.1", "fd79::1")
 CLIENT = harness.Client("excpg-c2", "10.79.0.2", "fd79::2", "excpg-c2h", "excpg-c2n")
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-@pytest.fixture
-def site_dir() -> Iterator[Path]:
-    """A directory the MTA's unprivileged users can read (pytest's tmp_path is 0700 root)."""
-    with tempfile.TemporaryDirectory(prefix="exactcron-pg-mta-") as name:
-        os.chmod(name, 0o755)
-        yield Path(name)
 
 
 def example(name: str, postgres: Cluster, schema: str) -> str:
@@ -58,29 +49,6 @@ def example(name: str, postgres: Cluster, schema: str) -> str:
         .replace("CHANGE-ME", postgres.passwords[READER])
         .replace("exactcron.relay", f"{schema}.relay")
     )
-
-
-class PopHost:
-    def __init__(self, root: Path, store: str) -> None:
-        root.mkdir()
-        self.log = root / "mail.log"
-        self.log.touch()
-        self.config = root / "exactcron.toml"
-        self.config.write_text(
-            f'state_dir = "{root / "state"}"\n[[source]]\npath = "{self.log}"\nserver = "dovecot"\nhosts = ["mail"]\n{store}'
-        )
-
-    def run(self, *arguments: str) -> None:
-        command = [sys.executable, "-m", "exactcron", "--config", str(self.config), *arguments]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-
-    def login(self, address: str) -> None:
-        with self.log.open("a") as log:
-            log.write(
-                dovecot_login(address, "alice", (datetime.now(UTC) - timedelta(seconds=30)).isoformat())
-                + "\n"
-            )
 
 
 @pytest.fixture
@@ -124,8 +92,8 @@ def test_a_login_on_host_a_opens_relay_through_postfix_on_host_b_and_a_flush_on_
     from exactcron.stores.postgres import grants_sql, schema_sql
 
     postgres.sql(schema_sql(schema) + grants_sql(schema, "pop_writer", READER))
-    pop = PopHost(site_dir / "a", postgres.store(schema, "pop_writer"))
-    admin = PopHost(site_dir / "c", postgres.store(schema, "pop_writer"))
+    pop = Host(site_dir / "a", postgres.store(schema, "pop_writer"), maps=False)
+    admin = Host(site_dir / "c", postgres.store(schema, "pop_writer"), maps=False)
     table = site_dir / "exactcron-relay.cf"
     table.write_text(example("postfix-exactcron-relay.cf", postgres, schema))
     shutil.chown(table, "root", "postfix")
@@ -139,16 +107,16 @@ def test_a_login_on_host_a_opens_relay_through_postfix_on_host_b_and_a_flush_on_
 
     with harness.started(postfix):
         assert harness.relay_probe(CLIENT, SERVER[0])[0] == 554
-        pop.login(CLIENT.v4)
-        pop.login(CLIENT.v6)
-        pop.run("update")
+        pop.login(CLIENT.v4, minutes_ago=0.5)
+        pop.login(CLIENT.v6, minutes_ago=0.5)
+        pop.ok("update")
         assert lookup(CLIENT.v4) == "OK\n"
         assert lookup(CLIENT.v6) == "OK\n"
         assert lookup("10.79.0.3") == ""
         assert harness.relay_probe(CLIENT, SERVER[0])[0] == 250
         assert harness.relay_probe(CLIENT, SERVER[1])[0] == 250
 
-        admin.run("flush", CLIENT.v4)
+        admin.ok("flush", CLIENT.v4)
         assert lookup(CLIENT.v4) == ""
         assert harness.relay_probe(CLIENT, SERVER[0])[0] == 554
         assert harness.relay_probe(CLIENT, SERVER[1])[0] == 250
@@ -165,12 +133,7 @@ def test_a_login_on_host_a_opens_relay_through_postfix_on_host_b_and_a_flush_on_
 def exim_heavy() -> Path:
     if os.geteuid() != 0:
         unavailable("needs root: Exim's binary needs the Debian-exim user")
-    fetch = Path(__file__).parent / "tools" / "fetch-mta-binaries.sh"
-    cache = Path(os.environ.get("EXACTCRON_MTA_CACHE", Path.home() / ".cache" / "exactcron" / "mta-binaries"))
-    fetched = subprocess.run([fetch, str(cache)], capture_output=True, text=True, timeout=600)
-    if fetched.returncode != 0:
-        unavailable(f"{fetch} failed: {fetched.stderr.strip()}")
-    return Path(fetched.stdout.strip()) / "exim4-heavy"
+    return fetched_bin_dir(FETCH_MTA, MTA_CACHE, unavailable, timeout=600) / "exim4-heavy"
 
 
 def exim_rcpt_reply(exim: Path, config: Path, client: str) -> str:
@@ -192,7 +155,7 @@ def test_exim_relays_for_the_leases_in_the_store(
     from exactcron.stores.postgres import grants_sql, schema_sql
 
     postgres.sql(schema_sql(schema) + grants_sql(schema, "pop_writer", READER))
-    pop = PopHost(site_dir / "a", postgres.store(schema, "pop_writer"))
+    pop = Host(site_dir / "a", postgres.store(schema, "pop_writer"), maps=False)
     main_section, acl = example("exim-exactcron-relay.conf", postgres, schema).split("# acl_check_rcpt:\n")
     spool = site_dir / "spool"
     spool.mkdir()
@@ -204,13 +167,13 @@ def test_exim_relays_for_the_leases_in_the_store(
         f"  accept domains = +local_domains\n{acl}  deny message = relay not permitted\n"
     )
     assert exim_rcpt_reply(exim_heavy, config, "10.79.0.2").startswith("550 relay not permitted")
-    pop.login("10.79.0.2")
-    pop.login("fd79::2")
-    pop.run("update")
+    pop.login("10.79.0.2", minutes_ago=0.5)
+    pop.login("fd79::2", minutes_ago=0.5)
+    pop.ok("update")
     assert exim_rcpt_reply(exim_heavy, config, "10.79.0.2") == "250 Accepted"
     assert exim_rcpt_reply(exim_heavy, config, "fd79::2") == "250 Accepted"
     assert exim_rcpt_reply(exim_heavy, config, "10.79.0.3").startswith("550 relay not permitted")
-    pop.run("flush", "10.79.0.2")
+    pop.ok("flush", "10.79.0.2")
     assert exim_rcpt_reply(exim_heavy, config, "10.79.0.2").startswith("550 relay not permitted")
     postgres.stop()
     try:

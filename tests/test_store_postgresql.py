@@ -13,58 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.lines import dovecot_login
 from tests.support.pg_cluster import READER, WRITER, Cluster
-
-
-def stamp(minutes_ago: float) -> str:
-    return (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat()
-
-
-class Host:
-    """One machine: its own state directory, log and map, the shared store."""
-
-    def __init__(self, root: Path, store: str, sources: bool = True, maps: bool = True) -> None:
-        root.mkdir(parents=True)
-        self.root = root
-        self.state = root / "state"
-        self.log = root / "mail.log"
-        self.map = self.state / "relay-exim"
-        self.log.touch()
-        body = f'state_dir = "{self.state}"\n'
-        if sources:
-            body += f'[[source]]\npath = "{self.log}"\nserver = "dovecot"\nhosts = ["mail"]\n'
-        if maps:
-            body += f'[[map]]\nmta = "exim"\npath = "{self.map}"\n'
-        self.config = root / "exactcron.toml"
-        self.config.write_text(body + store)
-
-    def run(self, *arguments: str, now: str | None = None) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "exactcron", "--config", str(self.config)]
-        if now is not None:
-            command += ["--now", now]
-        return subprocess.run(
-            [*command, *arguments], capture_output=True, text=True, env=dict(os.environ), timeout=120
-        )
-
-    def ok(self, *arguments: str, now: str | None = None) -> str:
-        result = self.run(*arguments, now=now)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    def login(self, address: str, user: str = "alice", minutes_ago: float = 1) -> None:
-        with self.log.open("a") as log:
-            log.write(dovecot_login(address, user, stamp(minutes_ago)) + "\n")
-
-    def shown(self) -> list[str]:
-        return [lease["ip"] for lease in json.loads(self.ok("show", "--json"))["leases"]]
-
-    def mapped(self) -> list[str]:
-        return self.map.read_text().split()
-
-
-def relay(postgres: Cluster, schema: str) -> list[str]:
-    return postgres.sql(f"SELECT address FROM {schema}.relay ORDER BY address").split()
+from tests.support.stores import Host, relay
 
 
 def test_a_login_read_on_one_host_counts_on_every_host(

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.pg_cluster import READER, WRITER, Cluster
-from tests.test_store_postgresql import Host, relay, stamp
+from tests.support.stores import Host, relay, stamp
 
 
 def with_timeout(host: Host, timeout: str) -> Host:

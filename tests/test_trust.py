@@ -30,7 +30,7 @@ import pytest
 
 from exactcron.cli import FORGEABLE_WARNING
 from tests.support.maps import postmap_query
-from tests.support.tools import require_tool
+from tests.support.tools import require_root, require_tool
 
 FORGED = "imap-login: Login: user=<x>, method=PLAIN, rip=203.0.113.66, lip=192.0.2.1, mpid=1, session=<a>"
 GENUINE = "imap-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.44, lip=192.0.2.1, mpid=2, session=<b>"
@@ -42,10 +42,7 @@ TEMPLATE = (
 
 
 def root_required() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("CI runs as root; these tests switch users")
-        pytest.skip("needs root to run logger as another user")
+    require_root("to run logger as another user")
 
 
 class Rsyslog:

@@ -23,5 +23,5 @@ def require_root(reason: str) -> None:
     """Skip (fail in CI, which runs as root) a test that needs root for `reason`."""
     if os.geteuid() != 0:
         if os.environ.get("CI"):
-            pytest.fail(f"CI runs as root; {reason}")
+            pytest.fail(f"CI runs as root; this test needs root {reason}")
         pytest.skip(f"needs root {reason}")
