@@ -25,8 +25,9 @@ from exactcron.leases import CLOCK_SLACK, LatestLogins, LeaseTable
 from exactcron.model import Login
 from exactcron.rules.parser import BUILTIN_RULES, LineParser
 from exactcron.timestamps import TimestampParser
-from tests.conftest import Site, dovecot_login
-from tests.test_cli import lookup
+from tests.support.lines import dovecot_login
+from tests.support.maps import postmap_value
+from tests.support.site import Site
 
 ADDRESS = "192.0.2.10"
 
@@ -58,7 +59,7 @@ def test_a_login_after_a_flush_in_the_repeated_hour_grants(make_site: Callable[.
     # Read at 00:16 UTC: the 01:14 reading is an hour ahead and dropped; 00:14 is after the flush.
     site.write_log(login_line("Oct 25 02:14:00"))
     assert site.run("update", now="2026-10-25T00:16:00+00:00").exit_code == 0
-    assert lookup(site, ADDRESS) == "OK"
+    assert postmap_value(site.map, ADDRESS) == "OK"
     lease = lease_of(site, "2026-10-25T00:16:00+00:00")
     assert lease is not None
     assert (lease["last_login"], lease["expires"]) == (
@@ -72,7 +73,7 @@ def test_a_login_whose_two_readings_are_past_grants_from_the_later(make_site: Ca
     assert site.run("flush", ADDRESS, now="2026-10-25T00:10:00+00:00").exit_code == 0
     site.write_log(login_line("2026-10-25T02:14:00"))
     assert site.run("update", now="2026-10-25T01:20:00+00:00").exit_code == 0
-    assert lookup(site, ADDRESS) == "OK"
+    assert postmap_value(site.map, ADDRESS) == "OK"
     lease = lease_of(site, "2026-10-25T01:20:00+00:00")
     assert lease is not None
     assert (lease["last_login"], lease["expires"]) == (
@@ -87,7 +88,7 @@ def test_a_flush_between_the_two_readings_wins(make_site: Callable[..., Site]) -
     assert site.run("flush", ADDRESS, now="2026-10-25T00:30:00+00:00").exit_code == 0
     site.write_log(login_line("2026-10-25T02:14:00"))
     assert site.run("update", now="2026-10-25T01:20:00+00:00").exit_code == 0
-    assert lookup(site, ADDRESS) is None
+    assert postmap_value(site.map, ADDRESS) is None
     assert site.map.read_text() == ""
 
 
@@ -100,7 +101,7 @@ def test_an_earlier_login_after_the_flush_still_grants_when_a_later_one_may_be_b
     # perhaps logged at 00:10 UTC, before the flush: it grants nothing, the first does.
     site.write_log(login_line("2026-10-25T00:30:00+00:00"), login_line("Oct 25 02:10:00"))
     assert site.run("update", now="2026-10-25T01:15:00+00:00").exit_code == 0
-    assert lookup(site, ADDRESS) == "OK"
+    assert postmap_value(site.map, ADDRESS) == "OK"
     lease = lease_of(site, "2026-10-25T01:15:00+00:00")
     assert lease is not None
     assert (lease["last_login"], lease["expires"]) == (
@@ -117,7 +118,7 @@ def test_a_login_after_the_flush_still_grants_when_a_later_one_is_stamped_ahead(
         dovecot_login(ADDRESS, time="2026-11-25T18:02:30+00:00"),
     )
     assert site.run("update", now="2026-11-25T18:02:00+00:00").exit_code == 0
-    assert lookup(site, ADDRESS) == "OK"
+    assert postmap_value(site.map, ADDRESS) == "OK"
     lease = lease_of(site, "2026-11-25T18:02:00+00:00")
     assert lease is not None
     assert lease["last_login"] == "2026-11-25T18:01:00+00:00"
@@ -131,7 +132,7 @@ def test_a_stamp_in_the_skipped_hour_is_read_at_the_offset_before_the_change(
     # "02:30" never showed on a clock that had moved on: 02:30 CET is 01:30 UTC.
     site.write_log(login_line("Mar 29 02:30:00"))
     assert site.run("update", now="2026-03-29T01:31:00+00:00").exit_code == 0
-    assert lookup(site, ADDRESS) == "OK"
+    assert postmap_value(site.map, ADDRESS) == "OK"
     lease = lease_of(site, "2026-03-29T01:31:00+00:00")
     assert lease is not None
     assert (lease["last_login"], lease["expires"]) == (

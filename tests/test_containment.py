@@ -6,7 +6,7 @@ later logins are granted, and ended leases leave the maps. A bug anywhere in
 `update` still prunes the maps to the leases in force and is recorded.
 
 The line generators (stamps of every form and range, hosts, tags, hostile
-bytes) live in tests/log_generators.py, shared with other whole-run tests.
+bytes) live in tests/support/log_generators.py, shared with other whole-run tests.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ from hypothesis import strategies as st
 
 from exactcron.sources.logfile import BISECT_MIN_BYTES
 from exactcron.timestamps import TimestampParser, format_instant
-from tests.log_generators import noise_lines
 from tests.support.clock import NOW
+from tests.support.lines import dovecot_imap_login
+from tests.support.log_generators import noise_lines
+from tests.support.maps import map_keys
 from tests.support.site import Site, write_site_config
 from tests.support.tools import require_tool
-from tests.whole_run import (
+from tests.support.whole_run import (
     append_bytes,
     at,
-    postmap_keys,
     postmap_says_ok,
-    real_login,
     shown,
     status_json,
     unreadable_lines,
@@ -51,12 +51,12 @@ OVERFLOW_HIGH = (
 
 
 def test_a_stamp_out_of_range_is_skipped_counted_and_read_past(site: Site) -> None:
-    site.write_log(real_login("192.0.2.10", at("2026-11-25T17:50:00+00:00")))
+    site.write_log(dovecot_imap_login("192.0.2.10", at("2026-11-25T17:50:00+00:00")))
     assert site.run("update").exit_code == 0
     assert postmap_says_ok(site.map, "192.0.2.10")
     # The lines rsyslog writes for datagrams stamped at the ends of time, then a real login.
     site.write_log(
-        OVERFLOW_LOW, OVERFLOW_HIGH, real_login("192.0.2.20", at("2026-11-25T18:25:00+00:00"), "bob")
+        OVERFLOW_LOW, OVERFLOW_HIGH, dovecot_imap_login("192.0.2.20", at("2026-11-25T18:25:00+00:00"), "bob")
     )
     later = "2026-11-25T18:30:00+00:00"  # 192.0.2.10's lease ended at 18:20
     result = site.run("update", now=later)
@@ -66,7 +66,7 @@ def test_a_stamp_out_of_range_is_skipped_counted_and_read_past(site: Site) -> No
     assert len(warnings) == 1 and "skipped 2 unreadable lines" in warnings[0], result.stderr
     assert postmap_says_ok(site.map, "192.0.2.20")
     assert not postmap_says_ok(site.map, "192.0.2.10")
-    assert postmap_keys(site.map) == shown(site, later) == {"192.0.2.20"}
+    assert map_keys(site.map) == shown(site, later) == {"192.0.2.20"}
     # The checkpoint moved past them: the next run finds nothing to skip, and the count stays.
     again = site.run("update", now=later)
     assert again.exit_code == 0 and "unreadable" not in again.stderr
@@ -78,7 +78,7 @@ def test_a_stamp_out_of_range_is_skipped_counted_and_read_past(site: Site) -> No
 def test_the_count_is_in_status_and_in_the_metrics(make_site: Callable[..., Site], tmp_path: Path) -> None:
     metrics = tmp_path / "exactcron.prom"
     site = make_site(extra=f'metrics_file = "{metrics}"')
-    site.write_log(OVERFLOW_LOW, real_login("192.0.2.10", at("2026-11-25T17:50:00+00:00")))
+    site.write_log(OVERFLOW_LOW, dovecot_imap_login("192.0.2.10", at("2026-11-25T17:50:00+00:00")))
     assert site.run("update").exit_code == 0
     site.write_log(OVERFLOW_HIGH, "2026-02-30T10:00:00+00:00 mail dovecot: imap-login: Login: user=<x>")
     assert site.run("update", now="2026-11-25T18:01:00+00:00").exit_code == 0
@@ -95,10 +95,10 @@ def test_bisecting_a_large_first_log_reads_past_stamps_out_of_range(site: Site) 
     filler = b"0001-01-01T00:00:00+12:00 mail postfix/smtpd[1]: connect from unknown[192.0.2.99]\n"
     with site.log.open("wb") as stream:
         stream.write(filler * (BISECT_MIN_BYTES // len(filler) + 1000))
-    site.write_log(real_login("192.0.2.10", at("2026-11-25T17:55:00+00:00")))
+    site.write_log(dovecot_imap_login("192.0.2.10", at("2026-11-25T17:55:00+00:00")))
     result = site.run("update")
     assert result.exit_code == 0, result.output
-    assert postmap_keys(site.map) == shown(site, NOW) == {"192.0.2.10"}
+    assert map_keys(site.map) == shown(site, NOW) == {"192.0.2.10"}
 
 
 def test_the_stamp_of_a_line_for_bisecting_is_none_out_of_range() -> None:
@@ -126,9 +126,9 @@ def test_a_journal_entry_whose_time_cannot_be_read_is_unreadable(realtime: objec
 def test_an_internal_error_prunes_the_maps_and_is_recorded(
     site: Site, point: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site.write_log(real_login("192.0.2.10", at("2026-11-25T17:50:00+00:00")))
+    site.write_log(dovecot_imap_login("192.0.2.10", at("2026-11-25T17:50:00+00:00")))
     assert site.run("update").exit_code == 0
-    site.write_log(real_login("192.0.2.20", at("2026-11-25T18:25:00+00:00"), "bob"))
+    site.write_log(dovecot_imap_login("192.0.2.20", at("2026-11-25T18:25:00+00:00"), "bob"))
     later = "2026-11-25T18:30:00+00:00"  # 192.0.2.10's lease ended at 18:20
     monkeypatch.setenv("EXACTCRON_FAIL_AT", point)
     result = site.run("update", now=later)
@@ -136,14 +136,14 @@ def test_an_internal_error_prunes_the_maps_and_is_recorded(
     assert result.exit_code == 70
     assert "internal error: RuntimeError" in result.stderr
     assert not postmap_says_ok(site.map, "192.0.2.10")
-    assert postmap_keys(site.map) == shown(site, later)
+    assert map_keys(site.map) == shown(site, later)
     status = site.run("status", "--json", now=later)
     assert status.exit_code == 1
     assert json.loads(status.stdout)["last_error"].startswith("internal error: RuntimeError")
     assert "failed: internal error" in status.stderr
     # The next run, without the fault, grants what the failed one read.
     assert site.run("update", now=later).exit_code == 0
-    assert postmap_keys(site.map) == shown(site, later) == {"192.0.2.20"}
+    assert map_keys(site.map) == shown(site, later) == {"192.0.2.20"}
 
 
 # -- generated lines over the whole run ------------------------------------------
@@ -188,7 +188,7 @@ def test_no_generated_line_stops_a_run_or_hides_a_login(
             if with_login:
                 real_number += 1
                 address = f"198.51.100.{real_number}"
-                lines.append(real_login(address, now - timedelta(seconds=seconds_ago)).encode())
+                lines.append(dovecot_imap_login(address, now - timedelta(seconds=seconds_ago)).encode())
                 granted_now.append(address)
         append_bytes(site, lines)
         instant = format_instant(now)
@@ -198,5 +198,5 @@ def test_no_generated_line_stops_a_run_or_hides_a_login(
         assert set(granted_now) <= listed
         for address in granted_now:
             assert postmap_says_ok(site.map, address)
-        assert postmap_keys(site.map) == listed
+        assert map_keys(site.map) == listed
         now += RUN_STEP

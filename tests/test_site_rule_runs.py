@@ -25,9 +25,13 @@ from hypothesis import strategies as st
 from exactcron.rules.linear import LinearPattern
 from exactcron.rules.parser import MAX_LINE_BYTES, is_anonymous
 from exactcron.timestamps import format_instant
-from tests.conftest import NOW, Site, require_tool, write_config
-from tests.log_generators import SiteRule, address_forms, noise_lines, site_rules, user_names
-from tests.whole_run import append_bytes, at, postmap_keys, postmap_says_ok, real_login, shown, status_json
+from tests.support.clock import NOW
+from tests.support.lines import dovecot_imap_login
+from tests.support.log_generators import SiteRule, address_forms, noise_lines, site_rules, user_names
+from tests.support.maps import map_keys
+from tests.support.site import Site, write_config
+from tests.support.tools import require_tool
+from tests.support.whole_run import append_bytes, at, postmap_says_ok, shown, status_json
 
 RUN_STEP = timedelta(minutes=7)
 RULE = "siterule"
@@ -100,7 +104,7 @@ def test_no_generated_site_rule_or_line_stops_a_run_or_hides_a_login(
             elif kind == "dovecot":
                 fresh += 1
                 address = f"198.51.100.{fresh}"
-                lines.append(real_login(address, stamp).encode())
+                lines.append(dovecot_imap_login(address, stamp).encode())
                 granted_now.add(address)
             else:
                 fresh += 1
@@ -123,7 +127,7 @@ def test_no_generated_site_rule_or_line_stops_a_run_or_hides_a_login(
         assert granted_now <= listed, (rule.pattern, granted_now - listed)
         for address in granted_now:
             assert postmap_says_ok(site.map, address), address
-        assert postmap_keys(site.map) == listed
+        assert map_keys(site.map) == listed
         # Nothing left unread: the checkpoint is at the end of the log.
         (source,) = status_json(site, instant)["sources"]  # type: ignore[misc]
         assert source["checkpoint"]["offset"] == site.log.stat().st_size

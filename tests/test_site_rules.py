@@ -211,4 +211,4 @@ def test_a_block_with_needles_of_several_rules_reads_as_its_lines_one_by_one(
 
 
 def _parser(rules: tuple[Rule, ...]) -> LineParser:
-    return LineParser(rules, TimestampParser(NOW, UTC))
+    return LineParser(rules, TimestampParser(NOW_TIME, UTC))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 LOGIN_TIME = "2026-11-25T17:50:13.486319+00:00"
 FAILURE_TIME = "2026-11-25T17:50:14+00:00"
 
@@ -46,3 +48,11 @@ def login_line(address: str, user: str = "alice", second: int = 0) -> str:
 def failed_line(address: str) -> str:
     """The map tests' failed login: from host `vm` at 17:50:30, newline-ended."""
     return dovecot_failure(address, time="2026-11-25T17:50:30.000000+00:00", host="vm", session=None) + "\n"
+
+
+def dovecot_imap_login(address: str, stamp: datetime, user: str = "alice") -> str:
+    """A Dovecot IMAP login over TLS as Debian's rsyslog writes it, from host `mail` (no newline)."""
+    return (
+        f"{stamp.isoformat(timespec='microseconds')} mail dovecot: imap-login: Login: user=<{user}>, "
+        f"method=PLAIN, rip={address}, lip=10.77.0.1, mpid=10899, TLS, session=<Mr1iP0TtYMEKTQAC>"
+    )

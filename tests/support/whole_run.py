@@ -1,41 +1,22 @@
-"""What a whole-run test looks at: real logins written to the log, and what
+"""What a whole-run test looks at: what
 the map (through the real `postmap`), `show` and `status` say after a run."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.conftest import Site, require_tool
-
-
-def real_login(address: str, stamp: datetime, user: str = "alice") -> str:
-    """A Dovecot login as Debian's rsyslog writes it, from the source's host `mail`."""
-    return (
-        f"{stamp.isoformat(timespec='microseconds')} mail dovecot: imap-login: Login: user=<{user}>, "
-        f"method=PLAIN, rip={address}, lip=10.77.0.1, mpid=10899, TLS, session=<Mr1iP0TtYMEKTQAC>"
-    )
+from tests.support.maps import postmap_query
+from tests.support.site import Site
 
 
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
-def postmap_keys(map_path: Path) -> set[str]:
-    """Every address the postfix hash map answers OK for (`postmap -s` dumps them all)."""
-    dumped = subprocess.run(
-        [require_tool("postmap"), "-s", f"hash:{map_path}"], capture_output=True, text=True, check=True
-    )
-    return {line.split()[0] for line in dumped.stdout.splitlines() if line.split()[1:] == ["OK"]}
-
-
 def postmap_says_ok(map_path: Path, address: str) -> bool:
-    found = subprocess.run(
-        [require_tool("postmap"), "-q", address, f"hash:{map_path}"], capture_output=True, text=True
-    )
-    return found.stdout.strip() == "OK"
+    return postmap_query(map_path, address).stdout.strip() == "OK"
 
 
 def shown(site: Site, now: str) -> set[str]:
