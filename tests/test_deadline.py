@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exactcron.sources import logfile as source
-from exactcron.sources.logfile import Checkpoint, LogReader
+from exactcron.sources.checkpoint import Checkpoint
+from exactcron.sources.logfile import LogReader
 from tests.support.lines import login_line
 from tests.support.maps import postmap_query
 from tests.support.site import site_with_maps

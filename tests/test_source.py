@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from exactcron.errors import LogUnreadableError
-from exactcron.sources.logfile import BISECT_MIN_BYTES, Checkpoint, FileMark, LogReader
+from exactcron.sources.checkpoint import Checkpoint, FileMark
+from exactcron.sources.logfile import BISECT_MIN_BYTES, LogReader
 from exactcron.timestamps import TimestampParser
 from tests.support.clock import NOW_TIME
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from exactcron.config import Config, MapConfig, SourceConfig
 from exactcron.model import Lease
-from exactcron.sources.logfile import files_signature
+from exactcron.sources.rotation import files_signature
 from exactcron.stores.base import LeaseStore
 from exactcron.stores.local import file_signature
 

@@ -34,15 +34,9 @@ from exactcron.model import Lease, Login
 from exactcron.outputs import audit
 from exactcron.outputs.health import RunRecord, missing_logs
 from exactcron.rules.parser import MAX_LINE_BYTES, LineParser
-from exactcron.sources.logfile import (
-    Checkpoint,
-    LogReader,
-    Untrusted,
-    files_signature,
-    merge_trusted_from,
-    rotated_candidates,
-    rotated_directories,
-)
+from exactcron.sources.checkpoint import Checkpoint, Untrusted, merge_trusted_from
+from exactcron.sources.logfile import LogReader
+from exactcron.sources.rotation import files_signature, rotated_candidates, rotated_directories
 from exactcron.sources.trust import ForgeableLogError, SenderFilter, check_written_by, user_id
 from exactcron.stores.base import LeaseStore
 from exactcron.stores.local import LocalState

@@ -13,9 +13,11 @@ that the part of a large file older than the timeout window is skipped by
 bisecting on timestamps (those lines grant nothing). Only complete lines are
 returned; an unterminated last line waits for its end.
 
-Over 400 lines: the checkpoint format, rotation naming, the reader and the
-bisection still live together; to be split into sources/checkpoint.py and
-sources/rotation.py (issue 19).
+The checkpoint format is in sources/checkpoint.py, rotation naming in
+sources/rotation.py.
+
+Over 400 lines: the reader, its file handles and the bisection share the
+files found this run (`_File`) and are read together.
 """
 
 from __future__ import annotations
@@ -23,23 +25,29 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import stat
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, BinaryIO
 
 from exactcron.atomic import NotPlainFileError, file_kind, open_regular
 from exactcron.errors import LogUnreadableError
-from exactcron.sources.compressed import SUFFIXES, ToolMissingError, is_compressed, open_log
+from exactcron.sources.checkpoint import (
+    FINGERPRINT_BYTES,
+    MAX_ROTATED_CANDIDATES,
+    Checkpoint,
+    FileMark,
+    digest,
+)
+from exactcron.sources.compressed import ToolMissingError, is_compressed, open_log
 from exactcron.sources.compressed import errors as _decompress_errors
+from exactcron.sources.rotation import RotatedNames, rotated_candidates
 
 log = logging.getLogger("exactcron")
 
-FINGERPRINT_BYTES = 1024
 CHUNK_BYTES = 1 << 20
 # Smaller unseen files are read whole: bisecting would save less than it costs.
 BISECT_MIN_BYTES = 4 << 20
@@ -47,248 +55,8 @@ BISECT_MIN_BYTES = 4 << 20
 # window, so that stamps a little out of order (several writers) are not skipped.
 BISECT_STOP_BYTES = 64 * 1024
 BISECT_SLACK = timedelta(minutes=10)
-# The newest rotated siblings examined (and remembered) per run.
-MAX_ROTATED_CANDIDATES = 16
-CHECKPOINT_FORMAT = 2
-# The "trusted from" marks kept per source: those of the last skip and older
-# ones of files not seen then, newest first.
-MAX_TRUSTED_FROM = 4 * MAX_ROTATED_CANDIDATES
-
-# The part logrotate puts between a log's name and a compression suffix: a
-# number (`rotate`, `start`), or the date of `dateext` as any `dateformat`
-# writes it (`-%Y%m%d`, `.%Y-%m-%d`, `_%Y%m%d%H%M%S`, `-%s`). Without a
-# separator, only a whole date (`%Y%m%d`, 8 digits or more): `mail2.log` is
-# another log, not a rotated `mail.log`.
-_ROTATION = r"(?:\.\d{1,6}|[-._@+]\d(?:[\d\-_.:+@T]{0,40}\d)?|\d{8}(?:[\d\-_.:+@T]{0,40}\d)?)"
-_COMPRESSION = "(?:" + "|".join(re.escape(suffix) for suffix in SUFFIXES) + ")?"
-# A numbered copy's number, once the suffixes are off: the smaller, the newer.
-_NUMBERED = re.compile(r"\.(\d{1,6})")
 
 StampReader = Callable[[bytes], datetime | None]
-
-
-@dataclass(frozen=True)
-class FileMark:
-    """How far one file (known by the fingerprint of its first bytes) has been read."""
-
-    fingerprint: str
-    fingerprint_length: int
-    offset: int
-    device: int = 0
-    inode: int = 0
-    # A compressed file read to its end (or skipped as too old): it never
-    # changes again, so it is not decompressed again.
-    complete: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "fingerprint": self.fingerprint,
-            "fingerprint_length": self.fingerprint_length,
-            "offset": self.offset,
-            "device": self.device,
-            "inode": self.inode,
-            "complete": self.complete,
-        }
-
-    @classmethod
-    def from_json(cls, document: object) -> FileMark | None:
-        if not isinstance(document, dict):
-            return None
-        try:
-            mark = cls(
-                str(document["fingerprint"]),
-                int(document["fingerprint_length"]),
-                int(document["offset"]),
-                int(document.get("device", 0)),
-                int(document.get("inode", 0)),
-                document.get("complete", False) is True,
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-        if mark.offset < 0 or not 0 <= mark.fingerprint_length <= FINGERPRINT_BYTES:
-            return None
-        return mark
-
-    def matches(self, head: bytes) -> bool:
-        # A mark taken of an empty file identifies nothing; its offset is 0,
-        # so treating the file as unseen reads the same bytes.
-        if self.fingerprint_length == 0 or len(head) < self.fingerprint_length:
-            return False
-        return _digest(head[: self.fingerprint_length]) == self.fingerprint
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """Where reading of one log stopped: the live file and its recent rotated siblings."""
-
-    live: FileMark | None
-    rotated: tuple[FileMark, ...] = ()
-    # Refused by `written_by` (others could write the log): what is written
-    # until a run finds it trusted again is skipped unread (LogReader.skip_to_end).
-    refused: bool = False
-    # Where each file skipped that way becomes trusted: no byte before these
-    # marks is ever read, not by a rebuild nor a first run (LogReader's `floor`).
-    trusted_from: tuple[FileMark, ...] = ()
-
-    # What `status` shows: the live file's identity and offset.
-    @property
-    def device(self) -> int:
-        return self.live.device if self.live else 0
-
-    @property
-    def inode(self) -> int:
-        return self.live.inode if self.live else 0
-
-    @property
-    def offset(self) -> int:
-        return self.live.offset if self.live else 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            # The live file's identity and offset at the top, as `status --json` has always shown them.
-            "device": self.device,
-            "inode": self.inode,
-            "offset": self.offset,
-            "live": self.live.to_json() if self.live else None,
-            "rotated": [mark.to_json() for mark in self.rotated],
-            **({"refused": True} if self.refused else {}),
-            **({"trusted_from": [mark.to_json() for mark in self.trusted_from]} if self.trusted_from else {}),
-        }
-
-    @classmethod
-    def from_json(cls, document: object) -> Checkpoint | None:
-        """A checkpoint, or None for anything this version did not write."""
-        if not isinstance(document, dict):
-            return None
-        if "format" not in document:
-            # Format 1 was one flat mark for the live file.
-            mark = FileMark.from_json(document)
-            return cls(mark) if mark is not None else None
-        if document.get("format") != CHECKPOINT_FORMAT:
-            return None
-        raw_live = document.get("live")
-        live = None if raw_live is None else FileMark.from_json(raw_live)
-        raw_rotated = document.get("rotated", [])
-        if (raw_live is not None and live is None) or not isinstance(raw_rotated, list):
-            return None
-        rotated = [FileMark.from_json(item) for item in raw_rotated]
-        trusted_from = _marks_from_json(document.get("trusted_from", []))
-        if any(mark is None for mark in rotated) or trusted_from is None:
-            return None
-        return cls(
-            live,
-            tuple(mark for mark in rotated if mark is not None),
-            document.get("refused") is True,
-            trusted_from,
-        )
-
-    def marks(self) -> list[FileMark]:
-        return ([self.live] if self.live else []) + list(self.rotated)
-
-
-@dataclass(frozen=True)
-class Untrusted:
-    """What is known of a source's log having been open to forgers (`written_by` refused it).
-
-    Kept twice, in its checkpoint and in a file of its own (state.TRUST_FILE),
-    and the two read as their union: losing either file (broken, set aside)
-    loses neither the refusal nor where the log is trusted from again.
-    """
-
-    refused: bool = False
-    trusted_from: tuple[FileMark, ...] = ()
-
-    def __bool__(self) -> bool:
-        return self.refused or bool(self.trusted_from)
-
-    def union(self, other: Untrusted) -> Untrusted:
-        return Untrusted(
-            self.refused or other.refused, merge_trusted_from(self.trusted_from, other.trusted_from)
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {"refused": self.refused, "trusted_from": [mark.to_json() for mark in self.trusted_from]}
-
-    @classmethod
-    def from_json(cls, document: object) -> Untrusted | None:
-        """None for anything this version did not write."""
-        if not isinstance(document, dict):
-            return None
-        marks = _marks_from_json(document.get("trusted_from", []))
-        if marks is None:
-            return None
-        return cls(document.get("refused") is True, marks)
-
-    @classmethod
-    def of(cls, checkpoint: Checkpoint | None) -> Untrusted:
-        if checkpoint is None:
-            return cls()
-        return cls(checkpoint.refused, checkpoint.trusted_from)
-
-
-def merge_trusted_from(*groups: Iterable[FileMark]) -> tuple[FileMark, ...]:
-    """The marks of every group, one per file (the later of two: the safer), first groups first.
-
-    A mark of an empty file identifies nothing (and nothing was skipped in it): dropped.
-    """
-    merged: dict[tuple[str, int], FileMark] = {}
-    for group in groups:
-        for mark in group:
-            if mark.fingerprint_length == 0:
-                continue
-            key = (mark.fingerprint, mark.fingerprint_length)
-            known = merged.get(key)
-            if known is None or (not known.complete and (mark.complete or mark.offset > known.offset)):
-                merged[key] = mark
-    return tuple(merged.values())[:MAX_TRUSTED_FROM]
-
-
-def _marks_from_json(document: object) -> tuple[FileMark, ...] | None:
-    if not isinstance(document, list):
-        return None
-    marks = [FileMark.from_json(item) for item in document]
-    if any(mark is None for mark in marks):
-        return None
-    return tuple(mark for mark in marks if mark is not None)
-
-
-def _digest(data: bytes) -> str:
-    import hashlib  # not needed by a run that finds nothing new
-
-    return hashlib.sha256(data).hexdigest()
-
-
-class RotatedNames:
-    """Which names in a directory are rotated copies of one log.
-
-    `mail.log` rotates to `mail.log.1`, `mail.log-20261125` (any `dateformat`)
-    and, with logrotate's `extension .log` (or `addextension`), to
-    `mail.1.log` and `mail-20261125.log`; each perhaps compressed.
-    """
-
-    def __init__(self, name: str) -> None:
-        stem, dot, extension = name.rpartition(".")
-        forms = [re.escape(name) + _ROTATION]
-        if dot and stem:
-            forms.append(re.escape(stem) + _ROTATION + re.escape("." + extension))
-        self._pattern = re.compile("(?:" + "|".join(forms) + ")" + _COMPRESSION)
-        self._extension = "." + extension if dot and stem else ""
-        self._name = name
-
-    def match(self, candidate: str) -> bool:
-        return candidate != self._name and self._pattern.fullmatch(candidate) is not None
-
-    def number(self, candidate: str) -> int | None:
-        """The rotation number of `path.N` (or `path.N.ext`), None for a dated copy."""
-        for suffix in SUFFIXES:
-            candidate = candidate.removesuffix(suffix)
-        if candidate.startswith(self._name):
-            rest = candidate[len(self._name) :]
-        else:
-            rest = candidate.removesuffix(self._extension)[len(self._name) - len(self._extension) :]
-        found = _NUMBERED.fullmatch(rest)
-        return int(found.group(1)) if found else None
 
 
 @dataclass
@@ -791,43 +559,13 @@ class LogReader:
                 pass
         # A compressed file is final: once read to its end, it is done.
         return FileMark(
-            _digest(head),
+            digest(head),
             len(head),
             offset,
             file.status.st_dev,
             file.status.st_ino,
             complete,
         )
-
-
-def rotated_directories(path: Path, olddir: Path | None = None, rotated: Sequence[str] = ()) -> list[Path]:
-    """Every directory whose entries may be read as rotated copies of the log at `path`:
-    its own (beside the name configured, not the file a symlink leads to: logrotate
-    renames the name it is given), `olddir`, and the fixed part of each `rotated` glob."""
-    directories = [path.parent] + ([olddir] if olddir is not None else [])
-    for pattern in rotated:
-        directory = Path(pattern).parent
-        while any(character in str(directory) for character in "*?["):
-            directory = directory.parent
-        directories.append(directory)
-    return directories
-
-
-def rotated_candidates(path: Path, olddir: Path | None = None, rotated: Sequence[str] = ()) -> list[Path]:
-    """The names read as rotated copies of the log at `path`, if they are files: its
-    siblings named as logrotate names them, beside it and in `olddir`, and what the
-    `rotated` globs name."""
-    names = RotatedNames(path.name)
-    found: list[Path] = []
-    for directory in [path.parent] + ([olddir] if olddir is not None else []):
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue
-        found += [Path(entry.path) for entry in entries if names.match(entry.name)]
-    seen = set(found)
-    found += [globbed for globbed in _globbed(rotated, path) if globbed not in seen]
-    return found
 
 
 def _last_line_end(descriptor: int) -> tuple[int, int]:
@@ -846,55 +584,6 @@ def _line_ends_before(stream: IO[bytes], offset: int) -> bool:
     """Whether the byte before `offset` ends a line (leaves the stream at `offset`)."""
     stream.seek(offset - 1)
     return stream.read(1) == b"\n"
-
-
-def files_signature(path: Path, olddir: Path | None = None, rotated: Sequence[str] = ()) -> list[Any] | None:
-    """The identity, size and times of a log and of its rotated siblings, as JSON values.
-
-    Equal signatures mean nothing was written, renamed, truncated or
-    created since: reading from the checkpoint would find nothing new. None
-    when a directory cannot be listed: then what changed is unknown.
-    """
-    signature: list[Any] = []
-    names = RotatedNames(path.name)
-    for directory in [path.parent] + ([olddir] if olddir else []):
-        try:
-            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
-        except OSError:
-            return None
-        for entry in entries:
-            if entry.name != path.name and not names.match(entry.name):
-                continue
-            signature.append(_file_state(entry.path))
-    signature += [_file_state(str(found)) for found in _globbed(rotated, path)]
-    return signature
-
-
-def _file_state(path: str) -> list[Any]:
-    try:
-        status = os.stat(path)
-    except OSError as error:
-        return [path, error.errno]
-    return [
-        path,
-        status.st_dev,
-        status.st_ino,
-        status.st_mode,
-        status.st_size,
-        status.st_mtime_ns,
-        status.st_ctime_ns,
-    ]
-
-
-def _globbed(patterns: Sequence[str], live: Path) -> list[Path]:
-    """The files the `rotated` globs name, sorted, without the live log itself."""
-    if not patterns:
-        return []
-    import glob  # only for a source with `rotated`
-
-    found = {Path(name) for pattern in patterns for name in glob.glob(pattern)}
-    found.discard(live)
-    return sorted(found)
 
 
 def _rotation_age(file: _File, names: RotatedNames) -> tuple[int, float]:
