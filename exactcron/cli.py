@@ -286,7 +286,6 @@ def status(state: Context, as_json: bool) -> None:
     """
     from exactcron.commands.update import status as read_status
     from exactcron.outputs.health import RunRecord, assess
-    from exactcron.sources.journal import JournalCheckpoint
 
     config = _guarded(state, state.config)
     report = _guarded(state, lambda: read_status(config, state.now))
@@ -294,7 +293,6 @@ def status(state: Context, as_json: bool) -> None:
     health = assess(record, state.now, config.stale_after)
     last_run_time = None if record.time is None else format_instant(record.time)
     forgeable = {str(source.path) for source in config.sources if source.forgeable}
-    journals = {str(source.path) for source in config.sources if source.journal}
     document = {
         "sources": [
             {
@@ -328,12 +326,10 @@ def status(state: Context, as_json: bool) -> None:
         point = source.checkpoint
         if point is None:
             click.echo("  checkpoint: none (not read yet)")
-        elif isinstance(point, JournalCheckpoint):
-            click.echo(f"  checkpoint: journal cursor {_safe(point.cursor)}")
         else:
-            click.echo(f"  checkpoint: device {point.device}, inode {point.inode}, offset {point.offset}")
+            click.echo(f"  checkpoint: {_safe(point.describe())}")
         # A journal has no byte count (and before its first entry, no checkpoint either).
-        if not isinstance(point, JournalCheckpoint) and str(source.path) not in journals:
+        if source.counts_bytes:
             unread = "unknown (log missing)" if source.unread_bytes is None else str(source.unread_bytes)
             click.echo(f"  unread bytes: {unread}")
         click.echo(f"  unreadable lines: {record.unreadable_lines.get(str(source.path), 0)}")

@@ -230,3 +230,27 @@ def test_a_module_in_no_layer_is_named(tmp_path: Path) -> None:
     assert upward_arrows(import_graph(package)) == [
         "exactcron.helpers -> exactcron.errors: exactcron.helpers is in no layer"
     ]
+
+
+# What only sources/ knows: which kind of source it has (sources/open.py
+# decides), and how each kind reads. config.py names the settings.
+SOURCE_KINDS = {"journal", "journal_directory"}
+SOURCE_INTERNALS = ("exactcron.sources.journal", "exactcron.sources.logfile", "exactcron.sources.file")
+
+
+def kind_questions(package: Path) -> list[str]:
+    """Every place outside sources/ and config.py that asks which kind a source is."""
+    found = []
+    graph = import_graph(package)
+    for name, path in module_files(package).items():
+        if name.startswith(f"{package.name}.sources") or name == f"{package.name}.config":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in SOURCE_KINDS:
+                found.append(f"{name}:{node.lineno}: .{node.attr}")
+        found += [f"{name}: imports {target}" for target in sorted(graph[name]) if target in SOURCE_INTERNALS]
+    return found
+
+
+def test_only_the_sources_know_a_journal_from_a_log_file() -> None:
+    assert kind_questions(PACKAGE) == []

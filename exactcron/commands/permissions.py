@@ -14,6 +14,7 @@ from pathlib import Path
 from exactcron.config import Config
 from exactcron.errors import LogUnreadableError, MapBuildError, StateWriteError
 from exactcron.outputs.maps import missing_tool_message
+from exactcron.sources.open import open_source
 
 
 @dataclass(frozen=True)
@@ -29,20 +30,7 @@ def missing(config: Config) -> list[Missing]:
     problems: list[Missing] = []
     unreadable = LogUnreadableError.exit_code
     for source in config.sources:
-        if source.journal:
-            problems += _journal_missing(source.path, source.journal_directory)
-            continue
-        directories = [source.path.parent] + ([source.olddir] if source.olddir else [])
-        for directory in directories:
-            # Listing it finds a rotated log; searching it opens the live one.
-            if not _can(directory, os.R_OK | os.X_OK):
-                problems.append(
-                    Missing(f"cannot list directory {directory} (of log {source.path})", unreadable)
-                )
-        if not source.path.exists():
-            problems.append(Missing(f"log {source.path} does not exist", unreadable))
-        elif not _can(source.path, os.R_OK):
-            problems.append(Missing(f"cannot read log {source.path}", unreadable))
+        problems += [Missing(message, unreadable) for message in open_source(source).missing()]
     problems += _writable_directory(config.state_dir, "state_dir", create=True)
     for number, spec in enumerate(config.maps, start=1):
         if spec.path.parent != config.state_dir:  # else made with state_dir, and checked above
@@ -108,29 +96,6 @@ def missing_as(config: Config, user: tuple[str, int, int]) -> list[Missing]:
     if status != 0:
         raise StateWriteError(f"cannot test the rights of user {name} (exit status {status})")
     return [Missing(message, code) for message, code in json.loads(answer)]
-
-
-def _journal_missing(name: Path, directory: Path | None) -> list[Missing]:
-    """What keeps a journal source from reading anything: journalctl, or journal
-    files it may read (journalctl itself finds none and says nothing)."""
-    from exactcron.sources.journal import SYSTEM_JOURNAL_DIRECTORIES, journal_files, journalctl
-
-    code = LogUnreadableError.exit_code
-    if journalctl() is None:
-        return [Missing(f"journalctl not found (for {name}); install systemd", code)]
-    files = journal_files(directory)
-    places = " or ".join(str(each) for each in ((directory,) if directory else SYSTEM_JOURNAL_DIRECTORIES))
-    if not files:
-        return [
-            Missing(
-                f"{name}: no journal files in {places} (is journald keeping a journal? "
-                "without one, read the server's log file with `path` instead)",
-                code,
-            )
-        ]
-    if not any(_can(file, os.R_OK) for file in files):
-        return [Missing(f"{name}: cannot read the journal files in {places} (group adm reads them)", code)]
-    return []
 
 
 def _tools(mta: str, map_type: str | None) -> list[str]:

@@ -19,9 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from exactcron.config import Config, MapConfig, SourceConfig
+from exactcron.config import Config, MapConfig
 from exactcron.model import Lease
-from exactcron.sources.rotation import files_signature
+from exactcron.sources.open import open_source
 from exactcron.stores.base import LeaseStore
 from exactcron.stores.local import file_signature
 
@@ -57,29 +57,13 @@ def quiet_leases(
         key = str(source.path)
         if key not in saved:
             return None
-        if source.journal:
-            if not _journal_is_quiet(source, saved[key], now - config.timeout):
-                return None
-        else:
-            # A directory that cannot be listed hides whatever changed in it: never quiet.
-            current = files_signature(source.path, source.olddir, source.rotated)
-            if current is None or logs.get(key) != current:
-                return None
+        # A log file compares its files' signature with the recorded one; a journal asks journalctl.
+        if not open_source(source, saved[key], now - config.timeout).quiet(logs.get(key)):
+            return None
     leases = settled.get("leases")
     if leases is None or store.version() != leases:
         return None
     return active
-
-
-def _journal_is_quiet(source: SourceConfig, saved: dict[str, Any], since: datetime) -> bool:
-    from exactcron.sources.journal import JournalCheckpoint, JournalReader
-
-    start = JournalCheckpoint.from_json(saved)
-    if start is None:
-        return False
-    reader = JournalReader(source.journal, start, since, source.journal_directory)
-    # The full run that follows a non-empty answer asks journalctl again, from the same cursor.
-    return next(iter(reader.lines()), None) is None and reader.checkpoint == start
 
 
 def settled_record(

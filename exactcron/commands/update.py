@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from exactcron import faults
 from exactcron.addresses import normalize_address
@@ -34,19 +33,14 @@ from exactcron.model import Lease, Login
 from exactcron.outputs import audit
 from exactcron.outputs.health import RunRecord, missing_logs
 from exactcron.rules.parser import MAX_LINE_BYTES, LineParser
-from exactcron.sources.checkpoint import Checkpoint, Untrusted, merge_trusted_from
-from exactcron.sources.logfile import LogReader
-from exactcron.sources.rotation import files_signature, rotated_candidates, rotated_directories
-from exactcron.sources.trust import ForgeableLogError, SenderFilter, check_written_by, user_id
+from exactcron.sources.base import Source, SourceCheckpoint
+from exactcron.sources.checkpoint import Checkpoint, Untrusted
+from exactcron.sources.open import open_source
+from exactcron.sources.trust import ForgeableLogError
 from exactcron.stores.base import LeaseStore
 from exactcron.stores.local import LocalState
 from exactcron.stores.open import open_lease_store
 from exactcron.timestamps import TimestampParser, format_instant
-
-if TYPE_CHECKING:
-    # Imported where used: a run without a journal source (or without a map
-    # to rewrite) never pays for subprocess and its kin.
-    from exactcron.sources.journal import JournalCheckpoint, JournalReader
 
 log = logging.getLogger("exactcron")
 
@@ -153,10 +147,8 @@ def _fail_closed_after_internal_error(
 
 
 def _logs_present(config: Config) -> dict[str, bool]:
-    """Whether each log file exists (a journal source always does)."""
-    return {
-        str(source.path): bool(source.journal) or os.path.lexists(source.path) for source in config.sources
-    }
+    """Whether each source has something to read (a log file that exists)."""
+    return {str(source.path): open_source(source).present() for source in config.sources}
 
 
 def _write_metrics(config: Config, state: LocalState, record: RunRecord, started: float) -> None:
@@ -218,9 +210,8 @@ def _update_locked(
     deadline_noted = False
     for source in config.sources:
         key = str(source.path)
-        if not source.journal:
-            # Taken before reading: whatever is written from now on makes the files differ.
-            logs[key] = files_signature(source.path, source.olddir, source.rotated)
+        # Taken before reading: whatever is written from now on makes the files differ.
+        logs[key] = open_source(source).signature()
         if deadline.passed():
             # Not read at all: its checkpoint stays, the next run reads it.
             if not deadline_noted:
@@ -229,7 +220,7 @@ def _update_locked(
             result.sources.append(SourceReport(source.path))
             continue
         try:
-            report, checkpoint = _read_source(
+            report, read = _read_source(
                 source,
                 saved.get(key),
                 untrusted.get(key, Untrusted()),
@@ -252,10 +243,9 @@ def _update_locked(
             result.sources.append(SourceReport(source.path))
             continue
         result.sources.append(report)
-        if isinstance(checkpoint, Checkpoint):
-            untrusted[key] = Untrusted.of(checkpoint)
-        if checkpoint is not None:
-            checkpoints[key] = checkpoint.to_json()
+        untrusted[key] = read.untrusted
+        if read.checkpoint is not None:
+            checkpoints[key] = read.checkpoint.to_json()
         if report.stopped:
             errors.append(
                 _deadline_error(deadline, f"after reading {report.bytes_read} bytes of {source.path}")
@@ -350,23 +340,14 @@ def _read_source(
     granted: list[str],
     count_lines: bool = True,
     stop: Callable[[], bool] | None = None,
-) -> tuple[SourceReport, Checkpoint | JournalCheckpoint | None]:
+) -> tuple[SourceReport, Source]:
+    """What `source` holds since its checkpoint, merged into `store`; the source
+    as read (its new checkpoint, what is known of its trust)."""
     timestamps = TimestampParser(now, source.zone)
     # Logins older than this grant nothing: a file never seen is read from here on.
     since = now - config.timeout
     parser = LineParser(source.rules, timestamps, source.hosts, count_lines=count_lines)
-    senders = None
-    if source.written_by is not None:
-        check_written_by(
-            source.path,
-            source.written_by,
-            _rotated_directories(source),
-            rotated_candidates(source.path, source.olddir, source.rotated),
-        )
-    elif source.syslog_senders:
-        senders = SenderFilter(
-            user_id(name, f"syslog_senders of {source.path}") for name in source.syslog_senders
-        )
+    reader = open_source(source, saved, since, timestamps.stamp, untrusted)
     report = SourceReport(source.path)
     # Per address, its latest login (and what a flush may spare): the lease
     # they grant is the one all its logins would grant when merged one by one.
@@ -394,42 +375,13 @@ def _read_source(
             report.granted.extend(changed)
         pending.clear()
 
-    reader: LogReader | JournalReader
-    if source.journal:
-        from exactcron.sources.journal import JournalCheckpoint, JournalReader
-
-        start = JournalCheckpoint.from_json(saved) if saved else None
-        reader = JournalReader(source.journal, start, since, source.journal_directory)
-        for line in reader.lines(stop):
-            login = parser.parse(line)
-            if login is not None:
-                keep((login,))
-    else:
-        checkpoint = Checkpoint.from_json(saved) if saved else None
-        if checkpoint is not None and not checkpoint.marks():
-            # Only a refusal was kept (the rebuild of a refused log): a first read.
-            checkpoint = None
-        reader = LogReader(
-            source.path,
-            checkpoint,
-            since,
-            timestamps.stamp,
-            source.olddir,
-            source.rotated,
-            floor=untrusted.trusted_from,
-        )
-        if untrusted.refused:
-            return report, _skip_refused(reader, untrusted)
-        for block, end in reader.blocks(stop):
-            if senders is not None:
-                keep(parser.logins(senders.block(block[:end])))
-            else:
-                keep(parser.logins(block, end))
+    for logins in reader.logins(parser, stop):
+        keep(logins)
     merge()
     report.lines = parser.lines if count_lines else None
     report.bytes_read = reader.bytes_read
     report.stopped = reader.stopped
-    report.unreadable = parser.too_long + parser.unreadable + getattr(reader, "unreadable", 0)
+    report.unreadable = parser.too_long + parser.unreadable + reader.unreadable
     if report.unreadable:
         # One line per source and run, however many lines were skipped.
         log.warning("%s: %s", source.path, _unreadable_summary(report.unreadable, parser))
@@ -443,10 +395,7 @@ def _read_source(
         )
     if parser.other_hosts:
         log.info("%s: %d logins from hosts not in `hosts` granted nothing", source.path, parser.other_hosts)
-    if isinstance(reader.checkpoint, Checkpoint):
-        # Where the log is trusted from is kept as long as the checkpoint.
-        return report, replace(reader.checkpoint, refused=False, trusted_from=untrusted.trusted_from)
-    return report, reader.checkpoint
+    return report, reader
 
 
 def _unreadable_summary(count: int, parser: LineParser) -> str:
@@ -462,11 +411,6 @@ def _unreadable_summary(count: int, parser: LineParser) -> str:
     return (
         f"skipped {count} unreadable line{'s' if count != 1 else ''} ({'; '.join(parts)}); they grant nothing"
     )
-
-
-def _rotated_directories(source: SourceConfig) -> list[Path]:
-    """Where the rotated copies of a source's log may be read from (its own directory first)."""
-    return rotated_directories(source.path, source.olddir, source.rotated)
 
 
 def _refused_checkpoint(saved: dict[str, Any] | None, untrusted: Untrusted) -> dict[str, Any]:
@@ -500,35 +444,13 @@ def _with_untrusted(
     result = dict(checkpoints)
     for key, marks in untrusted.items():
         document = result.get(key)
+        if document is None and not marks:
+            continue  # nothing read and nothing to record (a journal before its first entry)
         checkpoint = Checkpoint.from_json(document) if document is not None else Checkpoint(None)
         if checkpoint is None:
             continue  # not a file's checkpoint (a journal's): nothing to record
         result[key] = replace(checkpoint, refused=marks.refused, trusted_from=marks.trusted_from).to_json()
     return result
-
-
-def _skip_refused(reader: LogReader, untrusted: Untrusted) -> Checkpoint:
-    """The first run that trusts a log refused by `written_by` before: what was written
-    in between cannot be told from forged lines, so none of it is read (fail closed).
-    Where each file ends now is where it is trusted from: no later read (a rebuild,
-    a first run after the checkpoints were lost) reads a byte before it."""
-    skipped, files, unfinished = reader.skip_to_end()
-    log.warning(
-        "%s: skipped %d bytes in %d files unread (to the end of the log and of its rotated copies): "
-        "written while `written_by` refused it, they cannot be told from forged lines; "
-        "logins logged since the last refused run grant nothing (those clients log in again)",
-        reader.path,
-        skipped,
-        files,
-    )
-    assert reader.checkpoint is not None
-    trusted_from = merge_trusted_from(reader.checkpoint.marks(), untrusted.trusted_from)
-    if unfinished:
-        # A line without its end yet: its start may be forged; skipped again next run.
-        log.warning(
-            "%s: it ends in a line not yet ended; what follows is skipped at the next run too", reader.path
-        )
-    return replace(reader.checkpoint, refused=unfinished, trusted_from=trusted_from)
 
 
 def _install_maps(
@@ -731,8 +653,10 @@ def current_leases(config: Config, now: datetime) -> list[Lease]:
 @dataclass
 class SourceStatus:
     path: Path
-    checkpoint: Checkpoint | JournalCheckpoint | None
+    checkpoint: SourceCheckpoint | None
     unread_bytes: int | None
+    # False for a source whose unread bytes cannot be known (a journal).
+    counts_bytes: bool = True
 
 
 @dataclass
@@ -757,14 +681,6 @@ def _status(config: Config, state: LocalState, store: LeaseStore, now: datetime)
 def _source_statuses(config: Config, saved: dict[str, dict[str, Any]]) -> list[SourceStatus]:
     sources = []
     for source in config.sources:
-        document = saved.get(str(source.path))
-        if source.journal:
-            from exactcron.sources.journal import JournalCheckpoint
-
-            # A journal has a cursor, not an offset; what is unread is unknown without reading.
-            sources.append(SourceStatus(source.path, JournalCheckpoint.from_json(document), None))
-            continue
-        checkpoint = Checkpoint.from_json(document) if document else None
-        reader = LogReader(source.path, checkpoint, olddir=source.olddir, rotated=source.rotated)
-        sources.append(SourceStatus(source.path, checkpoint, reader.unread_bytes()))
+        read = open_source(source, saved.get(str(source.path)))
+        sources.append(SourceStatus(source.path, read.checkpoint, read.unread_bytes(), read.counts_bytes))
     return sources

@@ -97,6 +97,9 @@ class Checkpoint:
     def offset(self) -> int:
         return self.live.offset if self.live else 0
 
+    def describe(self) -> str:
+        return f"device {self.device}, inode {self.inode}, offset {self.offset}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,

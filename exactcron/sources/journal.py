@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from exactcron.errors import LogUnreadableError
+from exactcron.model import Login
+from exactcron.sources.base import LoginParser, SourceSettings, can
+from exactcron.sources.checkpoint import Untrusted
 from exactcron.timestamps import FIRST_YEAR, LAST_YEAR
 
 log = logging.getLogger("exactcron")
@@ -66,6 +70,9 @@ class JournalCheckpoint:
 
     def to_json(self) -> dict[str, Any]:
         return {"journal_cursor": self.cursor}
+
+    def describe(self) -> str:
+        return f"journal cursor {self.cursor}"
 
     @classmethod
     def from_json(cls, document: object) -> JournalCheckpoint | None:
@@ -217,3 +224,84 @@ class JournalReader:
 
 class _CursorRejected(Exception):
     pass
+
+
+class JournalSource:
+    """A configured journal source (its units' entries) from the saved cursor."""
+
+    # Bytes unread cannot be known without reading.
+    counts_bytes = False
+
+    def __init__(
+        self, settings: SourceSettings, saved: dict[str, Any] | None, since: datetime | None = None
+    ) -> None:
+        self.name = settings.path
+        self.directory = settings.journal_directory
+        self.reader = JournalReader(
+            settings.journal, JournalCheckpoint.from_json(saved) if saved else None, since, self.directory
+        )
+
+    @property
+    def checkpoint(self) -> JournalCheckpoint | None:
+        return self.reader.checkpoint
+
+    @property
+    def bytes_read(self) -> int:
+        return self.reader.bytes_read
+
+    @property
+    def unreadable(self) -> int:
+        return self.reader.unreadable
+
+    @property
+    def stopped(self) -> bool:
+        return self.reader.stopped
+
+    @property
+    def untrusted(self) -> Untrusted:
+        # Entries are chosen by the unit journald records: nothing to refuse or skip.
+        return Untrusted()
+
+    def present(self) -> bool:
+        return True
+
+    def signature(self) -> None:
+        # Nothing a listing could tell: quiet() asks journalctl.
+        return None
+
+    def quiet(self, recorded: Any) -> bool:
+        start = self.reader.start
+        if start is None:
+            return False
+        # The full run that follows a non-empty answer asks journalctl again, from the same cursor.
+        return next(iter(self.reader.lines()), None) is None and self.reader.checkpoint == start
+
+    def logins(
+        self, parser: LoginParser, stop: Callable[[], bool] | None = None
+    ) -> Iterator[Sequence[Login]]:
+        # An entry may hold LFs: each is parsed as one line.
+        for line in self.reader.lines(stop):
+            login = parser.parse(line)
+            if login is not None:
+                yield (login,)
+
+    def unread_bytes(self) -> int | None:
+        return None
+
+    def missing(self) -> list[str]:
+        """journalctl, and journal files it may read: journalctl itself finds none and says nothing."""
+        if journalctl() is None:
+            return [f"journalctl not found (for {self.name}); install systemd"]
+        directory = self.directory
+        files = journal_files(directory)
+        places = " or ".join(
+            str(each) for each in ((directory,) if directory else SYSTEM_JOURNAL_DIRECTORIES)
+        )
+        if not files:
+            return [
+                f"{self.name}: no journal files in {places} (is journald keeping a journal? "
+                "without one, read the server's log file with `path` instead)"
+            ]
+        if not any(can(file, os.R_OK) for file in files):
+            return [f"{self.name}: cannot read the journal files in {places} (group adm reads them)"]
+        return []

@@ -35,6 +35,7 @@ from typing import IO, BinaryIO
 
 from exactcron.atomic import NotPlainFileError, file_kind, open_regular
 from exactcron.errors import LogUnreadableError
+from exactcron.sources.base import StampReader
 from exactcron.sources.checkpoint import (
     FINGERPRINT_BYTES,
     MAX_ROTATED_CANDIDATES,
@@ -55,8 +56,6 @@ BISECT_MIN_BYTES = 4 << 20
 # window, so that stamps a little out of order (several writers) are not skipped.
 BISECT_STOP_BYTES = 64 * 1024
 BISECT_SLACK = timedelta(minutes=10)
-
-StampReader = Callable[[bytes], datetime | None]
 
 
 @dataclass
