@@ -312,6 +312,12 @@ def status(state: Context, as_json: bool) -> None:
         "last_success": None if record.last_success is None else format_instant(record.last_success),
         "last_error": record.last_error,
         "warnings": report.warnings,
+        "guard": {
+            "enabled": config.guard.enabled,
+            "over_limit": [_instants_formatted(entry) for entry in report.over_limit],
+            "shared": report.shared,
+            "refused_total": dict(record.refused_total),
+        },
     }
     for warning in report.warnings:
         click.echo(_safe(f"warning: {warning}"), err=True)
@@ -340,8 +346,25 @@ def status(state: Context, as_json: bool) -> None:
     if record.last_success is not None and record.outcome != "ok":
         click.echo(f"last success: {format_instant(record.last_success)}")
     click.echo(f"leases: {report.leases}")
+    for entry in report.over_limit:
+        blocked = entry["blocked_until"]
+        click.echo(
+            _safe(
+                f"guard: user {entry['user']} over the limit: {entry['addresses']} addresses,"
+                f" {entry['refused']} refused, the last at {format_instant(entry['last_refused'])}"
+                + (f"; revoked, refused until {format_instant(blocked)}" if blocked else "")
+            )
+        )
+    for entry in report.shared:
+        click.echo(f"guard: shared address {entry['address']}: {entry['users']} users")
     click.echo("healthy" if health.healthy else "unhealthy")
     _exit_unhealthy(health.reason)
+
+
+def _instants_formatted(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: format_instant(value) if isinstance(value, datetime) else value for key, value in entry.items()
+    }
 
 
 def _exit_unhealthy(reason: str) -> None:

@@ -89,6 +89,20 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class GuardConfig:
+    """`[guard]`: limits on who relays (on by default; guard.py applies them)."""
+
+    enabled: bool = True
+    max_addresses_per_user: int = 10
+    window: timedelta = timedelta(hours=1)
+    on_exceed: str = "refuse"  # refuse | revoke
+    max_users_per_address: int = 20
+    refuse_shared: bool = False
+    # RFC 6598 shared address space (carrier-grade NAT): one address, many users.
+    shared_ranges: tuple[Network, ...] = (parse_network("100.64.0.0/10"),)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     state_dir: Path
@@ -109,6 +123,7 @@ class Config:
     # `ignore` holds "mynetworks": Postfix's trusted networks are added at each run
     # (exactcron.mynetworks), not read at load.
     ignore_mynetworks: bool = False
+    guard: GuardConfig = GuardConfig()
 
 
 def parse_duration(value: object) -> timedelta:
@@ -317,6 +332,7 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
             "map",
             "rule",
             "store",
+            "guard",
         }
     )
 
@@ -360,6 +376,7 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
         metrics_file=top.path("metrics_file", kind="file"),
         store=store,
         ignore_mynetworks=ignore_mynetworks,
+        guard=_guard(path, document.get("guard")),
     )
 
 
@@ -384,6 +401,59 @@ def _tables(top: _Reader, key: str, optional: bool = False) -> list[dict[str, An
         raise top.fail(key, f"missing: add at least one [[{key}]] table")
     if not isinstance(value, list) or not value or not all(isinstance(item, dict) for item in value):
         raise top.fail(key, f"expected one or more [[{key}]] tables")
+    return value
+
+
+def _guard(path: Path, table: object) -> GuardConfig:
+    """`[guard]`, every key checked; absent, the defaults (the guard is on)."""
+    if table is None:
+        return GuardConfig()
+    reader = _Reader(path, table if isinstance(table, dict) else {}, "guard")
+    if not isinstance(table, dict):
+        raise reader.fail("", "expected a [guard] table")
+    reader.refuse_unknown(
+        {
+            "enabled",
+            "max_addresses_per_user",
+            "window",
+            "on_exceed",
+            "max_users_per_address",
+            "refuse_shared",
+            "shared_ranges",
+        }
+    )
+    default = GuardConfig()
+    on_exceed = reader.string("on_exceed", default.on_exceed)
+    if on_exceed not in ("refuse", "revoke"):
+        raise reader.fail("on_exceed", f'expected "refuse" or "revoke", got {_shown(on_exceed)}')
+    ranges = []
+    for text in reader.string_list("shared_ranges", [str(network) for network in default.shared_ranges]):
+        try:
+            ranges.append(parse_network(text))
+        except ValueError:
+            raise reader.fail("shared_ranges", f"{_shown(text)} is not an address or network") from None
+    return GuardConfig(
+        enabled=_flag(reader, "enabled", default.enabled),
+        max_addresses_per_user=_count(reader, "max_addresses_per_user", default.max_addresses_per_user),
+        window=reader.duration("window", "1h"),
+        on_exceed=on_exceed,
+        max_users_per_address=_count(reader, "max_users_per_address", default.max_users_per_address),
+        refuse_shared=_flag(reader, "refuse_shared", default.refuse_shared),
+        shared_ranges=tuple(ranges),
+    )
+
+
+def _flag(reader: _Reader, key: str, default: bool) -> bool:
+    value = reader.table.get(key, default)
+    if not isinstance(value, bool):
+        raise reader.fail(key, f"expected true or false, got {_shown(value)}")
+    return value
+
+
+def _count(reader: _Reader, key: str, default: int) -> int:
+    value = reader.table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise reader.fail(key, f"expected a whole number from 1 to 1000000, got {_shown(value)}")
     return value
 
 

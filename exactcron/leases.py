@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from exactcron.addresses import Network, is_ignored, is_special, refusal_test, sort_key
+from exactcron.config import GuardConfig
+from exactcron.guard import GuardState, Verdict
 from exactcron.model import MANUAL, Lease, Login
 
 # Distinct times `LeaseTable.merge` keeps one object of.
@@ -115,6 +117,8 @@ class LeaseTable:
     flushed: dict[str, datetime] = field(default_factory=dict)
     # time of the last `flush --all`
     flushed_all: datetime | None = None
+    # What `[guard]` remembers of who logged in from where (guard.py).
+    guard: GuardState = field(default_factory=GuardState)
     # Set by every change, so that an unchanged table is not encoded again.
     changed: bool = field(default=False, compare=False, repr=False)
     # The `ignore` networks (as text) every lease has been checked against;
@@ -200,6 +204,32 @@ class LeaseTable:
         if self._vetted is not None:
             self._vetted_size = len(leases)
         return changed
+
+    def screen(
+        self,
+        logins: Iterable[Login],
+        now: datetime,
+        timeout: timedelta,
+        ignore: Sequence[Network],
+        rules: GuardConfig,
+    ) -> tuple[list[Login], list[Verdict]]:
+        """The logins `[guard]` lets through, in log order, and its verdicts;
+        a revocation is applied here, as a flush at the time of the login
+        that exceeded the limit. The guard sees what could grant: believed
+        logins outside `ignore`."""
+        refused = refusal_test(tuple(ignore))
+        believed = [
+            login
+            for login in (believed_login(each, now) for each in logins)
+            if login is not None and not refused(login.address)
+        ]
+        admitted, verdicts = self.guard.screen(believed, rules, now - timeout)
+        for verdict in verdicts:
+            if verdict.revoked:
+                self.flush(verdict.revoked, verdict.time)
+        if self.guard.changed:
+            self.changed = True
+        return admitted, verdicts
 
     def _shared(self, time: datetime) -> datetime:
         shared = self._instants.get(time)

@@ -45,7 +45,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("exactcron.model",)),
     ("sources and rules", ("exactcron.sources.", "exactcron.rules.")),
     ("config", ("exactcron.config",)),
-    ("leases", ("exactcron.leases",)),
+    ("leases", ("exactcron.guard", "exactcron.leases")),
     ("stores", ("exactcron.stores.",)),
     ("outputs", ("exactcron.outputs.",)),
     ("commands and tools", ("exactcron.commands.", "exactcron.tools.")),

@@ -28,7 +28,7 @@ from exactcron.commands.quiet import quiet_leases, settled_record
 from exactcron.config import DEFAULT_STATE_DIR, Config, MapConfig, SourceConfig
 from exactcron.deadline import Deadline
 from exactcron.errors import DeadlineReachedError, ExactcronError, MapNoRoomError, StoreUnavailableError
-from exactcron.leases import LatestLogins
+from exactcron.leases import LatestLogins, believed_login
 from exactcron.model import Lease, Login
 from exactcron.outputs import audit
 from exactcron.outputs.health import RunRecord, missing_logs
@@ -65,6 +65,8 @@ class SourceReport:
     granted: list[str] = field(default_factory=list)
     # Reading stopped at the run's deadline; the checkpoint is where it stopped.
     stopped: bool = False
+    # Logins `[guard]` refused, per reason.
+    refused: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,7 +119,11 @@ def run_update(config: Config, now: datetime, count_lines: bool = True) -> Updat
             raise
         logins = {str(report.path): report.logins for report in result.sources}
         unreadable = {str(report.path): report.unreadable for report in result.sources}
-        record = record.succeeded(now, result.leases, logins, unreadable)
+        refused: dict[str, int] = {}
+        for report in result.sources:
+            for reason, count in report.refused.items():
+                refused[reason] = refused.get(reason, 0) + count
+        record = record.succeeded(now, result.leases, logins, unreadable, refused)
         state.save_last_run(record.to_json())
         _write_metrics(config, state, record, started)
         return result
@@ -344,36 +350,58 @@ def _read_source(
     """What `source` holds since its checkpoint, merged into `store`; the source
     as read (its new checkpoint, what is known of its trust)."""
     timestamps = TimestampParser(now, source.zone)
-    # Logins older than this grant nothing: a file never seen is read from here on.
-    since = now - config.timeout
+    # Logins older than this grant nothing: a file never seen is read from here on;
+    # `[guard]` looks back over its window too (a rebuild reaches its verdicts again).
+    guarded = config.guard.enabled
+    since = now - max(config.timeout, config.guard.window) if guarded else now - config.timeout
     parser = LineParser(source.rules, timestamps, source.hosts, count_lines=count_lines)
     reader = open_source(source, saved, since, timestamps.stamp, untrusted)
     report = SourceReport(source.path)
     # Per address, its latest login (and what a flush may spare): the lease
     # they grant is the one all its logins would grant when merged one by one.
     pending = LatestLogins()
+    # With `[guard]`, every login in log order instead: who logged in from where counts.
+    ordered: list[Login] = []
+    latest_possible = now.replace(microsecond=0)
 
     def keep(logins: Sequence[Login]) -> None:
         report.logins += len(logins)
-        not_believed = pending.keep(logins, now)
+        if guarded:
+            not_believed = []
+            for login in logins:
+                believed = believed_login(login, now) if login.second >= latest_possible else login
+                if believed is None:
+                    not_believed.append(login)
+                else:
+                    ordered.append(believed)
+        else:
+            not_believed = pending.keep(logins, now)
         if not_believed:
             report.logins -= len(not_believed)
             report.ahead += len(not_believed)
             if report.first_ahead is None:
                 report.first_ahead = not_believed[0].time
-        if len(pending) > MAX_PENDING_LOGINS:
+        if len(pending) > MAX_PENDING_LOGINS or len(ordered) > MAX_PENDING_LOGINS:
             merge()
 
     auditing = audit.enabled()
 
     def merge() -> None:
-        changed = store.merge(pending.logins(), now, config.timeout, config.ignore)
-        if pending.spared:
-            changed = list(dict.fromkeys(changed))  # an address with a spared login, once
+        changed = store.merge(
+            list(ordered) if guarded else pending.logins(), now, config.timeout, config.ignore
+        )
+        if pending.spared or guarded:
+            changed = list(dict.fromkeys(changed))  # an address merged twice, once
         granted.extend(changed)
         if auditing:
             report.granted.extend(changed)
         pending.clear()
+        ordered.clear()
+        for verdict in store.verdicts():
+            report.refused[verdict.reason] = report.refused.get(verdict.reason, 0) + (
+                verdict.kind == "refuse"
+            )
+            audit.guard_verdict(now, verdict, str(source.path))
 
     for logins in reader.logins(parser, stop):
         keep(logins)
@@ -665,6 +693,9 @@ class Status:
     last_run: dict[str, Any] | None
     leases: int
     warnings: list[str] = field(default_factory=list)
+    # `[guard]`: users refused for too many addresses within the window, and shared addresses.
+    over_limit: list[dict[str, Any]] = field(default_factory=list)
+    shared: list[dict[str, Any]] = field(default_factory=list)
 
 
 def status(config: Config, now: datetime) -> Status:
@@ -675,7 +706,19 @@ def status(config: Config, now: datetime) -> Status:
 def _status(config: Config, state: LocalState, store: LeaseStore, now: datetime) -> Status:
     saved = state.load_checkpoints(repair=False)
     leases = len(store.snapshot(now).leases)
-    return Status(_source_statuses(config, saved), state.load_last_run(), leases, store.warnings(now))
+    found = Status(_source_statuses(config, saved), state.load_last_run(), leases, store.warnings(now))
+    rules = config.guard
+    if rules.enabled:
+        guard = store.guard_state(now)
+        found.over_limit = guard.over_limit(now, rules)
+        found.shared = guard.shared(now, rules)
+        found.warnings += [
+            f"{entry['address']} is shared: {entry['users']} users logged in from it within the guard's"
+            f" window (more than max_users_per_address = {rules.max_users_per_address})"
+            + ("; refused" if rules.refuse_shared else "; set refuse_shared = true to refuse it")
+            for entry in found.shared
+        ]
+    return found
 
 
 def _source_statuses(config: Config, saved: dict[str, dict[str, Any]]) -> list[SourceStatus]:

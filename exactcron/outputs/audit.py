@@ -14,6 +14,7 @@ import re
 from datetime import UTC, datetime
 from json import dumps
 
+from exactcron.guard import Verdict
 from exactcron.model import Lease
 from exactcron.users import user_name
 
@@ -58,6 +59,23 @@ def lease_expired(now: datetime, lease: Lease | None, address: str) -> None:
         record(now, "expire", address)
     else:
         record(now, "expire", address, user=lease.user, until=utc_stamp(lease.expires))
+
+
+def guard_verdict(now: datetime, verdict: Verdict, source: str) -> None:
+    """`refuse ADDRESS ... reason=`; a revocation as one `flush` per address, `by=guard`."""
+    if verdict.kind == "refuse":
+        record(
+            now,
+            "refuse",
+            verdict.address,
+            user=verdict.user,
+            reason=verdict.reason,
+            login=utc_stamp(verdict.time),
+            source=source,
+        )
+        return
+    for address in verdict.revoked:
+        record(now, "flush", address, user=verdict.user, by="guard", reason=verdict.reason)
 
 
 def who_ran() -> str:

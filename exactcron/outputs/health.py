@@ -32,6 +32,8 @@ class RunRecord:
     logs_seen: Mapping[str, datetime] = field(default_factory=dict)  # per source: when last found
     # Per source, since the state began: lines skipped because they could not be read.
     unreadable_lines: Mapping[str, int] = field(default_factory=dict)
+    # Per reason (guard.py), since the state began: logins `[guard]` refused.
+    refused_total: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any] | None) -> RunRecord:
@@ -59,6 +61,7 @@ class RunRecord:
             leases=leases if isinstance(leases, int) and not isinstance(leases, bool) else None,
             logins_total=_counts(counts),
             unreadable_lines=_counts(unreadable),
+            refused_total=_counts(document.get("refused_total")),
             logs_seen={
                 key: stamp
                 for key, value in (seen.items() if isinstance(seen, dict) else ())
@@ -76,6 +79,7 @@ class RunRecord:
             "logins_total": dict(sorted(self.logins_total.items())),
             "logs_seen": {key: format_instant(value) for key, value in sorted(self.logs_seen.items())},
             "unreadable_lines": dict(sorted(self.unreadable_lines.items())),
+            "refused_total": dict(sorted(self.refused_total.items())),
         }
 
     def succeeded(
@@ -84,6 +88,7 @@ class RunRecord:
         leases: int,
         logins: Mapping[str, int],
         unreadable: Mapping[str, int] | None = None,
+        refused: Mapping[str, int] | None = None,
     ) -> RunRecord:
         totals = _added(self.logins_total, logins)
         return replace(
@@ -95,6 +100,7 @@ class RunRecord:
             leases=leases,
             logins_total=totals,
             unreadable_lines=_added(self.unreadable_lines, unreadable or {}),
+            refused_total=_added(self.refused_total, refused or {}),
         )
 
     def failed(self, now: datetime, error: str) -> RunRecord:

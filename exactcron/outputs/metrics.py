@@ -51,6 +51,9 @@ def render(record: RunRecord, unread: Mapping[str, int | None], sources: list[st
     for source in sources:
         count = record.unreadable_lines.get(source, 0)
         out.append(f'exactcron_unreadable_lines_total{{source="{_label(source)}"}} {count}\n')
+    family("exactcron_refused_total", "counter", "Logins [guard] refused, per reason (they granted nothing).")
+    for reason in ("max-addresses", "shared"):
+        out.append(f'exactcron_refused_total{{reason="{reason}"}} {record.refused_total.get(reason, 0)}\n')
     family("exactcron_run_duration_seconds", "gauge", "How long the last update took.")
     out.append(f"exactcron_run_duration_seconds {duration:.6f}\n")
     return "".join(out)

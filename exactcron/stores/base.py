@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from exactcron.addresses import Network
+from exactcron.guard import GuardState, Verdict
 from exactcron.model import Lease, Login, Snapshot
 
 
@@ -31,6 +32,12 @@ class LeaseStore(Protocol):
         self, logins: Iterable[Login], now: datetime, timeout: timedelta, ignore: Sequence[Network]
     ) -> list[str]:
         """Grant or extend a lease per login; the addresses whose lease changed."""
+
+    def verdicts(self) -> list[Verdict]:
+        """What `[guard]` decided against the logins merged since last asked (then forgotten)."""
+
+    def guard_state(self, now: datetime) -> GuardState:
+        """What `[guard]` remembers, for `status`."""
 
     def add(self, address: str, now: datetime, duration: timedelta) -> Lease:
         """A lease granted by hand, from `now` for `duration`."""

@@ -20,7 +20,9 @@ from typing import Any, BinaryIO
 
 from exactcron.addresses import Network, is_canonical
 from exactcron.atomic import open_regular, read_regular, write_atomically
+from exactcron.config import GuardConfig
 from exactcron.errors import StateWriteError
+from exactcron.guard import GuardState, Verdict
 from exactcron.leases import LeaseTable
 from exactcron.model import Lease, Login, Snapshot
 from exactcron.stores.local import SCHEMA, CorruptStateError, LocalState, file_signature
@@ -35,8 +37,17 @@ class FileLeaseStore:
     """The lease table in `leases.json` (or another file `name` in `state_dir`),
     loaded on first use, written by `save`."""
 
-    def __init__(self, state: LocalState, repair: bool = True, name: str = LEASES_FILE) -> None:
+    def __init__(
+        self,
+        state: LocalState,
+        repair: bool = True,
+        name: str = LEASES_FILE,
+        guard: GuardConfig | None = None,
+    ) -> None:
         self.path = state.directory / name
+        # `[guard]`, when on; its verdicts wait in `_verdicts` for the caller to audit.
+        self._guard = guard if guard is not None and guard.enabled else None
+        self._verdicts: list[Verdict] = []
         self._name = name
         self._state = state
         self._repair = repair
@@ -60,7 +71,18 @@ class FileLeaseStore:
     def merge(
         self, logins: Iterable[Login], now: datetime, timeout: timedelta, ignore: Sequence[Network]
     ) -> list[str]:
-        return self.table.merge_all(logins, now, timeout, ignore)
+        if self._guard is None:
+            return self.table.merge_all(logins, now, timeout, ignore)
+        admitted, verdicts = self.table.screen(logins, now, timeout, ignore, self._guard)
+        self._verdicts.extend(verdicts)
+        return self.table.merge_all(admitted, now, timeout, ignore)
+
+    def verdicts(self) -> list[Verdict]:
+        taken, self._verdicts = self._verdicts, []
+        return taken
+
+    def guard_state(self, now: datetime) -> GuardState:
+        return self.table.guard
 
     def add(self, address: str, now: datetime, duration: timedelta) -> Lease:
         return self.table.add(address, now, duration)
@@ -71,7 +93,12 @@ class FileLeaseStore:
         return self.table.flush(addresses, now)
 
     def prune(self, now: datetime, timeout: timedelta, ignore: Sequence[Network]) -> list[str]:
-        return self.table.prune(now, timeout, ignore)
+        table = self.table
+        if self._guard is not None:
+            table.guard.prune(now, self._guard.window + timeout)
+            if table.guard.changed:
+                table.changed = True
+        return table.prune(now, timeout, ignore)
 
     def save(self) -> None:
         """Write the file, unless the table is unchanged since it was loaded from it."""
@@ -79,7 +106,7 @@ class FileLeaseStore:
         if not table.changed and self.path.exists():
             return
         write_atomically(self.path, lease_file_chunks(table), 0o640, keep_same=True)
-        table.changed = False
+        table.changed = table.guard.changed = False
 
     def snapshot(self, now: datetime) -> Snapshot:
         return Snapshot(self.table.active(now), self.version())
@@ -370,6 +397,8 @@ def leases_to_json(table: LeaseTable, with_leases: bool = True) -> dict[str, Any
         "flushed_all": _flush_instant(table.flushed_all) if table.flushed_all else None,
         # The networks every lease above was checked against (LeaseTable.ignore_checked).
         "ignore": list(table.ignore_checked) if table.ignore_checked is not None else None,
+        # What `[guard]` remembers (guard.py); absent in files of 0.2 and before.
+        "guard": table.guard.to_json(),
     }
     if not with_leases:
         del document["leases"]
@@ -406,6 +435,10 @@ def _read_rest(table: LeaseTable, document: dict[str, Any]) -> None:
         table.flushed[address] = _instant(time)
     flushed_all = document.get("flushed_all")
     table.flushed_all = _instant(flushed_all) if flushed_all is not None else None
+    try:
+        table.guard = GuardState.from_json(document.get("guard"))
+    except ValueError as error:
+        raise CorruptStateError(f"holding a bad guard record ({error})") from None
     checked = document.get("ignore")
     # Unknown or odd: prune checks every lease against `ignore` again.
     if isinstance(checked, list) and all(isinstance(network, str) for network in checked):

@@ -17,7 +17,7 @@ def open_lease_store(config: Config, state: LocalState, repair: bool = True) -> 
     if config.store is not None:
         from exactcron.stores.postgres import PostgresLeaseStore
 
-        return PostgresLeaseStore(config.store, config.ignore, state, repair)
+        return PostgresLeaseStore(config.store, config.ignore, state, repair, config.guard)
     from exactcron.stores.file import FileLeaseStore
 
-    return FileLeaseStore(state, repair)
+    return FileLeaseStore(state, repair, guard=config.guard)

@@ -41,8 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 from exactcron import faults
 from exactcron.addresses import Network, ignore_test, is_canonical, sort_key
-from exactcron.config import StoreConfig
+from exactcron.config import GuardConfig, StoreConfig
 from exactcron.errors import ConfigError, StoreUnavailableError
+from exactcron.guard import GuardState, Verdict
 from exactcron.leases import LatestLogins, LeaseTable, flush_time
 from exactcron.model import MANUAL, Lease, Login, Snapshot
 from exactcron.stores.file import FileLeaseStore
@@ -144,9 +145,16 @@ class PostgresLeaseStore:
     """Leases in PostgreSQL; one connection, opened on first use."""
 
     def __init__(
-        self, store: StoreConfig, ignore: Sequence[Network], state: LocalState, repair: bool = True
+        self,
+        store: StoreConfig,
+        ignore: Sequence[Network],
+        state: LocalState,
+        repair: bool = True,
+        guard: GuardConfig | None = None,
     ) -> None:
         self._config = store
+        self._rules = guard if guard is not None and guard.enabled else None
+        self._verdicts: list[Verdict] = []
         self._schema = store.schema
         # Leases other hosts granted inside this host's `ignore` are left out of its maps.
         self._ignore = tuple(ignore)
@@ -216,6 +224,13 @@ class PostgresLeaseStore:
                     hosts[address] = self._host
             self._upsert(cursor, [table.leases[address] for address in granted], hosts)
         return list(granted)
+
+    def verdicts(self) -> list[Verdict]:
+        taken, self._verdicts = self._verdicts, []
+        return taken
+
+    def guard_state(self, now: datetime) -> GuardState:
+        return GuardState()
 
     def add(self, address: str, now: datetime, duration: timedelta) -> Lease:
         with self._writing() as (cursor, table):

@@ -1,0 +1,286 @@
+"""The guard (`[guard]`): who may relay from how many addresses, and which
+addresses are shared by too many users. Pure; no I/O.
+
+Fed by the merge of logins into leases (leases.py `LeaseTable.screen`, and
+the shared store's merge), in log order: a login's verdict depends only on
+the logins before it and on their stamps, so a lease file rebuilt from the
+logs reaches the same verdicts. The state is kept with the leases (the lease
+file, or the shared store's tables), so that it survives runs, rotations and
+hosts.
+
+- Per user (the name as the server logged it, case-folded, with its domain):
+  the addresses it was granted, each with its latest login. A login from a
+  further address while `max_addresses_per_user` of them were logged in
+  within `window` before it grants nothing (`max-addresses`); with
+  `on_exceed = "revoke"` the user's addresses are revoked as of that login
+  and the user is refused everywhere for `window`.
+- Per address: the users who logged in from it. More than
+  `max_users_per_address` within `window` make it a shared address (`status`
+  warns; `refuse_shared` refuses it); an address in `shared_ranges` is
+  always refused (`shared`).
+- A login with no user name (a site rule that captures none) cannot be
+  counted per user: only `shared_ranges` applies to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from exactcron.addresses import ignore_test, is_canonical
+from exactcron.config import GuardConfig
+from exactcron.model import Login
+from exactcron.timestamps import parse_instant
+
+MAX_ADDRESSES = "max-addresses"
+SHARED = "shared"
+REASONS = (MAX_ADDRESSES, SHARED)
+# Users remembered per address: enough to know it is shared, bounded
+# whatever a hostile log holds (every user name there is attacker-chosen).
+_USERS_KEPT_FACTOR = 2
+
+
+class Verdict(NamedTuple):
+    """What the guard decided against a login: `refuse`, or `revoke` (the
+    user's addresses, revoked as of the login's time)."""
+
+    kind: str  # "refuse" | "revoke"
+    reason: str  # MAX_ADDRESSES | SHARED
+    time: datetime
+    user: str | None
+    address: str
+    revoked: tuple[str, ...] = ()
+
+
+def user_key(user: str | None) -> str | None:
+    """A user name as the guard compares it: as logged, case-folded, domain kept."""
+    return user.casefold() if user else None
+
+
+@dataclass
+class GuardState:
+    """What the guard remembers; every time is a login's own stamp."""
+
+    # user -> address -> latest login that was granted from it
+    granted: dict[str, dict[str, datetime]] = field(default_factory=dict)
+    # address -> user -> latest login from it, granted or not
+    seen: dict[str, dict[str, datetime]] = field(default_factory=dict)
+    # user -> (from, until): refused everywhere, after a revocation
+    blocked: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    # (user or "", address) -> (latest refused login, reason): a login read again is not audited again
+    refused: dict[tuple[str, str], tuple[datetime, str]] = field(default_factory=dict)
+    changed: bool = field(default=False, compare=False)
+
+    def screen(
+        self, logins: Iterable[Login], rules: GuardConfig, horizon: datetime
+    ) -> tuple[list[Login], list[Verdict]]:
+        """The logins the guard lets through, in order, and its verdicts.
+
+        `logins` are believed and not ignored. A login at or before `horizon`
+        (too old to grant) still counts, so that the verdicts after it are
+        those of the run that read it in time, but yields no verdict.
+        """
+        admitted: list[Login] = []
+        verdicts: list[Verdict] = []
+        in_shared_range = ignore_test(rules.shared_ranges)
+        for login in logins:
+            reason, revoked = self._judge(login, rules, in_shared_range)
+            if reason is None:
+                admitted.append(login)
+                continue
+            time = login.time
+            key = (user_key(login.user) or "", login.address)
+            known = self.refused.get(key)
+            if known is not None and known[0] >= time:
+                continue  # read again after a crash: decided and audited already
+            self.refused[key] = (time, reason)
+            self.changed = True
+            if time > horizon:
+                verdicts.append(Verdict("refuse", reason, time, login.user, login.address))
+                if revoked:
+                    verdicts.append(Verdict("revoke", reason, time, login.user, login.address, revoked))
+        return admitted, verdicts
+
+    def _judge(
+        self, login: Login, rules: GuardConfig, in_shared_range: Any
+    ) -> tuple[str | None, tuple[str, ...]]:
+        """The reason to refuse `login` (None: granted) and what it revokes."""
+        address, time = login.address, login.time
+        if in_shared_range(address):
+            return SHARED, ()
+        user = user_key(login.user)
+        since = time - rules.window
+        if user is not None:
+            users = self.seen.setdefault(address, {})
+            if users.get(user, since) <= time:
+                users[user] = time
+                self.changed = True
+                _bound(users, rules.max_users_per_address * _USERS_KEPT_FACTOR)
+        if (
+            rules.refuse_shared
+            and _count_after(self.seen.get(address, {}), since) > rules.max_users_per_address
+        ):
+            return SHARED, ()
+        if user is None:
+            return None, ()
+        blocked = self.blocked.get(user)
+        if blocked is not None and blocked[0] <= time < blocked[1]:
+            return MAX_ADDRESSES, ()
+        mine = self.granted.setdefault(user, {})
+        live = [each for each, last in mine.items() if last > since]
+        if address not in live and len(live) >= rules.max_addresses_per_user:
+            if rules.on_exceed != "revoke":
+                return MAX_ADDRESSES, ()
+            self.blocked[user] = (time, time + rules.window)
+            self.changed = True
+            return MAX_ADDRESSES, tuple(sorted(live))
+        if mine.get(address, since) <= time:
+            mine[address] = time
+            self.changed = True
+        return None, ()
+
+    def prune(self, now: datetime, keep: timedelta) -> None:
+        """Forget what no login can be judged by any more: older than now - `keep`."""
+        horizon = now - keep
+        for table in (self.granted, self.seen):
+            for key in list(table):
+                inner = table[key]
+                for each in [each for each, last in inner.items() if last <= horizon]:
+                    del inner[each]
+                    self.changed = True
+                if not inner:
+                    del table[key]
+        for user in [user for user, (_, until) in self.blocked.items() if until <= horizon]:
+            del self.blocked[user]
+            self.changed = True
+        for pair in [pair for pair, (time, _) in self.refused.items() if time <= horizon]:
+            del self.refused[pair]
+            self.changed = True
+
+    # -- what `status` shows -------------------------------------------------
+
+    def over_limit(self, now: datetime, rules: GuardConfig) -> list[dict[str, Any]]:
+        """Users refused for `max-addresses` within the window before `now`."""
+        since = now - rules.window
+        users: dict[str, dict[str, Any]] = {}
+        for (user, _), (time, reason) in self.refused.items():
+            if reason != MAX_ADDRESSES or time <= since or not user:
+                continue
+            entry = users.setdefault(user, {"user": user, "refused": 0, "last_refused": time})
+            entry["refused"] += 1
+            entry["last_refused"] = max(entry["last_refused"], time)
+        for user, entry in users.items():
+            entry["addresses"] = _count_after(self.granted.get(user, {}), since)
+            blocked = self.blocked.get(user)
+            entry["blocked_until"] = blocked[1] if blocked is not None and blocked[1] > now else None
+        return [users[user] for user in sorted(users)]
+
+    def shared(self, now: datetime, rules: GuardConfig) -> list[dict[str, Any]]:
+        """Addresses more than `max_users_per_address` users logged in from within the window."""
+        since = now - rules.window
+        found = []
+        for address in sorted(self.seen):
+            count = _count_after(self.seen[address], since)
+            if count > rules.max_users_per_address:
+                found.append({"address": address, "users": count})
+        return found
+
+    # -- kept with the leases -------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "granted": _nested_to_json(self.granted),
+            "seen": _nested_to_json(self.seen),
+            "blocked": {user: [_text(a), _text(b)] for user, (a, b) in sorted(self.blocked.items())},
+            "refused": [
+                [user, address, _text(time), reason]
+                for (user, address), (time, reason) in sorted(self.refused.items())
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, document: object) -> GuardState:
+        """The state as kept. Raises ValueError on anything off (the file is ours)."""
+        state = cls()
+        if document is None:
+            return state
+        if not isinstance(document, dict):
+            raise ValueError("guard: not an object")
+        state.granted = _nested_from_json(document.get("granted", {}), address_inside=True)
+        state.seen = _nested_from_json(document.get("seen", {}), address_inside=False)
+        blocked = document.get("blocked", {})
+        if not isinstance(blocked, dict):
+            raise ValueError("guard.blocked: not an object")
+        for user, span in blocked.items():
+            if not isinstance(span, list) or len(span) != 2:
+                raise ValueError(f"guard.blocked: {user!r}")
+            state.blocked[user] = (_instant(span[0]), _instant(span[1]))
+        refused = document.get("refused", [])
+        if not isinstance(refused, list):
+            raise ValueError("guard.refused: not a list")
+        for item in refused:
+            if not isinstance(item, list) or len(item) != 4:
+                raise ValueError(f"guard.refused: {item!r}")
+            user, address, time, reason = item
+            if not isinstance(user, str) or not _address(address) or reason not in REASONS:
+                raise ValueError(f"guard.refused: {item!r}")
+            state.refused[(user, address)] = (_instant(time), reason)
+        return state
+
+    def rows(self) -> Iterator[tuple[str, str, str, datetime]]:
+        """Every (table, user, address, time) of `granted` and `seen`, for a store's tables."""
+        for user, addresses in self.granted.items():
+            for address, time in addresses.items():
+                yield "granted", user, address, time
+        for address, users in self.seen.items():
+            for user, time in users.items():
+                yield "seen", user, address, time
+
+
+def _count_after(times: dict[str, datetime], since: datetime) -> int:
+    return sum(1 for time in times.values() if time > since)
+
+
+def _bound(times: dict[str, datetime], limit: int) -> None:
+    """Keep the `limit` latest entries: beyond them, the address is shared anyway."""
+    if len(times) > limit:
+        oldest = min(times, key=times.__getitem__)
+        del times[oldest]
+
+
+def _text(time: datetime) -> str:
+    return time.isoformat()
+
+
+def _instant(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a time")
+    return parse_instant(value)
+
+
+def _address(value: object) -> bool:
+    return isinstance(value, str) and is_canonical(value)
+
+
+def _nested_to_json(table: dict[str, dict[str, datetime]]) -> dict[str, dict[str, str]]:
+    return {
+        key: {each: _text(time) for each, time in sorted(inner.items())}
+        for key, inner in sorted(table.items())
+    }
+
+
+def _nested_from_json(value: object, address_inside: bool) -> dict[str, dict[str, datetime]]:
+    if not isinstance(value, dict):
+        raise ValueError("guard: not an object")
+    table: dict[str, dict[str, datetime]] = {}
+    for key, inner in value.items():
+        if not isinstance(inner, dict) or (not address_inside and not _address(key)):
+            raise ValueError(f"guard: {key!r}")
+        entries = table[key] = {}
+        for each, time in inner.items():
+            if address_inside and not _address(each):
+                raise ValueError(f"guard: {each!r}")
+            entries[each] = _instant(time)
+    return table
