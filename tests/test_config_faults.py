@@ -157,6 +157,19 @@ KEYS: list[tuple[str | int, ...]] = [
     *(("rule", "site", key) for key in ("program", "match", "needle")),
     ("store", "url"),
     ("store", "schema"),
+    ("guard",),
+    *(
+        ("guard", key)
+        for key in (
+            "enabled",
+            "max_addresses_per_user",
+            "window",
+            "on_exceed",
+            "max_users_per_address",
+            "refuse_shared",
+            "shared_ranges",
+        )
+    ),
 ]
 
 
@@ -244,6 +257,8 @@ def base_document(root: Path, key: tuple[str | int, ...]) -> dict[str, Any]:
     if key[0] == "store" and len(key) > 1:
         # The store is never reached: only a value that is wrong is tried on it.
         document["store"] = {"url": "postgresql://exactcron@127.0.0.1:1/mail"}
+    if key[0] == "guard" and len(key) > 1:
+        document["guard"] = {}
     if key[-1] in ("journal_directory",):
         document["source"][0] = {"journal": "dovecot.service", "server": "dovecot"}
     if key[-1] in ("type",):
