@@ -12,7 +12,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Site, dovecot_login
+from tests.support.lines import dovecot_login
+from tests.support.site import Site
 
 START = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 

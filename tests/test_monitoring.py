@@ -125,6 +125,8 @@ def test_metrics_file_after_updates_quiet_ones_included(
         ("exactcron_logins_total", source): 2,
         ("exactcron_unread_bytes", source): 0,
         ("exactcron_unreadable_lines_total", source): 0,
+        ("exactcron_refused_total", (("reason", "max-addresses"),)): 0,
+        ("exactcron_refused_total", (("reason", "shared"),)): 0,
     }
     site.write_log(dovecot_login("192.0.2.12", time="2026-11-25T18:00:30+00:00"))
     with site.log.open("a") as stream:

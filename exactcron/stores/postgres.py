@@ -395,12 +395,20 @@ class PostgresLeaseStore:
             elapsed = time.monotonic() - before
         assert row is not None
         skew = _utc(row[0]) - (clock + timedelta(seconds=elapsed / 2))
+        unguarded = (
+            [
+                "[guard] is not applied to logins merged into the shared store yet ([store]); only local lease files"
+            ]
+            if self._rules is not None
+            else []
+        )
         if abs(skew) <= CLOCK_SKEW_WARNING:
-            return []
+            return unguarded
         direction = "ahead of" if skew > timedelta(0) else "behind"
         return [
             f"the lease store's clock is {abs(skew).total_seconds():.0f}s {direction} this host's;"
-            " leases are computed from each host's log times: run NTP on every host"
+            " leases are computed from each host's log times: run NTP on every host",
+            *unguarded,
         ]
 
     # -- the database --------------------------------------------------------
