@@ -421,7 +421,7 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 def available_servers() -> list[str]:
     sys.path.insert(0, str(REPOSITORY))
-    from exactcron.rules.parser import BUILTIN_RULES
+    from exactcron.rules.builtin import BUILTIN_RULES
 
     return [name for name in ("dovecot", "courier") if name in BUILTIN_RULES]
 

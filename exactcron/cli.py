@@ -26,7 +26,7 @@ from exactcron.config import Config, config_path, load_config, parse_duration
 from exactcron.errors import ConfigError, ExactcronError, LogUnreadableError
 from exactcron.model import Lease
 from exactcron.outputs.audit import AUDIT, who_ran
-from exactcron.rules.parser import BUILTIN_RULES
+from exactcron.rules.builtin import BUILTIN_RULES
 from exactcron.timestamps import format_instant, parse_instant
 
 if TYPE_CHECKING:

@@ -21,7 +21,9 @@ from urllib.parse import parse_qs, urlsplit
 from exactcron.addresses import Network, parse_network
 from exactcron.errors import ConfigError
 from exactcron.model import MANUAL
-from exactcron.rules.parser import BUILTIN_RULES, Rule, site_rule
+from exactcron.rules.builtin import BUILTIN_RULES
+from exactcron.rules.forms import Rule
+from exactcron.rules.site import site_rule
 
 DEFAULT_CONFIG = Path("/etc/exactcron/exactcron.toml")
 MTAS = ("postfix", "exim", "sendmail", "qmail", "courier")

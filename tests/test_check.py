@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from exactcron.cli import FORGEABLE_WARNING, main
 from exactcron.commands.check import check_log, looks_like_login
-from exactcron.rules.parser import BUILTIN_RULES, MAX_LINE_BYTES
+from exactcron.rules.builtin import BUILTIN_RULES
+from exactcron.rules.parser import MAX_LINE_BYTES
 from exactcron.timestamps import TimestampParser, parse_instant
 from tests.support.clock import NOW
 from tests.support.lines import dovecot_login

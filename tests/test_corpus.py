@@ -35,7 +35,8 @@ from pathlib import Path
 import pytest
 
 from exactcron.model import Login
-from exactcron.rules.parser import BUILTIN_RULES, LineParser
+from exactcron.rules.builtin import BUILTIN_RULES
+from exactcron.rules.parser import LineParser
 from exactcron.timestamps import TimestampParser
 from tests.support.clock import NOW_TIME
 

@@ -347,7 +347,7 @@ def test_every_built_in_pattern_is_one_the_engine_runs_and_reads_alike() -> None
     """Our own patterns stay on re, but none needs what a linear engine cannot do,
     and on every corpus message the engine and re agree: the engine is checked on
     the largest real patterns we have, and a built-in pattern could move to it."""
-    from exactcron.rules.parser import BUILTIN_RULES
+    from exactcron.rules.builtin import BUILTIN_RULES
 
     messages = _corpus_messages()
     assert len(messages) > 100

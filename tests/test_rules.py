@@ -14,7 +14,9 @@ from click.testing import CliRunner
 
 from exactcron.cli import main
 from exactcron.model import Login
-from exactcron.rules.parser import BUILTIN_RULES, MAX_LINE_BYTES, LineParser, site_rule
+from exactcron.rules.builtin import BUILTIN_RULES
+from exactcron.rules.parser import MAX_LINE_BYTES, LineParser
+from exactcron.rules.site import site_rule
 from exactcron.timestamps import TimestampParser
 from tests.support.clock import NOW_TIME
 

@@ -13,7 +13,10 @@ from datetime import UTC
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exactcron.rules.parser import BUILTIN_RULES, LineParser, Rule, _CompiledForm, site_rule
+from exactcron.rules.builtin import BUILTIN_RULES
+from exactcron.rules.forms import Rule
+from exactcron.rules.parser import LineParser, _CompiledForm
+from exactcron.rules.site import site_rule
 from exactcron.timestamps import TimestampParser
 from tests.support.clock import NOW_TIME
 

@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 import pytest
 
 from exactcron.model import Login
-from exactcron.rules.parser import BUILTIN_RULES, LineParser, site_rule
+from exactcron.rules.builtin import BUILTIN_RULES
+from exactcron.rules.parser import LineParser
+from exactcron.rules.site import site_rule
 from exactcron.sources.journal import entry_line
 from exactcron.timestamps import TimestampParser
 from tests.support.clock import NOW_TIME

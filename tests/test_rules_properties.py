@@ -11,7 +11,9 @@ from datetime import UTC
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exactcron.rules.parser import BUILTIN_RULES, LineParser, is_anonymous
+from exactcron.rules.builtin import BUILTIN_RULES
+from exactcron.rules.forms import is_anonymous
+from exactcron.rules.parser import LineParser
 from exactcron.timestamps import TimestampParser
 from tests.support.clock import NOW_TIME
 

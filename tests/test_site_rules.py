@@ -20,7 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exactcron.cli import main
-from exactcron.rules.parser import BUILTIN_RULES, LineParser, Rule, site_rule
+from exactcron.rules.builtin import BUILTIN_RULES
+from exactcron.rules.forms import Rule
+from exactcron.rules.parser import LineParser
+from exactcron.rules.site import site_rule
 from exactcron.timestamps import TimestampParser
 from tests.support.clock import NOW_TIME
 

@@ -14,7 +14,8 @@ from typing import Any
 from exactcron.addresses import Network, is_ignored, is_special, normalize_address, sort_key
 from exactcron.leases import believed_login
 from exactcron.model import Login
-from exactcron.rules.parser import MAX_LINE_BYTES, LineParser, Rule
+from exactcron.rules.forms import Rule
+from exactcron.rules.parser import MAX_LINE_BYTES, LineParser
 from exactcron.timestamps import TimestampParser
 
 # How many unmatched login-like lines, and lines a rule matched that speak

@@ -21,7 +21,8 @@ import re
 from dataclasses import dataclass, field
 
 from exactcron.errors import ConfigError
-from exactcron.rules.parser import BUILTIN_RULES, site_rule
+from exactcron.rules.builtin import BUILTIN_RULES
+from exactcron.rules.site import site_rule
 
 DEFAULT_STATE_DIR = "/var/lib/exactcron"
 ORDERS = ("username,address", "address,username")

@@ -1,0 +1,268 @@
+"""The ten built-in servers, as data: each one's name, needles, tags and success lines.
+
+The grammar they share (the address and host-name shapes, Dovecot's fields,
+Cyrus's logfmt) is in forms.py; LineParser (parser.py) runs them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+
+from exactcron.rules.forms import (
+    DNS_NAME,
+    DOVECOT_FAST_LOGIN,
+    DOVECOT_LOGIN,
+    IP,
+    IP_BYTES,
+    FieldReader,
+    Form,
+    Rule,
+    cyrus_classic_fields,
+    cyrus_logfmt_fields,
+    dovecot_fields,
+)
+
+
+def _form(
+    programs: Iterable[str],
+    pattern: str,
+    program_pattern: str | None = None,
+    read: FieldReader | None = None,
+    fast: bytes | None = None,
+) -> Form:
+    return Form(
+        frozenset(programs),
+        re.compile(pattern, re.ASCII | re.DOTALL),
+        re.compile(program_pattern, re.ASCII) if program_pattern else None,
+        read,
+        re.compile(fast, re.DOTALL) if fast is not None else None,
+    )
+
+
+def _dovecot() -> Rule:
+    return Rule(
+        name="dovecot",
+        needles=(b"Login: ", b"Logged in: "),
+        forms=(
+            # Through syslog and the journal: `dovecot: imap-login: Login: ...`
+            # (with or without `Info: `); 2.4: `... Logged in: ...`; 1.x's own
+            # log file: `dovecot: STAMP Info: pop3-login: Login: ...`.
+            _form(
+                {"dovecot"},
+                rf"(?:Info: )?(?:imap|pop3)-login: {DOVECOT_LOGIN}",
+                read=dovecot_fields,
+                fast=rb"(?:Info: )?(?:imap|pop3)-login: " + DOVECOT_FAST_LOGIN,
+            ),
+            # Dovecot's own log_path/info_log_path file, and 1.x syslog tags:
+            # `pop3-login: Info: Login: ...`, `imap-login: Info: Logged in: ...`.
+            _form({"imap-login", "pop3-login"}, DOVECOT_LOGIN, read=dovecot_fields, fast=DOVECOT_FAST_LOGIN),
+        ),
+    )
+
+
+# Courier: `LOGIN, user=U, ip=[ADDR]`, then fields Courier writes itself
+# (`port=[P]`, `protocol=IMAP`, `stls=1`, `starttls=1`). Failures begin
+# `LOGIN FAILED,`. The trailing fields cannot hold `[`, so the address is
+# the last bracketed `ip=` of the line, whatever the user name imitates.
+def _courier() -> Rule:
+    return Rule(
+        name="courier",
+        needles=(b"LOGIN, user=",),
+        forms=(
+            _form(
+                (),
+                rf"LOGIN, user=(?P<user>.*), ip=\[(?P<ip>{IP})\]"
+                r"(?:, port=\[\d{1,5}\])?(?:, [a-z]{1,16}=[A-Za-z0-9_.\-]{0,64})*",
+                r"(?:courier-?)?(?:pop3|imap)(?:d|d-ssl|login)",
+            ),
+        ),
+    )
+
+
+# The tag of a Cyrus service: its name from cyrus.conf, optionally behind a configured `PREFIX/`.
+_CYRUS_SERVICE = r"(?:[A-Za-z0-9_.\-]{1,64}/)?(?:imap|pop3|pop|proxy)[A-Za-z0-9_\-]{0,32}"
+
+
+def _cyrus() -> Rule:
+    return Rule(
+        name="cyrus",
+        needles=(b"login: ", b"event=login.good "),
+        forms=(
+            _form(
+                (),
+                rf"login: (?:{DNS_NAME} )?\[(?P<ip>{IP})\] (?P<user>.+?)(?: \(proxy\))?"
+                r" (?P<mech>[A-Za-z0-9_\-]{1,40})(?:\+TLS)?(?: .*)?",
+                _CYRUS_SERVICE,
+                read=cyrus_classic_fields,
+                # One word of user, a mechanism that is not ANONYMOUS.
+                fast=rb"login: (?:[^\s\[\]()]{1,255} )?\[(?P<ip>" + IP_BYTES + rb")\] (?P<user>[^ ]{1,255})"
+                rb" (?!(?i:anonymous)(?:\+TLS)?(?: |$))[A-Za-z0-9_\-]{1,40}(?:\+TLS)?"
+                rb"(?: User logged in(?: SESSIONID=<[!-=?-~]{1,128}>)?)?",
+            ),
+            _form((), r"event=login\.good .*", _CYRUS_SERVICE, read=cyrus_logfmt_fields),
+        ),
+    )
+
+
+# UW imapd/ipop3d: `Login user=U host=NAME [ADDR]` (NAME absent without
+# reverse DNS), also `Authenticated`, and ipop3d's `Auth`/`APOP` with a
+# trailing `nmsgs=N/M`. NAME is attacker-chosen (reverse DNS) and is never
+# read; the address is the bracket that ends the line. UW cuts user and
+# host at 80 characters each: a cut host loses its `]` first and then
+# matches nothing.
+def _uw_imap() -> Rule:
+    return Rule(
+        name="uw-imap",
+        needles=(b" user=",),
+        forms=(
+            _form(
+                (),
+                rf"(?:Login|Authenticated|Auth|APOP) user=(?P<user>.*) host=(?:{DNS_NAME} )?"
+                rf"\[(?P<ip>{IP})\](?: nmsgs=\d+/\d+)?",
+                r"(?:imap|ipop[23])s?d",
+            ),
+        ),
+    )
+
+
+# Qpopper (LOG_LOGIN): `(vX) POP login by user "U" at (HOST) ADDR`, plus a
+# `[file.c:line]` suffix in some builds. The user may hold quotes; the
+# address is anchored to the end. Also UIUC popper with the HMS patch:
+# `(USER,ADDR) Authenticated.`.
+def _qpopper() -> Rule:
+    return Rule(
+        name="qpopper",
+        needles=(b"POP login by user ", b") Authenticated."),
+        forms=(
+            _form(
+                (),
+                rf"\(v[A-Za-z0-9_.\-]{{1,32}}\) POP login by user \"(?P<user>.*)\" at \((?:{DNS_NAME})?\) "
+                rf"(?P<ip>{IP})(?: \[[A-Za-z0-9_.\-]{{1,64}}:\d{{1,6}}\])?",
+                r"(?:in\.)?q?popper",
+            ),
+            _form({"popper"}, rf"\((?P<user>.*),(?P<ip>{IP})\) Authenticated\."),
+        ),
+    )
+
+
+# Perdition: `Auth: SRC:PORT->DST:PORT client-secure=.. authorisation_id=..
+# authentication_id=".." server=".." protocol=.. server-secure=.. status="ok"`.
+# SRC is numeric (NI_NUMERICHOST) and comes first; every field a client can
+# fill (ids, and the server with -c) precedes `status`, which perdition
+# writes last. Older versions: `Auth: SRC->DST user=".." server=".."
+# port=".." status="ok"`.
+_PERDITION_TAG = r"perdition(?:\.[A-Za-z0-9_\-]{1,32})?"
+_IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+
+
+def _perdition() -> Rule:
+    return Rule(
+        name="perdition",
+        needles=(b"Auth: ",),
+        forms=(
+            _form(
+                (),
+                rf"Auth: (?P<ip>{IP}):\d{{1,5}}->{IP}:\d{{1,5}} client-secure=[a-z]{{1,16}} "
+                r"authorisation_id=(?:NONE|\"(?P<user>.*)\") authentication_id=\".*\" "
+                r"server=\".*\" protocol=[A-Za-z0-9_]{1,32} server-secure=[a-z]{1,16} status=\"ok\"",
+                _PERDITION_TAG,
+            ),
+            _form(
+                (),
+                rf"Auth: (?P<ip>{_IPV4})->{_IPV4} user=\"(?P<user>.*)\" server=\".*\" port=\"[^\"]*\" "
+                r"status=\"?ok\"?",
+                _PERDITION_TAG,
+            ),
+        ),
+    )
+
+
+# TeaPOP: `Successful login for USER@DOMAIN [LOCAL] from HOST [REMOTE]`. The
+# client is REMOTE, the bracket that ends the line; HOST is reverse DNS.
+def _teapop() -> Rule:
+    return Rule(
+        name="teapop",
+        needles=(b"Successful login for ",),
+        forms=(
+            _form(
+                {"teapop"},
+                rf"Successful login for (?P<user>.*) \[{IP}\] from (?:{DNS_NAME} )?\[(?P<ip>{IP})\]",
+            ),
+        ),
+    )
+
+
+# cucipop: `USER ADDR N, N (N), N (N)` (session counters, logged after a
+# successful session). Known only from pop-before-smtp's sample; the
+# counters anchor the address to the end.
+def _cucipop() -> Rule:
+    return Rule(
+        name="cucipop",
+        needles=(b"cucipop",),
+        forms=(_form({"cucipop"}, rf"(?P<user>.+) (?P<ip>{IP}) \d+, \d+ \(\d+\), \d+ \(\d+\)"),),
+    )
+
+
+# solid-pop3d built with --enable-logextend: `user U authenticated - ADDR`.
+# Its failures read `authentication failed ... - ADDR`.
+def _solid_pop3d() -> Rule:
+    return Rule(
+        name="solid-pop3d",
+        needles=(b" authenticated - ",),
+        forms=(_form({"spop3d", "solid-pop3d"}, rf"user (?P<user>.*) authenticated - (?P<ip>{IP})"),),
+    )
+
+
+# GNU pop3d: `User 'U' logged in with mailbox 'M' from ADDR`.
+def _gnu_pop3d() -> Rule:
+    return Rule(
+        name="gnu-pop3d",
+        needles=(b"' logged in with mailbox '",),
+        forms=(
+            _form(
+                {"gnu-pop3d", "pop3d"},
+                rf"User '(?P<user>.*)' logged in with mailbox '.*' from (?P<ip>{IP})",
+            ),
+        ),
+    )
+
+
+class _BuiltinRules(Mapping[str, Rule]):
+    """The built-in rules by name, each compiled when first looked up: a run
+    compiles only the rules its sources read with, not forty patterns."""
+
+    def __init__(self, builders: Sequence[tuple[str, Callable[[], Rule]]]) -> None:
+        self._builders = dict(builders)
+        self._built: dict[str, Rule] = {}
+
+    def __getitem__(self, name: str) -> Rule:
+        rule = self._built.get(name)
+        if rule is None:
+            rule = self._built[name] = self._builders[name]()
+        return rule
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._builders
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._builders)
+
+    def __len__(self) -> int:
+        return len(self._builders)
+
+
+BUILTIN_RULES: Mapping[str, Rule] = _BuiltinRules(
+    [
+        ("dovecot", _dovecot),
+        ("courier", _courier),
+        ("cyrus", _cyrus),
+        ("uw-imap", _uw_imap),
+        ("qpopper", _qpopper),
+        ("perdition", _perdition),
+        ("teapop", _teapop),
+        ("cucipop", _cucipop),
+        ("solid-pop3d", _solid_pop3d),
+        ("gnu-pop3d", _gnu_pop3d),
+    ]
+)
