@@ -10,6 +10,7 @@ from exactcron.addresses import Network, is_ignored, is_special, refusal_test, s
 from exactcron.config import GuardConfig
 from exactcron.guard import GuardState, Verdict
 from exactcron.model import MANUAL, Lease, Login
+from exactcron.rules.grant import Refusal
 
 # Distinct times `LeaseTable.merge` keeps one object of.
 _SHARED_INSTANTS = 4096
@@ -108,6 +109,41 @@ class LatestLogins:
         self.spared.clear()
 
 
+class Grant:
+    """Whether a login grants a lease at `now`, and if not, why: the lease
+    table's verdict, which `check` reports too (rules/grant.py has the line's).
+
+    Built once per merge: what does not depend on the login is worked out once.
+    A flush is the table's own state, and it is the table that applies it.
+    """
+
+    __slots__ = ("_latest_possible", "_refused", "horizon", "networks", "now")
+
+    def __init__(self, now: datetime, timeout: timedelta, ignore: Iterable[Network] = ()) -> None:
+        self.now = now
+        # A lease is kept to the second, as the lease file has always stored it:
+        # a login whose second is not after now - timeout grants nothing, the
+        # fraction of its stamp or of now notwithstanding.
+        self.horizon = now - timeout
+        self.networks = tuple(ignore)
+        self._refused = refusal_test(self.networks)
+        self._latest_possible = now.replace(microsecond=0)
+
+    def verdict(self, login: Login) -> Login | Refusal:
+        """The login as the lease table takes it (believed_login) when it grants, else why not."""
+        if login.second >= self._latest_possible:
+            believed = believed_login(login, self.now)
+            if believed is None:
+                return Refusal.AHEAD
+            login = believed
+        address = login.address
+        if self._refused(address):
+            return Refusal.SPECIAL if is_special(address) else Refusal.IGNORED
+        if login.second <= self.horizon:
+            return Refusal.TOO_OLD
+        return login
+
+
 @dataclass
 class LeaseTable:
     """Leases by address, plus the flushes that logins logged earlier cannot undo."""
@@ -155,20 +191,16 @@ class LeaseTable:
             self._vetted, self._vetted_size = marker, 0
         elif self._vetted != marker or self._vetted_size != len(self.leases):
             self._vetted = None
-        refused = refusal_test(networks)
-        horizon = now - timeout
+        verdict = Grant(now, timeout, networks).verdict
         any_flush = self.flushed_all is not None or bool(self.flushed)
         leases = self.leases
         # second -> (that second, its lease's end), each shared with equal times.
         ends: dict[datetime, tuple[datetime, datetime]] = {}
         changed: list[str] = []
-        latest_possible = now.replace(microsecond=0)
-        for login in logins:
-            if login.second >= latest_possible:
-                believed = believed_login(login, now)
-                if believed is None:
-                    continue
-                login = believed
+        for each in logins:
+            login = verdict(each)
+            if not isinstance(login, Login):
+                continue  # a Refusal
             address, second = login.address, login.second
             # A flush wins over every login logged before it, whatever its stamp
             # claims: the earlier reading of an ambiguous local time, and a stamp
@@ -176,10 +208,7 @@ class LeaseTable:
             # before the flush by a clock that runs ahead.
             if any_flush and self._flushed_after(address, flush_time(login)):
                 continue
-            # A lease is kept to the second, as the lease file has always stored
-            # it: the same before a save and after, and equal times share one object.
-            if second <= horizon:
-                continue
+            # Equal times share one object, before a save and after.
             end = ends.get(second)
             if end is None:
                 if len(ends) >= _SHARED_INSTANTS:
@@ -187,8 +216,6 @@ class LeaseTable:
                 shared = self._shared(second)
                 end = ends[second] = (shared, self._shared(shared + timeout))
             second, expires = end
-            if refused(address):
-                continue
             current = leases.get(address)
             if current is not None and current.last_login >= second and current.expires >= expires:
                 continue

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exactcron.rules.builtin import BUILTIN_RULES
-from exactcron.rules.forms import is_anonymous
+from exactcron.rules.grant import is_anonymous
 from exactcron.rules.parser import LineParser
 from exactcron.timestamps import TimestampParser
 from tests.support.clock import NOW_TIME

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exactcron.rules.forms import is_anonymous
+from exactcron.rules.grant import is_anonymous
 from exactcron.rules.linear import LinearPattern
 from exactcron.rules.parser import MAX_LINE_BYTES
 from exactcron.timestamps import format_instant

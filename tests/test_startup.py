@@ -98,6 +98,7 @@ QUIET_RUN_MODULES = {
     "exactcron.rules",
     "exactcron.rules.builtin",
     "exactcron.rules.forms",
+    "exactcron.rules.grant",
     "exactcron.rules.linear",
     "exactcron.rules.parser",
     "exactcron.rules.patterns",

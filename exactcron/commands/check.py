@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from exactcron.addresses import Network, is_ignored, is_special, normalize_address, sort_key
-from exactcron.leases import believed_login
+from exactcron.addresses import Network, normalize_address, sort_key
+from exactcron.leases import Grant, believed_login
 from exactcron.model import Login
 from exactcron.rules.forms import Rule
+from exactcron.rules.grant import Refusal
 from exactcron.rules.parser import MAX_LINE_BYTES, LineParser
 from exactcron.timestamps import TimestampParser
 
@@ -121,13 +122,13 @@ def check_log(
     if hasattr(lines, "readline"):
         # A stream: read line by line in bounded memory, not a whole line at a time.
         lines = bounded_lines(lines)
-    networks = tuple(ignore)
     parser = LineParser(rules, timestamps, hosts)
     report = CheckReport(rules=tuple(rule.name for rule in rules))
     report.matched = {rule.name: 0 for rule in rules}
     report.summaries = {rule.name: RuleSummary() for rule in rules}
     examples = EXAMPLES if listed is not None else None
-    latest: dict[str, datetime] = {}
+    # The latest login of each address, as the lease table believes it.
+    latest: dict[str, Login] = {}
     ahead: set[str] = set()
     too_long = 0
     number = 0
@@ -147,7 +148,9 @@ def check_log(
             if believed is None:
                 ahead.add(login.address)
             else:
-                latest[login.address] = max(believed.time, latest.get(login.address, believed.time))
+                current = latest.get(login.address)
+                if current is None or believed.time > current.time:
+                    latest[login.address] = believed
         elif looks_like_login(line):
             report.looked_like_logins += 1
             if examples is None or len(report.examples) < examples:
@@ -156,17 +159,24 @@ def check_log(
     report.too_long = too_long
     report.unreadable = parser.unreadable
     report.other_hosts = parser.other_hosts
-    cutoff = timestamps.now - timeout
-    report.ahead = sorted(ahead - latest.keys(), key=sort_key)
+    # The lease table's own verdict, so that `check` and `update` agree on every login.
+    verdict = Grant(timestamps.now, timeout, ignore).verdict
+    by_refusal = {
+        Refusal.SPECIAL: report.special,
+        Refusal.IGNORED: report.ignored,
+        Refusal.TOO_OLD: report.too_old,
+    }
     for address in sorted(latest, key=sort_key):
-        if is_special(address):
-            report.special.append(address)
-        elif is_ignored(address, networks):
-            report.ignored.append(address)
-        elif latest[address] <= cutoff:
-            report.too_old.append(address)
-        else:
+        found = verdict(latest[address])
+        if isinstance(found, Login):
             report.granted.append(address)
+        elif found in by_refusal:
+            by_refusal[found].append(address)
+        else:
+            ahead.add(address)  # not expected: a believed login is never ahead
+    report.ahead = sorted(
+        ahead - {*report.special, *report.ignored, *report.too_old, *report.granted}, key=sort_key
+    )
     return report
 
 

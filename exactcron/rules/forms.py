@@ -25,6 +25,7 @@ from datetime import datetime
 
 from exactcron.addresses import normalize_address
 from exactcron.model import Login
+from exactcron.rules.grant import is_anonymous, line_refusal
 from exactcron.rules.linear import LinearPattern
 
 # After the stamp: an optional host, then TAG[PID]: MESSAGE. A host never
@@ -46,9 +47,12 @@ IP_BYTES = IP.encode()
 DNS_NAME = r"[^\s\[\]()]{1,255}"
 
 
-# A form's second look at a matched message: (user, address text), or None
-# when the line, though shaped like a success, must grant nothing.
-FieldReader = Callable[["re.Match[str]"], "tuple[str | None, str] | None"]
+# What a success line names: the user (None: not logged), the client's
+# address as logged, and the server's own address when the line holds it.
+Fields = tuple[str | None, str, str | None]
+# A form's second look at a matched message: its Fields, or None when the
+# line, though shaped like a success, must grant nothing.
+FieldReader = Callable[["re.Match[str]"], "Fields | None"]
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,8 @@ class Form:
     # then only read, never run: re backtracks, and the site's pattern is not ours).
     linear: LinearPattern | None = None
 
-    def fields(self, message: str) -> tuple[bool, tuple[str | None, str] | None]:
-        """Whether the whole message matches; if so, its (user, address text), or
+    def fields(self, message: str) -> tuple[bool, Fields | None]:
+        """Whether the whole message matches; if so, its Fields, or
         None when the line, though shaped like a success, must grant nothing."""
         if self.linear is not None:
             matched = self.linear.fullmatch(message)
@@ -84,13 +88,13 @@ class Form:
                 return False, None
             address = matched.group("ip")
             # An `ip` in a part the match left out: shaped like a success, but no address.
-            return True, None if address is None else (matched.groupdict().get("user"), address)
+            return True, None if address is None else (matched.groupdict().get("user"), address, None)
         found = self.pattern.fullmatch(message)
         if found is None:
             return False, None
         if self.read is not None:
             return True, self.read(found)
-        return True, (found.groupdict().get("user"), found.group("ip"))
+        return True, (found.groupdict().get("user"), found.group("ip"), None)
 
     def accepts(self, program: str) -> bool:
         if program in self.programs:
@@ -116,22 +120,12 @@ class Rule:
                 continue
             if fields is None:
                 return None
-            user, text = fields
+            user, text, local = fields
             address = normalize_address(text)
-            if address is None or (user is not None and is_anonymous(user)):
+            if line_refusal(user, address, local) is not None:
                 return None
-            return Login.at(time, self.name, user, address)
+            return Login.at(time, self.name, user, address)  # type: ignore[arg-type]
         return None
-
-
-def is_anonymous(user: str) -> bool:
-    """True for the user of an anonymous login, which authenticates nobody.
-
-    `anonymous` in any case, with or without a domain (Cyrus's
-    is_userid_anonymous; Dovecot's default auth_anonymous_username).
-    """
-    # The text before the first `@` or `%`.
-    return user.partition("@")[0].partition("%")[0].lower() == "anonymous"
 
 
 # Dovecot: `imap-login: Login: ELEMENTS` (1.x to 2.3) or `Logged in:
@@ -190,7 +184,7 @@ def _dovecot_element_key(element: str) -> str | None:
     return None
 
 
-def dovecot_fields(found: re.Match[str]) -> tuple[str | None, str] | None:
+def dovecot_fields(found: re.Match[str]) -> Fields | None:
     elements = found.group("elements")
     user = None
     others = [elements]
@@ -210,18 +204,14 @@ def dovecot_fields(found: re.Match[str]) -> tuple[str | None, str] | None:
     remote = values.get("rip")
     if remote is None or values.get("method", "").upper() == "ANONYMOUS":
         return None
-    # A login from the server's own address (webmail, a local proxy) is not
-    # a client of this host; an lip that is no address, no line Dovecot wrote.
-    local = values.get("lip")
-    if local is not None and normalize_address(local) in (None, normalize_address(remote)):
-        return None
-    return user, remote
+    # The server's own address: line_refusal compares it with the client's.
+    return user, remote, values.get("lip")
 
 
 DOVECOT_LOGIN = r"(?:Info: )?(?:Login|Logged in): (?P<elements>.+)"
 # The default login_log_format_elements, in Dovecot's order, over bytes: a
 # user without `>`, a method that is not ANONYMOUS, then fields of the
-# shapes the reader checks. The reader still compares lip with rip.
+# shapes the reader checks. line_refusal still compares lip with rip.
 DOVECOT_FAST_LOGIN = (
     rb"(?:Info: )?(?:Login|Logged in): user=<(?P<user>[^>]+)>, method=(?!(?i:anonymous),)[A-Za-z0-9_\-]{1,64}, "
     rb"rip=(?P<ip>" + IP_BYTES + rb"), lip=(?P<lip>" + IP_BYTES + rb")(?:, mpid=[0-9]{1,10})?"
@@ -242,13 +232,13 @@ def _is_cyrus_anonymous(user: str, mechanism: str | None) -> bool:
     return is_anonymous(user) or (mechanism or "").upper() == "ANONYMOUS"
 
 
-def cyrus_classic_fields(found: re.Match[str]) -> tuple[str | None, str] | None:
+def cyrus_classic_fields(found: re.Match[str]) -> Fields | None:
     user = found.group("user")
     # The user is read up to the first word that looks like a mechanism, so
     # only its first word is surely the user's.
     if _is_cyrus_anonymous(user.split(" ", 1)[0], found.group("mech")):
         return None
-    return user, found.group("ip")
+    return user, found.group("ip"), None
 
 
 # Cyrus 3.13: logfmt, `event=login.good r.sessionid=... r.clienthost=HOST
@@ -291,7 +281,7 @@ def _logfmt_pairs(message: str) -> dict[str, str] | None:
     return pairs
 
 
-def cyrus_logfmt_fields(found: re.Match[str]) -> tuple[str | None, str] | None:
+def cyrus_logfmt_fields(found: re.Match[str]) -> Fields | None:
     pairs = _logfmt_pairs(found.group(0))
     if pairs is None or pairs.get("event") != "login.good" or "login.anonymous" in pairs:
         return None
@@ -299,7 +289,7 @@ def cyrus_logfmt_fields(found: re.Match[str]) -> tuple[str | None, str] | None:
     client = _CYRUS_CLIENT.fullmatch(pairs.get("r.clienthost", ""))
     if not user or client is None or _is_cyrus_anonymous(user, pairs.get("login.mech")):
         return None
-    return user, client.group("ip") or client.group("bare")
+    return user, client.group("ip") or client.group("bare"), None
 
 
 # The stamp, host and tag of a line in one bytes pattern. (?>...) commits to

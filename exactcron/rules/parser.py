@@ -17,7 +17,8 @@ from datetime import datetime
 
 from exactcron.addresses import normalize_address
 from exactcron.model import Login
-from exactcron.rules.forms import DOVECOT1_NAME, HEADER, LINE_HEAD, Form, Rule, is_anonymous, microsecond_of
+from exactcron.rules.forms import DOVECOT1_NAME, HEADER, LINE_HEAD, Form, Rule, microsecond_of
+from exactcron.rules.grant import line_refusal
 from exactcron.rules.patterns import bytes_pattern
 from exactcron.timestamps import TimestampParser, looks_stamped
 
@@ -51,7 +52,8 @@ class _CompiledForm:
 
     def fast_fields(self, message: bytes) -> tuple[str, str] | None:
         """(user, normalized address) of a message the fast pattern grants for, or None:
-        then the form's pattern and reader decide."""
+        then the form's pattern and reader decide. line_refusal judges its fields,
+        as it judges the reader's."""
         if self.fast is None:
             return None
         found = self.fast.fullmatch(message)
@@ -69,13 +71,9 @@ class _CompiledForm:
                 address = inet_ntop(AF_INET, inet_pton(AF_INET, text))
             except OSError:
                 return None
-        if self.fast_has_lip:
-            local = normalize_address(found.group("lip").decode("ascii"))
-            if local is None or local == address:
-                return None
+        local = found.group("lip").decode("ascii") if self.fast_has_lip else None
         user = found.group("user").decode("utf-8", "replace")
-        # Only an `a` lowercases to the first letter of `anonymous`.
-        if user[0] in "aA" and is_anonymous(user):
+        if line_refusal(user, address, local) is not None:
             return None
         return user, address
 
@@ -263,6 +261,7 @@ class LineParser:
                     continue
                 user: str | None
                 address: str | None
+                local: str | None
                 granted = compiled.fast_fields(message) if compiled.fast is not None else None
                 if granted is not None:
                     user, address = granted
@@ -275,6 +274,7 @@ class LineParser:
                         raw_user = found_raw.group("user") if compiled.has_user else None
                         user = None if raw_user is None else raw_user.decode("utf-8", "replace")
                         address = normalize_address(found_raw.group("ip").decode("ascii", "replace"))
+                        local = None
                     else:
                         if text is None:
                             text = message.decode("utf-8", "replace")
@@ -283,9 +283,10 @@ class LineParser:
                             continue
                         if fields is None:
                             break
-                        user, address_text = fields
+                        user, address_text, local = fields
                         address = normalize_address(address_text)
-                    if address is None or (user is not None and is_anonymous(user)):
+                    # Every path ends in line_refusal (the fast one in fast_fields).
+                    if line_refusal(user, address, local) is not None:
                         break
                 if host is not None and not self._host_field_counts(host):
                     return None
