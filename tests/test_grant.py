@@ -15,7 +15,8 @@ from exactcron.model import Login
 from exactcron.rules.builtin import BUILTIN_RULES
 from exactcron.rules.grant import Refusal
 from exactcron.timestamps import TimestampParser
-from tests.conftest import Site, dovecot_login
+from tests.support.lines import dovecot_login
+from tests.support.site import Site
 
 TIMEOUT = timedelta(minutes=30)  # the site's
 
