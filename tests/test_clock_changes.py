@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from exactcron.leases import CLOCK_SLACK, LatestLogins, LeaseTable
 from exactcron.model import Login
-from exactcron.rules.parser import BUILTIN_RULES, LineParser
+from exactcron.rules.builtin import BUILTIN_RULES
+from exactcron.rules.parser import LineParser
 from exactcron.timestamps import TimestampParser
 from tests.support.lines import dovecot_login
 from tests.support.maps import postmap_value

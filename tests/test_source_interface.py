@@ -7,7 +7,8 @@ from datetime import UTC, timedelta
 from pathlib import Path
 
 from exactcron.config import SourceConfig
-from exactcron.rules.parser import BUILTIN_RULES, LineParser
+from exactcron.rules.builtin import BUILTIN_RULES
+from exactcron.rules.parser import LineParser
 from exactcron.sources.open import open_source
 from exactcron.timestamps import TimestampParser
 from tests.support.clock import NOW_TIME as NOW
