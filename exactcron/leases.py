@@ -136,11 +136,11 @@ class Grant:
             if believed is None:
                 return Refusal.AHEAD
             login = believed
+        if login.second <= self.horizon:
+            return Refusal.TOO_OLD
         address = login.address
         if self._refused(address):
             return Refusal.SPECIAL if is_special(address) else Refusal.IGNORED
-        if login.second <= self.horizon:
-            return Refusal.TOO_OLD
         return login
 
 
