@@ -90,6 +90,7 @@ QUIET_RUN_MODULES = {
     "exactcron.errors",
     "exactcron.faults",
     "exactcron.leases",
+    "exactcron.guard",  # the lease table holds the guard's state
     "exactcron.lock",
     "exactcron.model",
     "exactcron.outputs",
