@@ -367,6 +367,122 @@ def _instants_formatted(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@main.command()
+@click.option(
+    "--since", "since_text", default="30d", show_default=True, metavar="DURATION", help="The period: 7d, 30d, 12h."
+)
+@click.option(
+    "--mta-log",
+    "mta_logs",
+    multiple=True,
+    metavar="PATH",
+    help="Postfix's log (its rotated and compressed copies are read too); repeat for several.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_obj
+def report(state: Context, since_text: str, mta_logs: tuple[str, ...], as_json: bool) -> None:
+    """Who relies on POP-before-SMTP, so that it can be retired.
+
+    Per user, from log_file's audit trail: the logins that granted relay,
+    the distinct addresses, the first and last, the guard's refusals. With
+    --mta-log, also the messages each user's leased addresses sent without
+    SMTP AUTH while the lease was in force, and whether the user already
+    sends with SMTP AUTH. The users still depending on it come first.
+    """
+    from exactcron.commands.report import close_all, open_mta_logs, run_report
+
+    try:
+        since = state.now - parse_duration(since_text)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--since") from None
+    # The logs named here are opened first, with the rights of whoever typed the
+    # command (root may read any log); they are decompressed and read after the
+    # switch to the owner of state_dir, and nothing is written.
+    opened = _guarded(state, lambda: open_mta_logs(mta_logs, since)) if mta_logs else None
+    try:
+        config = _guarded(state, state.config)
+        result = _guarded(state, lambda: run_report(config, state.now, since, opened))
+    finally:
+        close_all(opened or ())
+    if as_json:
+        click.echo(json.dumps(_report_json(result, config, mta_logs), indent=2))
+        return
+    _echo_report(result)
+
+
+def _report_json(result: Any, config: Config, mta_logs: tuple[str, ...]) -> dict[str, Any]:
+    with_mta = result.with_mta
+
+    def user(summary: Any) -> dict[str, Any]:
+        return {
+            "user": summary.user,
+            "logins": summary.logins,
+            "addresses": len(summary.addresses),
+            "first": None if summary.first is None else format_instant(summary.first),
+            "last": None if summary.last is None else format_instant(summary.last),
+            "refused": dict(sorted(summary.refused.items())),
+            "relayed": summary.relayed if with_mta else None,
+            "sasl_from_lease": summary.sasl_from_lease if with_mta else None,
+            "sasl_messages": summary.sasl_messages if with_mta else None,
+            "smtp_auth": summary.sasl_messages > 0 if with_mta else None,
+        }
+
+    return {
+        "since": format_instant(result.since),
+        "until": format_instant(result.until),
+        "log_file": str(config.log_file),
+        "mta_logs": list(mta_logs) if with_mta else None,
+        "users": [user(summary) for summary in result.users],
+        "totals": {
+            "users": sum(1 for summary in result.users if summary.user is not None),
+            "logins": sum(summary.logins for summary in result.users),
+            "refused": sum(sum(summary.refused.values()) for summary in result.users),
+            "messages": result.messages if with_mta else None,
+            "relayed": result.through_lease if with_mta else None,
+            "sasl_from_lease": result.sasl_from_lease if with_mta else None,
+            "sasl": result.sasl if with_mta else None,
+        },
+    }
+
+
+def _echo_report(result: Any) -> None:
+    def stamp(time: datetime | None) -> str:
+        return "-" if time is None else time.strftime("%Y-%m-%d %H:%M")
+
+    click.echo(f"POP-before-SMTP from {stamp(result.since)} to {stamp(result.until)} (UTC)")
+    if not result.users:
+        click.echo("no relay granted, no login refused")
+    header = ("USER", "LOGINS", "ADDRESSES", "FIRST", "LAST", "REFUSED")
+    if result.with_mta:
+        header += ("RELAYED", "SMTP AUTH", "AUTH FROM LEASE")
+    rows = [header] if result.users else []
+    for summary in result.users:
+        row: tuple[str, ...] = (
+            _safe(summary.user if summary.user is not None else "(add)"),
+            str(summary.logins),
+            str(len(summary.addresses)),
+            stamp(summary.first),
+            stamp(summary.last),
+            str(sum(summary.refused.values())),
+        )
+        if result.with_mta:
+            auth = f"yes ({summary.sasl_messages})" if summary.sasl_messages else "no"
+            row += (str(summary.relayed), "-" if summary.user is None else auth, str(summary.sasl_from_lease))
+        rows.append(row)
+    if rows:
+        _echo_table(rows)
+    users = sum(1 for summary in result.users if summary.user is not None)
+    if not result.with_mta:
+        click.echo(f"{_plural(users, 'user')}; with --mta-log PATH, the messages each relayed through a lease")
+        return
+    depending = sum(1 for summary in result.users if summary.relayed and summary.user is not None)
+    click.echo(
+        f"{_plural(result.messages, 'message')}: {result.through_lease} relayed through a lease, "
+        f"{result.sasl} with SMTP AUTH ({result.sasl_from_lease} of them from a leased address); "
+        f"{depending} of {_plural(users, 'user')} still relay through a lease"
+    )
+
+
 def _exit_unhealthy(reason: str) -> None:
     if reason:
         click.echo(_safe(f"exactcron: unhealthy: {reason}"), err=True)
