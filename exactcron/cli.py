@@ -369,7 +369,12 @@ def _instants_formatted(entry: dict[str, Any]) -> dict[str, Any]:
 
 @main.command()
 @click.option(
-    "--since", "since_text", default="30d", show_default=True, metavar="DURATION", help="The period: 7d, 30d, 12h."
+    "--since",
+    "since_text",
+    default="30d",
+    show_default=True,
+    metavar="DURATION",
+    help="The period: 7d, 30d, 12h.",
 )
 @click.option(
     "--mta-log",
@@ -452,10 +457,10 @@ def _echo_report(result: Any) -> None:
     click.echo(f"POP-before-SMTP from {stamp(result.since)} to {stamp(result.until)} (UTC)")
     if not result.users:
         click.echo("no relay granted, no login refused")
-    header = ("USER", "LOGINS", "ADDRESSES", "FIRST", "LAST", "REFUSED")
+    header: tuple[str, ...] = ("USER", "LOGINS", "ADDRESSES", "FIRST", "LAST", "REFUSED")
     if result.with_mta:
         header += ("RELAYED", "SMTP AUTH", "AUTH FROM LEASE")
-    rows = [header] if result.users else []
+    rows: list[tuple[str, ...]] = [header] if result.users else []
     for summary in result.users:
         row: tuple[str, ...] = (
             _safe(summary.user if summary.user is not None else "(add)"),
@@ -473,7 +478,9 @@ def _echo_report(result: Any) -> None:
         _echo_table(rows)
     users = sum(1 for summary in result.users if summary.user is not None)
     if not result.with_mta:
-        click.echo(f"{_plural(users, 'user')}; with --mta-log PATH, the messages each relayed through a lease")
+        click.echo(
+            f"{_plural(users, 'user')}; with --mta-log PATH, the messages each relayed through a lease"
+        )
         return
     depending = sum(1 for summary in result.users if summary.relayed and summary.user is not None)
     click.echo(

@@ -7,8 +7,11 @@ The audit trail (outputs/audit.py writes it) says, per user, which logins
 granted relay and what the guard refused; its grant, extend, add, expire
 and flush events also say which address held a lease, and for whom, at any
 time. A lease is in force from the run that granted it (the stamp of its
-`grant`) until the run that took it out of the maps (its `expire` or
-`flush`), or until its `until` when the trail has no such event. Postfix
+`grant`: the run installed it in the maps) until its `until` (the latest an
+extend or add gave it), unless a `flush`, an `expire` before `until` (a
+lowered timeout) or another user's login from the address ended it
+earlier. A message in the minute between `until` and the run that took the
+address out of the maps is not counted. Postfix
 logs one `client=` line per message its smtpd accepted: a message from an
 address whose lease was in force, without `sasl_username=`, was relayed
 through the lease.
@@ -159,14 +162,14 @@ class _Join:
 
     def apply(self, event: AuditEvent) -> None:
         if event.kind == "flush" and event.subject == "all":
-            for address, held in self.leases.items():
-                self._end(address, held, event.time)
+            for each in self.leases.values():
+                self._end(each, event.time)
             return
         held = self.leases.get(event.subject)
         current = held[-1] if held and not held[-1].ended and held[-1].end >= event.time else None
         if event.kind in ("expire", "flush"):
             if held:
-                self._end(event.subject, held, event.time)
+                self._end(held, event.time)
             return
         until = event.until or event.time
         if event.kind == "add":
@@ -176,7 +179,9 @@ class _Join:
             else:
                 self._open(event.subject, _Lease(event.time, until, None))
             return
-        if current is not None and (current.user is None or user_key(current.user) == user_key(event.user or "")):
+        if current is not None and (
+            current.user is None or user_key(current.user) == user_key(event.user or "")
+        ):
             current.end, current.user = until, event.user
             self._push(until, event.subject)
             return
@@ -195,23 +200,22 @@ class _Join:
         """Drop every lease that ended before `before`."""
         while self._ends and self._ends[0][0] < before:
             _, address = heapq.heappop(self._ends)
-            held = self.leases.get(address)
-            if held is None:
+            found = self.leases.get(address)
+            if found is None:
                 continue
-            kept = [lease for lease in held if lease.end >= before]
-            self.count -= len(held) - len(kept)
+            kept = [lease for lease in found if lease.end >= before]
+            self.count -= len(found) - len(kept)
             if kept:
                 self.leases[address] = kept
             else:
                 del self.leases[address]
 
-    def _end(self, address: str, held: list[_Lease], time: datetime) -> None:
+    def _end(self, held: list[_Lease], time: datetime) -> None:
         lease = held[-1]
-        if not lease.ended and lease.start <= time:
-            # The maps held it until this run took it out: a flush before `until`,
-            # an expiry a little after it.
-            lease.end, lease.ended = time, True
-            self._push(time, address)
+        if not lease.ended:
+            # A flush (or an expiry under a lowered timeout) ends it early; an
+            # expiry a little after `until` leaves `until` its end.
+            lease.end, lease.ended = max(min(lease.end, time), lease.start), True
 
     def _open(self, address: str, lease: _Lease) -> None:
         self.leases.setdefault(address, []).append(lease)
@@ -289,9 +293,9 @@ def build_report(
     while next_event is not None:
         take(next_event, False)
         next_event = next(pending, None)
-    for key, summary in summaries.items():
-        if key is not None:
-            summary.sasl_messages = sasl_counts.get(key, 0)
+    for name, each in summaries.items():
+        if name is not None:
+            each.sasl_messages = sasl_counts.get(name, 0)
     report.peak_leases = join.peak
     report.users = sorted(summaries.values(), key=_still_depending_first)
     return report

@@ -67,7 +67,9 @@ def open_history(path: Path, since: datetime | None = None) -> list[HistoryFile]
         except OSError:
             continue
         if not stat.S_ISREG(status.st_mode):
-            log.warning("%s: %s, not read as a rotated copy of %s", candidate, file_kind(status.st_mode), path)
+            log.warning(
+                "%s: %s, not read as a rotated copy of %s", candidate, file_kind(status.st_mode), path
+            )
             continue
         if since is not None and status.st_mtime < since.timestamp():
             continue
