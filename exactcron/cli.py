@@ -463,7 +463,7 @@ def _echo_report(result: Any) -> None:
     rows: list[tuple[str, ...]] = [header] if result.users else []
     for summary in result.users:
         row: tuple[str, ...] = (
-            _safe(summary.user if summary.user is not None else "(add)"),
+            _safe(summary.user if summary.user is not None else "(no user)"),
             str(summary.logins),
             str(len(summary.addresses)),
             stamp(summary.first),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import pwd
 import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,8 @@ from exactcron.outputs.relay_report import (
 from tests.conftest import Site, dovecot_login
 from tests.report_month import NOW as MONTH_NOW
 from tests.report_month import write_month
+from tests.test_privilege import run_as, run_as_nobody
+from tests.test_privilege import site as privileged_site  # noqa: F401 (a fixture)
 
 NOW = "2026-11-25T18:00:00+00:00"
 STAMP = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
@@ -462,3 +465,66 @@ def _reference_event(text: str) -> AuditEvent | None:
         else None
     )
     return AuditEvent(stamp, words[1], words[2], fields.get("user"), until, fields.get("reason"))
+
+
+# -- started as root --------------------------------------------------------------
+
+
+def test_root_reports_on_a_log_only_root_can_read_and_runs_as_the_owner_of_state_dir(
+    privileged_site: Path,  # noqa: F811 (the fixture imported above)
+) -> None:
+    state = privileged_site / "state"
+    config = privileged_site / "exactcron.toml"
+    lines = config.read_text().splitlines()
+    config.write_text("\n".join([lines[0], f'log_file = "{state / "exactcron.log"}"', *lines[1:]]) + "\n")
+    trail = state / "exactcron.log"
+    trail.write_text(
+        audit_line(STAMP, "grant", "192.0.2.10", user="alice", until="2026-11-25T17:30:00Z") + "\n"
+    )
+    nobody = pwd.getpwnam("nobody")
+    os.chown(trail, nobody.pw_uid, nobody.pw_gid)
+    trail.chmod(0o640)
+    postfix = privileged_site / "postfix.log"
+    postfix.write_text(smtpd("2026-11-25T17:05:00+00:00", "192.0.2.10") + "\n")
+    postfix.chmod(0o600)
+    done = run_as(privileged_site, None, "report", "--json", "--mta-log", str(postfix))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert [(user["user"], user["relayed"]) for user in json.loads(done.stdout)["users"]] == [("alice", 1)]
+    # Nothing was created or written as root: the log_file the run appended to is still the owner's.
+    assert {path.stat().st_uid for path in state.iterdir()} <= {nobody.pw_uid}
+    # The service account itself cannot read root's log: one line, exit 66.
+    refused = run_as_nobody(privileged_site, "report", "--mta-log", str(postfix))
+    assert refused.returncode == 66
+    assert refused.stderr.strip().splitlines() == [f"exactcron: cannot read log {postfix}: permission denied"]
+
+
+# -- hostile input ------------------------------------------------------------------
+
+
+@given(st.text(max_size=300))
+def test_no_text_makes_either_parser_raise(text: str) -> None:
+    parse_smtpd_line(text, STAMP)
+    parse_audit_line(text)
+    parse_smtpd_line("mx postfix/smtpd[1]: 4B: client=a[192.0.2.1]" + text, STAMP)
+    parse_audit_line("2026-11-25T17:00:00Z grant 192.0.2.1 user=" + text)
+
+
+def test_garbage_an_endless_line_and_a_planted_link_change_nothing_but_themselves(
+    audited: Site, tmp_path: Path
+) -> None:
+    trail = audited.root / "exactcron.log"
+    grant = audit_line(STAMP, "grant", "192.0.2.1", user="alice", until="2026-11-25T17:30:00Z")
+    trail.write_bytes(
+        b"\x00\xff garbage\n" + grant.encode() + b"\n" + b"2026-11-25T17:00:01Z grant " + b"x" * 100_000
+    )
+    postfix = tmp_path / "mail.log"
+    good = smtpd("2026-11-25T17:05:00+00:00", "192.0.2.1").encode()
+    postfix.write_bytes(b"\xc3\x28 \x00 client=[\n" + good + b"\n" + b"A" * 3_000_000 + b"\n" + good + b"\n")
+    # A rotated name planted as a link to a file the reader must not read as a copy.
+    secret = tmp_path / "secret"
+    secret.write_text(smtpd("2026-11-25T17:06:00+00:00", "192.0.2.1") + "\n")
+    (tmp_path / "mail.log.1").symlink_to(secret)
+    result = audited.run("report", "--json", "--mta-log", str(postfix), now=NOW)
+    assert result.exit_code == 0
+    document = json.loads(result.stdout)
+    assert [(user["user"], user["relayed"]) for user in document["users"]] == [("alice", 2)]

@@ -28,6 +28,7 @@ from exactcron.outputs.relay_report import (
     parse_audit_line,
     parse_smtpd_line,
 )
+from exactcron.rules.parser import MAX_LINE_BYTES
 from exactcron.sources.compressed import errors as decompress_errors
 from exactcron.sources.history import HistoryFile, open_history
 from exactcron.timestamps import TimestampParser
@@ -109,7 +110,8 @@ def _lines(files: list[HistoryFile], needle: bytes | None = None) -> Iterator[st
         try:
             with file.content() as stream:
                 for line in bounded_lines(stream):
-                    if needle is None or needle in line:
+                    # An over-long line (cut by bounded_lines) is neither an event nor a message.
+                    if len(line) <= MAX_LINE_BYTES and (needle is None or needle in line):
                         yield line.decode("utf-8", "replace")
         except decompress_errors() as error:
             log.warning("%s: read up to a damaged part: %s", file.path, error)

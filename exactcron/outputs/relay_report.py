@@ -78,7 +78,7 @@ class Message:
 
 @dataclass
 class UserSummary:
-    user: str | None  # None: leases added by hand (`add`), which name no user
+    user: str | None  # None: leases that name no user (`add`, a site rule without `user`)
     logins: int = 0  # grant and extend events: logins that granted relay
     addresses: set[str] = field(default_factory=set)
     first: datetime | None = None
@@ -122,7 +122,10 @@ def parse_audit_line(text: str) -> AuditEvent | None:
         until = _utc(fields["until"]) if "until" in fields else None
     except ValueError:
         return None
-    return AuditEvent(time, kind, _unquote(subject), fields.get("user"), until, fields.get("reason"))
+    address = "all" if kind == "flush" and subject == "all" else _address(_unquote(subject))
+    if address is None:
+        return None
+    return AuditEvent(time, kind, address, fields.get("user"), until, fields.get("reason"))
 
 
 def parse_smtpd_line(text: str, stamp: datetime) -> Message | None:

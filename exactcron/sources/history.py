@@ -93,6 +93,8 @@ def open_history(path: Path, since: datetime | None = None) -> list[HistoryFile]
         except FileNotFoundError:
             if not opened:
                 raise LogUnreadableError(f"cannot read log {path}: no such file") from None
+        except PermissionError:
+            raise LogUnreadableError(f"cannot read log {path}: permission denied") from None
         except OSError as error:
             raise LogUnreadableError(f"cannot read log {path}: {error.strerror}") from None
     except BaseException:
