@@ -35,13 +35,14 @@ from exactcron.outputs.relay_report import (
     parse_audit_line,
     parse_smtpd_line,
 )
-from tests.conftest import Site, dovecot_login
-from tests.report_month import NOW as MONTH_NOW
-from tests.report_month import write_month
+from tests.support.clock import NOW
+from tests.support.lines import dovecot_login
+from tests.support.report_month import NOW as MONTH_NOW
+from tests.support.report_month import write_month
+from tests.support.site import Site
 from tests.test_privilege import run_as, run_as_nobody
 from tests.test_privilege import site as privileged_site  # noqa: F401 (a fixture)
 
-NOW = "2026-11-25T18:00:00+00:00"
 STAMP = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 
 

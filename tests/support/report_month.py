@@ -25,13 +25,13 @@ import gzip
 import os
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from exactcron.outputs.audit import line as audit_line
 from exactcron.outputs.audit import utc_stamp
+from tests.support.clock import NOW_TIME as NOW
 
-NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 DAYS = 30
 TIMEOUT = timedelta(minutes=30)
 LINES_PER_MESSAGE = 5  # client=, cleanup, qmgr from=, smtp to=, qmgr removed
