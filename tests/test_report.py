@@ -529,3 +529,22 @@ def test_garbage_an_endless_line_and_a_planted_link_change_nothing_but_themselve
     assert result.exit_code == 0
     document = json.loads(result.stdout)
     assert [(user["user"], user["relayed"]) for user in document["users"]] == [("alice", 2)]
+
+
+def test_the_guards_refusals_are_reported_per_user_and_reason(audited: Site) -> None:
+    audited.write_log(
+        *(
+            dovecot_login(f"192.0.2.{number}", "mallory", f"2026-11-25T17:{number:02d}:00+00:00")
+            for number in range(1, 12)
+        ),
+        dovecot_login("198.51.100.1", "alice", "2026-11-25T17:11:30+00:00"),
+    )
+    assert audited.run("update", now="2026-11-25T17:12:00+00:00").exit_code == 0
+    document = report(audited)
+    assert [
+        (user["user"], user["logins"], user["addresses"], user["refused"]) for user in document["users"]
+    ] == [
+        ("mallory", 10, 10, {"max-addresses": 1}),
+        ("alice", 1, 1, {}),
+    ]
+    assert document["totals"]["refused"] == 1
