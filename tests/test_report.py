@@ -548,3 +548,11 @@ def test_the_guards_refusals_are_reported_per_user_and_reason(audited: Site) -> 
         ("alice", 1, 1, {}),
     ]
     assert document["totals"]["refused"] == 1
+
+
+@given(st.text(max_size=40), st.sampled_from(["grant", "extend", "refuse", "flush", "expire"]))
+def test_any_user_name_the_trail_writes_is_read_back(user: str, kind: str) -> None:
+    until = STAMP + timedelta(minutes=30)
+    written = audit_line(STAMP, kind, "192.0.2.1", user=user, until=utc_stamp(until), reason="shared")
+    assert "\n" not in written
+    assert parse_audit_line(written) == AuditEvent(STAMP, kind, "192.0.2.1", user, until, "shared")

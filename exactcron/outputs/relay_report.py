@@ -46,6 +46,8 @@ _AUDIT = re.compile(
     r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) (grant|extend|add|expire|flush|refuse) "
     r'("(?:[^"\\]|\\.)*"|\S+)((?: [a-z_]+=(?:"(?:[^"\\]|\\.)*"|\S+))*)'
 )
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+_KEY = re.compile(r"[a-z_]+")
 _FIELD = re.compile(r' ([a-z_]+)=("(?:[^"\\]|\\.)*"|\S+)')
 # `HOST postfix/smtpd[PID]: QUEUEID: client=NAME[ADDR]` after the stamp; the
 # syslog name may be `postfix/submission/smtpd` or a second instance's
@@ -112,11 +114,25 @@ def user_key(name: str) -> str:
 
 def parse_audit_line(text: str) -> AuditEvent | None:
     """An audit trail line as outputs/audit.py writes it; None for any other line."""
-    found = _AUDIT.fullmatch(text.rstrip("\n"))
-    if found is None:
-        return None
-    stamp, kind, subject, rest = found.groups()
-    fields = {key: _unquote(value) for key, value in _FIELD.findall(rest)}
+    text = text.rstrip("\n")
+    if '"' in text:
+        found = _AUDIT.fullmatch(text)
+        if found is None:
+            return None
+        stamp, kind, subject, rest = found.groups()
+        fields = {key: _unquote(value) for key, value in _FIELD.findall(rest)}
+    else:
+        # No quoted value: plain words (most lines), read without the pattern.
+        words = text.split(" ")
+        if len(words) < 3 or words[1] not in EVENTS or _STAMP.fullmatch(words[0]) is None:
+            return None
+        stamp, kind, subject = words[:3]
+        fields = {}
+        for word in words[3:]:
+            key, equals, value = word.partition("=")
+            if not equals or not value or not _KEY.fullmatch(key):
+                return None
+            fields[key] = value
     try:
         time = _utc(stamp)
         until = _utc(fields["until"]) if "until" in fields else None
