@@ -72,7 +72,7 @@ class Context:
         try:
             return with_postfix_networks(config)
         except ExactcronError:
-            from exactcron.commands.update import salvage_maps
+            from exactcron.commands.failclosed import salvage_maps
 
             with contextlib.suppress(ExactcronError, OSError):
                 salvage_maps(config.state_dir, self.now)
@@ -92,7 +92,8 @@ class Context:
         try:
             config = load_config(self.config_file)
         except ConfigError:
-            from exactcron.commands.update import salvage_maps, state_dir_of
+            from exactcron.commands.failclosed import salvage_maps
+            from exactcron.config import state_dir_of
 
             # Unreadable, missing or wrong: the last recorded maps still lose what expired.
             state_dir = state_dir_of(self.config_file)
@@ -200,7 +201,7 @@ def update(state: Context) -> None:
 @click.pass_obj
 def show(state: Context, as_json: bool) -> None:
     """List the leases in force: address, user, last login, expiry."""
-    from exactcron.commands.update import current_leases
+    from exactcron.commands.status import current_leases
 
     leases = _guarded(state, lambda: current_leases(state.config(), state.now))
     if as_json:
@@ -231,7 +232,7 @@ def flush(state: Context, addresses: tuple[str, ...], flush_all: bool) -> None:
 
     A login logged before the flush never grants the address again.
     """
-    from exactcron.commands.update import flush as flush_leases
+    from exactcron.commands.changes import flush as flush_leases
 
     if flush_all == bool(addresses):
         raise click.UsageError("give one or more addresses, or --all")
@@ -253,7 +254,7 @@ def flush(state: Context, addresses: tuple[str, ...], flush_all: bool) -> None:
 @click.pass_obj
 def add(state: Context, address: str, duration: str | None) -> None:
     """Grant a lease by hand and rewrite the maps."""
-    from exactcron.commands.update import add as add_lease
+    from exactcron.commands.changes import add as add_lease
 
     config = _guarded(state, state.writer_config)
     if duration is None:
@@ -284,7 +285,7 @@ def status(state: Context, as_json: bool) -> None:
     Exits 1 when unhealthy: the last update failed, or none succeeded
     within stale_after. The reason is one line on stderr.
     """
-    from exactcron.commands.update import status as read_status
+    from exactcron.commands.status import status as read_status
     from exactcron.outputs.health import RunRecord, assess
 
     config = _guarded(state, state.config)
@@ -704,7 +705,7 @@ def _open_log(logfile: str, raw: Any) -> Any:
 @click.pass_obj
 def render(state: Context) -> None:
     """Rewrite every map from the current leases (after a config change, or a deleted map)."""
-    from exactcron.commands.update import render as render_maps
+    from exactcron.commands.changes import render as render_maps
 
     for path in _guarded(state, lambda: render_maps(state.writer_config(), state.now)):
         click.echo(_safe(f"wrote {path}"))

@@ -1,0 +1,103 @@
+"""The fail-closed install: whatever breaks, the maps keep no address beyond its lease.
+
+Every map install goes through `install_maps`; every way out of a failure
+(a store that cannot be read, a run that broke, a configuration that cannot
+be loaded) through `install_maps_failing_closed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from exactcron.atomic import remove_leftovers
+from exactcron.commands.common import collect
+from exactcron.config import Config, MapConfig
+from exactcron.errors import ExactcronError
+from exactcron.stores.base import LeaseStore
+from exactcron.stores.local import LocalState
+
+log = logging.getLogger("exactcron")
+
+
+def install_maps(
+    maps: Sequence[MapConfig],
+    state: LocalState,
+    addresses: Sequence[str],
+    errors: list[ExactcronError],
+    force: bool = False,
+) -> list[Path]:
+    """Rewrite the maps whose content differs from `addresses` (normalized, sorted),
+    or whose files are not those installed last (every map, with `force`).
+
+    A map that fails leaves its error in `errors`; the others are still written.
+    """
+    from exactcron.outputs.maps import MapRecord, MapWriter
+
+    writer = MapWriter()
+    record = MapRecord(state.directory)
+    written = []
+    for spec in maps:
+        # Under the lock, a temporary file beside the map is a killed run's.
+        remove_leftovers(spec.path)
+        try:
+            if writer.install(spec, addresses, force, record):
+                written.append(spec.path)
+        except ExactcronError as error:
+            errors.append(error)
+    collect(errors, lambda: record.save(maps))
+    return written
+
+
+def install_maps_failing_closed(
+    maps: Sequence[MapConfig], state: LocalState, addresses: Sequence[str]
+) -> None:
+    """Install the maps with `addresses` on the way out of a failed run; their own
+    errors go to the log, since the run's error is the one reported."""
+    errors: list[ExactcronError] = []
+    install_maps(maps, state, addresses, errors)
+    for error in errors:
+        log.info("also failed: %s", error)
+
+
+def begin_leases(config: Config, state: LocalState, store: LeaseStore, now: datetime) -> bool:
+    """Load the leases under the lock; True when they were lost (a broken file set aside).
+
+    Leases that cannot be read justify no relay beyond what the store last
+    gave (for the lease file: nothing): the maps keep only those still in
+    force (fail closed) and the error is raised. Lost leases are rebuilt from
+    the logs by the next update, whichever command found them lost: that is
+    remembered.
+    """
+    try:
+        lost = store.begin()
+    except ExactcronError:
+        try:
+            known = [lease.address for lease in store.last_known(now)]
+        except ExactcronError:
+            known = []
+        install_maps_failing_closed(config.maps, state, known)
+        raise
+    if lost:
+        state.request_rebuild()
+    return lost
+
+
+def salvage_maps(state_dir: Path, now: datetime) -> None:
+    """After a configuration that cannot be loaded: drop expired leases from the maps
+    the last run installed, as recorded in the state directory. Best effort."""
+    if not state_dir.is_dir():
+        return
+    from exactcron.outputs.maps import MapRecord
+    from exactcron.stores.file import FileLeaseStore
+
+    state = LocalState(state_dir)
+    with contextlib.suppress(ExactcronError), state.locked(5):
+        specs = MapRecord(state_dir).specs()
+        if specs:
+            # The local lease file: with a broken configuration, no other store is known.
+            leases = FileLeaseStore(state, repair=False).snapshot(now).leases
+            install_maps_failing_closed(specs, state, [lease.address for lease in leases])

@@ -1,0 +1,74 @@
+"""status and show: what the state says, read without the lock (state files are
+only ever replaced whole)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from exactcron.commands.common import opened
+from exactcron.config import Config
+from exactcron.model import Lease
+from exactcron.sources.base import SourceCheckpoint
+from exactcron.sources.open import open_source
+from exactcron.stores.base import LeaseStore
+from exactcron.stores.local import LocalState
+
+
+def current_leases(config: Config, now: datetime) -> list[Lease]:
+    """Leases in force now. Reads without the lock: the file is only ever replaced whole."""
+    with opened(config, repair=False) as (_, store):
+        return store.snapshot(now).leases
+
+
+@dataclass
+class SourceStatus:
+    path: Path
+    checkpoint: SourceCheckpoint | None
+    unread_bytes: int | None
+    # False for a source whose unread bytes cannot be known (a journal).
+    counts_bytes: bool = True
+
+
+@dataclass
+class Status:
+    sources: list[SourceStatus]
+    last_run: dict[str, Any] | None
+    leases: int
+    warnings: list[str] = field(default_factory=list)
+    # `[guard]`: users refused for too many addresses within the window, and shared addresses.
+    over_limit: list[dict[str, Any]] = field(default_factory=list)
+    shared: list[dict[str, Any]] = field(default_factory=list)
+
+
+def status(config: Config, now: datetime) -> Status:
+    with opened(config, repair=False) as (state, store):
+        return _status(config, state, store, now)
+
+
+def _status(config: Config, state: LocalState, store: LeaseStore, now: datetime) -> Status:
+    saved = state.load_checkpoints(repair=False)
+    leases = len(store.snapshot(now).leases)
+    found = Status(source_statuses(config, saved), state.load_last_run(), leases, store.warnings(now))
+    rules = config.guard
+    if rules.enabled:
+        guard = store.guard_state(now)
+        found.over_limit = guard.over_limit(now, rules)
+        found.shared = guard.shared(now, rules)
+        found.warnings += [
+            f"{entry['address']} is shared: {entry['users']} users logged in from it within the guard's"
+            f" window (more than max_users_per_address = {rules.max_users_per_address})"
+            + ("; refused" if rules.refuse_shared else "; set refuse_shared = true to refuse it")
+            for entry in found.shared
+        ]
+    return found
+
+
+def source_statuses(config: Config, saved: dict[str, dict[str, Any]]) -> list[SourceStatus]:
+    sources = []
+    for source in config.sources:
+        read = open_source(source, saved.get(str(source.path)))
+        sources.append(SourceStatus(source.path, read.checkpoint, read.unread_bytes(), read.counts_bytes))
+    return sources
