@@ -1,15 +1,16 @@
 """The fail-closed install: whatever breaks, the maps keep no address beyond its lease.
 
 Every map install goes through `install_maps`; every way out of a failure
-(a store that cannot be read, a run that broke, a configuration that cannot
-be loaded) through `install_maps_failing_closed`.
+(a store that cannot be read or loaded, a run that broke, a configuration
+that cannot be loaded or a `mynetworks` that cannot be read) through
+`fail_closed`, each naming the leases it trusts, best first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from exactcron.atomic import remove_leftovers
 from exactcron.commands.common import collect
 from exactcron.config import Config, MapConfig
 from exactcron.errors import ExactcronError
+from exactcron.model import Lease
 from exactcron.stores.base import LeaseStore
 from exactcron.stores.local import LocalState
 
@@ -52,15 +54,25 @@ def install_maps(
     return written
 
 
-def install_maps_failing_closed(
-    maps: Sequence[MapConfig], state: LocalState, addresses: Sequence[str]
-) -> None:
-    """Install the maps with `addresses` on the way out of a failed run; their own
-    errors go to the log, since the run's error is the one reported."""
+def fail_closed(maps: Sequence[MapConfig], state: LocalState, *leases: Callable[[], Iterable[Lease]]) -> None:
+    """The one way out of a failure: install the maps with the first of `leases`
+    that can be read (each a fallback for the one before; when none can, no
+    address at all). Never raises: the failure that led here is the one reported,
+    and the install's own errors go to the log."""
+    addresses: list[str] = []
+    for read in leases:
+        try:
+            addresses = [lease.address for lease in read()]
+            break
+        except Exception as error:
+            log.info("also failed: %s", error)
     errors: list[ExactcronError] = []
-    install_maps(maps, state, addresses, errors)
-    for error in errors:
+    try:
+        install_maps(maps, state, addresses, errors)
+    except Exception as error:
         log.info("also failed: %s", error)
+    for each in errors:
+        log.info("also failed: %s", each)
 
 
 def begin_leases(config: Config, state: LocalState, store: LeaseStore, now: datetime) -> bool:
@@ -75,11 +87,7 @@ def begin_leases(config: Config, state: LocalState, store: LeaseStore, now: date
     try:
         lost = store.begin()
     except ExactcronError:
-        try:
-            known = [lease.address for lease in store.last_known(now)]
-        except ExactcronError:
-            known = []
-        install_maps_failing_closed(config.maps, state, known)
+        fail_closed(config.maps, state, lambda: store.last_known(now))
         raise
     if lost:
         state.request_rebuild()
@@ -99,5 +107,4 @@ def salvage_maps(state_dir: Path, now: datetime) -> None:
         specs = MapRecord(state_dir).specs()
         if specs:
             # The local lease file: with a broken configuration, no other store is known.
-            leases = FileLeaseStore(state, repair=False).snapshot(now).leases
-            install_maps_failing_closed(specs, state, [lease.address for lease in leases])
+            fail_closed(specs, state, lambda: FileLeaseStore(state, repair=False).snapshot(now).leases)

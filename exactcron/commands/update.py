@@ -25,7 +25,7 @@ from typing import Any
 from exactcron import faults
 from exactcron.addresses import normalize_address
 from exactcron.commands.common import collect, known_leases, opened, reported
-from exactcron.commands.failclosed import begin_leases, install_maps, install_maps_failing_closed
+from exactcron.commands.failclosed import begin_leases, fail_closed, install_maps
 from exactcron.commands.quiet import quiet_leases, settled_record
 from exactcron.config import Config, SourceConfig
 from exactcron.deadline import Deadline
@@ -93,9 +93,7 @@ def run_update(config: Config, now: datetime, count_lines: bool = True) -> Updat
         except ExactcronError as error:
             if isinstance(error, StoreUnavailableError):
                 # Relay never outlives its lease: what was last read, less what expired since.
-                install_maps_failing_closed(
-                    config.maps, state, [lease.address for lease in store.last_known(now)]
-                )
+                fail_closed(config.maps, state, lambda: store.last_known(now))
             record = record.failed(now, str(error))
             _record_failure(state, record)
             _write_metrics(config, state, record, started)
@@ -129,18 +127,12 @@ def _fail_closed_after_internal_error(
     but never saved, which `show` would not list. When they cannot be read,
     those the store last knew, less the expired; failing that, none.
     """
-    try:
+
+    def stored() -> list[Lease]:
         with opened(config, repair=False) as (_, fresh):
-            addresses = [lease.address for lease in fresh.snapshot(now).leases]
-    except Exception:
-        try:
-            addresses = [lease.address for lease in store.last_known(now)]
-        except Exception:
-            addresses = []
-    try:
-        install_maps_failing_closed(config.maps, state, addresses)
-    except Exception as error:
-        log.info("also failed: %s", error)
+            return fresh.snapshot(now).leases
+
+    fail_closed(config.maps, state, stored, lambda: store.last_known(now))
 
 
 def _logs_present(config: Config) -> dict[str, bool]:
