@@ -38,12 +38,12 @@ def test_a_log_file_reads_from_its_checkpoint_and_knows_when_it_is_quiet(tmp_pat
     saved = source.checkpoint.to_json()
     again = open_source(settings, saved)
     assert again.present() and again.counts_bytes and again.unread_bytes() == 0
-    assert again.quiet(recorded)
+    assert again.quiet(recorded, again.signature())
     assert again.checkpoint is not None
     assert again.checkpoint.describe().endswith(f"offset {len(LOGIN)}")
     with log.open("ab") as stream:
         stream.write(LOGIN)
-    assert not again.quiet(recorded) and again.unread_bytes() == len(LOGIN)
+    assert not again.quiet(recorded, again.signature()) and again.unread_bytes() == len(LOGIN)
     assert [login for batch in again.logins(parser()) for login in batch] == logins
 
 
@@ -58,4 +58,4 @@ def test_a_journal_source_has_a_cursor_and_no_byte_count() -> None:
     assert source.present() and not source.counts_bytes and source.unread_bytes() is None
     assert source.checkpoint is not None and source.checkpoint.describe() == "journal cursor s=1;i=2"
     assert source.checkpoint.to_json() == {"journal_cursor": "s=1;i=2"}
-    assert not open_source(settings).quiet(None)  # no cursor yet: a full run reads
+    assert not open_source(settings).quiet(None, None)  # no cursor yet: a full run reads

@@ -19,11 +19,34 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from exactcron.config import Config, MapConfig
+from exactcron.config import Config, MapConfig, SourceConfig
 from exactcron.model import Lease
 from exactcron.sources.open import open_source
 from exactcron.stores.base import LeaseStore
 from exactcron.stores.local import file_signature
+
+
+class Signatures:
+    """What the quiet run compares, each taken once per run: the full run that
+    follows a quiet check that failed records the same values (a source's,
+    taken before it is read) instead of taking them again."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._config_key: list[Any] | None = None
+        self._sources: dict[str, Any] = {}
+
+    def config_key(self) -> list[Any]:
+        if self._config_key is None:
+            self._config_key = config_key(self._config)
+        return self._config_key
+
+    def source(self, source: SourceConfig) -> Any:
+        """A source's signature (Source.signature), taken the first time it is asked for."""
+        key = str(source.path)
+        if key not in self._sources:
+            self._sources[key] = open_source(source).signature()
+        return self._sources[key]
 
 
 def quiet_leases(
@@ -32,6 +55,7 @@ def quiet_leases(
     saved: dict[str, dict[str, Any]],
     store: LeaseStore,
     now: datetime,
+    signatures: Signatures,
 ) -> int | None:
     """The number of leases in force when a full run has nothing to do, else None.
 
@@ -45,7 +69,7 @@ def quiet_leases(
         return None
     if expires is not None and now.timestamp() >= expires:
         return None
-    if settled.get("config") != config_key(config):
+    if settled.get("config") != signatures.config_key():
         return None
     maps = maps_signature(config.maps)
     if maps is None or settled.get("maps") != maps:
@@ -58,7 +82,8 @@ def quiet_leases(
         if key not in saved:
             return None
         # A log file compares its files' signature with the recorded one; a journal asks journalctl.
-        if not open_source(source, saved[key], now - config.timeout).quiet(logs.get(key)):
+        opened = open_source(source, saved[key], now - config.timeout)
+        if not opened.quiet(logs.get(key), signatures.source(source)):
             return None
     leases = settled.get("leases")
     if leases is None or store.version() != leases:
@@ -67,12 +92,12 @@ def quiet_leases(
 
 
 def settled_record(
-    config: Config, active: Sequence[Lease], version: Any, logs: dict[str, Any]
+    config: Config, signatures: Signatures, active: Sequence[Lease], version: Any, logs: dict[str, Any]
 ) -> dict[str, Any]:
     """What a full run that left `active` in force (at the store's `version`) depended on."""
     earliest = min((lease.expires for lease in active), default=None)
     return {
-        "config": config_key(config),
+        "config": signatures.config_key(),
         # Whole seconds, rounded down: a quiet run ends before any lease does.
         "expires": None if earliest is None else math.floor(earliest.timestamp()),
         "active": len(active),

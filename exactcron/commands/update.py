@@ -26,7 +26,7 @@ from exactcron import faults
 from exactcron.addresses import normalize_address
 from exactcron.commands.common import collect, known_leases, opened, reported
 from exactcron.commands.failclosed import begin_leases, fail_closed, install_maps
-from exactcron.commands.quiet import quiet_leases, settled_record
+from exactcron.commands.quiet import Signatures, quiet_leases, settled_record
 from exactcron.config import Config, SourceConfig
 from exactcron.deadline import Deadline
 from exactcron.errors import DeadlineReachedError, ExactcronError, StoreUnavailableError
@@ -163,7 +163,13 @@ def _update_locked(
     # Started once the lock is held: waiting for it does not count.
     deadline = Deadline(config.run_deadline)
     saved = state.load_checkpoints()
-    quiet = None if state.rebuild_pending() else quiet_leases(config, state.settled, saved, store, now)
+    # Taken once: what the quiet check compares is what a full run records.
+    signatures = Signatures(config)
+    quiet = (
+        None
+        if state.rebuild_pending()
+        else quiet_leases(config, state.settled, saved, store, now, signatures)
+    )
     if quiet is not None:
         return UpdateResult(sources=[SourceReport(source.path) for source in config.sources], leases=quiet)
     result = UpdateResult()
@@ -192,7 +198,7 @@ def _update_locked(
     for source in config.sources:
         key = str(source.path)
         # Taken before reading: whatever is written from now on makes the files differ.
-        logs[key] = open_source(source).signature()
+        logs[key] = signatures.source(source)
         if deadline.passed():
             # Not read at all: its checkpoint stays, the next run reads it.
             if not deadline_noted:
@@ -253,7 +259,7 @@ def _update_locked(
     faults.point("update:maps-written")
     if snapshot is not None:
         # Without an error, what the run depended on, so that the next can be quiet.
-        settled = settled_record(config, active, snapshot.version, logs) if not errors else None
+        settled = settled_record(config, signatures, active, snapshot.version, logs) if not errors else None
         if checkpoints != saved or settled != state.settled or errors:
             collect(errors, lambda: state.save_checkpoints(checkpoints, settled))
         if rebuild and not errors:

@@ -104,9 +104,10 @@ class Source(Protocol):
         the next run is quiet only while quiet(signature) holds."""
         ...
 
-    def quiet(self, recorded: Any) -> bool:
+    def quiet(self, recorded: Any, current: Any) -> bool:
         """Whether reading from the checkpoint would find nothing new, given the
-        signature the last full run recorded. Cheap for a log file."""
+        signature the last full run recorded and the one signature() gives now
+        (taken once per run by the caller, which records it). Cheap for a log file."""
         ...
 
     def logins(

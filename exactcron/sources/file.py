@@ -72,8 +72,7 @@ class LogFileSource:
         # None when a directory cannot be listed: what changed there is unknown, never quiet.
         return files_signature(self.name, self.settings.olddir, self.settings.rotated)
 
-    def quiet(self, recorded: Any) -> bool:
-        current = self.signature()
+    def quiet(self, recorded: Any, current: Any) -> bool:
         return current is not None and recorded == current
 
     def logins(

@@ -269,7 +269,7 @@ class JournalSource:
         # Nothing a listing could tell: quiet() asks journalctl.
         return None
 
-    def quiet(self, recorded: Any) -> bool:
+    def quiet(self, recorded: Any, current: Any) -> bool:
         start = self.reader.start
         if start is None:
             return False
