@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
+
+import pytest
 
 from tests.support.clock import NOW
 from tests.support.lines import dovecot_login
@@ -131,3 +134,29 @@ def test_commands_that_take_no_lock_do_not_load_the_lock(site: Site) -> None:
         modules = loaded(site, command)
         assert "exactcron.commands.status" in modules
         assert "exactcron.lock" not in modules
+
+
+def test_a_run_takes_each_logs_signature_once(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quiet check's signature of a log is the one the full run records."""
+    import exactcron.commands.quiet
+    import exactcron.commands.update
+    from exactcron.sources import logfile
+
+    taken: list[object] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        taken.append(args[0])
+        return logfile.files_signature(*args, **kwargs)
+
+    for module in (exactcron.commands.quiet, exactcron.commands.update):
+        monkeypatch.setattr(module, "files_signature", counted, raising=False)
+    site.write_log(dovecot_login("192.0.2.10"))
+    assert site.run("update").exit_code == 0
+    site.write_log(dovecot_login("192.0.2.11", time="2026-11-25T17:59:00+00:00"))
+    taken.clear()
+    assert site.run("update", now="2026-11-25T18:01:00+00:00").exit_code == 0  # the log grew: a full run
+    assert site.map.read_text() == "192.0.2.10 OK\n192.0.2.11 OK\n"
+    assert taken == [site.log]
+    taken.clear()
+    assert site.run("update", now="2026-11-25T18:02:00+00:00").exit_code == 0  # quiet
+    assert taken == [site.log]
