@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.lines import dovecot_login
@@ -174,3 +176,33 @@ def test_a_last_run_record_of_0_1_0_still_says_how_the_last_run_went(site: Site)
     failed = site.run("status", "--json")
     assert failed.exit_code == 1
     assert json.loads(failed.output[: failed.output.rindex("}") + 1])["last_error"] == "cannot read log x"
+
+
+def test_the_metrics_come_from_what_the_run_holds(
+    make_site: Callable[..., Site], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoints read once a run, and a quiet run opens no log: the
+    metrics file still says what is unread."""
+    from exactcron.sources.logfile import LogReader
+    from exactcron.stores.local import LocalState
+
+    site, target = metrics_site(make_site, tmp_path)
+    calls: list[str] = []
+    for owner, name in ((LogReader, "__init__"), (LocalState, "load_checkpoints")):
+        original = getattr(owner, name)
+
+        def counted(*args: Any, original: Any = original, name: str = name, **kwargs: Any) -> Any:
+            calls.append(name)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+    site.write_log(dovecot_login("192.0.2.10"))
+    with site.log.open("a") as stream:
+        stream.write("Nov 25 17:59:31 mail dovecot: unterminated")
+    assert site.run("update").exit_code == 0
+    assert calls.count("load_checkpoints") == 1
+    calls.clear()
+    assert site.run("update", now="2026-11-25T18:01:00+00:00").exit_code == 0  # quiet
+    assert calls == ["load_checkpoints"]
+    unread = len("Nov 25 17:59:31 mail dovecot: unterminated")
+    assert samples(target)[("exactcron_unread_bytes", (("source", str(site.log)),))] == unread

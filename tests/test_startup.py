@@ -138,18 +138,15 @@ def test_commands_that_take_no_lock_do_not_load_the_lock(site: Site) -> None:
 
 def test_a_run_takes_each_logs_signature_once(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     """The quiet check's signature of a log is the one the full run records."""
-    import exactcron.commands.quiet
-    import exactcron.commands.update
-    from exactcron.sources import logfile
+    from exactcron.sources import file, rotation
 
     taken: list[object] = []
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         taken.append(args[0])
-        return logfile.files_signature(*args, **kwargs)
+        return rotation.files_signature(*args, **kwargs)
 
-    for module in (exactcron.commands.quiet, exactcron.commands.update):
-        monkeypatch.setattr(module, "files_signature", counted, raising=False)
+    monkeypatch.setattr(file, "files_signature", counted)
     site.write_log(dovecot_login("192.0.2.10"))
     assert site.run("update").exit_code == 0
     site.write_log(dovecot_login("192.0.2.11", time="2026-11-25T17:59:00+00:00"))

@@ -92,11 +92,17 @@ def quiet_leases(
 
 
 def settled_record(
-    config: Config, signatures: Signatures, active: Sequence[Lease], version: Any, logs: dict[str, Any]
+    config: Config,
+    signatures: Signatures,
+    active: Sequence[Lease],
+    version: Any,
+    logs: dict[str, Any],
+    unread: dict[str, int | None],
 ) -> dict[str, Any]:
-    """What a full run that left `active` in force (at the store's `version`) depended on."""
+    """What a full run that left `active` in force (at the store's `version`) depended on,
+    and the bytes it left unread (for the metrics of the quiet runs that follow)."""
     earliest = min((lease.expires for lease in active), default=None)
-    return {
+    record = {
         "config": signatures.config_key(),
         # Whole seconds, rounded down: a quiet run ends before any lease does.
         "expires": None if earliest is None else math.floor(earliest.timestamp()),
@@ -105,6 +111,9 @@ def settled_record(
         "maps": maps_signature(config.maps),
         "logs": logs,
     }
+    if unread:
+        record["unread"] = unread
+    return record
 
 
 def config_key(config: Config) -> list[Any]:

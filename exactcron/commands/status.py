@@ -3,13 +3,14 @@ only ever replaced whole)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from exactcron.commands.common import opened
-from exactcron.config import Config
+from exactcron.config import Config, SourceConfig
 from exactcron.model import Lease
 from exactcron.sources.base import SourceCheckpoint
 from exactcron.sources.open import open_source
@@ -51,7 +52,7 @@ def status(config: Config, now: datetime) -> Status:
 def _status(config: Config, state: LocalState, store: LeaseStore, now: datetime) -> Status:
     saved = state.load_checkpoints(repair=False)
     leases = len(store.snapshot(now).leases)
-    found = Status(source_statuses(config, saved), state.load_last_run(), leases, store.warnings(now))
+    found = Status(source_statuses(config.sources, saved), state.load_last_run(), leases, store.warnings(now))
     rules = config.guard
     if rules.enabled:
         guard = store.guard_state(now)
@@ -66,9 +67,9 @@ def _status(config: Config, state: LocalState, store: LeaseStore, now: datetime)
     return found
 
 
-def source_statuses(config: Config, saved: dict[str, dict[str, Any]]) -> list[SourceStatus]:
-    sources = []
-    for source in config.sources:
+def source_statuses(sources: Sequence[SourceConfig], saved: dict[str, dict[str, Any]]) -> list[SourceStatus]:
+    statuses = []
+    for source in sources:
         read = open_source(source, saved.get(str(source.path)))
-        sources.append(SourceStatus(source.path, read.checkpoint, read.unread_bytes(), read.counts_bytes))
-    return sources
+        statuses.append(SourceStatus(source.path, read.checkpoint, read.unread_bytes(), read.counts_bytes))
+    return statuses

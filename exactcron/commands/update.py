@@ -67,6 +67,10 @@ class SourceReport:
     granted: list[str] = field(default_factory=list)
     # Reading stopped at the run's deadline; the checkpoint is where it stopped.
     stopped: bool = False
+    # Bytes of the source left unread once read (None when unknown: a journal),
+    # measured (`measured`) for the metrics only.
+    unread_bytes: int | None = None
+    measured: bool = False
     # Logins `[guard]` refused, per reason.
     refused: dict[str, int] = field(default_factory=dict)
 
@@ -79,6 +83,9 @@ class UpdateResult:
     expired: list[str] = field(default_factory=list)
     maps_written: list[Path] = field(default_factory=list)
     leases: int = 0
+    # Per source, the bytes left unread, as the run found them (for the metrics):
+    # asked of each source once read, or for a quiet run as the last full run left them.
+    unread: dict[str, int | None] = field(default_factory=dict)
 
 
 def run_update(config: Config, now: datetime, count_lines: bool = True) -> UpdateResult:
@@ -96,7 +103,7 @@ def run_update(config: Config, now: datetime, count_lines: bool = True) -> Updat
                 fail_closed(config.maps, state, lambda: store.last_known(now))
             record = record.failed(now, str(error))
             _record_failure(state, record)
-            _write_metrics(config, state, record, started)
+            _write_metrics(config, state, record, started, {})
             raise
         except Exception as error:
             # A bug, whatever it is: relay still ends with its leases, and `status` says why.
@@ -104,7 +111,7 @@ def run_update(config: Config, now: datetime, count_lines: bool = True) -> Updat
             record = record.failed(now, f"internal error: {type(error).__name__}: {error}")
             _record_failure(state, record)
             with contextlib.suppress(Exception):
-                _write_metrics(config, state, record, started)
+                _write_metrics(config, state, record, started, {})
             raise
         logins = {str(report.path): report.logins for report in result.sources}
         unreadable = {str(report.path): report.unreadable for report in result.sources}
@@ -114,7 +121,7 @@ def run_update(config: Config, now: datetime, count_lines: bool = True) -> Updat
                 refused[reason] = refused.get(reason, 0) + count
         record = record.succeeded(now, result.leases, logins, unreadable, refused)
         state.save_last_run(record.to_json())
-        _write_metrics(config, state, record, started)
+        _write_metrics(config, state, record, started, result.unread)
         return result
 
 
@@ -140,14 +147,24 @@ def _logs_present(config: Config) -> dict[str, bool]:
     return {str(source.path): open_source(source).present() for source in config.sources}
 
 
-def _write_metrics(config: Config, state: LocalState, record: RunRecord, started: float) -> None:
+def _write_metrics(
+    config: Config, state: LocalState, record: RunRecord, started: float, unread: dict[str, int | None]
+) -> None:
+    """The metrics file, from the run's own figures; a source the run has no
+    figure for (a failed run, a source it could not read) is measured here."""
     if config.metrics_file is None:
         return
-    from exactcron.commands.status import source_statuses
     from exactcron.outputs import metrics
 
-    saved = state.load_checkpoints(repair=False)
-    unread = {str(each.path): each.unread_bytes for each in source_statuses(config, saved)}
+    unmeasured = [source for source in config.sources if str(source.path) not in unread]
+    if unmeasured:
+        from exactcron.commands.status import source_statuses
+
+        saved = state.load_checkpoints(repair=False)
+        unread = {
+            **unread,
+            **{str(each.path): each.unread_bytes for each in source_statuses(unmeasured, saved)},
+        }
     sources = [str(source.path) for source in config.sources]
     text = metrics.render(record, unread, sources, time.monotonic() - started)
     try:
@@ -171,7 +188,11 @@ def _update_locked(
         else quiet_leases(config, state.settled, saved, store, now, signatures)
     )
     if quiet is not None:
-        return UpdateResult(sources=[SourceReport(source.path) for source in config.sources], leases=quiet)
+        # Nothing changed since the last full run: the bytes it left unread are still unread.
+        unread = _recorded_unread(state.settled) if config.metrics_file is not None else {}
+        return UpdateResult(
+            sources=[SourceReport(source.path) for source in config.sources], leases=quiet, unread=unread
+        )
     result = UpdateResult()
     begin_leases(config, state, store, now)
     rebuild = state.rebuild_pending()
@@ -217,6 +238,7 @@ def _update_locked(
                 result.granted,
                 count_lines,
                 deadline.passed,
+                measure_unread=config.metrics_file is not None,
             )
         except ForgeableLogError as error:
             # Whatever is written until the log is trusted again never grants.
@@ -230,6 +252,8 @@ def _update_locked(
             result.sources.append(SourceReport(source.path))
             continue
         result.sources.append(report)
+        if report.measured:
+            result.unread[key] = report.unread_bytes
         untrusted[key] = read.untrusted
         if read.checkpoint is not None:
             checkpoints[key] = read.checkpoint.to_json()
@@ -259,7 +283,11 @@ def _update_locked(
     faults.point("update:maps-written")
     if snapshot is not None:
         # Without an error, what the run depended on, so that the next can be quiet.
-        settled = settled_record(config, signatures, active, snapshot.version, logs) if not errors else None
+        settled = (
+            settled_record(config, signatures, active, snapshot.version, logs, result.unread)
+            if not errors
+            else None
+        )
         if checkpoints != saved or settled != state.settled or errors:
             collect(errors, lambda: state.save_checkpoints(checkpoints, settled))
         if rebuild and not errors:
@@ -272,6 +300,18 @@ def _update_locked(
     if errors:
         raise reported(errors)
     return result
+
+
+def _recorded_unread(settled: dict[str, Any] | None) -> dict[str, int | None]:
+    """The bytes the last full run left unread, per source, as its record holds them."""
+    recorded = settled.get("unread") if settled else None
+    if not isinstance(recorded, dict):
+        return {}
+    return {
+        key: value
+        for key, value in recorded.items()
+        if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+    }
 
 
 def _deadline_error(deadline: Deadline, where: str) -> DeadlineReachedError:
@@ -304,6 +344,7 @@ def _read_source(
     granted: list[str],
     count_lines: bool = True,
     stop: Callable[[], bool] | None = None,
+    measure_unread: bool = False,
 ) -> tuple[SourceReport, Source]:
     """What `source` holds since its checkpoint, merged into `store`; the source
     as read (its new checkpoint, what is known of its trust)."""
@@ -368,6 +409,9 @@ def _read_source(
     report.bytes_read = reader.bytes_read
     report.stopped = reader.stopped
     report.unreadable = parser.too_long + parser.unreadable + reader.unreadable
+    if measure_unread:
+        report.unread_bytes = reader.unread_bytes()
+        report.measured = True
     if report.unreadable:
         # One line per source and run, however many lines were skipped.
         log.warning("%s: %s", source.path, _unreadable_summary(report.unreadable, parser))
