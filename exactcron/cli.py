@@ -22,7 +22,15 @@ import click
 
 from exactcron import __version__
 from exactcron.addresses import is_ignored, is_special, normalize_address
-from exactcron.config import Config, config_path, load_config, parse_duration
+from exactcron.config import (
+    DEFAULT_IGNORE,
+    DEFAULT_STATE_DIR,
+    DEFAULT_TIMEOUT,
+    Config,
+    config_path,
+    load_config,
+    parse_duration,
+)
 from exactcron.errors import ConfigError, ExactcronError, LogUnreadableError
 from exactcron.model import Lease
 from exactcron.outputs.audit import AUDIT, who_ran
@@ -564,8 +572,8 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
         assert config is not None
         rules = tuple(dict.fromkeys(rule for each in config.sources for rule in each.rules))
     if config is None:
-        zone, timeout, hosts = system_zone(), parse_duration("30m"), own_host_names()
-        ignore = tuple(parse_network(text) for text in ("127.0.0.0/8", "::1/128"))
+        zone, timeout, hosts = system_zone(), parse_duration(DEFAULT_TIMEOUT), own_host_names()
+        ignore = tuple(parse_network(text) for text in DEFAULT_IGNORE)
     else:
         chosen = source if source is not None else config.sources[0]
         zone, hosts = chosen.zone, chosen.hosts
@@ -716,7 +724,7 @@ def render(state: Context) -> None:
 @click.argument("servers_conf", metavar="[SERVERS_CONF]", required=False, type=click.Path(dir_okay=False))
 @click.option(
     "--state-dir",
-    default="/var/lib/exactcron",
+    default=DEFAULT_STATE_DIR,
     show_default=True,
     metavar="DIR",
     help="The state_dir of the configuration printed.",

@@ -1,8 +1,8 @@
 """The TOML configuration, checked whole at load: every error names its key.
 
 Over 400 lines: one check per key, each naming its key in its error, read
-against exactcron.toml(5) as one piece; its defaults are to move to one home
-(issue 19).
+against exactcron.toml(5) as one piece; its defaults (DEFAULT_*) have their
+one home here.
 """
 
 from __future__ import annotations
@@ -40,8 +40,14 @@ _HOST_NAME = re.compile(r"[^\s:\[\]*]{1,255}")
 _USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,31}\$?")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
-
+# The defaults of exactcron.toml(5), in its spelling, each in this one place:
+# `check` without a configuration and `import-exact` use them too.
 DEFAULT_STATE_DIR = "/var/lib/exactcron"
+DEFAULT_TIMEOUT = "30m"
+DEFAULT_IGNORE = ("127.0.0.0/8", "::1/128")
+DEFAULT_LOCK_WAIT = "45s"
+DEFAULT_STALE_AFTER = "5m"
+DEFAULT_RUN_DEADLINE = "50s"
 
 
 @dataclass(frozen=True)
@@ -114,13 +120,13 @@ class Config:
     log_file: Path | None
     sources: tuple[SourceConfig, ...]
     maps: tuple[MapConfig, ...]
+    # `status` is unhealthy when no update succeeded for this long.
+    stale_after: timedelta
+    # No run holds the lock longer than this: reading stops in time to save, prune and render.
+    run_deadline: timedelta
     # Every [rule.NAME], used by a source or not, so `check --server NAME` finds it.
     site_rules: Mapping[str, Rule] = field(default_factory=dict)
-    # `status` is unhealthy when no update succeeded for this long.
-    stale_after: timedelta = timedelta(minutes=5)
     metrics_file: Path | None = None  # Prometheus textfile, rewritten after every update
-    # No run holds the lock longer than this: reading stops in time to save, prune and render.
-    run_deadline: timedelta = timedelta(seconds=50)
     store: StoreConfig | None = None  # None: the lease file in state_dir
     # `ignore` holds "mynetworks": Postfix's trusted networks are added at each run
     # (exactcron.mynetworks), not read at load.
@@ -339,10 +345,10 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
     )
 
     site_rules = _site_rules(path, document.get("rule", {}))
-    timeout = top.duration("timeout", "30m")
+    timeout = top.duration("timeout", DEFAULT_TIMEOUT)
     ignore = []
     ignore_mynetworks = False
-    for text in top.string_list("ignore", ["127.0.0.0/8", "::1/128"]):
+    for text in top.string_list("ignore", list(DEFAULT_IGNORE)):
         if text.strip() == MYNETWORKS:
             ignore_mynetworks = True
             continue
@@ -350,13 +356,13 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
             ignore.append(parse_network(text))
         except ValueError:
             raise top.fail("ignore", f"{text!r} is not an address or network") from None
-    lock_wait = top.duration("lock_wait", "45s")
+    lock_wait = top.duration("lock_wait", DEFAULT_LOCK_WAIT)
     state_dir = top.path("state_dir", DEFAULT_STATE_DIR, kind="directory")
     assert state_dir is not None
     if state_dir == Path("/"):
         # Its files, lock and hand-over of root's files need a directory of exactcron's own.
         raise top.fail(
-            "state_dir", "/ is not a directory of exactcron's own (for example /var/lib/exactcron)"
+            "state_dir", f"/ is not a directory of exactcron's own (for example {DEFAULT_STATE_DIR})"
         )
 
     store = _store(path, document.get("store"))
@@ -373,16 +379,13 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
         sources=tuple(_source(path, index, table, site_rules) for index, table in enumerate(sources)),
         maps=tuple(_map(path, index, table, state_dir) for index, table in enumerate(maps)),
         site_rules=site_rules,
-        stale_after=top.duration("stale_after", "5m"),
+        stale_after=top.duration("stale_after", DEFAULT_STALE_AFTER),
         run_deadline=_run_deadline(top),
         metrics_file=top.path("metrics_file", kind="file"),
         store=store,
         ignore_mynetworks=ignore_mynetworks,
         guard=_guard(path, document.get("guard")),
     )
-
-
-DEFAULT_RUN_DEADLINE = "50s"
 
 
 def _run_deadline(top: _Reader) -> timedelta:

@@ -20,11 +20,11 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from exactcron.config import DEFAULT_STATE_DIR, DEFAULT_TIMEOUT
 from exactcron.errors import ConfigError
 from exactcron.rules.builtin import BUILTIN_RULES
 from exactcron.rules.site import site_rule
 
-DEFAULT_STATE_DIR = "/var/lib/exactcron"
 ORDERS = ("username,address", "address,username")
 
 # Exact's directives with no exactcron equivalent, and why not.
@@ -189,8 +189,10 @@ def convert(
 def _timeout(settings: dict[str, str], exact_name: str, out: Conversion) -> str:
     value = settings.get("timeout", "1800")
     if not re.fullmatch(r"[0-9]{1,8}", value) or not 0 < int(value) <= 366 * 86400:
-        out.warnings.append(f"{exact_name}: timeout {value!r} is not a number of seconds; 30m is used")
-        return "30m"
+        out.warnings.append(
+            f"{exact_name}: timeout {value!r} is not a number of seconds; {DEFAULT_TIMEOUT} is used"
+        )
+        return DEFAULT_TIMEOUT
     seconds = int(value)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
