@@ -540,9 +540,10 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
     names = tuple(
         dict.fromkeys(name.strip() for value in servers for name in value.split(",") if name.strip())
     )
-    # Built-in rules need no configuration; a site rule is read from it.
-    site_named = any(name not in BUILTIN_RULES for name in names) and state.config_file.exists()
-    needs_config = logfile is None or not names or site_named
+    # Built-in rules need no configuration; but `--server` overrides the rules
+    # only: a configuration, when there is one, still gives the source's
+    # `timezone` and `hosts` (and a site rule).
+    needs_config = logfile is None or not names or state.config_file.exists()
     config = _guarded(state, state.config) if needs_config else None
     if logfile is None:
         assert config is not None
@@ -571,18 +572,19 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
     else:
         assert config is not None
         rules = tuple(dict.fromkeys(rule for each in config.sources for rule in each.rules))
+    chosen = source if source is not None else config.sources[0] if config and config.sources else None
     if config is None:
         zone, timeout, hosts = system_zone(), parse_duration(DEFAULT_TIMEOUT), own_host_names()
         ignore = tuple(parse_network(text) for text in DEFAULT_IGNORE)
     else:
-        chosen = source if source is not None else config.sources[0]
-        zone, hosts = chosen.zone, chosen.hosts
+        # A configuration without sources (a host that only renders a shared store): this host's defaults.
+        zone, hosts = (chosen.zone, chosen.hosts) if chosen else (system_zone(), own_host_names())
         if config.ignore_mynetworks:
             from exactcron.outputs.mynetworks import with_postfix_networks
 
             config = _guarded(state, lambda: with_postfix_networks(config))
         timeout, ignore = config.timeout, config.ignore
-        if chosen.forgeable:
+        if chosen is not None and chosen.forgeable:
             click.echo(f"warning: {_safe(str(chosen.path))}: {FORGEABLE_WARNING}")
     with _open_log(logfile, raw_log) as stream:
         listed = None if list_all else LISTED

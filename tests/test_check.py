@@ -350,3 +350,31 @@ def test_check_keeps_memory_bounded_on_a_line_with_no_end() -> None:
     assert peak_kib < 60 * 1024, f"peak RSS {peak_kib} KiB for a {size}-byte line"
     assert "skipped 1 line longer than 8192 bytes\n" in measured.stderr
     assert "would grant: 192.0.2.10\n" in measured.stderr
+
+
+def test_server_overrides_the_rules_only_the_sources_timezone_and_hosts_still_apply(tmp_path: Path) -> None:
+    """A log gathered on a central host: `--server` keeps the configuration's `hosts` and `timezone`."""
+    log = tmp_path / "mail.log"
+    log.write_text(
+        "Nov 25 18:50:10 imap1 dovecot: pop3-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1\n"
+        "Nov 25 18:51:10 elsewhere dovecot: pop3-login: Login: user=<bob>, method=PLAIN, rip=192.0.2.11, lip=192.0.2.1\n",
+        encoding="utf-8",
+    )
+    config = write_config(tmp_path, log, '"courier"')
+    config.write_text(
+        config.read_text()
+        .replace('timezone = "UTC"', 'timezone = "Europe/Berlin"')
+        .replace('hosts = ["*"]', 'hosts = ["imap1"]')
+    )
+    code, output = run(str(log), "--server", "dovecot", config=config)
+    assert code == 0
+    assert output == (
+        f"warning: {log}: {FORGEABLE_WARNING}\n"
+        "2026-11-25T17:50:10+00:00 dovecot alice 192.0.2.10\n"
+        "rule dovecot: 1 line matched\n"
+        "read 2 lines, 1 login; 1 line looked like a login but matched no rule\n"
+        "  line 2: Nov 25 18:51:10 elsewhere dovecot: pop3-login: Login: user=<bob>, method=PLAIN, rip=192.0.2.11, "
+        "lip=192.0.2.1\n"
+        "not granted, from a host not in `hosts`: 1 login line\n"
+        "would grant: 192.0.2.10\n"
+    )
