@@ -213,26 +213,35 @@ def open_for_append(path: Path, mode: int = 0o640) -> int:
         raise
 
 
-def remove_leftovers(path: Path) -> list[Path]:
-    """Delete the temporary files a killed run left beside `path`.
+# What create_temporary adds to a file's name (and a map tool's suffix after it).
+_TEMPORARY_TAIL = re.compile(r"\.[A-Za-z0-9_]{8}\.tmp(?:\.[a-z]+)?")
+
+
+def remove_leftovers(path: Path, *siblings: str) -> list[Path]:
+    """Delete the temporary files a killed run left beside `path` (and beside
+    the `siblings`, other names in its directory: one listing for them all).
 
     Only call this under the lock: then no other run is writing them.
     """
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp(?:\.[a-z]+)?$")
+    names = (path.name, *siblings)
     removed: list[Path] = []
     try:
         entries = list(os.scandir(path.parent))
     except OSError:
         return removed
     for entry in entries:
-        if pattern.match(entry.name):
-            if entry.is_dir(follow_symlinks=False):
-                import shutil  # a map's build directory; rare, so imported here
+        if not any(
+            entry.name.startswith(f".{name}") and _TEMPORARY_TAIL.fullmatch(entry.name, len(name) + 1)
+            for name in names
+        ):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            import shutil  # a map's build directory; rare, so imported here
 
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                remove_quietly(Path(entry.path))
-            removed.append(Path(entry.path))
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            remove_quietly(Path(entry.path))
+        removed.append(Path(entry.path))
     return removed
 
 

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests import test_mta_exim_sendmail, test_mta_qmail_courier
 from tests.support.lines import dovecot_login
@@ -289,3 +291,39 @@ def test_qmail_and_courier_after_a_kill_anywhere_hold_what_show_lists(
         assert qmail_courier_relays(config) == {"qmail": leased, "courier": leased}, (
             f"flush after a kill of {killed} at {point}"
         )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    names=st.lists(
+        st.sampled_from(["leases.json", "relay", "relay.db", "a.b", "checkpoints.json"]), min_size=1
+    ),
+    found=st.lists(
+        st.from_regex(
+            r"\.(leases\.json|relay|relay\.db|a\.b|a|x)(\.[A-Za-z0-9_.]{0,10})?(\.tmp(\.[a-z]{1,3})?)?",
+            fullmatch=True,
+        ),
+        max_size=8,
+    ),
+)
+def test_the_lock_removes_exactly_the_temporary_files_of_the_names_it_is_given(
+    tmp_path_factory: pytest.TempPathFactory, names: list[str], found: list[str]
+) -> None:
+    """A file is a leftover of NAME when it is `.NAME.XXXXXXXX.tmp[.EXT]`, whichever names are cleared at once."""
+    import re
+
+    from exactcron.atomic import remove_leftovers
+
+    directory = tmp_path_factory.mktemp("leftovers")
+    for name in {*found, *names}:
+        (directory / name).write_text("")
+    expected = {
+        name
+        for name in found
+        if any(
+            re.fullmatch(rf"\.{re.escape(each)}\.[A-Za-z0-9_]{{8}}\.tmp(?:\.[a-z]+)?", name) for each in names
+        )
+    }
+    removed = remove_leftovers(directory / names[0], *names[1:])
+    assert {path.name for path in removed} == expected
+    assert {path.name for path in directory.iterdir()} == {*found, *names} - expected

@@ -86,7 +86,6 @@ QUIET_RUN_MODULES = {
     "exactcron.cli",
     "exactcron.commands",
     "exactcron.commands.common",
-    "exactcron.commands.failclosed",
     "exactcron.commands.privilege",
     "exactcron.commands.quiet",
     "exactcron.commands.update",

@@ -25,7 +25,6 @@ from typing import Any
 from exactcron import faults
 from exactcron.addresses import normalize_address
 from exactcron.commands.common import collect, known_leases, opened, reported
-from exactcron.commands.failclosed import begin_leases, fail_closed, install_maps
 from exactcron.commands.quiet import Signatures, quiet_leases, settled_record
 from exactcron.config import Config, SourceConfig
 from exactcron.deadline import Deadline
@@ -100,6 +99,8 @@ def run_update(config: Config, now: datetime, count_lines: bool = True) -> Updat
         except ExactcronError as error:
             if isinstance(error, StoreUnavailableError):
                 # Relay never outlives its lease: what was last read, less what expired since.
+                from exactcron.commands.failclosed import fail_closed
+
                 fail_closed(config.maps, state, lambda: store.last_known(now))
             record = record.failed(now, str(error))
             _record_failure(state, record)
@@ -138,6 +139,8 @@ def _fail_closed_after_internal_error(
     def stored() -> list[Lease]:
         with opened(config, repair=False) as (_, fresh):
             return fresh.snapshot(now).leases
+
+    from exactcron.commands.failclosed import fail_closed
 
     fail_closed(config.maps, state, stored, lambda: store.last_known(now))
 
@@ -194,6 +197,9 @@ def _update_locked(
             sources=[SourceReport(source.path) for source in config.sources], leases=quiet, unread=unread
         )
     result = UpdateResult()
+    # Imported here: a quiet run installs nothing.
+    from exactcron.commands.failclosed import begin_leases, install_maps
+
     begin_leases(config, state, store, now)
     rebuild = state.rebuild_pending()
     recorded = saved

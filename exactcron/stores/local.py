@@ -87,8 +87,8 @@ class LocalState:
 
         self.ensure_directory()
         with held(self.directory / LOCK_FILE, wait_seconds):
-            for name in self.files:
-                remove_leftovers(self.directory / name)
+            first, *others = self.files
+            remove_leftovers(self.directory / first, *others)
             yield
 
     # -- rebuilding the leases from the logs ------------------------------------
