@@ -23,7 +23,6 @@ from exactcron.errors import ConfigError
 from exactcron.model import MANUAL
 from exactcron.rules.builtin import BUILTIN_RULES
 from exactcron.rules.forms import Rule
-from exactcron.rules.site import site_rule
 
 DEFAULT_CONFIG = Path("/etc/exactcron/exactcron.toml")
 MTAS = ("postfix", "exim", "sendmail", "qmail", "courier")
@@ -495,6 +494,9 @@ def _site_rules(path: Path, tables: object) -> dict[str, Rule]:
     if not isinstance(tables, dict):
         raise ConfigError(f"{path}: rule: expected [rule.NAME] tables")
     rules = {}
+    if tables:
+        # Imported here: a configuration without site rules never loads their engine.
+        from exactcron.rules.site import site_rule
     for name, table in tables.items():
         if not _RULE_NAME.fullmatch(name):
             # The name is echoed in messages and output; keep it one plain word.

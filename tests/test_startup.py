@@ -93,6 +93,7 @@ QUIET_RUN_MODULES = {
     "exactcron.deadline",
     "exactcron.errors",
     "exactcron.faults",
+    "exactcron.guard",
     "exactcron.leases",
     "exactcron.guard",  # the lease table holds the guard's state
     "exactcron.lock",
@@ -104,10 +105,6 @@ QUIET_RUN_MODULES = {
     "exactcron.rules.builtin",
     "exactcron.rules.forms",
     "exactcron.rules.grant",
-    "exactcron.rules.linear",
-    "exactcron.rules.parser",
-    "exactcron.rules.patterns",
-    "exactcron.rules.site",
     "exactcron.sources",
     "exactcron.sources.base",
     "exactcron.sources.checkpoint",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exactcron import faults
 from exactcron.addresses import normalize_address
@@ -33,7 +33,6 @@ from exactcron.leases import LatestLogins, believed_login
 from exactcron.model import Lease, Login
 from exactcron.outputs import audit
 from exactcron.outputs.health import RunRecord, missing_logs
-from exactcron.rules.parser import MAX_LINE_BYTES, LineParser
 from exactcron.sources.base import Source
 from exactcron.sources.checkpoint import Checkpoint, Untrusted
 from exactcron.sources.open import open_source
@@ -41,6 +40,9 @@ from exactcron.sources.trust import ForgeableLogError
 from exactcron.stores.base import LeaseStore
 from exactcron.stores.local import LocalState
 from exactcron.timestamps import TimestampParser, format_instant
+
+if TYPE_CHECKING:
+    from exactcron.rules.parser import LineParser
 
 log = logging.getLogger("exactcron")
 
@@ -359,6 +361,9 @@ def _read_source(
     # `[guard]` looks back over its window too (a rebuild reaches its verdicts again).
     guarded = config.guard.enabled
     since = now - max(config.timeout, config.guard.window) if guarded else now - config.timeout
+    # Imported here: a quiet run parses no line.
+    from exactcron.rules.parser import LineParser
+
     parser = LineParser(source.rules, timestamps, source.hosts, count_lines=count_lines)
     reader = open_source(source, saved, since, timestamps.stamp, untrusted)
     report = SourceReport(source.path)
@@ -435,6 +440,8 @@ def _read_source(
 
 
 def _unreadable_summary(count: int, parser: LineParser) -> str:
+    from exactcron.rules.parser import MAX_LINE_BYTES
+
     parts = []
     if parser.too_long:
         parts.append(f"{parser.too_long} over {MAX_LINE_BYTES} bytes")

@@ -22,11 +22,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from exactcron.addresses import normalize_address
 from exactcron.model import Login
 from exactcron.rules.grant import is_anonymous, line_refusal
-from exactcron.rules.linear import LinearPattern
+
+if TYPE_CHECKING:
+    # A site rule's engine, imported by rules/site.py: a configuration without one never loads it.
+    from exactcron.rules.linear import LinearPattern
 
 # After the stamp: an optional host, then TAG[PID]: MESSAGE. A host never
 # holds a colon or brackets, so `pop3-login: Info: ...` (Dovecot's own log

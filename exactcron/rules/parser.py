@@ -19,7 +19,6 @@ from exactcron.addresses import normalize_address
 from exactcron.model import Login
 from exactcron.rules.forms import DOVECOT1_NAME, HEADER, LINE_HEAD, Form, Rule, microsecond_of
 from exactcron.rules.grant import line_refusal
-from exactcron.rules.patterns import bytes_pattern
 from exactcron.timestamps import TimestampParser, looks_stamped
 
 # Longer lines are skipped unparsed: no POP/IMAP success line comes close,
@@ -42,6 +41,9 @@ class _CompiledForm:
     __slots__ = ("_accepted", "fast", "fast_has_lip", "form", "has_user", "raw")
 
     def __init__(self, form: Form) -> None:
+        # Imported here: only a run that reads lines needs it.
+        from exactcron.rules.patterns import bytes_pattern
+
         self.form = form
         # A form with its own reader, or a site rule's (linear engine), takes the decoded text.
         self.raw = bytes_pattern(form.pattern) if form.read is None and form.linear is None else None
