@@ -101,7 +101,7 @@ class Context:
             config = load_config(self.config_file)
         except ConfigError:
             from exactcron.commands.failclosed import salvage_maps
-            from exactcron.config import state_dir_of
+            from exactcron.statedir import state_dir_of
 
             # Unreadable, missing or wrong: the last recorded maps still lose what expired.
             state_dir = state_dir_of(self.config_file)

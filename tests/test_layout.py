@@ -8,7 +8,7 @@ The layers, lowest first (a module may import its own layer or lower ones):
     ground floor  errors addresses timestamps atomic faults lock deadline users
     model         the values every layer passes: Login, Lease, Snapshot
     sources/ rules/   where lines come from; a line -> a Login or nothing
-    config        TOML -> frozen dataclasses (it names the rules)
+    config        TOML -> frozen dataclasses (it names the rules); statedir, a broken one's state_dir
     leases        the lease table
     stores/       where leases and local state live
     outputs/      maps, metrics, the audit trail, the run record; postconf
@@ -44,7 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("model", ("exactcron.model",)),
     ("sources and rules", ("exactcron.sources.", "exactcron.rules.")),
-    ("config", ("exactcron.config",)),
+    ("config", ("exactcron.config", "exactcron.statedir")),
     ("leases", ("exactcron.guard", "exactcron.leases")),
     ("stores", ("exactcron.stores.",)),
     ("outputs", ("exactcron.outputs.",)),
