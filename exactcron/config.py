@@ -30,13 +30,15 @@ MTAS = ("postfix", "exim", "sendmail", "qmail", "courier")
 MAP_VALUE_DEFAULTS = {"postfix": "OK", "sendmail": "RELAY"}
 # The word in `ignore` that stands for the networks Postfix trusts.
 MYNETWORKS = "mynetworks"
-MAP_VALUE = re.compile(r"[\x21-\x7e]{1,200}")
+# Patterns a run that loads a plain configuration never needs are kept as
+# text: re compiles (and caches) them at their first use.
+MAP_VALUE = r"[\x21-\x7e]{1,200}"
 POSTFIX_TYPES = ("hash", "btree", "lmdb", "cdb", "texthash")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_RULE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_RULE_NAME = r"[A-Za-z0-9_.\-]{1,64}"
 # What a syslog header's host field can hold (rules._HEADER), and a POSIX-ish user name.
 _HOST_NAME = re.compile(r"[^\s:\[\]*]{1,255}")
-_USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,31}\$?")
+_USER_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,31}\$?"
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 # The defaults of exactcron.toml(5), in its spelling, each in this one place:
@@ -461,7 +463,7 @@ def _count(reader: _Reader, key: str, default: int) -> int:
     return value
 
 
-_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_SCHEMA_NAME = r"[a-z_][a-z0-9_]{0,62}"
 
 
 def _store(path: Path, table: object) -> StoreConfig | None:
@@ -485,7 +487,7 @@ def _store(path: Path, table: object) -> StoreConfig | None:
         raise ConfigError(f"{path}: store.url: holds a password; put it in ~/.pgpass (or PGPASSFILE) instead")
     schema = reader.string("schema", "exactcron")
     assert schema is not None
-    if not _SCHEMA_NAME.fullmatch(schema):
+    if not re.fullmatch(_SCHEMA_NAME, schema):
         raise reader.fail("schema", f"expected a lower-case SQL name such as exactcron, got {schema!r}")
     return StoreConfig(url, schema)
 
@@ -498,7 +500,7 @@ def _site_rules(path: Path, tables: object) -> dict[str, Rule]:
         # Imported here: a configuration without site rules never loads their engine.
         from exactcron.rules.site import site_rule
     for name, table in tables.items():
-        if not _RULE_NAME.fullmatch(name):
+        if not re.fullmatch(_RULE_NAME, name):
             # The name is echoed in messages and output; keep it one plain word.
             raise ConfigError(f"{path}: rule.{name!r}: a rule name is letters, digits, '_', '.' or '-'")
         reader = _Reader(path, table if isinstance(table, dict) else {}, f"rule.{name}")
@@ -588,7 +590,7 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
     if written_by is not None and senders:
         raise reader.fail("written_by", "give either written_by (the server's own file) or syslog_senders")
     for user in ([written_by] if written_by else []) + list(senders):
-        if not _USER_NAME.fullmatch(user):
+        if not re.fullmatch(_USER_NAME, user):
             raise reader.fail(
                 "written_by" if user == written_by else "syslog_senders", f"{user!r} is not a user name"
             )
@@ -657,7 +659,7 @@ def _map_value(reader: _Reader, mta: str) -> str | None:
     value = reader.table["value"]
     # One word of printable ASCII: a space, a line's end or a NUL would
     # split the map's line or add a key of the value's own choosing.
-    if not isinstance(value, str) or not MAP_VALUE.fullmatch(value):
+    if not isinstance(value, str) or not re.fullmatch(MAP_VALUE, value):
         raise reader.fail(
             "value",
             f"expected one word of printable characters, no spaces, such as OK or RELAY, got {value!r}",

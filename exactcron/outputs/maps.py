@@ -268,7 +268,7 @@ class MapRecord:
                         Path(spec["path"]),
                         kind if isinstance(kind, str) else None,
                         Path(include) if isinstance(include, str) else None,
-                        value if isinstance(value, str) and MAP_VALUE.fullmatch(value) else None,
+                        value if isinstance(value, str) and re.fullmatch(MAP_VALUE, value) else None,
                     )
                 )
         return found
