@@ -96,3 +96,30 @@ def test_a_configuration_that_is_no_longer_toml_still_expires_leases(tmp_path: P
     site.config.write_text(site.config.read_text().replace('timeout = "30m"', 'timeout = "30m'))
     result = site.run_process("update", now=EXPIRED)
     assert_closed(site, result, 78)
+
+
+def test_the_fail_closed_install_takes_the_first_leases_it_can_read_and_else_none(tmp_path: Path) -> None:
+    """fail_closed, the one way out of every failure: each source of leases is a
+    fallback for the one before; when none can be read, the map holds no address."""
+    from datetime import UTC, datetime, timedelta
+
+    from exactcron.commands.failclosed import fail_closed
+    from exactcron.config import MapConfig
+    from exactcron.model import Lease
+    from exactcron.stores.local import LocalState
+
+    now = datetime(2026, 11, 25, 18, tzinfo=UTC)
+    lease = Lease("192.0.2.10", "alice", now, now + timedelta(minutes=30), "dovecot")
+    state = LocalState(tmp_path / "state")
+    state.ensure_directory()
+    relay = MapConfig("exim", tmp_path / "state" / "relay")
+
+    def broken() -> list[Lease]:
+        raise OSError("cannot read")
+
+    fail_closed([relay], state, broken, lambda: [lease])
+    assert relay.path.read_text() == "192.0.2.10\n"
+    fail_closed([relay], state, broken, broken)
+    assert relay.path.read_text() == ""
+    # A map that cannot be written: logged, never raised over the run's own error.
+    fail_closed([MapConfig("exim", tmp_path / "missing" / "relay")], state, lambda: [lease])
