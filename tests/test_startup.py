@@ -93,7 +93,6 @@ QUIET_RUN_MODULES = {
     "exactcron.deadline",
     "exactcron.errors",
     "exactcron.faults",
-    "exactcron.guard",
     "exactcron.leases",
     "exactcron.guard",  # the lease table holds the guard's state
     "exactcron.lock",
