@@ -201,6 +201,13 @@ SUCCESSES = [
         "shirwah",
         "192.0.2.178",
     ),
+    # vpopmail 5.4's vchkpw.
+    (
+        f"{STAMP} vpopmail[9441]: vchkpw-pop3: (PLAIN) login success user@example.org:192.0.2.40",
+        "vpopmail",
+        "user@example.org",
+        "192.0.2.40",
+    ),
 ]
 
 

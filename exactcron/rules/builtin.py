@@ -1,4 +1,4 @@
-"""The ten built-in servers, as data: each one's name, needles, tags and success lines.
+"""The eleven built-in servers, as data: each one's name, needles, tags and success lines.
 
 The grammar they share (the address and host-name shapes, Dovecot's fields,
 Cyrus's logfmt) is in forms.py; LineParser (parser.py) runs them.
@@ -16,6 +16,7 @@ from exactcron.rules.forms import (
     IP,
     IP_BYTES,
     FieldReader,
+    Fields,
     Form,
     Rule,
     cyrus_classic_fields,
@@ -204,13 +205,69 @@ def _cucipop() -> Rule:
     )
 
 
-# solid-pop3d built with --enable-logextend: `user U authenticated - ADDR`.
-# Its failures read `authentication failed ... - ADDR`.
+# solid-pop3d built with --enable-logextend: `user U authenticated - HOST`,
+# where HOST is `NAME (ADDR)` when the address has a reverse name and `ADDR`
+# when not (main.c: `"%.256s (%.100s)"`, h_name then the address). NAME is
+# the client's reverse DNS: it is never read, must end at the space before
+# `(`, and holds no space or parenthesis, so the address granted is the one
+# in the parentheses that end the line, whatever NAME imitates. Failures
+# read `authentication failed ... - HOST`.
+def _solid_pop3d_fields(found: re.Match[str]) -> Fields:
+    return found.group("user"), found.group("ip") or found.group("bare"), None
+
+
 def _solid_pop3d() -> Rule:
     return Rule(
         name="solid-pop3d",
         needles=(b" authenticated - ",),
-        forms=(_form({"spop3d", "solid-pop3d"}, rf"user (?P<user>.*) authenticated - (?P<ip>{IP})"),),
+        forms=(
+            _form(
+                {"spop3d", "solid-pop3d"},
+                rf"user (?P<user>.*) authenticated - (?:{DNS_NAME} \((?P<ip>{IP})\)|(?P<bare>{IP}))",
+                read=_solid_pop3d_fields,
+            ),
+        ),
+    )
+
+
+# vpopmail's vchkpw (qmail-popup's checkpassword), syslog tag `vpopmail`
+# (LOG_NAME). 5.4 names the service by the local port: `vchkpw-pop3`,
+# `-pop3s`, `-imap`, `-imaps`, `-smtp`, `-smtps`, `-submission`,
+# `-webmail` (a POP/IMAP login from 127.0.0.1) or `-PORT`, and logs
+# `SERVICE: (PLAIN|APOP|CRAM-MD5) login success USER@DOMAIN:ADDR`, or for a
+# /etc/passwd user `SERVICE: system password login success USER:ADDR`.
+# Only POP and IMAP logins grant: an SMTP AUTH client relays through its own
+# authenticated session and needs no lease (vchkpw's own roaming-users relay
+# skips SMTP too), webmail is the server itself, and `vchkpw-PORT` may be any
+# of the three. 5.0-5.3 log `vchkpw: login success USER@DOMAIN:ADDR` (vchkpw
+# then served POP only), 4.x `vchkpw: login [USER] from ADDR`.
+# Failure lines (`password fail (pass: 'PASSWORD') ...`, 5.0's unquoted
+# `password fail PASSWORD ...`, `vpopmail user not found ...`, `invalid
+# user/domain characters NAME:ADDR`) carry the client's text; every form
+# here is anchored at the start of the message on a fixed phrase no failure
+# line begins with. USER and DOMAIN hold no `@` (parse_email cuts at the
+# first) and DOMAIN no `:` (is_domain_valid), so the address is what follows
+# the first colon after the `@`, also for an IPv6 address.
+_VCHKPW_SERVICE = r"vchkpw-(?:pop3|pop3s|imap|imaps)"
+_VPOPMAIL_USER = r"[^\s@]{1,255}@[^\s@:]{0,255}"
+
+
+def _vpopmail() -> Rule:
+    return Rule(
+        name="vpopmail",
+        needles=(b" login success ", b"vchkpw: login ["),
+        forms=(
+            _form(
+                {"vpopmail"},
+                rf"{_VCHKPW_SERVICE}: \([A-Z0-9\-]{{1,14}}\) login success (?P<user>{_VPOPMAIL_USER}):(?P<ip>{IP})",
+            ),
+            _form(
+                {"vpopmail"},
+                rf"{_VCHKPW_SERVICE}: system password login success (?P<user>[^\s@:]{{1,255}}):(?P<ip>{IP})",
+            ),
+            _form({"vpopmail"}, rf"vchkpw: login success (?P<user>{_VPOPMAIL_USER}):(?P<ip>{IP})"),
+            _form({"vpopmail"}, rf"vchkpw: login \[(?P<user>[^\s\[\]]{{1,255}})\] from (?P<ip>{IP})"),
+        ),
     )
 
 
@@ -264,5 +321,6 @@ BUILTIN_RULES: Mapping[str, Rule] = _BuiltinRules(
         ("cucipop", _cucipop),
         ("solid-pop3d", _solid_pop3d),
         ("gnu-pop3d", _gnu_pop3d),
+        ("vpopmail", _vpopmail),
     ]
 )
