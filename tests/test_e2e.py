@@ -15,7 +15,10 @@ from a cached Debian 13 root, see tests/support/debian_root.py):
 * ``flush ADDRESS`` shuts the relay before the command returns, for IPv4 and
   for IPv6, and a lease on one address never opens another;
 * a lease expires: ``--now`` 31 minutes after a login (timeout 30 minutes)
-  makes ``update`` close the relay.
+  makes ``update`` close the relay;
+* ``report`` tells a message relayed through a lease (port 25, no AUTH)
+  from one sent with SMTP AUTH (port 587, Dovecot as Postfix's SASL server),
+  from the audit trail and Postfix's own log.
 
 Needs root and the Debian packages postfix, dovecot-pop3d, dovecot-imapd,
 rsyslog, iproute2 and debootstrap (and, once, Debian's archive to build the
@@ -85,7 +88,10 @@ def network(workdir: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def postfix(network: None, workdir: Path) -> Iterator[harness.Postfix]:
-    instance = harness.Postfix(workdir / "postfix", workdir / "maps" / "relay", "hash")
+    # Port 587 relays for SMTP AUTH through the socket of test_report_tells_...'s Dovecot.
+    instance = harness.Postfix(
+        workdir / "postfix", workdir / "maps" / "relay", "hash", sasl_path=workdir / "dovecot-auth"
+    )
     with harness.started(instance):
         yield instance
 
@@ -252,3 +258,59 @@ def test_logins_open_and_close_the_relay(
 
     exactcron("update", now=logged_in_at + TIMEOUT + timedelta(minutes=1))
     assert_denied(C2, V4, postfix)
+
+
+@pytest.fixture
+def sasl_dovecot(network: None, workdir: Path) -> Iterator[harness.MailLog]:
+    """This machine's Dovecot, also Postfix's SASL server (`smtpd_sasl_type = dovecot`)."""
+    dovecot = harness.Dovecot(workdir / "report" / "dovecot", auth_socket=workdir / "dovecot-auth")
+    with harness.started(dovecot):
+        yield harness.MailLog(dovecot.log_path)
+
+
+def test_report_tells_a_message_relayed_through_a_lease_from_one_sent_with_smtp_auth(
+    sasl_dovecot: harness.MailLog, postfix: harness.Postfix, workdir: Path
+) -> None:
+    case = workdir / "report"
+    config = case / "exactcron.toml"
+    config.write_text(
+        f"""\
+state_dir = "{case / "state"}"
+log_file = "{case / "exactcron.log"}"
+timeout = "30m"
+
+[[source]]
+path = "{sasl_dovecot.path}"
+server = "dovecot"
+
+[[map]]
+mta = "postfix"
+path = "{postfix.map_path}"
+type = "{postfix.map_type}"
+"""
+    )
+    exactcron = Exactcron(config, postfix)
+    # exc-c2 logs in by POP3 and relays through its lease (port 25, no AUTH);
+    # exc-c3 holds no lease and relays with SMTP AUTH as alice (port 587).
+    harness.wait_for_next_second()
+    assert harness.login(C2, "pop3", V4)
+    sasl_dovecot.wait_logins(C2.v4, 1)
+    exactcron("update")
+    assert_relays(C2, V4, postfix)
+    code, reply = harness.relay_with_auth(C3, V4)
+    assert code == 250, f"{code} {reply}\n{harness.tail(postfix.maillog, 8)}"
+    assert_denied(C3, V4, postfix)  # without AUTH and without a lease: no relay
+    exactcron("flush", C2.v4)
+
+    def logged() -> bool:
+        return sum(": client=" in line for line in harness.MailLog(postfix.maillog).lines()) >= 2
+
+    harness.wait_until("Postfix's client= lines", logged, timeout=10.0)
+    document = json.loads(exactcron("report", "--json", "--mta-log", str(postfix.maillog)))
+    assert [
+        (user["user"], user["relayed"], user["sasl_from_lease"], user["smtp_auth"])
+        for user in document["users"]
+    ] == [(harness.USER, 1, 0, True)], harness.tail(postfix.maillog, 12)
+    # Every client= line the other tests' probes left is a message: only exc-c2's went through a lease.
+    assert document["totals"]["relayed"] == 1
+    assert document["totals"]["sasl"] == 1

@@ -411,6 +411,16 @@ elif action == "relay":
             code, reply = smtp.rcpt(recipient)
         smtp.rset()
     out = {"code": code, "reply": reply.decode("utf-8", "replace")}
+elif action == "relay_auth":
+    user, password, recipient = rest
+    with smtplib.SMTP(host, 587, timeout=10, local_hostname="client.exc-e2e.test") as smtp:
+        smtp.ehlo()
+        smtp.login(user, password)
+        code, reply = smtp.mail("probe@client.exc-e2e.test")
+        if code == 250:
+            code, reply = smtp.rcpt(recipient)
+        smtp.rset()
+    out = {"code": code, "reply": reply.decode("utf-8", "replace")}
 else:
     raise SystemExit("unknown action " + action)
 print(json.dumps(out))
@@ -430,6 +440,14 @@ def client_run(client: Client, action: str, *args: str) -> dict[str, object]:
 def login(client: Client, protocol: str, server: str, password: str = PASSWORD) -> bool:
     """Log in as alice over pop3 or imap; True when the server accepted."""
     return bool(client_run(client, protocol, server, USER, password)["ok"])
+
+
+def relay_with_auth(client: Client, server: str, recipient: str = "x@outside.example") -> tuple[int, str]:
+    """The reply to RCPT TO:<recipient> on the submission port, after AUTH PLAIN as alice."""
+    result = client_run(client, "relay_auth", server, USER, PASSWORD, recipient)
+    code = result["code"]
+    assert isinstance(code, int)
+    return code, str(result["reply"])
 
 
 def relay_probe(client: Client, server: str, recipient: str = "x@outside.example") -> tuple[int, str]:
@@ -607,6 +625,16 @@ service pop3-login {{
 """
 
 
+# The socket Postfix's smtpd asks to authenticate a client (SMTP AUTH).
+_DOVECOT_AUTH = """\
+service auth {{
+  unix_listener {path} {{
+    mode = 0666
+  }}
+}}
+"""
+
+
 class Dovecot:
     """A private Dovecot: pop3 and imap on the server addresses, user alice.
 
@@ -616,7 +644,17 @@ class Dovecot:
     version.
     """
 
-    def __init__(self, directory: Path, *, syslog_socket: Path | None = None, place: Place = HERE) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        syslog_socket: Path | None = None,
+        place: Place = HERE,
+        auth_socket: Path | None = None,
+    ) -> None:
+        """`auth_socket`: where Dovecot's auth service listens for Postfix's SASL
+        (`smtpd_sasl_type = dovecot`); Dovecot 2.3's syntax."""
+        self.auth_socket = auth_socket
         self.directory = directory
         self.syslog_socket = syslog_socket
         self.place = place
@@ -649,6 +687,7 @@ class Dovecot:
                 v6=SERVER_V6,
                 log_path="syslog" if self.syslog_socket is not None else self.log_path,
             )
+            + (_DOVECOT_AUTH.format(path=self.auth_socket) if self.auth_socket is not None else "")
         )
 
     def start(self) -> None:
@@ -743,9 +782,13 @@ class Postfix:
         map_type: str = "hash",
         addresses: tuple[str, str] = (SERVER_V4, SERVER_V6),
         client_access: str | None = None,
+        sasl_path: Path | None = None,
     ) -> None:
         """`addresses`: the IPv4 and IPv6 address smtpd listens on; `client_access`:
-        the table `check_client_access` consults (default `map_type:map_path`)."""
+        the table `check_client_access` consults (default `map_type:map_path`);
+        `sasl_path`: a Dovecot auth socket, for a submission listener (port 587,
+        `postfix/submission/smtpd`) that relays for SMTP AUTH only."""
+        self.sasl_path = sasl_path
         self.addresses = addresses
         self.client_access = client_access or f"{map_type}:{map_path}"
         self.directory = directory
@@ -791,8 +834,19 @@ smtp_dns_support_level = disabled
 biff = no
 """
         )
+        submission = ""
+        if self.sasl_path is not None:
+            options = (
+                "-o syslog_name=postfix/submission -o smtpd_sasl_auth_enable=yes -o smtpd_sasl_type=dovecot "
+                f"-o smtpd_sasl_path={self.sasl_path} "
+                "-o smtpd_relay_restrictions=permit_sasl_authenticated,reject"
+            )
+            submission = "".join(
+                f"{listen}:submission inet n - n - - smtpd {options}\n"
+                for listen in (self.addresses[0], f"[{self.addresses[1]}]")
+            )
         (self.config_dir / "master.cf").write_text(
-            _MASTER_CF.format(v4=self.addresses[0], v6=self.addresses[1])
+            _MASTER_CF.format(v4=self.addresses[0], v6=self.addresses[1]) + submission
         )
 
     def _read_master_pid(self) -> int | None:
