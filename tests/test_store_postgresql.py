@@ -41,7 +41,7 @@ def test_three_hosts_reading_at_once_lose_no_login(
         for number, host in enumerate(hosts):
             for client in range(20):
                 address = f"198.51.{number}.{round_ * 20 + client}"
-                host.login(address, minutes_ago=10)
+                host.login(address, f"user{number}-{client}", minutes_ago=10)  # each within [guard]
                 expected[address] = 10
             # The same address logged in on every host: its lease ends after the latest login.
             host.login("192.0.2.99", minutes_ago=9 - number)

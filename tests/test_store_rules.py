@@ -158,11 +158,13 @@ def test_the_store_remembers_a_flush_to_the_microsecond(
 def test_a_store_of_version_1_is_upgraded_by_the_documented_sql_and_keeps_its_leases(
     tmp_path: Path, postgres: Cluster, schema: str
 ) -> None:
-    from exactcron.stores.postgres import grants_sql, migrations
+    from exactcron.stores.postgres import SCHEMA_VERSION, grants_sql, migrations, upgrade_sql
 
     documented = (Path(__file__).parent.parent / "docs" / "shared-store.md").read_text()
-    upgrade = migrations("exactcron")[1] + "UPDATE exactcron.schema_version SET version = 2;\n"
-    assert upgrade in documented
+    # Every step from version 1 on, in order, as the docs give them.
+    steps = [upgrade_sql("exactcron", version) for version in range(2, SCHEMA_VERSION + 1)]
+    assert all(f"```sql\n{step}```" in documented for step in steps)
+    upgrade = "".join(steps)
     postgres.sql(
         migrations(schema)[0]
         + f"INSERT INTO {schema}.schema_version VALUES (1);\n"
@@ -175,7 +177,7 @@ def test_a_store_of_version_1_is_upgraded_by_the_documented_sql_and_keeps_its_le
     refused = pop.run("update")
     assert (
         refused.returncode == 75
-        and "to version 2" in refused.stderr
+        and f"to version {SCHEMA_VERSION}" in refused.stderr
         and "docs/shared-store.md" in refused.stderr
     )
     postgres.sql(upgrade.replace("exactcron.", f"{schema}."))

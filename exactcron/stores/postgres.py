@@ -40,11 +40,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from exactcron import faults
-from exactcron.addresses import Network, ignore_test, is_canonical, sort_key
+from exactcron.addresses import Network, ignore_test, is_canonical, refusal_test, sort_key
 from exactcron.config import GuardConfig, StoreConfig
 from exactcron.errors import ConfigError, StoreUnavailableError
-from exactcron.guard import GuardState, Verdict
-from exactcron.leases import LatestLogins, LeaseTable, flush_time
+from exactcron.guard import MAX_ADDRESSES, REASONS, GuardState, Verdict, user_key
+from exactcron.leases import LatestLogins, LeaseTable, believed_login, flush_time
 from exactcron.model import MANUAL, Lease, Login, Snapshot
 from exactcron.stores.file import FileLeaseStore
 from exactcron.stores.local import LocalState
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("exactcron")
 
 CACHE_FILE = "store-cache.json"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # A host that has not run for this long no longer keeps flush records alive.
 HOST_FORGOTTEN_AFTER = timedelta(days=7)
 # Without an answer for this long, the database counts as unreachable.
@@ -123,6 +123,48 @@ DO $$ DECLARE granted record; BEGIN
     END LOOP;
 END $$;
 """,
+        # 3: what `[guard]` remembers (guard.py GuardState), shared by every host;
+        # `username` is the name as the guard compares it (case-folded, storable).
+        f"""CREATE TABLE IF NOT EXISTS {schema}.guard_granted (
+    username text NOT NULL,
+    address text NOT NULL,
+    last_login timestamptz NOT NULL,
+    PRIMARY KEY (username, address)
+);
+CREATE INDEX IF NOT EXISTS guard_granted_last_login ON {schema}.guard_granted (last_login);
+CREATE TABLE IF NOT EXISTS {schema}.guard_seen (
+    address text NOT NULL,
+    username text NOT NULL,
+    last_login timestamptz NOT NULL,
+    PRIMARY KEY (address, username)
+);
+CREATE INDEX IF NOT EXISTS guard_seen_last_login ON {schema}.guard_seen (last_login);
+CREATE TABLE IF NOT EXISTS {schema}.guard_blocked (
+    username text PRIMARY KEY,
+    blocked_from timestamptz NOT NULL,
+    blocked_until timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {schema}.guard_refused (
+    username text NOT NULL,
+    address text NOT NULL,
+    last_refused timestamptz NOT NULL,
+    reason text NOT NULL,
+    PRIMARY KEY (username, address)
+);
+CREATE INDEX IF NOT EXISTS guard_refused_last_refused ON {schema}.guard_refused (last_refused);
+ALTER TABLE {schema}.host ADD COLUMN IF NOT EXISTS guard_keep interval;
+DO $$ DECLARE granted record; guarded text; BEGIN
+    FOR granted IN SELECT a.grantee::regrole AS role, a.privilege_type AS privilege
+        FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = '{schema}.lease'::regclass AND a.grantee <> 0 AND a.grantee <> c.relowner
+    LOOP
+        FOREACH guarded IN ARRAY ARRAY['guard_granted', 'guard_seen', 'guard_blocked', 'guard_refused']
+        LOOP
+            EXECUTE format('GRANT %s ON {schema}.%s TO %s', granted.privilege, guarded, granted.role);
+        END LOOP;
+    END LOOP;
+END $$;
+""",
     )
 
 
@@ -130,6 +172,11 @@ def schema_sql(schema: str) -> str:
     """What a DBA runs instead of letting exactcron create the schema."""
     steps = "".join(migrations(schema))
     return f"{steps}INSERT INTO {schema}.schema_version VALUES ({SCHEMA_VERSION});\n"
+
+
+def upgrade_sql(schema: str, version: int) -> str:
+    """What a DBA runs to bring a store from `version - 1` to `version`."""
+    return f"{migrations(schema)[version - 1]}UPDATE {schema}.schema_version SET version = {version};\n"
 
 
 def grants_sql(schema: str, writer: str, reader: str) -> str:
@@ -196,14 +243,39 @@ class PostgresLeaseStore:
     def merge(
         self, logins: Iterable[Login], now: datetime, timeout: timedelta, ignore: Sequence[Network]
     ) -> list[str]:
+        rules = self._rules
         # The same choice update.py makes: per address, its latest login (and
-        # what a flush may spare), as believed.
+        # what a flush may spare), as believed; with `[guard]`, of the logins it admits.
         kept = LatestLogins()
-        kept.keep(logins, now)
-        if not kept.latest:
-            return []
+        believed: list[Login] = []
+        if rules is None:
+            kept.keep(logins, now)
+            if not kept.latest:
+                return []
+        else:
+            # `[guard]` sees what could grant, in log order: believed logins outside `ignore`.
+            refused = refusal_test(tuple(ignore))
+            believed = [
+                login
+                for login in (believed_login(each, now) for each in logins)
+                if login is not None and not refused(login.address)
+            ]
+            if not believed:
+                return []
+        verdicts: list[Verdict] = []
         with self._writing() as (cursor, table):
-            hosts = self._load(cursor, table, list(kept.latest))
+            if rules is None:
+                hosts = self._load(cursor, table, list(kept.latest))
+            else:
+                admitted, verdicts = self._screen(cursor, believed, now, timeout, rules)
+                kept.keep(admitted, now)
+                revoked = [address for verdict in verdicts for address in verdict.revoked]
+                hosts = self._load(cursor, table, list(dict.fromkeys([*kept.latest, *revoked])))
+                for verdict in verdicts:
+                    if verdict.revoked:
+                        # As a flush at the time of the login that exceeded the limit.
+                        table.flush(verdict.revoked, verdict.time)
+                        self._write_flushes(cursor, table, verdict.revoked)
             forgotten = self._forgotten
             granted: dict[str, None] = {}
             for login in kept.logins():
@@ -223,6 +295,8 @@ class PostgresLeaseStore:
                 else:
                     hosts[address] = self._host
             self._upsert(cursor, [table.leases[address] for address in granted], hosts)
+        # Audited only once committed: a transaction that failed decided nothing.
+        self._verdicts.extend(verdicts)
         return list(granted)
 
     def verdicts(self) -> list[Verdict]:
@@ -230,7 +304,45 @@ class PostgresLeaseStore:
         return taken
 
     def guard_state(self, now: datetime) -> GuardState:
-        return GuardState()
+        """What `status` shows of the guard, from the store: the users refused
+        for `max-addresses` within the window (with their addresses and
+        blocks), and the addresses more users than allowed logged in from."""
+        state = GuardState()
+        rules = self._rules
+        if rules is None:
+            return state
+        s = self._schema
+        since = now - rules.window
+        connection = self._connect()
+        with self._guard("reading the guard's state"):
+            connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                refused = connection.execute(
+                    f"SELECT username, address, last_refused, reason FROM {s}.guard_refused"
+                    " WHERE reason = %s AND last_refused > %s",
+                    [MAX_ADDRESSES, since],
+                ).fetchall()
+                users = json.dumps(sorted({row[0] for row in refused if row[0]}))
+                granted = connection.execute(
+                    f"SELECT username, address, last_login FROM {s}.guard_granted"
+                    f" WHERE last_login > %s AND username IN ({_ELEMENTS})",
+                    [since, users],
+                ).fetchall()
+                blocked = connection.execute(
+                    f"SELECT username, blocked_from, blocked_until FROM {s}.guard_blocked"
+                    f" WHERE username IN ({_ELEMENTS})",
+                    [users],
+                ).fetchall()
+                seen = connection.execute(
+                    f"SELECT address, username, last_login FROM {s}.guard_seen WHERE last_login > %s"
+                    f" AND address IN (SELECT address FROM {s}.guard_seen WHERE last_login > %s"
+                    " GROUP BY address HAVING count(*) > %s)",
+                    [since, since, rules.max_users_per_address],
+                ).fetchall()
+            finally:
+                connection.execute("COMMIT")
+        _fill_guard(state, granted, seen, blocked, refused)
+        return state
 
     def add(self, address: str, now: datetime, duration: timedelta) -> Lease:
         with self._writing() as (cursor, table):
@@ -253,16 +365,7 @@ class PostgresLeaseStore:
             wanted = list(dict.fromkeys(addresses))
             self._load(cursor, table, wanted)
             revoked = table.flush(wanted, now)
-            tombstones = [
-                {"address": address, "flushed": _json_time(table.flushed[address])} for address in wanted
-            ]
-            cursor.execute(
-                f"INSERT INTO {s}.flush AS f (address, flushed)"
-                " SELECT address, flushed FROM json_to_recordset(%s::json) AS t(address text, flushed timestamptz)"
-                " ON CONFLICT (address) DO UPDATE SET flushed = greatest(f.flushed, excluded.flushed)",
-                [json.dumps(tombstones)],
-            )
-            cursor.execute(f"DELETE FROM {s}.lease WHERE address IN ({_ELEMENTS})", [json.dumps(revoked)])
+            self._write_flushes(cursor, table, wanted)
         return revoked
 
     def prune(self, now: datetime, timeout: timedelta, ignore: Sequence[Network]) -> list[str]:
@@ -281,13 +384,16 @@ class PostgresLeaseStore:
         with self._writing() as (cursor, table):
             # This host's timeout, for as long as it keeps running; the longest of
             # those seen lately is how long a flush record must be kept.
+            # ... and how long its `[guard]` looks back (window + timeout), for the guard's rows.
+            guard_keep = self._rules.window + timeout if self._rules is not None else None
             cursor.execute(
-                f"INSERT INTO {s}.host AS h (name, timeout, seen) VALUES (%s, %s, now())"
+                f"INSERT INTO {s}.host AS h (name, timeout, seen, guard_keep) VALUES (%s, %s, now(), %s)"
                 " ON CONFLICT (name) DO UPDATE SET timeout = excluded.timeout,"
-                " seen = greatest(h.seen, excluded.seen)",
-                [self._host, timeout],
+                " seen = greatest(h.seen, excluded.seen), guard_keep = excluded.guard_keep",
+                [self._host, timeout, guard_keep],
             )
             cursor.execute(f"DELETE FROM {s}.host WHERE seen < now() - %s", [HOST_FORGOTTEN_AFTER])
+            self._prune_guard(cursor, now, timeout)
             cursor.execute(f"SELECT max(timeout) FROM {s}.host")
             found = cursor.fetchone()
             longest = max(timeout, found[0]) if found is not None and found[0] is not None else timeout
@@ -395,20 +501,12 @@ class PostgresLeaseStore:
             elapsed = time.monotonic() - before
         assert row is not None
         skew = _utc(row[0]) - (clock + timedelta(seconds=elapsed / 2))
-        unguarded = (
-            [
-                "[guard] is not applied to logins merged into the shared store yet ([store]); only local lease files"
-            ]
-            if self._rules is not None
-            else []
-        )
         if abs(skew) <= CLOCK_SKEW_WARNING:
-            return unguarded
+            return []
         direction = "ahead of" if skew > timedelta(0) else "behind"
         return [
             f"the lease store's clock is {abs(skew).total_seconds():.0f}s {direction} this host's;"
-            " leases are computed from each host's log times: run NTP on every host",
-            *unguarded,
+            " leases are computed from each host's log times: run NTP on every host"
         ]
 
     # -- the database --------------------------------------------------------
@@ -526,6 +624,135 @@ class PostgresLeaseStore:
         table.changed = False
         return hosts
 
+    def _prune_guard(self, cursor: psycopg.Cursor[Any], now: datetime, timeout: timedelta) -> None:
+        """Forget what no host's guard judges a login by any more: older than the
+        longest window + timeout of the hosts seen lately (as the lease file's
+        GuardState.prune), by this host's clock and the database's, whichever is
+        behind (a host whose clock runs ahead forgets nothing early)."""
+        s = self._schema
+        cursor.execute(f"SELECT max(guard_keep) FROM {s}.host")
+        found = cursor.fetchone()
+        keeps = [keep for keep in (found[0] if found is not None else None,) if keep is not None]
+        keep = max(keeps, default=timeout)
+        horizon = [now, keep]
+        for name, column in (("granted", "last_login"), ("seen", "last_login"), ("refused", "last_refused")):
+            cursor.execute(f"DELETE FROM {s}.guard_{name} WHERE {column} <= least(%s, now()) - %s", horizon)
+        cursor.execute(f"DELETE FROM {s}.guard_blocked WHERE blocked_until <= least(%s, now()) - %s", horizon)
+
+    def _write_flushes(
+        self, cursor: psycopg.Cursor[Any], table: LeaseTable, addresses: Sequence[str]
+    ) -> None:
+        """The flush records of `addresses` as `table` holds them, and their leases gone."""
+        s = self._schema
+        tombstones = [
+            {"address": address, "flushed": _json_time(table.flushed[address])} for address in addresses
+        ]
+        cursor.execute(
+            f"INSERT INTO {s}.flush AS f (address, flushed)"
+            " SELECT address, flushed FROM json_to_recordset(%s::json) AS t(address text, flushed timestamptz)"
+            " ON CONFLICT (address) DO UPDATE SET flushed = greatest(f.flushed, excluded.flushed)",
+            [json.dumps(tombstones)],
+        )
+        cursor.execute(f"DELETE FROM {s}.lease WHERE address IN ({_ELEMENTS})", [json.dumps(list(addresses))])
+
+    def _screen(
+        self,
+        cursor: psycopg.Cursor[Any],
+        logins: list[Login],
+        now: datetime,
+        timeout: timedelta,
+        rules: GuardConfig,
+    ) -> tuple[list[Login], list[Verdict]]:
+        """`[guard]`'s decisions on `logins` (in log order) against the store's
+        state, written back; the logins it lets through, and its verdicts.
+
+        Runs inside the write transaction: every writer on every host first
+        waits on the meta row (`_writing`), so the rows read here are those
+        every earlier batch committed and no other host can change them until
+        this one commits. That one queue, not a lock per user row, is what
+        keeps two hosts from both granting a user's 11th address: a row lock
+        cannot lock a user or an address that has no row yet (a first login
+        read on two hosts at once), and advisory locks per user, taken batch
+        by batch in different orders, could deadlock.
+
+        Only the rows of this batch's users and addresses are read: a user's
+        granted addresses and block, an address's users, their refusals.
+        """
+        # The state keeps names as a column holds them, so that a name read
+        # back is the name screened (`storable` commutes with case-folding).
+        screened = [
+            login if login.user is None else login._replace(user=storable(login.user)) for login in logins
+        ]
+        originals = {id(proxy): login for proxy, login in zip(screened, logins, strict=True)}
+        users = sorted({key for key in (user_key(login.user) for login in screened) if key is not None})
+        addresses = sorted({login.address for login in screened})
+        s = self._schema
+        wanted_users, wanted_addresses = json.dumps(users), json.dumps(addresses)
+        cursor.execute(
+            f"SELECT username, address, last_login FROM {s}.guard_granted WHERE username IN ({_ELEMENTS})",
+            [wanted_users],
+        )
+        granted = cursor.fetchall()
+        cursor.execute(
+            f"SELECT address, username, last_login FROM {s}.guard_seen WHERE address IN ({_ELEMENTS})",
+            [wanted_addresses],
+        )
+        seen = cursor.fetchall()
+        cursor.execute(
+            f"SELECT username, blocked_from, blocked_until FROM {s}.guard_blocked"
+            f" WHERE username IN ({_ELEMENTS})",
+            [wanted_users],
+        )
+        blocked = cursor.fetchall()
+        cursor.execute(
+            f"SELECT username, address, last_refused, reason FROM {s}.guard_refused"
+            f" WHERE address IN ({_ELEMENTS}) AND (username = '' OR username IN ({_ELEMENTS}))",
+            [wanted_addresses, wanted_users],
+        )
+        refused = cursor.fetchall()
+        state = GuardState()
+        _fill_guard(state, granted, seen, blocked, refused)
+        before = _guard_rows(state)
+        admitted, verdicts = state.screen(screened, rules, now - timeout)
+        if state.changed:
+            self._write_guard(cursor, before, _guard_rows(state))
+        return [originals[id(login)] for login in admitted], verdicts
+
+    def _write_guard(
+        self,
+        cursor: psycopg.Cursor[Any],
+        before: dict[tuple[str, ...], tuple[Any, ...]],
+        after: dict[tuple[str, ...], tuple[Any, ...]],
+    ) -> None:
+        """The guard's rows that changed from `before` to `after`: deleted, inserted or updated."""
+        s = self._schema
+        for name, keys, values in _GUARD_TABLES:
+            gone = [
+                dict(zip(keys, key[1:], strict=True)) for key in before if key[0] == name and key not in after
+            ]
+            match = " AND ".join(f"g.{column} = t.{column}" for column in keys)
+            if gone:
+                cursor.execute(
+                    f"DELETE FROM {s}.guard_{name} g USING json_to_recordset(%s::json) AS t({_kinds(keys)})"
+                    f" WHERE {match}",
+                    [json.dumps(gone)],
+                )
+            changed = [
+                {**dict(zip(keys, key[1:], strict=True)), **dict(zip(values, _guard_json(row), strict=True))}
+                for key, row in after.items()
+                if key[0] == name and before.get(key) != row
+            ]
+            if not changed:
+                continue
+            columns = ", ".join((*keys, *values))
+            cursor.execute(
+                f"INSERT INTO {s}.guard_{name} ({columns})"
+                f" SELECT {columns} FROM json_to_recordset(%s::json) AS t({_kinds((*keys, *values))})"
+                f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+                + ", ".join(f"{column} = excluded.{column}" for column in values),
+                [json.dumps(changed)],
+            )
+
     def _upsert(self, cursor: psycopg.Cursor[Any], leases: list[Lease], hosts: dict[str, str | None]) -> None:
         """Write `leases`, each with the host (`hosts`) whose timeout bounds it."""
         if not leases:
@@ -572,6 +799,63 @@ class PostgresLeaseStore:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+# The guard's tables (`guard_NAME`): their key columns and the rest.
+_GUARD_TABLES = (
+    ("granted", ("username", "address"), ("last_login",)),
+    ("seen", ("address", "username"), ("last_login",)),
+    ("blocked", ("username",), ("blocked_from", "blocked_until")),
+    ("refused", ("username", "address"), ("last_refused", "reason")),
+)
+_TIMES = {"last_login", "blocked_from", "blocked_until", "last_refused"}
+
+
+def _kinds(columns: Sequence[str]) -> str:
+    return ", ".join(f"{column} {'timestamptz' if column in _TIMES else 'text'}" for column in columns)
+
+
+def _guard_rows(state: GuardState) -> dict[tuple[str, ...], tuple[Any, ...]]:
+    """Every row of the guard's tables `state` holds: (table, key...) -> the rest."""
+    rows: dict[tuple[str, ...], tuple[Any, ...]] = {}
+    for user, addresses in state.granted.items():
+        for address, last in addresses.items():
+            rows["granted", user, address] = (last,)
+    for address, users in state.seen.items():
+        for user, last in users.items():
+            rows["seen", address, user] = (last,)
+    for user, span in state.blocked.items():
+        rows["blocked", user] = span
+    for (user, address), (last, reason) in state.refused.items():
+        rows["refused", user, address] = (last, reason)
+    return rows
+
+
+def _guard_json(row: tuple[Any, ...]) -> list[Any]:
+    return [_json_time(value) if isinstance(value, datetime) else value for value in row]
+
+
+def _fill_guard(
+    state: GuardState,
+    granted: Iterable[tuple[Any, ...]],
+    seen: Iterable[tuple[Any, ...]],
+    blocked: Iterable[tuple[Any, ...]],
+    refused: Iterable[tuple[Any, ...]],
+) -> None:
+    """`state` from the guard's rows; a row no exactcron wrote (not an address,
+    an unknown reason) is left out."""
+    for user, address, last in granted:
+        if is_canonical(address):
+            state.granted.setdefault(user, {})[address] = _utc(last)
+    for address, user, last in seen:
+        if is_canonical(address):
+            state.seen.setdefault(address, {})[user] = _utc(last)
+    for user, since, until in blocked:
+        state.blocked[user] = (_utc(since), _utc(until))
+    for user, address, last, reason in refused:
+        if is_canonical(address) and reason in REASONS:
+            state.refused[user, address] = (_utc(last), reason)
+    state.changed = False
 
 
 # The addresses of a JSON array parameter, as rows.
