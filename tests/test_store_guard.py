@@ -208,3 +208,25 @@ def test_two_hosts_merging_at_once_never_grant_more_than_the_limit(
         assert len(alice_addresses(postgres, schema, user)) == 10
         assert postgres.sql(f"SELECT count(*) FROM {schema}.guard_granted WHERE username = '{user}'") == "10"
         assert len(audited(a, "refuse")) + len(audited(b, "refuse")) - before == 6
+
+
+def test_the_guards_rows_are_forgotten_after_window_and_timeout(
+    tmp_path: Path, postgres: Cluster, schema: str
+) -> None:
+    pop = guarded(Host(tmp_path / "pop", postgres.store(schema)))
+    pop.ok("update")
+    s = schema
+    postgres.sql(
+        f"INSERT INTO {s}.guard_granted VALUES ('alice', '192.0.2.1', now() - interval '95 minutes'),"
+        " ('alice', '192.0.2.2', now() - interval '80 minutes');"
+        f"INSERT INTO {s}.guard_seen VALUES ('192.0.2.1', 'alice', now() - interval '95 minutes');"
+        f"INSERT INTO {s}.guard_refused VALUES ('bob', '192.0.2.3', now() - interval '95 minutes', 'shared');"
+        f"INSERT INTO {s}.guard_blocked VALUES ('carol', now() - interval '3 hours', now() - interval '95 minutes')"
+    )
+    pop.login("198.51.100.7", "dave")  # a run with something to read prunes
+    pop.ok("update")
+    # window (1h) + timeout (30m): what is older judges no login any more.
+    assert postgres.sql(f"SELECT address FROM {s}.guard_granted WHERE username = 'alice'") == "192.0.2.2"
+    assert postgres.sql(f"SELECT address FROM {s}.guard_seen") == "198.51.100.7"
+    for table in ("guard_refused", "guard_blocked"):
+        assert postgres.sql(f"SELECT count(*) FROM {s}.{table}") == "0", table
