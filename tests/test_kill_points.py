@@ -40,7 +40,7 @@ FIRST = "2026-11-25T18:00:00+00:00"
 SECOND = "2026-11-25T18:01:00+00:00"
 
 
-def make_site(root: Path, store: str = "", sendmail: bool = False, qmail_courier: bool = False) -> Path:
+def kill_point_site(root: Path, store: str = "", sendmail: bool = False, qmail_courier: bool = False) -> Path:
     """A site; with `store` (a [store] table), its leases live in PostgreSQL.
     With `qmail_courier`, also a qmail map and a Courier map (whose esmtpd is
     `root/courier/esmtpd`, for COURIER_SYSCONFDIR)."""
@@ -96,7 +96,7 @@ def points_of_second_run(
     root = tmp_path / f"trace-{command[0]}"
     if qmail_courier:
         environment = {**environment, "COURIER_SYSCONFDIR": str(root / "courier")}
-    config = make_site(
+    config = kill_point_site(
         root, store, sendmail=bool(environment) and not qmail_courier, qmail_courier=qmail_courier
     )
     assert run_update(config, FIRST, **environment).returncode == 0
@@ -118,7 +118,7 @@ def store(request: pytest.FixtureRequest) -> Callable[[], str]:
 
 def test_a_run_killed_at_any_point_loses_nothing(tmp_path: Path, store: Callable[[], str]) -> None:
     require_tool("postmap")
-    reference = make_site(tmp_path / "reference", store())
+    reference = kill_point_site(tmp_path / "reference", store())
     assert run_update(reference, FIRST).returncode == 0
     append_second_batch(reference)
     assert run_update(reference, SECOND).returncode == 0
@@ -129,7 +129,7 @@ def test_a_run_killed_at_any_point_loses_nothing(tmp_path: Path, store: Callable
     writes = "store:committed" if store() else "leases.json:renamed"
     assert {writes, "update:maps-written", "checkpoints.json:synced"} <= set(points)
     for number, point in enumerate(points):
-        config = make_site(tmp_path / f"kill-{number}", store())
+        config = kill_point_site(tmp_path / f"kill-{number}", store())
         assert run_update(config, FIRST).returncode == 0
         append_second_batch(config)
         killed = run_update(config, SECOND, EXACTCRON_KILL_AT=point)
@@ -148,7 +148,7 @@ def test_a_run_killed_at_any_point_loses_nothing(tmp_path: Path, store: Callable
 @pytest.mark.parametrize("point", ["leases.json:synced", "update:maps-written"])
 def test_a_killed_run_leaves_the_previous_map_whole(tmp_path: Path, point: str) -> None:
     require_tool("postmap")
-    config = make_site(tmp_path / "site")
+    config = kill_point_site(tmp_path / "site")
     assert run_update(config, FIRST).returncode == 0
     append_second_batch(config)
     assert run_update(config, SECOND, EXACTCRON_KILL_AT=point).returncode == -9
@@ -203,7 +203,7 @@ def test_after_a_kill_anywhere_every_database_holds_what_show_lists(
     assert "relay:renamed.db" in points and "relay-sendmail:renamed.db" in points
     arguments, now = FOLLOW_UPS[follow_up]
     for number, point in enumerate(points):
-        config = make_site(tmp_path / f"kill-{number}", sendmail=True)
+        config = kill_point_site(tmp_path / f"kill-{number}", sendmail=True)
         assert run_update(config, FIRST, **environment).returncode == 0
         append_second_batch(config)
         killed_run = run(config, SECOND, *command, EXACTCRON_KILL_AT=point, **environment)
@@ -227,7 +227,7 @@ def test_a_default_type_map_killed_between_its_renames_forgets_no_revocation(tmp
     """The map's type left to Postfix's default_database_type: a database renamed
     in without its text is still told apart from one in step with it."""
     require_tool("postmap")
-    config = make_site(tmp_path / "site")
+    config = kill_point_site(tmp_path / "site")
     config.write_text(config.read_text().replace('type = "hash"\n', ""))
     assert run_update(config, FIRST).returncode == 0
     killed = run(config, SECOND, "add", "198.51.100.1", EXACTCRON_KILL_AT="relay:renamed.db")
@@ -279,7 +279,7 @@ def test_qmail_and_courier_after_a_kill_anywhere_hold_what_show_lists(
     for number, point in enumerate(points):
         root = tmp_path / f"kill-{number}"
         environment = {**path, "COURIER_SYSCONFDIR": str(root / "courier")}
-        config = make_site(root, qmail_courier=True)
+        config = kill_point_site(root, qmail_courier=True)
         assert run_update(config, FIRST, **environment).returncode == 0
         append_second_batch(config)
         killed_run = run(config, SECOND, *command, EXACTCRON_KILL_AT=point, **environment)

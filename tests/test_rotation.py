@@ -154,7 +154,7 @@ def site(tmp_path: Path, logrotate: str) -> Callable[[str], RotatingLog]:
     return make
 
 
-def test_1_append_only(site: Callable[[str], RotatingLog]) -> None:
+def test_append_only(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create")
     for _ in range(4):
         s.write()
@@ -162,7 +162,7 @@ def test_1_append_only(site: Callable[[str], RotatingLog]) -> None:
     s.assert_each_granted_once()
 
 
-def test_2_rename_and_create(site: Callable[[str], RotatingLog]) -> None:
+def test_rename_and_create(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create")
     s.write()
     s.update()
@@ -177,7 +177,7 @@ def test_2_rename_and_create(site: Callable[[str], RotatingLog]) -> None:
     assert not s.warnings
 
 
-def test_3_dateext(site: Callable[[str], RotatingLog]) -> None:
+def test_dateext(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create\n    dateext")
     s.write()
     s.update()
@@ -189,7 +189,7 @@ def test_3_dateext(site: Callable[[str], RotatingLog]) -> None:
     s.assert_each_granted_once()
 
 
-def test_4_compress_without_delaycompress(site: Callable[[str], RotatingLog]) -> None:
+def test_compress_without_delaycompress(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create\n    compress")
     s.write()
     s.update()
@@ -203,7 +203,7 @@ def test_4_compress_without_delaycompress(site: Callable[[str], RotatingLog]) ->
     s.assert_each_granted_once()
 
 
-def test_5_copytruncate(site: Callable[[str], RotatingLog]) -> None:
+def test_copytruncate(site: Callable[[str], RotatingLog]) -> None:
     s = site("    copytruncate")
     s.write()
     s.update()
@@ -216,7 +216,7 @@ def test_5_copytruncate(site: Callable[[str], RotatingLog]) -> None:
     s.assert_each_granted_once()
 
 
-def test_6_copytruncate_compress(site: Callable[[str], RotatingLog]) -> None:
+def test_copytruncate_compress(site: Callable[[str], RotatingLog]) -> None:
     s = site("    copytruncate\n    compress")
     s.write()
     s.update()
@@ -228,7 +228,7 @@ def test_6_copytruncate_compress(site: Callable[[str], RotatingLog]) -> None:
     s.assert_each_granted_once()
 
 
-def test_7_copytruncate_regrown_past_old_offset(site: Callable[[str], RotatingLog]) -> None:
+def test_copytruncate_regrown_past_old_offset(site: Callable[[str], RotatingLog]) -> None:
     s = site("    copytruncate")
     s.write(2)
     s.update()
@@ -241,7 +241,7 @@ def test_7_copytruncate_regrown_past_old_offset(site: Callable[[str], RotatingLo
     s.assert_each_granted_once()
 
 
-def test_8_two_rotations_with_delaycompress(site: Callable[[str], RotatingLog]) -> None:
+def test_two_rotations_with_delaycompress(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create\n    compress\n    delaycompress")
     s.write()
     s.update()
@@ -257,7 +257,7 @@ def test_8_two_rotations_with_delaycompress(site: Callable[[str], RotatingLog]) 
     s.assert_each_granted_once()
 
 
-def test_9_late_writes_to_the_renamed_file(site: Callable[[str], RotatingLog]) -> None:
+def test_late_writes_to_the_renamed_file(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create")
     with open(s.log, "a") as writer:  # a daemon holding its log open, as rsyslog does
         s.write(through=writer)
@@ -274,7 +274,7 @@ def test_9_late_writes_to_the_renamed_file(site: Callable[[str], RotatingLog]) -
     s.assert_each_granted_once()
 
 
-def test_10_inode_reuse(tmp_path: Path, logrotate: str) -> None:
+def test_inode_reuse(tmp_path: Path, logrotate: str) -> None:
     # compress without delaycompress and nocreate: logrotate deletes mail.log.1
     # after compressing it, and the writer's new mail.log gets its inode back
     # (ext4 hands out a freed number at once, unless logrotate's own state file
@@ -323,7 +323,7 @@ def _inode_reuse(s: RotatingLog) -> bool:
     return s.log.stat().st_ino == old_inode
 
 
-def test_11_four_rotations_between_runs(site: Callable[[str], RotatingLog]) -> None:
+def test_four_rotations_between_runs(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create\n    compress\n    delaycompress")
     s.write()
     s.update()
@@ -338,7 +338,7 @@ def test_11_four_rotations_between_runs(site: Callable[[str], RotatingLog]) -> N
     s.assert_each_granted_once()
 
 
-def test_12_truncated_in_place(site: Callable[[str], RotatingLog]) -> None:
+def test_truncated_in_place(site: Callable[[str], RotatingLog]) -> None:
     s = site("    create")
     s.write(3)
     s.update()

@@ -25,10 +25,6 @@ def small_filesystem(tmp_path: Path) -> Iterator[Path]:
         yield mount
 
 
-def make_site(root: Path, state: Path) -> Path:
-    return write_site_config(root, state)
-
-
 def update(config: Path, now: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "exactcron", "--config", str(config), "--now", now, "update"]
     return subprocess.run(command, capture_output=True, text=True)
@@ -41,7 +37,7 @@ def snapshot(state: Path) -> dict[str, bytes]:
 def first_run(root: Path, state: Path) -> tuple[Path, dict[str, bytes]]:
     """A site whose state lives on the small filesystem, after one good run; its state then."""
     require_tool("postmap")
-    config = make_site(root, state)
+    config = write_site_config(root, state)
     (root / "mail.log").write_text(dovecot_login("192.0.2.10") + "\n")
     assert update(config, "2026-11-25T18:00:00+00:00").returncode == 0
     return config, snapshot(state)
