@@ -24,9 +24,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "exactcron"))
 
 @pytest.fixture
 def make_site(tmp_path: Path) -> Callable[..., Site]:
-    def make(map_type: str = "hash", extra: str = "") -> Site:
+    def make(map_type: str = "hash", extra: str = "", timezone: str = "UTC", timeout: str = "30m") -> Site:
         require_tool("postmap")
-        return site_with_map(tmp_path, map_type, extra)
+        return site_with_map(tmp_path, map_type, extra, timezone, timeout)
 
     return make
 

@@ -33,18 +33,6 @@ from tests.support.site import Site
 ADDRESS = "192.0.2.10"
 
 
-def login_line(stamp: str, address: str = ADDRESS) -> str:
-    """A Dovecot login line stamped `stamp` (with or without an offset)."""
-    return stamp + " mail dovecot: " + dovecot_login(address).split(" dovecot: ", 1)[1]
-
-
-def berlin_site(make_site: Callable[..., Site], timeout: str = "30m") -> Site:
-    site = make_site()
-    text = site.config.read_text().replace('timezone = "UTC"', 'timezone = "Europe/Berlin"')
-    site.config.write_text(text.replace('timeout = "30m"', f'timeout = "{timeout}"'))
-    return site
-
-
 def lease_of(site: Site, now: str) -> dict[str, str] | None:
     leases = json.loads(site.run("show", "--json", now=now).output)["leases"]
     return next((lease for lease in leases if lease["ip"] == ADDRESS), None)
@@ -55,10 +43,10 @@ def lease_of(site: Site, now: str) -> dict[str, str] | None:
 
 
 def test_a_login_after_a_flush_in_the_repeated_hour_grants(make_site: Callable[..., Site]) -> None:
-    site = berlin_site(make_site)
+    site = make_site(timezone="Europe/Berlin")
     assert site.run("flush", ADDRESS, now="2026-10-25T00:10:00+00:00").exit_code == 0
     # Read at 00:16 UTC: the 01:14 reading is an hour ahead and dropped; 00:14 is after the flush.
-    site.write_log(login_line("Oct 25 02:14:00"))
+    site.write_log(dovecot_login(ADDRESS, time="Oct 25 02:14:00"))
     assert site.run("update", now="2026-10-25T00:16:00+00:00").exit_code == 0
     assert postmap_value(site.map, ADDRESS) == "OK"
     lease = lease_of(site, "2026-10-25T00:16:00+00:00")
@@ -70,9 +58,9 @@ def test_a_login_after_a_flush_in_the_repeated_hour_grants(make_site: Callable[.
 
 
 def test_a_login_whose_two_readings_are_past_grants_from_the_later(make_site: Callable[..., Site]) -> None:
-    site = berlin_site(make_site)
+    site = make_site(timezone="Europe/Berlin")
     assert site.run("flush", ADDRESS, now="2026-10-25T00:10:00+00:00").exit_code == 0
-    site.write_log(login_line("2026-10-25T02:14:00"))
+    site.write_log(dovecot_login(ADDRESS, time="2026-10-25T02:14:00"))
     assert site.run("update", now="2026-10-25T01:20:00+00:00").exit_code == 0
     assert postmap_value(site.map, ADDRESS) == "OK"
     lease = lease_of(site, "2026-10-25T01:20:00+00:00")
@@ -84,10 +72,10 @@ def test_a_login_whose_two_readings_are_past_grants_from_the_later(make_site: Ca
 
 
 def test_a_flush_between_the_two_readings_wins(make_site: Callable[..., Site]) -> None:
-    site = berlin_site(make_site)
+    site = make_site(timezone="Europe/Berlin")
     # 00:30 UTC: after the first reading of "02:14" (00:14), before the second (01:14).
     assert site.run("flush", ADDRESS, now="2026-10-25T00:30:00+00:00").exit_code == 0
-    site.write_log(login_line("2026-10-25T02:14:00"))
+    site.write_log(dovecot_login(ADDRESS, time="2026-10-25T02:14:00"))
     assert site.run("update", now="2026-10-25T01:20:00+00:00").exit_code == 0
     assert postmap_value(site.map, ADDRESS) is None
     assert site.map.read_text() == ""
@@ -96,11 +84,14 @@ def test_a_flush_between_the_two_readings_wins(make_site: Callable[..., Site]) -
 def test_an_earlier_login_after_the_flush_still_grants_when_a_later_one_may_be_before_it(
     make_site: Callable[..., Site],
 ) -> None:
-    site = berlin_site(make_site, timeout="2h")
+    site = make_site(timezone="Europe/Berlin", timeout="2h")
     assert site.run("flush", ADDRESS, now="2026-10-25T00:20:00+00:00").exit_code == 0
     # 00:30 UTC, after the flush; then "02:10", read at 01:15 UTC as 01:10 UTC but
     # perhaps logged at 00:10 UTC, before the flush: it grants nothing, the first does.
-    site.write_log(login_line("2026-10-25T00:30:00+00:00"), login_line("Oct 25 02:10:00"))
+    site.write_log(
+        dovecot_login(ADDRESS, time="2026-10-25T00:30:00+00:00"),
+        dovecot_login(ADDRESS, time="Oct 25 02:10:00"),
+    )
     assert site.run("update", now="2026-10-25T01:15:00+00:00").exit_code == 0
     assert postmap_value(site.map, ADDRESS) == "OK"
     lease = lease_of(site, "2026-10-25T01:15:00+00:00")
@@ -128,10 +119,10 @@ def test_a_login_after_the_flush_still_grants_when_a_later_one_is_stamped_ahead(
 def test_a_stamp_in_the_skipped_hour_is_read_at_the_offset_before_the_change(
     make_site: Callable[..., Site],
 ) -> None:
-    site = berlin_site(make_site)
+    site = make_site(timezone="Europe/Berlin")
     # Berlin, 2026-03-29: clocks go forward from 02:00 CET to 03:00 CEST at 01:00 UTC.
     # "02:30" never showed on a clock that had moved on: 02:30 CET is 01:30 UTC.
-    site.write_log(login_line("Mar 29 02:30:00"))
+    site.write_log(dovecot_login(ADDRESS, time="Mar 29 02:30:00"))
     assert site.run("update", now="2026-03-29T01:31:00+00:00").exit_code == 0
     assert postmap_value(site.map, ADDRESS) == "OK"
     lease = lease_of(site, "2026-03-29T01:31:00+00:00")
@@ -243,7 +234,7 @@ def test_the_readings_of_a_local_stamp_follow_the_lease_rules(
     flush = None if flushed_before_reading is None else now - timedelta(seconds=flushed_before_reading)
 
     parser = LineParser((BUILTIN_RULES["dovecot"],), TimestampParser(now, zone))
-    login = parser.parse(login_line(stamp).encode())
+    login = parser.parse(dovecot_login(ADDRESS, time=stamp).encode())
     assert login is not None
     table = LeaseTable()
     if flush is not None:

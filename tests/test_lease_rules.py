@@ -54,11 +54,10 @@ def test_a_manual_lease_keeps_its_end_when_the_timeout_is_lowered(site: Site) ->
 def test_flush_beats_a_login_in_the_repeated_hour_when_clocks_go_back(
     make_site: Callable[..., Site],
 ) -> None:
-    site = make_site()
+    site = make_site(timezone="Europe/Berlin")
     # Berlin, 2026-10-25: 02:00-03:00 local happens twice, at 00:00-01:00 UTC (CEST) and
     # 01:00-02:00 UTC (CET). A login written at 00:30 UTC reads "Oct 25 02:30:00".
-    site.config.write_text(site.config.read_text().replace('timezone = "UTC"', 'timezone = "Europe/Berlin"'))
-    site.write_log("Oct 25 02:30:00 mail dovecot: " + dovecot_login("192.0.2.10").split(" dovecot: ", 1)[1])
+    site.write_log(dovecot_login("192.0.2.10", time="Oct 25 02:30:00"))
     assert site.run("flush", "192.0.2.10", now="2026-10-25T00:45:00+00:00").exit_code == 0
     # Read at 01:40 UTC, after the later reading (01:30) of the same wall time.
     assert site.run("update", now="2026-10-25T01:40:00+00:00").exit_code == 0

@@ -98,8 +98,10 @@ type = "hash"
     )
 
 
-def site_with_map(root: Path, map_type: str = "hash", extra: str = "") -> Site:
-    """A Dovecot log (host `mail`, UTC) read into one Postfix map `state/relay` of `map_type`."""
+def site_with_map(
+    root: Path, map_type: str = "hash", extra: str = "", timezone: str = "UTC", timeout: str = "30m"
+) -> Site:
+    """A Dovecot log (host `mail`, in `timezone`) read into one Postfix map `state/relay` of `map_type`."""
     state = root / "state"
     log = root / "mail.log"
     log.touch()
@@ -108,12 +110,12 @@ def site_with_map(root: Path, map_type: str = "hash", extra: str = "") -> Site:
         root,
         f"""\
 state_dir = "{state}"
-timeout = "30m"
+timeout = "{timeout}"
 {extra}
 [[source]]
 path = "{log}"
 server = "dovecot"
-timezone = "UTC"
+timezone = "{timezone}"
 hosts = ["mail"]
 
 [[map]]
