@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,6 +13,15 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.support.binaries import (
+    COURIER_CACHE,
+    FETCH_COURIER,
+    FETCH_MTA,
+    MTA_CACHE,
+    courier_unavailable,
+    fetched_bin_dir,
+    mta_unavailable,
+)
 from tests.support.pg_cluster import Cluster, remove_cluster, start_cluster
 from tests.support.site import Site, site_with_map
 from tests.support.tools import require_tool
@@ -42,6 +52,21 @@ def site_dir() -> Iterator[Path]:
 @pytest.fixture
 def site(make_site: Callable[..., Site]) -> Site:
     return make_site()
+
+
+@pytest.fixture(scope="session")
+def mta_bin() -> Path:
+    """The directory of wrappers around the unpacked exim4, sendmail, makemap, editmap, m4."""
+    if os.geteuid() != 0:
+        mta_unavailable("needs root: Exim's binary needs the Debian-exim user and runs setuid")
+    return fetched_bin_dir(FETCH_MTA, MTA_CACHE, mta_unavailable)
+
+
+@pytest.fixture(scope="session")
+def courier_bin() -> Path:
+    if shutil.which("perl") is None:
+        courier_unavailable("perl (for GDBM_File) not installed")
+    return fetched_bin_dir(FETCH_COURIER, COURIER_CACHE, courier_unavailable)
 
 
 class _Collect(logging.Handler):

@@ -25,17 +25,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests import test_mta_exim_sendmail, test_mta_qmail_courier
 from tests.support.lines import dovecot_login
 from tests.support.maps import postmap_query
 from tests.support.pg_cluster import Cluster
 from tests.support.site import write_site_config
 from tests.support.tools import require_tool
 
-# The unpacked Sendmail tools (editmap, makemap), a fixture of the MTA tests;
-# Courier's makesmtpaccess, likewise.
-mta_bin = test_mta_exim_sendmail.mta_bin
-courier_bin = test_mta_qmail_courier.courier_bin
 FIRST = "2026-11-25T18:00:00+00:00"
 SECOND = "2026-11-25T18:01:00+00:00"
 

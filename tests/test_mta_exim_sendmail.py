@@ -14,28 +14,10 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import NoReturn
 
-import pytest
-
-from tests.support.binaries import FETCH_MTA, MTA_CACHE, fetched_bin_dir
 from tests.support.clock import LATER
 from tests.support.lines import failed_line, login_line
 from tests.support.site import ok, site_with_maps
-
-
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI"):
-        pytest.fail(f"Exim/Sendmail binaries are required in CI: {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def mta_bin() -> Path:
-    """The directory of wrappers around the unpacked exim4, sendmail, makemap, editmap, m4."""
-    if os.geteuid() != 0:
-        _unavailable("needs root: Exim's binary needs the Debian-exim user and runs setuid")
-    return fetched_bin_dir(FETCH_MTA, MTA_CACHE, _unavailable)
 
 
 def with_path(bin_dir: Path) -> dict[str, str]:

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 from hypothesis import given
@@ -24,18 +23,11 @@ from hypothesis import strategies as st
 
 from exactcron.outputs.maps import courier_key, render, tcprules_keys
 from exactcron.outputs.mynetworks import parse_mynetworks
-from tests.support.binaries import COURIER_CACHE, FETCH_COURIER, fetched_bin_dir
+from tests.support.binaries import COURIER_CACHE, courier_unavailable
 from tests.support.clock import LATER
 from tests.support.lines import login_line
 from tests.support.maps import postmap_query
 from tests.support.site import Site, ok, site_with_maps
-
-
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI"):
-        pytest.fail(f"required in CI: {reason}")
-    pytest.skip(reason)
-
 
 # -- qmail -------------------------------------------------------------------------
 
@@ -43,7 +35,7 @@ def _unavailable(reason: str) -> NoReturn:
 def tcprulescheck(cdb: Path, address: str) -> str:
     """What tcpserver -x CDB does for a client at `address`, as tcprulescheck says it."""
     if shutil.which("tcprulescheck") is None:
-        _unavailable("tcprulescheck not installed (Debian package ucspi-tcp-ipv6)")
+        courier_unavailable("tcprulescheck not installed (Debian package ucspi-tcp-ipv6)")
     checked = subprocess.run(
         ["tcprulescheck", str(cdb)],
         env={**os.environ, "TCPREMOTEIP": address},
@@ -72,7 +64,7 @@ def qmail_site(directory: Path) -> tuple[Site, Path]:
 
 def test_qmail_leased_addresses_get_relayclient_and_the_site_rules_still_apply(site_dir: Path) -> None:
     if shutil.which("tcprules") is None:
-        _unavailable("tcprules not installed (Debian package ucspi-tcp-ipv6)")
+        courier_unavailable("tcprules not installed (Debian package ucspi-tcp-ipv6)")
     site, relay = qmail_site(site_dir)
     site.append_log(
         login_line("192.0.2.10", "alice", 1),
@@ -98,7 +90,7 @@ def test_qmail_leased_addresses_get_relayclient_and_the_site_rules_still_apply(s
 
 def test_qmail_include_file_missing_is_a_run_time_error_and_the_cdb_is_kept(site_dir: Path) -> None:
     if shutil.which("tcprules") is None:
-        _unavailable("tcprules not installed (Debian package ucspi-tcp-ipv6)")
+        courier_unavailable("tcprules not installed (Debian package ucspi-tcp-ipv6)")
     site, _ = qmail_site(site_dir)
     ok(site.run_process("update"))
     (site_dir / "tcp.smtp").unlink()
@@ -125,7 +117,7 @@ def plain_ucspi_tcp() -> Path:
                 check=False,
             )
             if fetched.returncode != 0:
-                _unavailable(f"apt-get download ucspi-tcp failed: {fetched.stderr.strip()}")
+                courier_unavailable(f"apt-get download ucspi-tcp failed: {fetched.stderr.strip()}")
             for deb in downloads.glob("*.deb"):
                 subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
         finally:
@@ -153,13 +145,6 @@ def test_qmail_with_a_tcprules_without_ipv6_still_gets_its_ipv4_leases(
 
 
 # -- Courier -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def courier_bin() -> Path:
-    if shutil.which("perl") is None:
-        _unavailable("perl (for GDBM_File) not installed")
-    return fetched_bin_dir(FETCH_COURIER, COURIER_CACHE, _unavailable)
 
 
 def smtpaccess(dat: Path) -> dict[str, str]:

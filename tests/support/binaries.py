@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+import pytest
+
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 FETCH_MTA = TOOLS / "fetch-mta-binaries.sh"
 FETCH_COURIER = TOOLS / "fetch-courier-binaries.sh"
@@ -30,3 +32,18 @@ def fetched_bin_dir(
     if fetched.returncode != 0:
         unavailable(f"{script} failed: {fetched.stderr.strip()}")
     return Path(fetched.stdout.strip())
+
+
+def unavailable(reason: str, needed: str = "") -> NoReturn:
+    """A test whose programs are missing: a failure in CI (`needed` says what it needs), a skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{needed}required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def mta_unavailable(reason: str) -> NoReturn:
+    unavailable(reason, "Exim/Sendmail binaries are ")
+
+
+def courier_unavailable(reason: str) -> NoReturn:
+    unavailable(reason)
