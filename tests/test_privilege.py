@@ -7,7 +7,6 @@ naming the file. Needs root to switch users (CI runs as root).
 
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 import subprocess
@@ -19,43 +18,18 @@ import pytest
 from exactcron.cli import FORGEABLE_WARNING
 from tests.support.lines import dovecot_login
 from tests.support.maps import postmap_query
-from tests.support.tools import require_root, require_tool
-from tests.support.users import SYSTEM_PYTHON, shared_root, state_dir_of_nobody
+from tests.support.tools import require_tool
+from tests.support.users import SYSTEM_PYTHON, nobody_site, run_as, run_as_nobody
 
 
 @pytest.fixture
 def site() -> Iterator[Path]:
-    require_root("to switch users")
-    require_tool("setpriv")
-    if not os.access(SYSTEM_PYTHON, os.X_OK):
-        pytest.fail(f"{SYSTEM_PYTHON} is missing")
-    with shared_root("exactcron-privilege-") as root:
-        log = root / "mail.log"
-        log.write_text(dovecot_login("192.0.2.10", time="2026-11-25T17:50:00+00:00") + "\n")
-        os.chown(log, 0, grp.getgrnam("adm").gr_gid)
-        log.chmod(0o640)
-        state = state_dir_of_nobody(root)
-        (root / "exactcron.toml").write_text(
-            f'state_dir = "{state}"\n'
-            f'[[source]]\npath = "{log}"\nserver = "dovecot"\nhosts = ["mail"]\n'
-            f'[[map]]\nmta = "postfix"\npath = "{state / "relay"}"\ntype = "hash"\n'
-        )
+    with nobody_site("exactcron-privilege-") as root:
         yield root
 
 
 def update_as_nobody(site: Path, *groups: str) -> subprocess.CompletedProcess[str]:
     return run_as_nobody(site, "update", groups=groups)
-
-
-def run_as_nobody(
-    site: Path, *args: str, groups: tuple[str, ...] = (), path: str = "/usr/sbin:/usr/bin:/sbin:/bin"
-) -> subprocess.CompletedProcess[str]:
-    switch = ["setpriv", "--reuid=nobody", "--regid=nogroup"]
-    switch += [f"--groups={','.join(groups)}"] if groups else ["--clear-groups"]
-    command = [SYSTEM_PYTHON, "-m", "exactcron", "--config", str(site / "exactcron.toml")]
-    command += ["--now", "2026-11-25T18:00:00+00:00", *args]
-    environment = {"PATH": path, "PYTHONPATH": str(site / "lib")}
-    return subprocess.run([*switch, *command], capture_output=True, text=True, env=environment, cwd="/")
 
 
 def test_without_the_adm_group_the_log_is_unreadable_and_named(site: Path) -> None:
@@ -138,25 +112,6 @@ def test_check_run_as_root_tests_the_rights_of_the_owner_of_state_dir(site: Path
     (site / "mail.log").chmod(0o644)
     result = subprocess.run(command, capture_output=True, text=True, env=environment, cwd="/")
     assert (result.returncode, result.stderr) == (0, "")
-
-
-def run_as(
-    site: Path,
-    user: str | None,
-    *arguments: str,
-    now: str = "2026-11-25T18:00:00+00:00",
-    groups: tuple[str, ...] = ("adm",),
-) -> subprocess.CompletedProcess[str]:
-    """exactcron as `user` (None: root, as an administrator types it)."""
-    switch: list[str] = []
-    if user is not None:
-        group = grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
-        switch = ["setpriv", f"--reuid={user}", f"--regid={group}", f"--groups={','.join(groups)}"]
-    command = [SYSTEM_PYTHON, "-m", "exactcron", "--config", str(site / "exactcron.toml"), "--now", now]
-    environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(site / "lib")}
-    return subprocess.run(
-        [*switch, *command, *arguments], capture_output=True, text=True, env=environment, cwd="/"
-    )
 
 
 def postfix_answers(relay: Path, address: str) -> bool:

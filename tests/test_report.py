@@ -16,6 +16,7 @@ import os
 import pwd
 import re
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,8 +41,7 @@ from tests.support.lines import dovecot_login
 from tests.support.report_month import NOW as MONTH_NOW
 from tests.support.report_month import write_month
 from tests.support.site import Site
-from tests.test_privilege import run_as, run_as_nobody
-from tests.test_privilege import site as privileged_site  # noqa: F401 (a fixture)
+from tests.support.users import nobody_site, run_as, run_as_nobody
 
 STAMP = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 
@@ -55,6 +55,13 @@ def report(site: Site, *args: str, now: str = NOW) -> dict:
     result = site.run("report", "--json", *args, now=now)
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
+
+
+@pytest.fixture
+def privileged_site() -> Iterator[Path]:
+    """The least-privilege set-up of test_privilege: `nobody` owns the state."""
+    with nobody_site("exactcron-privilege-") as root:
+        yield root
 
 
 @pytest.fixture
@@ -472,7 +479,7 @@ def _reference_event(text: str) -> AuditEvent | None:
 
 
 def test_root_reports_on_a_log_only_root_can_read_and_runs_as_the_owner_of_state_dir(
-    privileged_site: Path,  # noqa: F811 (the fixture imported above)
+    privileged_site: Path,
 ) -> None:
     state = privileged_site / "state"
     config = privileged_site / "exactcron.toml"
