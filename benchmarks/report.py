@@ -26,7 +26,7 @@ from run import CACHE, ENVIRONMENT, REPOSITORY, Sample, measure
 
 sys.path.insert(0, str(REPOSITORY))
 
-from tests.support.report_month import NOW, write_month
+from tests.support.report_month import NOW, write_month_site
 
 
 def month(users: int, lines: int, rebuild: bool) -> Path:
@@ -34,13 +34,7 @@ def month(users: int, lines: int, rebuild: bool) -> Path:
     if rebuild and folder.exists():
         shutil.rmtree(folder)
     if not (folder / "exactcron.toml").exists():
-        write_month(folder, users, lines)
-        (folder / "dovecot.log").touch()
-        (folder / "exactcron.toml").write_text(
-            f'state_dir = "{folder / "state"}"\nlog_file = "{folder / "exactcron.log"}"\n'
-            f'[[source]]\npath = "{folder / "dovecot.log"}"\nserver = "dovecot"\ntimezone = "UTC"\n'
-            f'[[map]]\nmta = "postfix"\npath = "{folder / "state" / "relay"}"\ntype = "texthash"\n'
-        )
+        write_month_site(folder, users, lines)
     return folder
 
 

@@ -39,7 +39,7 @@ from exactcron.outputs.relay_report import (
 from tests.support.clock import NOW
 from tests.support.lines import dovecot_login
 from tests.support.report_month import NOW as MONTH_NOW
-from tests.support.report_month import write_month
+from tests.support.report_month import write_month_site
 from tests.support.site import Site
 from tests.support.users import nobody_site, run_as, run_as_nobody
 
@@ -379,13 +379,7 @@ MONTH_LINES = int(os.environ.get("EXACTCRON_REPORT_LINES", "100000"))
 @pytest.fixture(scope="session")
 def month(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("report-month")
-    write_month(folder, MONTH_USERS, MONTH_LINES)
-    (folder / "dovecot.log").touch()
-    (folder / "exactcron.toml").write_text(
-        f'state_dir = "{folder / "state"}"\nlog_file = "{folder / "exactcron.log"}"\n'
-        f'[[source]]\npath = "{folder / "dovecot.log"}"\nserver = "dovecot"\ntimezone = "UTC"\n'
-        f'[[map]]\nmta = "postfix"\npath = "{folder / "state" / "relay"}"\ntype = "texthash"\n'
-    )
+    write_month_site(folder, MONTH_USERS, MONTH_LINES)
     return folder
 
 

@@ -67,6 +67,17 @@ def write_month(folder: Path, users: int, postfix_lines: int, seed: int = 21) ->
     _write_rotated(folder / "mail.log", lines, days_per_file=1)
 
 
+def write_month_site(folder: Path, users: int, postfix_lines: int) -> None:
+    """The month, an empty Dovecot log and a configuration with an audit trail that reads them."""
+    write_month(folder, users, postfix_lines)
+    (folder / "dovecot.log").touch()
+    (folder / "exactcron.toml").write_text(
+        f'state_dir = "{folder / "state"}"\nlog_file = "{folder / "exactcron.log"}"\n'
+        f'[[source]]\npath = "{folder / "dovecot.log"}"\nserver = "dovecot"\ntimezone = "UTC"\n'
+        f'[[map]]\nmta = "postfix"\npath = "{folder / "state" / "relay"}"\ntype = "texthash"\n'
+    )
+
+
 def _sessions(
     chance: random.Random, users: int, start: datetime
 ) -> tuple[list[Session], list[tuple[datetime, str]]]:
