@@ -1,4 +1,5 @@
-"""Client addresses in the one form every map key uses."""
+"""Client addresses in the one form every map key uses, and the host names
+that tell which machine logged a line."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # `ipaddress` (whose form the maps use) does not.
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 _COMPATIBLE_PREFIX = bytes(12)
+
+# What a syslog header's host field can hold, as pattern text (ASCII, so
+# bytes patterns take it too). A host never holds a colon or brackets, so
+# `pop3-login: Info: ...` (a server's own log file, no host) reads as a tag.
+# The line head (rules.forms) and the configuration's `hosts` both use it.
+HOST_NAME = r"[^\s:\[\]]{1,255}"
 
 
 # A log repeats the same few thousand client addresses; parsing each once

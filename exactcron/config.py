@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from exactcron.addresses import Network, parse_network
+from exactcron.addresses import HOST_NAME, Network, parse_network
 from exactcron.errors import ConfigError
 from exactcron.model import MANUAL
 from exactcron.rules.builtin import BUILTIN_RULES
@@ -36,8 +36,10 @@ MAP_VALUE = r"[\x21-\x7e]{1,200}"
 POSTFIX_TYPES = ("hash", "btree", "lmdb", "cdb", "texthash")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _RULE_NAME = r"[A-Za-z0-9_.\-]{1,64}"
-# What a syslog header's host field can hold (rules._HEADER), and a POSIX-ish user name.
-_HOST_NAME = re.compile(r"[^\s:\[\]*]{1,255}")
+# Without re.ASCII: a configured name holding any Unicode space is refused too
+# (a log's host field is read as bytes, where no such name can come out whole).
+_HOST_NAME = re.compile(HOST_NAME)
+# A POSIX-ish user name.
 _USER_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,31}\$?"
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -622,9 +624,17 @@ def _hosts(reader: _Reader) -> frozenset[str] | None:
         return own_host_names()
     if names == ["*"]:
         return None
-    if not names or not all(_HOST_NAME.fullmatch(name) for name in names):
+    if not names or not all(_is_host_name(name) for name in names):
         raise reader.fail("hosts", f'expected syslog host names, or ["*"] for every host, got {names!r}')
     return frozenset(name.lower() for name in names)
+
+
+def _is_host_name(name: str) -> bool:
+    """Whether `name` is a host name `hosts` may list: one a syslog host field can
+    hold, without `*`. A log's host field may hold `*` (it then counts only under
+    `["*"]`), but here `*` is the wildcard, which stands alone: `mail*` would
+    read as a glob that the exact match never honours."""
+    return "*" not in name and _HOST_NAME.fullmatch(name) is not None
 
 
 def _map(path: Path, index: int, table: dict[str, Any], state_dir: Path) -> MapConfig:

@@ -41,8 +41,27 @@ FUTURE_SLACK = timedelta(days=1)
 FIRST_YEAR = 1970
 LAST_YEAR = 9000
 
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(\.\d{1,9})?(Z|z|[+-]\d\d:?\d\d)? ", re.ASCII)
-_TRADITIONAL = re.compile(r"([A-Z][a-z]{2}) ([ 0-3]?\d) (\d\d):(\d\d):(\d\d) ", re.ASCII)
+# The shapes of a stamp, as pieces of pattern text without groups: the two
+# patterns below and LineParser's one bytes pattern for the whole line head
+# (rules.forms.LINE_HEAD) are built from them, so the two readers of a line
+# cannot disagree on what a stamp is. ASCII only (bytes patterns take them).
+TWO_DIGITS = r"\d\d"
+CLOCK = rf"{TWO_DIGITS}:{TWO_DIGITS}:{TWO_DIGITS}"
+DATE = r"\d{4}-\d\d-\d\d"
+DATE_CLOCK_SEPARATOR = "[T ]"
+# An RFC 3339 stamp to the second: what is looked up once per second.
+RFC3339_SECOND = rf"{DATE}{DATE_CLOCK_SEPARATOR}{CLOCK}"
+FRACTION = r"\.\d{1,9}"
+OFFSET = r"[Zz]|[+-]\d\d:?\d\d"
+MONTH_NAME = r"[A-Z][a-z]{2}"
+DAY_OF_MONTH = r"[ 0-3]?\d"
+# A traditional (BSD syslog) stamp: `Nov 25 17:32:47`.
+TRADITIONAL_STAMP = rf"{MONTH_NAME} {DAY_OF_MONTH} {CLOCK}"
+
+_RFC3339 = re.compile(rf"({DATE}){DATE_CLOCK_SEPARATOR}({CLOCK})({FRACTION})?({OFFSET})? ", re.ASCII)
+_TRADITIONAL = re.compile(
+    rf"({MONTH_NAME}) ({DAY_OF_MONTH}) ({TWO_DIGITS}):({TWO_DIGITS}):({TWO_DIGITS}) ", re.ASCII
+)
 _SECOND_CACHE_SIZE = 1 << 16
 
 

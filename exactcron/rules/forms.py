@@ -24,22 +24,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from exactcron.addresses import normalize_address
+from exactcron.addresses import HOST_NAME, normalize_address
 from exactcron.model import Login
 from exactcron.rules.grant import is_anonymous, line_refusal
+from exactcron.timestamps import FRACTION, OFFSET, RFC3339_SECOND, TRADITIONAL_STAMP
 
 if TYPE_CHECKING:
     # A site rule's engine, imported by rules/site.py: a configuration without one never loads it.
     from exactcron.rules.linear import LinearPattern
 
-# After the stamp: an optional host, then TAG[PID]: MESSAGE. A host never
-# holds a colon or brackets, so `pop3-login: Info: ...` (Dovecot's own log
-# file, no host) is read as a tag, not as a host.
+# After the stamp: an optional host (HOST_NAME: never a colon or brackets, so
+# `pop3-login: Info: ...`, Dovecot's own log file, reads as a tag), then
+# TAG[PID]: MESSAGE.
 PROGRAM = re.compile(r"[A-Za-z0-9_.\-/]{1,64}")
-HEADER = re.compile(
-    rf"(?:(?P<host>[^\s:\[\]]{{1,255}}) )?(?P<program>{PROGRAM.pattern})(?:\[\d{{1,10}}\])?: ",
-    re.ASCII,
-)
+_HEADER = rf"(?:(?P<host>{HOST_NAME}) )?(?P<program>{PROGRAM.pattern})(?:\[\d{{1,10}}\])?: "
+HEADER = re.compile(_HEADER, re.ASCII)
 
 # The characters of an IPv4 or IPv6 address (and IPv4-mapped IPv6). It
 # excludes `]`, `,` and spaces, so a field can never swallow the text after
@@ -296,16 +295,17 @@ def cyrus_logfmt_fields(found: re.Match[str]) -> Fields | None:
     return user, client.group("ip") or client.group("bare"), None
 
 
-# The stamp, host and tag of a line in one bytes pattern. (?>...) commits to
-# the first way each part matches, as separate matches of the stamp and of
-# the header would; RFC 3339 stamps are taken apart so that the fraction of
-# a second is not part of what is looked up per second. Its groups are
-# read by position, in this order.
-LINE_HEAD = re.compile(
-    rb"(?>(?:(?P<clock>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?P<fraction>\.\d{1,9})?"
-    rb"(?P<offset>[Zz]|[+-]\d\d:?\d\d)?|(?P<bsd>[A-Z][a-z]{2} [ 0-3]?\d \d\d:\d\d:\d\d)) )"
-    rb"(?>(?:(?P<host>[^\s:\[\]]{1,255}) )?(?P<program>[A-Za-z0-9_.\-/]{1,64})(?:\[\d{1,10}\])?: )"
+# The stamp, host and tag of a line in one bytes pattern, built from the
+# pieces the stamp patterns (timestamps) and HEADER are built from. (?>...)
+# commits to the first way each part matches, as separate matches of the
+# stamp and of the header would; RFC 3339 stamps are taken apart so that the
+# fraction of a second is not part of what is looked up per second. Its
+# groups are read by position, in this order.
+_STAMP = (
+    rf"(?:(?P<clock>{RFC3339_SECOND})(?P<fraction>{FRACTION})?(?P<offset>{OFFSET})?"
+    rf"|(?P<bsd>{TRADITIONAL_STAMP}))"
 )
+LINE_HEAD = re.compile(rf"(?>{_STAMP} )(?>{_HEADER})".encode("ascii"))
 
 
 def microsecond_of(fraction: bytes) -> int:
