@@ -188,7 +188,11 @@ def test_no_generated_line_stops_a_run_or_hides_a_login(
             if with_login:
                 real_number += 1
                 address = f"198.51.100.{real_number}"
-                lines.append(dovecot_imap_login(address, now - timedelta(seconds=seconds_ago)).encode())
+                # A user of its own: the guard (on by default) limits the addresses one user holds.
+                login = dovecot_imap_login(
+                    address, now - timedelta(seconds=seconds_ago), f"user{real_number}"
+                )
+                lines.append(login.encode())
                 granted_now.append(address)
         append_bytes(site, lines)
         instant = format_instant(now)
