@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -39,6 +40,7 @@ from exactcron.timestamps import format_instant, parse_instant
 
 if TYPE_CHECKING:
     from exactcron.commands.check import UnmatchedLine
+    from exactcron.commands.update import UpdateResult
 
 log = logging.getLogger("exactcron")
 
@@ -167,21 +169,58 @@ def main(context: click.Context, config_option: str | None, now: datetime | None
 
 
 @main.command()
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="After the run, keep granting logins until a second before the next minute.",
+)
+@click.option(
+    "--follow-for", "follow_for", metavar="DURATION", help="After the run, keep granting for DURATION."
+)
 @click.pass_obj
-def update(state: Context) -> None:
+def update(state: Context, follow: bool, follow_for: str | None) -> None:
     """Read new log lines, grant and prune leases, rewrite changed maps.
 
-    The cron job. Silent on success unless -v.
+    The cron job. Silent on success unless -v. With --follow or --follow-for,
+    each login is granted within a second of being logged, until the end;
+    the lock is held only to write.
     """
-    from exactcron.commands.update import run_update
+    if follow and follow_for is not None:
+        raise click.UsageError("--follow and --follow-for exclude each other")
+    duration: float | None = None
+    if follow_for is not None:
+        try:
+            duration = parse_duration(follow_for).total_seconds()
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--follow-for") from None
+    elif follow:
+        from exactcron.commands.follow import follow_until_minute_end
 
+        duration = follow_until_minute_end(time.time())
+    config = _guarded(state, state.writer_config)
     # Lines are counted only for whoever reads the count: -v, or the log file.
-    result = _guarded(
-        state,
-        lambda: run_update(
-            state.writer_config(), state.now, count_lines=state.verbose or state.config().log_file is not None
-        ),
+    count_lines = state.verbose or config.log_file is not None
+    if duration is None:
+        from exactcron.commands.update import run_update
+
+        _report_update(state, _guarded(state, lambda: run_update(config, state.now, count_lines=count_lines)))
+        return
+    from exactcron.commands.follow import run_follow
+
+    started = time.monotonic()
+
+    def clock() -> datetime:
+        # With --now, the given time moves on as the follow goes.
+        if state.given_now is None:
+            return datetime.now(UTC)
+        return state.given_now + timedelta(seconds=time.monotonic() - started)
+
+    _guarded(
+        state, lambda: run_follow(config, clock, duration, count_lines, lambda r: _report_update(state, r))
     )
+
+
+def _report_update(state: Context, result: UpdateResult) -> None:
     lines = sum(source.lines or 0 for source in result.sources)
     summary = (
         f"read {_plural(lines, 'line')}, "

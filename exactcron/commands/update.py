@@ -87,11 +87,23 @@ class UpdateResult:
     # Per source, the bytes left unread, as the run found them (for the metrics):
     # asked of each source once read, or for a quiet run as the last full run left them.
     unread: dict[str, int | None] = field(default_factory=dict)
+    # When the earliest lease in force ends (seconds since the epoch), or None: a
+    # follower runs again then, to drop it from the maps.
+    next_expiry: float | None = None
 
 
-def run_update(config: Config, now: datetime, count_lines: bool = True) -> UpdateResult:
+def run_update(
+    config: Config,
+    now: datetime,
+    count_lines: bool = True,
+    under_lock: Callable[[LocalState], None] | None = None,
+) -> UpdateResult:
+    """One run. `under_lock` is called first once the lock is held (a follower
+    claims its generation there, follow.py)."""
     started = time.monotonic()
     with opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
+        if under_lock is not None:
+            under_lock(state)
         record = RunRecord.from_json(state.load_last_run())
         warnings, record = missing_logs(record, _logs_present(config), now)
         for warning in warnings:
@@ -195,8 +207,12 @@ def _update_locked(
     if quiet is not None:
         # Nothing changed since the last full run: the bytes it left unread are still unread.
         unread = _recorded_unread(state.settled) if config.metrics_file is not None else {}
+        expires = state.settled.get("expires") if state.settled else None
         return UpdateResult(
-            sources=[SourceReport(source.path) for source in config.sources], leases=quiet, unread=unread
+            sources=[SourceReport(source.path) for source in config.sources],
+            leases=quiet,
+            unread=unread,
+            next_expiry=float(expires) if isinstance(expires, int) else None,
         )
     result = UpdateResult()
     # Imported here: a quiet run installs nothing.
@@ -288,6 +304,7 @@ def _update_locked(
         _audit_update(result, before, active, now)
     result.maps_written = install_maps(config.maps, state, [lease.address for lease in active], errors)
     result.leases = len(active)
+    result.next_expiry = min((lease.expires.timestamp() for lease in active), default=None)
     faults.point("update:maps-written")
     if snapshot is not None:
         # Without an error, what the run depended on, so that the next can be quiet.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -31,3 +33,21 @@ def open_source(
     from exactcron.sources.file import LogFileSource
 
     return LogFileSource(settings, saved, since, stamp_of, untrusted)
+
+
+def growth_probe(settings: SourceSettings) -> Callable[[], list[int] | None] | None:
+    """For `update --follow`: a stat-only look at the source that changes whenever
+    something was written, rotated or truncated; None when none is cheap (a
+    journal: the follower reads it again each second instead)."""
+    if settings.journal:
+        return None
+    path = settings.path
+
+    def probe() -> list[int] | None:
+        try:
+            status = os.stat(path)
+        except OSError:
+            return None
+        return [status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns]
+
+    return probe

@@ -38,6 +38,9 @@ MAP_RECORD_FILE = "maps.json"
 # of its files is trusted from again (source.Untrusted). Also in the checkpoints:
 # see load_trust.
 TRUST_FILE = "trust.json"
+# The newest follower's token (`update --follow`), written under the lock when it
+# starts; an older follower sees it replaced and exits.
+FOLLOWER_FILE = "follower"
 
 
 class CorruptStateError(ValueError):
@@ -62,7 +65,14 @@ class LocalState:
         # None when absent or not understood.
         self.settled: dict[str, Any] | None = None
         # Other files kept here (a lease store's), whose leftovers the lock clears.
-        self.files: list[str] = [CHECKPOINTS_FILE, LAST_RUN_FILE, REBUILD_FILE, MAP_RECORD_FILE, TRUST_FILE]
+        self.files: list[str] = [
+            CHECKPOINTS_FILE,
+            LAST_RUN_FILE,
+            REBUILD_FILE,
+            MAP_RECORD_FILE,
+            TRUST_FILE,
+            FOLLOWER_FILE,
+        ]
         # The files found broken and set aside by this process.
         self.set_aside_files: list[str] = []
 
@@ -171,6 +181,18 @@ class LocalState:
         """The last update's record (health.RunRecord): time, outcome, counters."""
         document = {"schema": SCHEMA, **record}
         write_atomically(self.directory / LAST_RUN_FILE, _dump(document), 0o644)
+
+    # -- followers -----------------------------------------------------------
+
+    def claim_follower(self, token: str) -> list[int] | None:
+        """Make `token` the newest follower's (under the lock); what the file looks like now."""
+        path = self.directory / FOLLOWER_FILE
+        write_atomically(path, token.encode() + b"\n", 0o644, durable=False)
+        return file_signature(path)
+
+    def follower_signature(self) -> list[int] | None:
+        """A stat of the follower file: it changes when a newer follower claims it."""
+        return file_signature(self.directory / FOLLOWER_FILE)
 
     # -- helpers -------------------------------------------------------------
 

@@ -1,0 +1,209 @@
+"""`update --follow-for`: logins granted while the follower runs, through the real CLI and postmap.
+
+Each follower is `python -m exactcron update --follow-for DURATION` in a
+process of its own, on the real clock (lines are stamped now). The tests wait
+for what a user would see (postmap answering) with a generous limit, and
+assert only that it happened while the follower still ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.support.lines import dovecot_login
+from tests.support.maps import map_keys, postmap_value
+from tests.support.site import write_site_config
+from tests.support.tools import require_tool
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Follow:
+    def __init__(self, root: Path) -> None:
+        require_tool("postmap")
+        self.root = root
+        self.log = root / "mail.log"
+        self.log.touch()
+        self.state = root / "state"
+        self.map = self.state / "relay"
+        self.config = write_site_config(root, self.state, settings='timeout = "30m"\nlock_wait = "5s"')
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "exactcron", "--config", str(self.config), *args]
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
+
+    def start(self, duration: str = "5s") -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.command("update", "--follow-for", duration),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.environment(),
+        )
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(*args),
+            capture_output=True,
+            text=True,
+            env=self.environment(),
+            timeout=60,
+            check=False,
+        )
+
+    def login(self, address: str, user: str = "alice", path: Path | None = None) -> None:
+        stamp = datetime.now(UTC).isoformat(timespec="microseconds")
+        with (path or self.log).open("a") as stream:
+            stream.write(dovecot_login(address, user, stamp) + "\n")
+
+    def granted(self, address: str) -> bool:
+        return self.map.with_suffix(".db").exists() and postmap_value(self.map, address) == "OK"
+
+    def shown(self) -> set[str]:
+        result = self.run("show", "--json")
+        assert result.returncode == 0, result.stderr
+        return {lease["ip"] for lease in json.loads(result.stdout)["leases"]}
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], limit: float = 15.0) -> None:
+    """Until `condition` holds; it must hold while `process` (the follower) still runs."""
+    ends = time.monotonic() + limit
+    while time.monotonic() < ends:
+        if condition():
+            assert process.poll() is None, "granted only after the follower ended"
+            return
+        time.sleep(0.05)
+    raise AssertionError("not seen in time")
+
+
+def wait_started(follow: Follow, process: subprocess.Popen[str]) -> None:
+    """Until the follower's own run is done (its follower file is written)."""
+    wait_for(lambda: (follow.state / "follower").exists(), process)
+
+
+def finished(process: subprocess.Popen[str]) -> tuple[int, str]:
+    _, error = process.communicate(timeout=30)
+    return process.returncode, error
+
+
+@pytest.fixture
+def follow(tmp_path: Path) -> Follow:
+    return Follow(tmp_path)
+
+
+def test_a_login_written_during_the_follow_is_granted_while_it_runs(follow: Follow) -> None:
+    follower = follow.start("8s")
+    wait_started(follow, follower)
+    follow.login("192.0.2.10")
+    wait_for(lambda: follow.granted("192.0.2.10"), follower)
+    assert finished(follower) == (0, "")
+    assert follow.shown() == map_keys(follow.map) == {"192.0.2.10"}
+
+
+def test_a_flush_during_the_follow_stays_flushed(follow: Follow) -> None:
+    follow.login("192.0.2.20")
+    follower = follow.start("8s")
+    wait_for(lambda: follow.granted("192.0.2.20"), follower)
+    flushed = follow.run("flush", "192.0.2.20")
+    assert flushed.returncode == 0, flushed.stderr
+    assert not follow.granted("192.0.2.20")
+    # The follower goes on writing for another login: the flushed address stays out.
+    follow.login("192.0.2.21")
+    wait_for(lambda: follow.granted("192.0.2.21"), follower)
+    assert not follow.granted("192.0.2.20")
+    assert finished(follower) == (0, "")
+    assert map_keys(follow.map) == follow.shown() == {"192.0.2.21"}
+
+
+def test_an_add_during_the_follow_stays(follow: Follow) -> None:
+    follower = follow.start("8s")
+    wait_started(follow, follower)
+    added = follow.run("add", "203.0.113.5")
+    assert added.returncode == 0, added.stderr
+    follow.login("192.0.2.30")
+    wait_for(lambda: follow.granted("192.0.2.30"), follower)
+    assert follow.granted("203.0.113.5")
+    assert finished(follower) == (0, "")
+    assert map_keys(follow.map) == follow.shown() == {"192.0.2.30", "203.0.113.5"}
+
+
+@pytest.mark.parametrize("style", ["create", "copytruncate"])
+def test_a_rotation_during_the_follow_loses_nothing(follow: Follow, style: str) -> None:
+    # Not empty when the follower starts: its checkpoint knows the file it rotates from.
+    follow.login("192.0.2.39")
+    follower = follow.start("10s")
+    wait_started(follow, follower)
+    follow.login("192.0.2.40")
+    # Written in the same breath as the rotation: the follower may not have read it yet.
+    follow.login("192.0.2.41")
+    rotated = follow.log.with_name("mail.log.1")
+    if style == "create":
+        follow.log.rename(rotated)
+        follow.log.touch()
+    else:
+        rotated.write_bytes(follow.log.read_bytes())
+        with follow.log.open("r+") as stream:
+            stream.truncate(0)
+    follow.login("192.0.2.42")
+    expected = {"192.0.2.39", "192.0.2.40", "192.0.2.41", "192.0.2.42"}
+    for address in sorted(expected):
+        wait_for(lambda address=address: follow.granted(address), follower)  # type: ignore[misc]
+    assert finished(follower) == (0, "")
+    assert map_keys(follow.map) == follow.shown() == expected
+
+
+def test_a_newer_follower_makes_the_older_one_exit(follow: Follow) -> None:
+    older = follow.start("60s")
+    wait_started(follow, older)
+    started = time.monotonic()
+    newer = follow.start("8s")
+    assert finished(older) == (0, "")
+    # The older one left long before its own minute: the newer one took over.
+    assert time.monotonic() - started < 30
+    assert newer.poll() is None
+    follow.login("192.0.2.50")
+    wait_for(lambda: follow.granted("192.0.2.50"), newer)
+    assert finished(newer) == (0, "")
+
+
+def test_the_follower_ends_at_its_deadline_while_lines_keep_coming(follow: Follow) -> None:
+    started = time.monotonic()
+    follower = follow.start("3s")
+    index = 0
+    while follower.poll() is None and time.monotonic() - started < 30:
+        follow.login(f"198.51.100.{index % 250 + 1}", f"user{index}")
+        index += 1
+        time.sleep(0.01)
+    assert finished(follower) == (0, "")
+    assert time.monotonic() - started < 30
+    # What it did not read, the next run does.
+    follow.login("198.51.100.251")
+    assert follow.run("update").returncode == 0
+    assert map_keys(follow.map) == follow.shown()
+    assert len(follow.shown()) == min(index, 250) + 1
+
+
+def test_a_follower_killed_mid_follow_leaves_nothing_the_next_run_cannot_mend(follow: Follow) -> None:
+    follower = follow.start("20s")
+    wait_started(follow, follower)
+    for index in range(40):
+        follow.login(f"192.0.2.{index + 100}", f"user{index}")
+        time.sleep(0.02)
+    os.kill(follower.pid, signal.SIGKILL)
+    follower.wait(timeout=10)
+    # Whatever the kill interrupted, the maps hold no lease that `show` does not list.
+    assert map_keys(follow.map) <= follow.shown() if follow.map.with_suffix(".db").exists() else True
+    assert follow.run("update").returncode == 0
+    assert map_keys(follow.map) == follow.shown() == {f"192.0.2.{index + 100}" for index in range(40)}
