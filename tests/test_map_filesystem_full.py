@@ -67,7 +67,9 @@ class FullDiskSite:
         self.map = self.state / f"relay-{kind}"
         self.log = root / "mail.log"
         # A busy hour: the map holds more than one address's worth of room.
-        others = [dovecot_login(f"198.51.{index // 200}.{index % 200 + 1}") for index in range(400)]
+        others = [
+            dovecot_login(f"198.51.{index // 200}.{index % 200 + 1}", f"user{index}") for index in range(400)
+        ]
         self.log.write_text("\n".join([dovecot_login(ADDRESS), *others]) + "\n")
         kind_line = 'type = "hash"' if kind == "postfix" else ""
         self.config = write_config(
@@ -172,7 +174,7 @@ def test_a_map_that_cannot_be_rebuilt_even_in_its_own_room_is_removed(
     with site.log.open("a") as log:
         for index in range(4000):
             address = f"10.{index // 250}.{index % 250}.1"
-            log.write(dovecot_login(address, time="2026-11-25T18:59:00+00:00") + "\n")
+            log.write(dovecot_login(address, f"user{index}", time="2026-11-25T18:59:00+00:00") + "\n")
     filler = fill(small_filesystem)
     result = site.run(ENDED, "update")
     assert_one_line(result, f"map {site.map}: no room on its filesystem: removed it", "defer")

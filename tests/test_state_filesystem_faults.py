@@ -56,7 +56,10 @@ def test_a_full_disk_exits_73_and_keeps_the_previous_state(tmp_path: Path, small
     with (tmp_path / "mail.log").open("a") as log:
         for index in range(1000):
             log.write(
-                dovecot_login(f"10.{index // 250}.{index % 250}.1", time="2026-11-25T17:59:00+00:00") + "\n"
+                dovecot_login(
+                    f"10.{index // 250}.{index % 250}.1", f"user{index}", time="2026-11-25T17:59:00+00:00"
+                )
+                + "\n"
             )
     filler = small_filesystem / "filler"
     descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT)
