@@ -1,4 +1,4 @@
-"""`exactcron report` on a generated month at full size (issue 21).
+"""`exactcron report` on a generated month at full size.
 
     python3 benchmarks/report.py [--repeat 3] [--rebuild] [--users 10000] [--lines 1000000]
 

@@ -1,4 +1,4 @@
-"""The benchmark suite of issue 7: is exactcron fast at any log size?
+"""The benchmark suite: is exactcron fast at any log size?
 
     python3 benchmarks/run.py [--repeat 3] [--rebuild]
 
@@ -6,7 +6,7 @@ Generates its logs into benchmarks/.cache/ (about 1 GB, kept for the next
 run), runs `exactcron update` as cron would (a fresh process each time, with
 `--now` so that every run sees the same clock) and prints one table: the
 median wall and CPU time of each measurement, the ratio that matters for it, the
-peak resident memory of the process tree, and the goal from issue 7.
+peak resident memory of the process tree, and the goal set for it.
 
 Nothing here asserts a time: a goal that is missed is reported, not failed.
 Absolute figures depend on the machine; the ratios much less.

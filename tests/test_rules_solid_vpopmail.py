@@ -35,7 +35,7 @@ def granted(line: str) -> tuple[str, str | None, str] | None:
 
 
 SOLID_SUCCESSES = [
-    # Debian 12's solid-pop3d 0.15 (issue 22): without and with a reverse name.
+    # Debian 12's solid-pop3d 0.15: without and with a reverse name.
     ("user pcap authenticated - 192.0.2.21", "192.0.2.21"),
     ("user pcap authenticated - c22.client.example (192.0.2.22)", "192.0.2.22"),
     # A name that imitates an address: the parenthesized one is the client's.
