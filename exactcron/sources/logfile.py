@@ -149,16 +149,8 @@ class LogReader:
         ends there and the checkpoint is exactly what was read: the file being
         read is marked after its last block, the files not reached keep their marks.
         """
-        live = self._live_file()
-        try:
-            rotated = self._rotated_files()
-        except BaseException:
-            _close_all([live])
-            raise
-        try:
+        with self._opened_files() as (live, rotated):
             yield from self._blocks_of(live, rotated, stop)
-        finally:
-            _close_all([live, *rotated])
 
     def _blocks_of(
         self, live: _File | None, rotated: list[_File], stop: Callable[[], bool] | None
@@ -214,16 +206,8 @@ class LogReader:
         files, and whether one ends in a line not yet ended (or could not be
         looked at): its end, written later, would be read with its start.
         """
-        live = self._live_file()
-        try:
-            rotated = self._rotated_files()
-        except BaseException:
-            _close_all([live])
-            raise
-        try:
+        with self._opened_files() as (live, rotated):
             return self._skip_to_end(live, rotated)
-        finally:
-            _close_all([live, *rotated])
 
     def _skip_to_end(self, live: _File | None, rotated: list[_File]) -> tuple[int, int, bool]:
         assigned = self._assign_marks(live, rotated)
@@ -265,6 +249,21 @@ class LogReader:
         return size
 
     # -- finding the files ------------------------------------------------------
+
+    @contextmanager
+    def _opened_files(self) -> Iterator[tuple[_File | None, list[_File]]]:
+        """The live log and its rotated copies, open, all closed again on the way out
+        (also when finding the rotated copies fails after the live one is open)."""
+        live = self._live_file()
+        try:
+            rotated = self._rotated_files()
+        except BaseException:
+            _close_all([live])
+            raise
+        try:
+            yield live, rotated
+        finally:
+            _close_all([live, *rotated])
 
     def _live_file(self) -> _File | None:
         # Through a symlink the configuration names, but only to a regular file,

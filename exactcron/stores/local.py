@@ -117,19 +117,26 @@ class LocalState:
                 f"cannot remove {self.directory / REBUILD_FILE}: {error.strerror}"
             ) from None
 
+    def _load_sources_document(self, name: str, what: str, repair: bool) -> dict[str, Any] | None:
+        """The document of `name` when it is {"schema": SCHEMA, "sources": {...}};
+        otherwise None, and a file of another shape is set aside as not `what` of this version."""
+        document = self.load_json(name, repair)
+        if document is None:
+            return None
+        if document.get("schema") != SCHEMA or not isinstance(document.get("sources"), dict):
+            self.set_aside(name, f"not {what} of this version", repair)
+            return None
+        return document
+
     # -- checkpoints ---------------------------------------------------------
 
     def load_checkpoints(self, repair: bool = True) -> dict[str, dict[str, Any]]:
-        document = self.load_json(CHECKPOINTS_FILE, repair)
+        document = self._load_sources_document(CHECKPOINTS_FILE, "a checkpoint file", repair)
         if document is None:
-            return {}
-        sources = document.get("sources")
-        if document.get("schema") != SCHEMA or not isinstance(sources, dict):
-            self.set_aside(CHECKPOINTS_FILE, "not a checkpoint file of this version", repair)
             return {}
         settled = document.get("settled")
         self.settled = settled if isinstance(settled, dict) else None
-        return {key: value for key, value in sources.items() if isinstance(value, dict)}
+        return _sources_of(document)
 
     def save_checkpoints(
         self, checkpoints: dict[str, dict[str, Any]], settled: dict[str, Any] | None = None
@@ -155,14 +162,8 @@ class LocalState:
         rewritten only when a refusal begins or ends, so it is rarely the one
         a failing write breaks.
         """
-        document = self.load_json(TRUST_FILE, repair)
-        if document is None:
-            return {}
-        sources = document.get("sources")
-        if document.get("schema") != SCHEMA or not isinstance(sources, dict):
-            self.set_aside(TRUST_FILE, "not a trust file of this version", repair)
-            return {}
-        return {key: value for key, value in sources.items() if isinstance(value, dict)}
+        document = self._load_sources_document(TRUST_FILE, "a trust file", repair)
+        return {} if document is None else _sources_of(document)
 
     def save_trust(self, sources: dict[str, dict[str, Any]]) -> None:
         write_atomically(self.directory / TRUST_FILE, _dump({"schema": SCHEMA, "sources": sources}), 0o640)
@@ -233,3 +234,8 @@ class LocalState:
 
 def _dump(document: dict[str, Any]) -> bytes:
     return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _sources_of(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per source key, its entry; an entry that is not an object is dropped."""
+    return {key: value for key, value in document["sources"].items() if isinstance(value, dict)}
