@@ -217,6 +217,16 @@ def test_without_an_mta_log_the_trail_alone_is_reported_with_refusals(audited: S
     assert document["users"][0]["relayed"] is None and document["mta_logs"] is None
 
 
+def write_rotated_copy(log: Path, number: int, text: str) -> None:
+    """`text` as logrotate leaves copy `number` of `log`: 0 the log itself, 1 plain, older ones gzipped."""
+    if number == 0:
+        log.write_text(text)
+    elif number == 1:
+        log.with_name(f"{log.name}.1").write_text(text)
+    else:
+        log.with_name(f"{log.name}.{number}.gz").write_bytes(gzip.compress(text.encode()))
+
+
 def test_rotated_and_compressed_copies_of_both_logs_are_read_in_order(audited: Site, tmp_path: Path) -> None:
     trail = audited.root / "exactcron.log"
     day = timedelta(days=1)
@@ -225,28 +235,12 @@ def test_rotated_and_compressed_copies_of_both_logs_are_read_in_order(audited: S
             when, "grant", "192.0.2.1", user="erin", until=utc_stamp(when + timedelta(minutes=30))
         )
         text += "\n" + audit_line(when + timedelta(minutes=31), "expire", "192.0.2.1", user="erin") + "\n"
-        path = (
-            trail
-            if number == 0
-            else trail.with_name(f"exactcron.log.{number}" + (".gz" if number > 1 else ""))
-        )
-        if path.suffix == ".gz":
-            path.write_bytes(gzip.compress(text.encode()))
-        else:
-            path.write_text(text)
+        write_rotated_copy(trail, number, text)
     postfix = tmp_path / "mail.log"
     for number, when in ((2, STAMP - 2 * day), (1, STAMP - day), (0, STAMP)):
         text = smtpd((when + timedelta(minutes=5)).isoformat(), "192.0.2.1") + "\n"
         text += smtpd((when + timedelta(minutes=45)).isoformat(), "192.0.2.1") + "\n"
-        path = (
-            postfix
-            if number == 0
-            else postfix.with_name(f"mail.log.{number}" + (".gz" if number > 1 else ""))
-        )
-        if path.suffix == ".gz":
-            path.write_bytes(gzip.compress(text.encode()))
-        else:
-            path.write_text(text)
+        write_rotated_copy(postfix, number, text)
     document = report(audited, "--mta-log", str(postfix))
     assert [(user["user"], user["logins"], user["relayed"]) for user in document["users"]] == [("erin", 3, 3)]
     assert document["totals"]["messages"] == 6
