@@ -219,11 +219,24 @@ def server_log() -> Iterator[Path]:
         shutil.rmtree(directory)
 
 
-def test_a_server_written_log_nobody_else_can_write_cannot_be_forged(server_log: Path) -> None:
-    config = configure(
+def _configure_root_written(server_log: Path, path: Path | None = None, more: str = "") -> Path:
+    """A site reading the Dovecot log at `path` (the server log itself unless told), written by root."""
+    return configure(
         server_log.parent.parent / "site",
-        f'path = "{server_log}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"',
+        f'path = "{path or server_log}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"{more}',
     )
+
+
+def _forge_as_a_group_member(server_log: Path, *stamps: str) -> None:
+    """The log made writable by a group with a member other than root, who appends a
+    forged line stamped at each of `stamps`, in turn."""
+    os.chown(server_log, -1, pwd.getpwnam("nobody").pw_gid)
+    server_log.chmod(0o660)
+    _as_nobody("; ".join(f"echo '{stamp} {FORGED}' >> {server_log}" for stamp in stamps))
+
+
+def test_a_server_written_log_nobody_else_can_write_cannot_be_forged(server_log: Path) -> None:
+    config = _configure_root_written(server_log)
     attempt = subprocess.run(
         [require_tool("runuser"), "-u", "nobody", "--", "sh", "-c", f"echo '{FORGED}' >> {server_log}"],
         capture_output=True,
@@ -246,10 +259,7 @@ def test_a_server_written_log_nobody_else_can_write_cannot_be_forged(server_log:
 def test_a_server_written_log_others_can_write_is_refused(
     server_log: Path, loosen: Callable[[Path], None], culprit: str
 ) -> None:
-    config = configure(
-        server_log.parent.parent / "site",
-        f'path = "{server_log}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"',
-    )
+    config = _configure_root_written(server_log)
     loosen(server_log)
     result = exactcron(config, "update")
     assert result.returncode == 78
@@ -290,10 +300,7 @@ def test_a_server_written_log_reached_through_a_place_others_can_write_is_refuse
     server_log: Path, loosen: Callable[[Path], str]
 ) -> None:
     more = loosen(server_log)
-    config = configure(
-        server_log.parent.parent / "site",
-        f'path = "{server_log}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"{more}',
-    )
+    config = _configure_root_written(server_log, more=more)
     result = exactcron(config, "update")
     assert result.returncode == 78, result.stderr
     (line,) = result.stderr.splitlines()
@@ -347,21 +354,13 @@ def _as_nobody(script: str) -> None:
 
 
 def test_lines_forged_while_a_log_was_open_to_others_never_grant_once_it_is_mended(server_log: Path) -> None:
-    config = configure(
-        server_log.parent.parent / "site",
-        f'path = "{server_log}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"',
-    )
+    config = _configure_root_written(server_log)
     server_log.write_text(f"2026-11-25T17:59:00+00:00 {GENUINE}\n")
     assert exactcron(config, "--now", "2026-11-25T18:00:00+00:00", "update").returncode == 0
     assert _lookup(config, "192.0.2.44")
     # Made writable by a group with a member other than root; that member forges
     # a line stamped in the future and one stamped a moment before the next run.
-    os.chown(server_log, -1, pwd.getpwnam("nobody").pw_gid)
-    server_log.chmod(0o660)
-    _as_nobody(
-        f"echo '2030-01-01T00:00:00+00:00 {FORGED}' >> {server_log}; "
-        f"echo '2026-11-25T18:39:30+00:00 {FORGED}' >> {server_log}"
-    )
+    _forge_as_a_group_member(server_log, "2030-01-01T00:00:00+00:00", "2026-11-25T18:39:30+00:00")
     refused = exactcron(config, "--now", "2026-11-25T18:40:00+00:00", "update")
     assert refused.returncode == 78, refused.stderr
     assert "the members of group" in refused.stderr
@@ -393,10 +392,7 @@ def test_rotated_copies_beside_a_symlinked_log_in_a_place_others_own_are_refused
     (public / "dovecot.log").symlink_to(server_log)
     os.chown(public, pwd.getpwnam("nobody").pw_uid, -1)
     _as_nobody(f"echo '{datetime.now(UTC).strftime('%b %d %H:%M:%S')} {FORGED}' > {public / 'dovecot.log.1'}")
-    config = configure(
-        server_log.parent.parent / "site",
-        f'path = "{public / "dovecot.log"}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"',
-    )
+    config = _configure_root_written(server_log, public / "dovecot.log")
     result = exactcron(config, "update")
     assert result.returncode == 78, result.stderr
     (line,) = result.stderr.splitlines()
@@ -409,10 +405,7 @@ def test_a_rotated_copy_others_can_write_is_refused(server_log: Path) -> None:
     rotated.write_text("")
     os.chown(rotated, pwd.getpwnam("nobody").pw_uid, -1)
     _as_nobody(f"echo '{datetime.now(UTC).strftime('%b %d %H:%M:%S')} {FORGED}' >> {rotated}")
-    config = configure(
-        server_log.parent.parent / "site",
-        f'path = "{server_log}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"',
-    )
+    config = _configure_root_written(server_log)
     result = exactcron(config, "update")
     assert result.returncode == 78, result.stderr
     assert f"{rotated} can be written by its owner nobody" in result.stderr
@@ -425,18 +418,10 @@ OTHER = GENUINE.replace("rip=192.0.2.44", "rip=192.0.2.55").replace("<alice>", "
 def _refuse_with_forged_lines(server_log: Path) -> Path:
     """A site whose `written_by` log was made writable by a group, forged into
     (lines stamped in the window of later runs), and refused at 18:40."""
-    config = configure(
-        server_log.parent.parent / "site",
-        f'path = "{server_log}"\nserver = "dovecot"\ntimezone = "UTC"\nwritten_by = "root"',
-    )
+    config = _configure_root_written(server_log)
     server_log.write_text(f"2026-11-25T17:59:00+00:00 {GENUINE}\n")
     assert exactcron(config, "--now", "2026-11-25T18:00:00+00:00", "update").returncode == 0
-    os.chown(server_log, -1, pwd.getpwnam("nobody").pw_gid)
-    server_log.chmod(0o660)
-    _as_nobody(
-        f"echo '2026-11-25T18:39:30+00:00 {FORGED}' >> {server_log}; "
-        f"echo '2026-11-25T18:45:00+00:00 {FORGED}' >> {server_log}"
-    )
+    _forge_as_a_group_member(server_log, "2026-11-25T18:39:30+00:00", "2026-11-25T18:45:00+00:00")
     refused = exactcron(config, "--now", "2026-11-25T18:40:00+00:00", "update")
     assert refused.returncode == 78, refused.stderr
     return config
