@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.support.clock import LATER
 from tests.support.lines import failed_line, login_line
-from tests.support.site import ok, site_with_maps
+from tests.support.site import Site, ok, site_with_maps
 
 
 def with_path(bin_dir: Path) -> dict[str, str]:
@@ -169,12 +169,20 @@ def test_sendmail_access_db_is_built_by_makemap_and_read_back(mta_bin: Path, sit
     assert {path.stat().st_mode & 0o777 for path in site.map_dir.iterdir()} == {0o644}
 
 
+def sendmail_site_with_include(site_dir: Path, entries: str) -> tuple[Site, Path]:
+    """A site with one sendmail access map that takes in the site's own `entries` (its include file)."""
+    include = site_dir / "access.site"
+    include.write_text(entries)
+    site = site_with_maps(site_dir, f'mta = "sendmail"\npath = "maps/relay-sendmail"\ninclude = "{include}"')
+    return site, include
+
+
 def test_sendmail_relays_for_leased_addresses_and_the_sites_own_entries(
     mta_bin: Path, site_dir: Path
 ) -> None:
-    include = site_dir / "access.site"
-    include.write_text("# the site's own entries\nConnect:192.0.2.7 RELAY\nConnect:10.77.0.4 REJECT\n")
-    site = site_with_maps(site_dir, f'mta = "sendmail"\npath = "maps/relay-sendmail"\ninclude = "{include}"')
+    site, _ = sendmail_site_with_include(
+        site_dir, "# the site's own entries\nConnect:192.0.2.7 RELAY\nConnect:10.77.0.4 REJECT\n"
+    )
     access_map = site.map_dir / "relay-sendmail"
     cf = sendmail_cf(mta_bin, site_dir, access_map)
     site.append_log(
@@ -198,9 +206,7 @@ def test_sendmail_relays_for_leased_addresses_and_the_sites_own_entries(
 def test_a_failing_makemap_leaves_the_old_map_and_exits_69_with_its_message(
     mta_bin: Path, site_dir: Path
 ) -> None:
-    include = site_dir / "access.site"
-    include.write_text("Connect:192.0.2.7 RELAY\n")
-    site = site_with_maps(site_dir, f'mta = "sendmail"\npath = "maps/relay-sendmail"\ninclude = "{include}"')
+    site, include = sendmail_site_with_include(site_dir, "Connect:192.0.2.7 RELAY\n")
     env = with_path(mta_bin)
     site.append_log(login_line("10.77.0.2"))
     ok(site.run_process("update", env=env))
