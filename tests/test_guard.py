@@ -48,6 +48,13 @@ def update(site: Site, now: str) -> None:
     assert result.exit_code == 0, result.output
 
 
+def leased_after_login(site: Site, address: str, user: str, login_at: float, run_at: float) -> bool:
+    """Whether `address` holds a lease after `user` logs in from it at `login_at` and an update runs at `run_at`."""
+    site.write_log(dovecot_login(address, user, stamp(login_at)))
+    update(site, stamp(run_at))
+    return address in leases(site, stamp(run_at))
+
+
 def eleven_addresses(site: Site, user: str = "alice", first: float = 40) -> None:
     site.write_log(*(dovecot_login(f"192.0.2.{n}", user, stamp(first + n * 0.5)) for n in range(1, 12)))
 
@@ -81,13 +88,9 @@ def test_the_limit_holds_across_runs_and_names_compare_case_folded(make_site: Ca
         *(dovecot_login(f"192.0.2.{n}", "Alice@Example.org", stamp(40 + n * 0.5)) for n in range(1, 11))
     )
     update(site, stamp(46))
-    site.write_log(dovecot_login("192.0.2.11", "alice@example.ORG", stamp(47)))
-    update(site, stamp(48))
-    assert "192.0.2.11" not in leases(site, stamp(48))
+    assert not leased_after_login(site, "192.0.2.11", "alice@example.ORG", 47, run_at=48)
     # Another domain is another user.
-    site.write_log(dovecot_login("192.0.2.12", "alice@example.net", stamp(49)))
-    update(site, stamp(50))
-    assert "192.0.2.12" in leases(site, stamp(50))
+    assert leased_after_login(site, "192.0.2.12", "alice@example.net", 49, run_at=50)
 
 
 def test_revoke_leaves_the_user_no_lease(make_site: Callable[..., Site]) -> None:
@@ -100,9 +103,7 @@ def test_revoke_leaves_the_user_no_lease(make_site: Callable[..., Site]) -> None
     revocations = [line for line in audit(site) if " flush " in line and "by=guard" in line]
     assert len(revocations) == 10
     # A login from one of the revoked addresses within the window still grants nothing.
-    site.write_log(dovecot_login("192.0.2.3", "alice", stamp(56)))
-    update(site, stamp(57))
-    assert "192.0.2.3" not in leases(site, stamp(57))
+    assert not leased_after_login(site, "192.0.2.3", "alice", 56, run_at=57)
 
 
 def test_the_window_sliding_on_lets_the_user_in_again(make_site: Callable[..., Site]) -> None:
@@ -110,13 +111,9 @@ def test_the_window_sliding_on_lets_the_user_in_again(make_site: Callable[..., S
     site.write_log(*(dovecot_login(f"192.0.2.{n}", "alice", stamp(n)) for n in range(1, 11)))
     update(site, stamp(11))
     # At 17:30 the first leases have expired, but the hour still counts them.
-    site.write_log(dovecot_login("192.0.2.11", "alice", stamp(30)))
-    update(site, stamp(31))
-    assert "192.0.2.11" not in leases(site, stamp(31))
+    assert not leased_after_login(site, "192.0.2.11", "alice", 30, run_at=31)
     # An hour after the first login, that address no longer counts.
-    site.write_log(dovecot_login("192.0.2.11", "alice", stamp(61.5)))
-    update(site, stamp(62))
-    assert "192.0.2.11" in leases(site, stamp(62))
+    assert leased_after_login(site, "192.0.2.11", "alice", 61.5, run_at=62)
 
 
 def test_a_shared_range_client_is_refused(make_site: Callable[..., Site]) -> None:
