@@ -444,6 +444,22 @@ def cheap_times(times: int) -> int:
     return 3 * times
 
 
+def grep_then_first_updates(
+    step: str, lines: int, log: Path, label: str, name: str, times: int, site: Callable[..., Site]
+) -> tuple[Row, Row, list[Site]]:
+    """grep -c -F over `log`, then a first update of a fresh site on it per repetition:
+    the two rows (grep's with its lines per second) and those sites."""
+    grep = Row(
+        step,
+        f"grep -c -F on {lines:,} lines",
+        repeat(times, lambda _: ["grep", "-c", "-F", GREP_NEEDLE, str(log)]),
+    )
+    firsts = [site(f"{name}-{index}", log) for index in range(times)]
+    first = Row(step, label, repeat(times, lambda index: firsts[index].command("update")))
+    grep.figure = lines_per_second(lines, grep.cost)
+    return grep, first, firsts
+
+
 def lines_per_second(lines: int, seconds: float) -> str:
     rate = lines / seconds
     return f"{rate / 1e6:.2f} M lines/s" if rate >= 1e6 else f"{rate / 1e3:.0f} k lines/s"
@@ -502,16 +518,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     # 1. First run on 1,000,000 lines against grep on the same file.
-    grep = Row(
-        "1",
-        f"grep -c -F on {BIG:,} lines",
-        repeat(times, lambda _: ["grep", "-c", "-F", GREP_NEEDLE, str(logs["big"])]),
+    grep, first, firsts = grep_then_first_updates(
+        "1", BIG, logs["big"], f"first update, {BIG:,} lines", "first-1m", times, site
     )
-    firsts = [site(f"first-1m-{index}", logs["big"]) for index in range(times)]
-    first = Row(
-        "1", f"first update, {BIG:,} lines", repeat(times, lambda index: firsts[index].command("update"))
-    )
-    grep.figure = lines_per_second(BIG, grep.cost)
     ratio = grep.cost / first.cost
     first.figure = f"{lines_per_second(BIG, first.cost)}; {ratio:.3g} x grep"
     first.goal, first.met = ">= 0.5 x grep", ratio >= 0.5
@@ -544,18 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows += [big_noop, small_noop]
 
     # 3. First run on 5,000,000 lines spanning two days.
-    grep_huge = Row(
-        "3",
-        f"grep -c -F on {HUGE:,} lines",
-        repeat(times, lambda _: ["grep", "-c", "-F", GREP_NEEDLE, str(logs["huge"])]),
+    grep_huge, huge, _ = grep_then_first_updates(
+        "3", HUGE, logs["huge"], f"first update, {HUGE:,} lines over 2 days", "first-5m", times, site
     )
-    huges = [site(f"first-5m-{index}", logs["huge"]) for index in range(times)]
-    huge = Row(
-        "3",
-        f"first update, {HUGE:,} lines over 2 days",
-        repeat(times, lambda index: huges[index].command("update")),
-    )
-    grep_huge.figure = lines_per_second(HUGE, grep_huge.cost)
     huge.figure = f"{huge.cost / grep_huge.cost:.2f} x grep's time"
     huge.goal, huge.met = "< 1 s", huge.cost < 1.0
     rows += [grep_huge, huge]
