@@ -38,6 +38,15 @@ def lease_of(site: Site, now: str) -> dict[str, str] | None:
     return next((lease for lease in leases if lease["ip"] == ADDRESS), None)
 
 
+def lease_after_update(site: Site, now: str) -> tuple[str, str]:
+    """An update at `now`, which must put ADDRESS in the map: its lease's last login and expiry."""
+    assert site.run("update", now=now).exit_code == 0
+    assert postmap_value(site.map, ADDRESS) == "OK"
+    lease = lease_of(site, now)
+    assert lease is not None
+    return lease["last_login"], lease["expires"]
+
+
 # Berlin, 2026-10-25: clocks go back from 03:00 CEST to 02:00 CET at 01:00 UTC,
 # so "02:14" is 00:14 UTC (first pass) and 01:14 UTC (second pass).
 
@@ -47,11 +56,7 @@ def test_a_login_after_a_flush_in_the_repeated_hour_grants(make_site: Callable[.
     assert site.run("flush", ADDRESS, now="2026-10-25T00:10:00+00:00").exit_code == 0
     # Read at 00:16 UTC: the 01:14 reading is an hour ahead and dropped; 00:14 is after the flush.
     site.write_log(dovecot_login(ADDRESS, time="Oct 25 02:14:00"))
-    assert site.run("update", now="2026-10-25T00:16:00+00:00").exit_code == 0
-    assert postmap_value(site.map, ADDRESS) == "OK"
-    lease = lease_of(site, "2026-10-25T00:16:00+00:00")
-    assert lease is not None
-    assert (lease["last_login"], lease["expires"]) == (
+    assert lease_after_update(site, "2026-10-25T00:16:00+00:00") == (
         "2026-10-25T00:14:00+00:00",
         "2026-10-25T00:44:00+00:00",
     )
@@ -61,11 +66,7 @@ def test_a_login_whose_two_readings_are_past_grants_from_the_later(make_site: Ca
     site = make_site(timezone="Europe/Berlin")
     assert site.run("flush", ADDRESS, now="2026-10-25T00:10:00+00:00").exit_code == 0
     site.write_log(dovecot_login(ADDRESS, time="2026-10-25T02:14:00"))
-    assert site.run("update", now="2026-10-25T01:20:00+00:00").exit_code == 0
-    assert postmap_value(site.map, ADDRESS) == "OK"
-    lease = lease_of(site, "2026-10-25T01:20:00+00:00")
-    assert lease is not None
-    assert (lease["last_login"], lease["expires"]) == (
+    assert lease_after_update(site, "2026-10-25T01:20:00+00:00") == (
         "2026-10-25T01:14:00+00:00",
         "2026-10-25T01:44:00+00:00",
     )
@@ -92,11 +93,7 @@ def test_an_earlier_login_after_the_flush_still_grants_when_a_later_one_may_be_b
         dovecot_login(ADDRESS, time="2026-10-25T00:30:00+00:00"),
         dovecot_login(ADDRESS, time="Oct 25 02:10:00"),
     )
-    assert site.run("update", now="2026-10-25T01:15:00+00:00").exit_code == 0
-    assert postmap_value(site.map, ADDRESS) == "OK"
-    lease = lease_of(site, "2026-10-25T01:15:00+00:00")
-    assert lease is not None
-    assert (lease["last_login"], lease["expires"]) == (
+    assert lease_after_update(site, "2026-10-25T01:15:00+00:00") == (
         "2026-10-25T00:30:00+00:00",
         "2026-10-25T02:30:00+00:00",
     )
@@ -109,11 +106,8 @@ def test_a_login_after_the_flush_still_grants_when_a_later_one_is_stamped_ahead(
         dovecot_login(ADDRESS, time="2026-11-25T18:01:00+00:00"),
         dovecot_login(ADDRESS, time="2026-11-25T18:02:30+00:00"),
     )
-    assert site.run("update", now="2026-11-25T18:02:00+00:00").exit_code == 0
-    assert postmap_value(site.map, ADDRESS) == "OK"
-    lease = lease_of(site, "2026-11-25T18:02:00+00:00")
-    assert lease is not None
-    assert lease["last_login"] == "2026-11-25T18:01:00+00:00"
+    last_login, _ = lease_after_update(site, "2026-11-25T18:02:00+00:00")
+    assert last_login == "2026-11-25T18:01:00+00:00"
 
 
 def test_a_stamp_in_the_skipped_hour_is_read_at_the_offset_before_the_change(
@@ -123,11 +117,7 @@ def test_a_stamp_in_the_skipped_hour_is_read_at_the_offset_before_the_change(
     # Berlin, 2026-03-29: clocks go forward from 02:00 CET to 03:00 CEST at 01:00 UTC.
     # "02:30" never showed on a clock that had moved on: 02:30 CET is 01:30 UTC.
     site.write_log(dovecot_login(ADDRESS, time="Mar 29 02:30:00"))
-    assert site.run("update", now="2026-03-29T01:31:00+00:00").exit_code == 0
-    assert postmap_value(site.map, ADDRESS) == "OK"
-    lease = lease_of(site, "2026-03-29T01:31:00+00:00")
-    assert lease is not None
-    assert (lease["last_login"], lease["expires"]) == (
+    assert lease_after_update(site, "2026-03-29T01:31:00+00:00") == (
         "2026-03-29T01:30:00+00:00",
         "2026-03-29T02:00:00+00:00",
     )
