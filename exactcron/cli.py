@@ -200,10 +200,20 @@ def update(state: Context, follow: bool, follow_for: str | None) -> None:
     config = _guarded(state, state.writer_config)
     # Lines are counted only for whoever reads the count: -v, or the log file.
     count_lines = state.verbose or config.log_file is not None
+    # The grant delays are measured on the wall clock; with --now, on the given time.
+    installed_clock = None if state.given_now is not None else _wall_clock
     if duration is None:
         from exactcron.commands.update import run_update
 
-        _report_update(state, _guarded(state, lambda: run_update(config, state.now, count_lines=count_lines)))
+        _report_update(
+            state,
+            _guarded(
+                state,
+                lambda: run_update(
+                    config, state.now, count_lines=count_lines, installed_clock=installed_clock
+                ),
+            ),
+        )
         return
     from exactcron.commands.follow import run_follow
 
@@ -216,8 +226,15 @@ def update(state: Context, follow: bool, follow_for: str | None) -> None:
         return state.given_now + timedelta(seconds=time.monotonic() - started)
 
     _guarded(
-        state, lambda: run_follow(config, clock, duration, count_lines, lambda r: _report_update(state, r))
+        state,
+        lambda: run_follow(
+            config, clock, duration, count_lines, lambda r: _report_update(state, r), installed_clock
+        ),
     )
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 def _report_update(state: Context, result: UpdateResult) -> None:

@@ -207,3 +207,24 @@ def test_a_follower_killed_mid_follow_leaves_nothing_the_next_run_cannot_mend(fo
     assert map_keys(follow.map) <= follow.shown() if follow.map.with_suffix(".db").exists() else True
     assert follow.run("update").returncode == 0
     assert map_keys(follow.map) == follow.shown() == {f"192.0.2.{index + 100}" for index in range(40)}
+
+
+def test_a_step_cut_short_by_the_follows_own_end_leaves_status_healthy(follow: Follow) -> None:
+    # The deadline counts as passed from its 3rd check on: the follower's own
+    # run makes two (before its source, after its one block), so its first
+    # step with something to read is cut, as the end of the minute cuts it.
+    process = subprocess.Popen(
+        follow.command("update", "--follow-for", "20s"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**follow.environment(), "EXACTCRON_DEADLINE_AFTER": "3"},
+    )
+    wait_started(follow, process)
+    follow.login("192.0.2.77")
+    assert finished(process) == (0, "")
+    status = follow.run("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    # What the cut step did not grant, the next run does.
+    assert follow.run("update").returncode == 0
+    assert follow.granted("192.0.2.77")

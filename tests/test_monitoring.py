@@ -129,6 +129,11 @@ def test_metrics_file_after_updates_quiet_ones_included(
         ("exactcron_unreadable_lines_total", source): 0,
         ("exactcron_refused_total", (("reason", "max-addresses"),)): 0,
         ("exactcron_refused_total", (("reason", "shared"),)): 0,
+        # Both logins at 17:50:13 (a lease keeps the whole second), installed at --now, 18:00:00.
+        ("exactcron_grant_delay_seconds", (("quantile", "0.5"),)): 587,
+        ("exactcron_grant_delay_seconds", (("quantile", "0.99"),)): 587,
+        ("exactcron_grant_delay_seconds_count", ()): 2,
+        ("exactcron_grant_delay_seconds_sum", ()): 1174,
     }
     site.write_log(dovecot_login("192.0.2.12", time="2026-11-25T18:00:30+00:00"))
     with site.log.open("a") as stream:
@@ -140,7 +145,40 @@ def test_metrics_file_after_updates_quiet_ones_included(
     assert later[("exactcron_unread_bytes", source)] == len("Nov 25 18:00:31 mx1 dovecot: unterminated")
     assert later[("exactcron_last_success_timestamp_seconds", ())] == 1795629720.0
     assert later[("exactcron_leases", ())] == 3
+    assert later[("exactcron_grant_delay_seconds_count", ())] == 3
+    assert later[("exactcron_grant_delay_seconds_sum", ())] == 1174 + 30
     assert sorted(path.name for path in target.parent.iterdir()) == ["exactcron.prom"]
+
+
+def test_grant_delay_counts_each_lease_granted_or_extended_from_its_login_to_its_map(
+    make_site: Callable[..., Site], tmp_path: Path
+) -> None:
+    site, target = metrics_site(make_site, tmp_path)
+    # Installed at --now, 18:01:00: delays of 60, 30, 10, 2 and 1 seconds.
+    site.write_log(
+        *(
+            dovecot_login(f"192.0.2.{index}", time=f"2026-11-25T18:00:{second:02d}+00:00")
+            for index, second in enumerate((0, 30, 50, 58, 59), start=1)
+        )
+    )
+    site.run("update", now="2026-11-25T18:01:00+00:00")
+    found = samples(target)
+    assert found[("exactcron_grant_delay_seconds_count", ())] == 5
+    assert found[("exactcron_grant_delay_seconds_sum", ())] == 103
+    assert found[("exactcron_grant_delay_seconds", (("quantile", "0.5"),))] == 10
+    assert found[("exactcron_grant_delay_seconds", (("quantile", "0.99"),))] == 60
+    # An extension counts; a login older than its lease's (it extends nothing) does not.
+    site.write_log(
+        dovecot_login("192.0.2.1", time="2026-11-25T18:01:30+00:00"),
+        dovecot_login("192.0.2.2", time="2026-11-25T17:59:00+00:00"),
+    )
+    site.run("update", now="2026-11-25T18:02:00+00:00")
+    found = samples(target)
+    assert found[("exactcron_grant_delay_seconds_count", ())] == 6
+    assert found[("exactcron_grant_delay_seconds_sum", ())] == 133
+    # A quiet run changes nothing.
+    site.run("update", now="2026-11-25T18:03:00+00:00")
+    assert samples(target)[("exactcron_grant_delay_seconds_count", ())] == 6
 
 
 def test_metrics_file_after_a_failed_update(make_site: Callable[..., Site], tmp_path: Path) -> None:

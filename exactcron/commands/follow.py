@@ -47,10 +47,12 @@ def run_follow(
     duration: float,
     count_lines: bool,
     on_step: Callable[[UpdateResult], None],
+    installed_clock: Callable[[], datetime] | None = None,
 ) -> None:
     """The run, then steps until `duration` seconds from now or until a newer follower starts.
 
-    `clock` gives each step's `now`. Errors of a step are raised (the step
+    `clock` gives each step's `now`; `installed_clock` the wall clock for the
+    grant delays (run_update). Errors of a step are raised (the step
     already left the maps fail-closed, as a run does).
     """
     end = time.monotonic() + duration
@@ -66,7 +68,7 @@ def run_follow(
     follower_file = LocalState(config.state_dir)
     # Taken before the run reads: whatever is written from then on shows as a change.
     seen = [probe() for probe in watched]
-    first = run_update(config, clock(), count_lines, under_lock=claim)
+    first = run_update(config, clock(), count_lines, under_lock=claim, installed_clock=installed_clock)
     on_step(first)
     last_step = time.monotonic()
     next_expiry = first.next_expiry
@@ -94,14 +96,21 @@ def run_follow(
         step_config = replace(
             config, lock_wait=min(config.lock_wait, limit), run_deadline=min(config.run_deadline, limit)
         )
+        cut_by_end = limit < config.run_deadline
         try:
-            result = run_update(step_config, clock(), count_lines)
-        except (LockTimeoutError, DeadlineReachedError):
-            if limit < config.lock_wait or limit < config.run_deadline:
+            result = run_update(
+                step_config, clock(), count_lines, installed_clock=installed_clock, ends_follow=cut_by_end
+            )
+        except DeadlineReachedError:
+            if cut_by_end:
                 # The follow's own end came first: what was read is saved and
-                # installed (the deadline) or nothing was done (the lock); the
-                # next cron run goes on from the checkpoints.
+                # installed, no failure is recorded; the next cron run goes on
+                # from the checkpoints.
                 return
+            raise
+        except LockTimeoutError:
+            if limit < config.lock_wait:
+                return  # the follow's end came first; nothing was done
             raise
         last_step = time.monotonic()
         next_expiry = result.next_expiry

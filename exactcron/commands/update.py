@@ -90,6 +90,9 @@ class UpdateResult:
     # When the earliest lease in force ends (seconds since the epoch), or None: a
     # follower runs again then, to drop it from the maps.
     next_expiry: float | None = None
+    # Per lease granted or extended: seconds from its login's stamp to its map
+    # being installed (the metrics' exactcron_grant_delay_seconds).
+    grant_delays: list[float] = field(default_factory=list)
 
 
 def run_update(
@@ -97,9 +100,15 @@ def run_update(
     now: datetime,
     count_lines: bool = True,
     under_lock: Callable[[LocalState], None] | None = None,
+    installed_clock: Callable[[], datetime] | None = None,
+    ends_follow: bool = False,
 ) -> UpdateResult:
     """One run. `under_lock` is called first once the lock is held (a follower
-    claims its generation there, follow.py)."""
+    claims its generation there, follow.py). `installed_clock` tells when the
+    maps were installed (the wall clock); without it, `now` (a virtual clock,
+    as with --now). `ends_follow`: the run's deadline is the follow's own end,
+    so reaching it is no failure (what was read is saved; the next run goes
+    on): the last run's record is left as it was."""
     started = time.monotonic()
     with opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
         if under_lock is not None:
@@ -109,8 +118,11 @@ def run_update(
         for warning in warnings:
             log.warning("%s", warning)
         try:
-            result = _update_locked(config, state, store, now, count_lines)
+            result = _update_locked(config, state, store, now, count_lines, installed_clock or (lambda: now))
         except ExactcronError as error:
+            if ends_follow and isinstance(error, DeadlineReachedError):
+                # Cut short by the follow's end, not failed: the last step's record stands.
+                raise
             if isinstance(error, StoreUnavailableError):
                 # Relay never outlives its lease: what was last read, less what expired since.
                 from exactcron.commands.failclosed import fail_closed
@@ -134,7 +146,7 @@ def run_update(
         for report in result.sources:
             for reason, count in report.refused.items():
                 refused[reason] = refused.get(reason, 0) + count
-        record = record.succeeded(now, result.leases, logins, unreadable, refused)
+        record = record.succeeded(now, result.leases, logins, unreadable, refused, result.grant_delays)
         state.save_last_run(record.to_json())
         _write_metrics(config, state, record, started, result.unread)
         return result
@@ -192,7 +204,12 @@ def _write_metrics(
 
 
 def _update_locked(
-    config: Config, state: LocalState, store: LeaseStore, now: datetime, count_lines: bool
+    config: Config,
+    state: LocalState,
+    store: LeaseStore,
+    now: datetime,
+    count_lines: bool,
+    installed_clock: Callable[[], datetime],
 ) -> UpdateResult:
     # Started once the lock is held: waiting for it does not count.
     deadline = Deadline(config.run_deadline)
@@ -303,6 +320,8 @@ def _update_locked(
     if audit.enabled() and snapshot is not None:
         _audit_update(result, before, active, now)
     result.maps_written = install_maps(config.maps, state, [lease.address for lease in active], errors)
+    if result.granted:
+        result.grant_delays = _grant_delays(result.granted, active, installed_clock())
     result.leases = len(active)
     result.next_expiry = min((lease.expires.timestamp() for lease in active), default=None)
     faults.point("update:maps-written")
@@ -325,6 +344,17 @@ def _update_locked(
     if errors:
         raise reported(errors)
     return result
+
+
+def _grant_delays(granted: Sequence[str], active: Sequence[Lease], installed: datetime) -> list[float]:
+    """Seconds from each granted lease's login stamp to `installed`; a stamp
+    ahead of the clock (believed up to a minute ahead) counts as no delay."""
+    wanted = set(granted)
+    return [
+        max(0.0, (installed - lease.last_login).total_seconds())
+        for lease in active
+        if lease.address in wanted
+    ]
 
 
 def _recorded_unread(settled: dict[str, Any] | None) -> dict[str, int | None]:

@@ -5,7 +5,7 @@ Pure: the record in and out as JSON values; the caller reads and writes it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +16,9 @@ from exactcron.timestamps import format_instant, parse_instant
 # renames it and the syslog daemon (or `create`) makes a new one within a
 # second or two; two cron runs a minute apart finding none is no rotation.
 ROTATION_GRACE = timedelta(minutes=2)
+
+# The grant delays the metrics' quantiles are taken over: the latest this many.
+RECENT_GRANT_DELAYS = 1000
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,11 @@ class RunRecord:
     unreadable_lines: Mapping[str, int] = field(default_factory=dict)
     # Per reason (guard.py), since the state began: logins `[guard]` refused.
     refused_total: Mapping[str, int] = field(default_factory=dict)
+    # Since the state began: leases granted or extended, and the sum of their
+    # delays (login stamp to maps installed, seconds); the latest delays themselves.
+    grant_delay_count: int = 0
+    grant_delay_sum: float = 0.0
+    recent_grant_delays: tuple[float, ...] = ()
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any] | None) -> RunRecord:
@@ -44,6 +52,9 @@ class RunRecord:
         unreadable = document.get("unreadable_lines")
         seen = document.get("logs_seen")
         leases = document.get("leases")
+        delays = document.get("recent_grant_delays")
+        delay_count = document.get("grant_delay_count")
+        delay_sum = document.get("grant_delay_sum")
         time = _instant(document.get("time"))
         outcome = _text(document.get("outcome"))
         # A record of 0.1.0 has only the time and the outcome of the last run.
@@ -62,6 +73,13 @@ class RunRecord:
             logins_total=_counts(counts),
             unreadable_lines=_counts(unreadable),
             refused_total=_counts(document.get("refused_total")),
+            grant_delay_count=_count(delay_count),
+            grant_delay_sum=_seconds(delay_sum) or 0.0,
+            recent_grant_delays=tuple(
+                value
+                for value in (_seconds(each) for each in (delays if isinstance(delays, list) else ()))
+                if value is not None
+            )[-RECENT_GRANT_DELAYS:],
             logs_seen={
                 key: stamp
                 for key, value in (seen.items() if isinstance(seen, dict) else ())
@@ -80,6 +98,9 @@ class RunRecord:
             "logs_seen": {key: format_instant(value) for key, value in sorted(self.logs_seen.items())},
             "unreadable_lines": dict(sorted(self.unreadable_lines.items())),
             "refused_total": dict(sorted(self.refused_total.items())),
+            "grant_delay_count": self.grant_delay_count,
+            "grant_delay_sum": round(self.grant_delay_sum, 6),
+            "recent_grant_delays": [round(value, 3) for value in self.recent_grant_delays],
         }
 
     def succeeded(
@@ -89,6 +110,7 @@ class RunRecord:
         logins: Mapping[str, int],
         unreadable: Mapping[str, int] | None = None,
         refused: Mapping[str, int] | None = None,
+        grant_delays: Sequence[float] = (),
     ) -> RunRecord:
         totals = _added(self.logins_total, logins)
         return replace(
@@ -101,6 +123,9 @@ class RunRecord:
             logins_total=totals,
             unreadable_lines=_added(self.unreadable_lines, unreadable or {}),
             refused_total=_added(self.refused_total, refused or {}),
+            grant_delay_count=self.grant_delay_count + len(grant_delays),
+            grant_delay_sum=self.grant_delay_sum + sum(grant_delays),
+            recent_grant_delays=(*self.recent_grant_delays, *grant_delays)[-RECENT_GRANT_DELAYS:],
         )
 
     def failed(self, now: datetime, error: str) -> RunRecord:
@@ -200,3 +225,15 @@ def _text(value: object) -> str | None:
 
 def _format(value: datetime | None) -> str | None:
     return None if value is None else format_instant(value)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _seconds(value: Any) -> float | None:
+    """A non-negative finite number of seconds, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if 0.0 <= number < float("inf") else None

@@ -7,11 +7,12 @@ a lost one says no more than a stale timestamp.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
 from exactcron.atomic import remove_leftovers, write_atomically
-from exactcron.outputs.health import RunRecord
+from exactcron.outputs.health import RECENT_GRANT_DELAYS, RunRecord
 
 
 def render(record: RunRecord, unread: Mapping[str, int | None], sources: list[str], duration: float) -> str:
@@ -54,6 +55,20 @@ def render(record: RunRecord, unread: Mapping[str, int | None], sources: list[st
     family("exactcron_refused_total", "counter", "Logins [guard] refused, per reason (they granted nothing).")
     for reason in ("max-addresses", "shared"):
         out.append(f'exactcron_refused_total{{reason="{reason}"}} {record.refused_total.get(reason, 0)}\n')
+    family(
+        "exactcron_grant_delay_seconds",
+        "summary",
+        "From a login line's stamp to its map being installed, per lease granted or extended"
+        f" (quantiles over the latest {RECENT_GRANT_DELAYS}).",
+    )
+    recent = sorted(record.recent_grant_delays)
+    if recent:
+        for quantile in (0.5, 0.99):
+            # The nearest rank: a delay that was measured, never an interpolation.
+            value = recent[max(0, math.ceil(quantile * len(recent)) - 1)]
+            out.append(f'exactcron_grant_delay_seconds{{quantile="{quantile}"}} {value:.3f}\n')
+    out.append(f"exactcron_grant_delay_seconds_count {record.grant_delay_count}\n")
+    out.append(f"exactcron_grant_delay_seconds_sum {record.grant_delay_sum:.6f}\n")
     family("exactcron_run_duration_seconds", "gauge", "How long the last update took.")
     out.append(f"exactcron_run_duration_seconds {duration:.6f}\n")
     return "".join(out)
