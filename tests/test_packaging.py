@@ -76,13 +76,60 @@ def test_the_cron_line_runs_update_only_without_systemd_and_while_installed(tmp_
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
     cron(f"{bin_dir}:/usr/bin:/bin")
-    assert ran.read_text() == "update\n"  # no systemd: cron runs it
+    assert ran.read_text() == "update --follow\n"  # no systemd: cron runs it, following
     runtime.mkdir()
     cron(f"{bin_dir}:/usr/bin:/bin")
-    assert ran.read_text() == "update\n"  # systemd: the timer runs it
+    assert ran.read_text() == "update --follow\n"  # systemd: the timer runs it
     runtime.rmdir()
     cron("/usr/bin:/bin")  # removed, not purged: the cron file stays, silent
-    assert ran.read_text() == "update\n"
+    assert ran.read_text() == "update --follow\n"
+
+
+def _unit(name: str) -> dict[str, list[str]]:
+    """A shipped systemd unit's settings, `Section.Key` -> its values in order."""
+    settings: dict[str, list[str]] = {}
+    section = ""
+    for line in (ROOT / "systemd" / name).read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, value = line.split("=", 1)
+        settings.setdefault(f"{section}.{key}", []).append(value)
+    return settings
+
+
+def _seconds(span: str) -> float:
+    """A systemd time span of one unit (`1s`, `100ms`, `5min`) in seconds."""
+    match = re.fullmatch(r"(\d+)(ms|s|min)", span)
+    assert match, span
+    return int(match.group(1)) * {"ms": 0.001, "s": 1, "min": 60}[match.group(2)]
+
+
+def test_the_timer_starts_a_following_service_at_every_whole_minute() -> None:
+    from exactcron.config import DEFAULT_LOCK_WAIT, DEFAULT_RUN_DEADLINE, parse_duration
+
+    timer, service = _unit("exactcron.timer"), _unit("exactcron.service")
+    assert timer["Timer.OnCalendar"] == ["*-*-* *:*:00"]
+    # systemd's default accuracy is a minute: the run could start that late.
+    (accuracy,) = timer["Timer.AccuracySec"]
+    assert _seconds(accuracy) <= 1
+    assert service["Service.Type"] == ["oneshot"]
+    assert service["Service.ExecStart"] == ["/usr/bin/exactcron update --follow"]
+    # A oneshot has no start timeout unless given one, and the timer starts no
+    # run while one is active; the timeout must not cut a run short of its own deadlines.
+    (timeout,) = service["Service.TimeoutStartSec"]
+    longest_run = parse_duration(DEFAULT_LOCK_WAIT) + parse_duration(DEFAULT_RUN_DEADLINE)
+    assert _seconds(timeout) >= 2 * longest_run.total_seconds()
+
+
+def test_the_docs_say_how_to_turn_following_off() -> None:
+    cron = (ROOT / "cron.d" / "exactcron").read_text()
+    assert "drops --follow" in cron
+    install = (ROOT / "docs" / "install.md").read_text()
+    assert "ExecStart=\nExecStart=/usr/bin/exactcron update\n" in install
+    assert "`systemctl edit exactcron.service`" in install
 
 
 @pytest.mark.parametrize("page", ["exactcron.8", "exactcron.toml.5"])
