@@ -95,6 +95,7 @@ def _unit(name: str) -> dict[str, list[str]]:
         if line.startswith("["):
             section = line.strip("[]")
             continue
+        assert section, f"{name}: {line!r} is outside any section"  # systemd ignores it
         key, value = line.split("=", 1)
         settings.setdefault(f"{section}.{key}", []).append(value)
     return settings
