@@ -7,17 +7,23 @@ checkpoints. So nothing is kept in memory between steps: a `flush` or an `add`
 made meanwhile is what the next step starts from, and a follower killed at
 any point leaves what a killed run leaves.
 
-Between steps the lock is not held. A log file is watched with os.stat only
-(its size, inode and times, every POLL_SECONDS); a journal source has a step
-each second (its quiet check asks the journal). A step also runs when the
-earliest lease ends, and at least every IDLE_STEP_SECONDS.
+Between steps the lock is not held, and the follower sleeps in the kernel
+(inotify, sources/watch.py) until a source's files or the follower file
+change, or until its next due moment: the earliest lease's end, an idle step
+every IDLE_STEP_SECONDS, the follow's end. Where inotify cannot watch a
+source, that source is looked at with os.stat every POLL_SECONDS (a journal:
+a step each JOURNAL_STEP_SECONDS, its quiet check asks the journal). Steps
+are at least watch.step_gap apart, so a busy log is read in batches, not
+line by line.
 
 The newest follower owns the state directory's follower file (written under
-the lock); an older one sees it replaced at its next poll and exits.
+the lock); an older one sees it replaced (woken by it, or at its next poll)
+and exits.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
@@ -29,16 +35,81 @@ from exactcron.commands.update import UpdateResult, run_update
 from exactcron.config import Config
 from exactcron.errors import DeadlineReachedError, LockTimeoutError
 from exactcron.sources.open import growth_probe
-from exactcron.stores.local import LocalState
+from exactcron.sources.watch import Inotify, exactly, open_inotify, step_gap, watch_source
+from exactcron.stores.local import FOLLOWER_FILE, LocalState
+from exactcron.timestamps import format_instant
 
 POLL_SECONDS = 0.2
 JOURNAL_STEP_SECONDS = 1.0
 IDLE_STEP_SECONDS = 30.0
 
+SOURCES = "sources"
+FOLLOWER = "follower"
+
 
 def follow_until_minute_end(wall: float) -> float:
     """Seconds from `wall` (epoch seconds) to one second before the next whole minute."""
     return 60.0 - (wall % 60.0) - 1.0
+
+
+class Watch:
+    """What wakes the follower between steps: inotify where it can, os.stat where it cannot."""
+
+    def __init__(self, config: Config, inotify: Inotify | None) -> None:
+        self.config = config
+        self.inotify = inotify
+        self.gap = max(step_gap(source) for source in config.sources) if config.sources else 0.0
+        self.follower_watched = False
+        # The sources inotify cannot watch: stat probes (None: a journal, stepped each second).
+        self.polled: list[Callable[[], list[int] | None]] = []
+        self.polled_journal = False
+        self.seen: list[list[int] | None] = []
+
+    def arm(self) -> None:
+        """Watch each source (again: a rotated log is a new file) and take the polled ones' stat."""
+        inotify = self.inotify
+        self.polled = []
+        self.polled_journal = False
+        for source in self.config.sources:
+            if inotify is not None and watch_source(inotify, source, SOURCES):
+                continue
+            probe = growth_probe(source)
+            if probe is None:
+                self.polled_journal = True
+            else:
+                self.polled.append(probe)
+        if inotify is not None and not self.follower_watched:
+            self.follower_watched = inotify.watch_directory(
+                self.config.state_dir, FOLLOWER, exactly(FOLLOWER_FILE)
+            )
+        self.seen = [probe() for probe in self.polled]
+
+    def polls(self) -> bool:
+        return bool(self.polled) or not self.follower_watched
+
+    def wait(self, timeout: float) -> set[str]:
+        """What may have changed within `timeout` seconds (SOURCES, FOLLOWER); may return early, empty."""
+        if self.polls():
+            timeout = min(timeout, POLL_SECONDS)
+        if self.inotify is None:
+            time.sleep(max(0.0, timeout))
+            woken: set[str] | None = set()
+        else:
+            woken = self.inotify.wait(timeout)
+        if woken is None:
+            woken = {SOURCES, FOLLOWER}  # events were lost: anything may have changed
+        if not self.follower_watched:
+            woken.add(FOLLOWER)
+        if self.polled:
+            current = [probe() for probe in self.polled]
+            if current != self.seen:
+                self.seen = current
+                woken.add(SOURCES)
+        return woken
+
+    def close(self) -> None:
+        if self.inotify is not None:
+            self.inotify.close()
 
 
 def run_follow(
@@ -55,42 +126,74 @@ def run_follow(
     grant delays (run_update). Errors of a step are raised (the step
     already left the maps fail-closed, as a run does).
     """
+    watch = Watch(config, open_inotify())
+    try:
+        _follow(config, clock, duration, count_lines, on_step, installed_clock, watch)
+    finally:
+        watch.close()
+
+
+def _follow(
+    config: Config,
+    clock: Callable[[], datetime],
+    duration: float,
+    count_lines: bool,
+    on_step: Callable[[UpdateResult], None],
+    installed_clock: Callable[[], datetime] | None,
+    watch: Watch,
+) -> None:
     end = time.monotonic() + duration
-    token = f"{os.getpid()} {secrets.token_hex(8)}"
+    started = clock()
+    # What `status` shows of the follower running now; the random part tells
+    # two followers of one pid apart.
+    token = json.dumps(
+        {
+            "pid": os.getpid(),
+            "started": format_instant(started),
+            "until": format_instant(started + timedelta(seconds=duration)),
+            "id": secrets.token_hex(8),
+        },
+        sort_keys=True,
+    )
     claimed: list[list[int] | None] = [None]
 
     def claim(state: LocalState) -> None:
         claimed[0] = state.claim_follower(token)
 
-    probes = [growth_probe(source) for source in config.sources]
-    watched = [probe for probe in probes if probe is not None]
-    journal = len(watched) < len(probes)
     follower_file = LocalState(config.state_dir)
-    # Taken before the run reads: whatever is written from then on shows as a change.
-    seen = [probe() for probe in watched]
+    # Armed before the run reads: whatever is written from then on wakes a step.
+    watch.arm()
     first = run_update(config, clock(), count_lines, under_lock=claim, installed_clock=installed_clock)
     on_step(first)
     last_step = time.monotonic()
-    next_expiry = first.next_expiry
+    next_expiry = _expiry_moment(first.next_expiry, clock)
     while True:
+        moment = time.monotonic()
+        if moment >= end:
+            return
+        wake = min(end, last_step + (JOURNAL_STEP_SECONDS if watch.polled_journal else IDLE_STEP_SECONDS))
+        if next_expiry is not None:
+            wake = min(wake, next_expiry)
+        woken = watch.wait(wake - moment)
+        if FOLLOWER in woken and follower_file.follower_signature() != claimed[0]:
+            return  # a newer follower took over
+        moment = time.monotonic()
+        due = (
+            SOURCES in woken
+            or moment - last_step >= (JOURNAL_STEP_SECONDS if watch.polled_journal else IDLE_STEP_SECONDS)
+            or (next_expiry is not None and moment >= next_expiry)
+        )
+        if not due:
+            continue
+        if SOURCES in woken and moment < last_step + watch.gap:
+            # Lines written meanwhile are read with these; the events they raise are drained below.
+            time.sleep(min(last_step + watch.gap, end) - moment)
+        drained = watch.wait(0.0) if watch.inotify is not None else set()
+        if FOLLOWER in drained and follower_file.follower_signature() != claimed[0]:
+            return
         remaining = end - time.monotonic()
         if remaining <= 0:
             return
-        time.sleep(min(POLL_SECONDS, remaining))
-        if follower_file.follower_signature() != claimed[0]:
-            return  # a newer follower took over
-        current = [probe() for probe in watched]
-        moment = time.monotonic()
-        due = (
-            current != seen
-            or (journal and moment - last_step >= JOURNAL_STEP_SECONDS)
-            or moment - last_step >= IDLE_STEP_SECONDS
-            or (next_expiry is not None and clock().timestamp() >= next_expiry)
-        )
-        remaining = end - moment
-        if not due or remaining <= 0:
-            continue
-        seen = current
         # No step outlives the follow: its lock wait and its reading end with it.
         limit = timedelta(seconds=remaining)
         step_config = replace(
@@ -113,5 +216,14 @@ def run_follow(
                 return  # the follow's end came first; nothing was done
             raise
         last_step = time.monotonic()
-        next_expiry = result.next_expiry
+        next_expiry = _expiry_moment(result.next_expiry, clock)
+        # A rotated log is a new file: watched from now on.
+        watch.arm()
         on_step(result)
+
+
+def _expiry_moment(expiry: float | None, clock: Callable[[], datetime]) -> float | None:
+    """The monotonic moment of `expiry` (epoch seconds on `clock`), or None."""
+    if expiry is None:
+        return None
+    return time.monotonic() + max(0.0, expiry - clock().timestamp())

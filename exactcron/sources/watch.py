@@ -1,0 +1,196 @@
+"""For `update --follow`: wait, without spending CPU, until a source or a file may have changed.
+
+Linux inotify through libc (ctypes: no dependency, nothing compiled), so an
+idle follower sleeps in poll(2) until the kernel says a watched name was
+written, created, renamed or removed, or until its own next due moment. Where
+inotify cannot be had (another kernel, no libc symbol, the instance or watch
+limits reached, a directory it may not read), `open_inotify` gives None and
+the follower falls back to looking with os.stat (follow.py).
+
+Only the directories are trusted to name what changed: a log file's directory
+(its own name and its rotated copies', which begin with its name) and the
+log file itself (its inode: lines written to it after it was renamed out of
+the directory still wake the follower); a journal's directories (their
+`*.journal` files); the state directory's follower file. An event only wakes
+the follower: what changed is read again from the files by a full step,
+never taken from the event.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+from exactcron.sources.base import SourceSettings
+
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
+IN_EXCL_UNLINK = 0x04000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+# What any change of a file's content or of its name in a directory raises.
+DIRECTORY_EVENTS = IN_MODIFY | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+FILE_EVENTS = IN_MODIFY | IN_ATTRIB | IN_MOVE_SELF | IN_DELETE_SELF
+
+_EVENT = struct.Struct("iIII")
+
+# Between the end of a step and the start of the next one a change wakes:
+# the lines written meanwhile are read together. journald itself tells of
+# its writes at most every 250 ms, and each step of a journal runs journalctl.
+STEP_GAP_SECONDS = 0.2
+JOURNAL_GAP_SECONDS = 0.4
+
+# Which names of a watched directory matter: a predicate on the name's bytes.
+NameFilter = Callable[[bytes], bool]
+
+
+class Inotify:
+    """One inotify instance; the watches on it, each with the key it wakes."""
+
+    def __init__(self, fd: int, add_watch: Callable[[int, bytes, int], int]) -> None:
+        self.fd = fd
+        self._add_watch = add_watch
+        # Per watch descriptor: (key, which names count; None: the watched file itself).
+        self._watches: dict[int, list[tuple[str, NameFilter | None]]] = {}
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+
+    def watch_directory(self, path: Path, key: str, names: NameFilter) -> bool:
+        """Wake `key` for events on the names of directory `path` that `names` accepts."""
+        return self._add(path, IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK | DIRECTORY_EVENTS, key, names)
+
+    def watch_file(self, path: Path, key: str) -> bool:
+        """Wake `key` for writes to the file `path` names now, wherever it is renamed to."""
+        return self._add(path, IN_DONT_FOLLOW | FILE_EVENTS, key, None)
+
+    def _add(self, path: Path, mask: int, key: str, names: NameFilter | None) -> bool:
+        descriptor = self._add_watch(self.fd, os.fsencode(path), mask)
+        if descriptor < 0:
+            return False
+        # The same inode watched again gives the same descriptor: one entry per key.
+        entries = self._watches.setdefault(descriptor, [])
+        kept = [entry for entry in entries if entry[0] != key or (entry[1] is None) != (names is None)]
+        entries[:] = [*kept, (key, names)]
+        return True
+
+    def wait(self, timeout: float) -> set[str] | None:
+        """The keys woken within `timeout` seconds (empty: none); None when events
+        were lost (the queue overflowed), so anything may have changed."""
+        if not self._poll.poll(max(0, round(timeout * 1000))):
+            return set()
+        woken: set[str] = set()
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return woken
+            except InterruptedError:
+                continue
+            if self._parse(data, woken):
+                return None
+            if len(data) < 4096:
+                return woken
+
+    def _parse(self, data: bytes, woken: set[str]) -> bool:
+        """Add the keys `data`'s events wake; True when the queue overflowed."""
+        offset = 0
+        while offset + _EVENT.size <= len(data):
+            descriptor, mask, _cookie, length = _EVENT.unpack_from(data, offset)
+            name = data[offset + _EVENT.size : offset + _EVENT.size + length].rstrip(b"\0")
+            offset += _EVENT.size + length
+            if mask & IN_Q_OVERFLOW:
+                return True
+            if mask & IN_IGNORED:
+                # The watched file or directory is gone: watched again after the next step.
+                self._watches.pop(descriptor, None)
+                continue
+            for key, names in self._watches.get(descriptor, ()):
+                if names is None or names(name):
+                    woken.add(key)
+        return False
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def open_inotify() -> Inotify | None:
+    """An inotify instance, or None where there is none (then the follower polls)."""
+    try:
+        # The interpreter's own symbols hold libc's; ctypes.util.find_library would run ldconfig.
+        libc = ctypes.CDLL(None, use_errno=True)
+        init = libc.inotify_init1
+        add_watch = libc.inotify_add_watch
+    except (OSError, AttributeError):
+        return None
+    init.argtypes = [ctypes.c_int]
+    init.restype = ctypes.c_int
+    add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    add_watch.restype = ctypes.c_int
+    fd = init(IN_NONBLOCK | IN_CLOEXEC)
+    if fd < 0:
+        return None
+    return Inotify(fd, add_watch)
+
+
+def log_names(path: Path) -> NameFilter:
+    """The log's own name and its rotated copies' (mail.log.1, mail.log-20261206.gz)."""
+    own = os.fsencode(path.name)
+    return lambda name: name.startswith(own)
+
+
+def journal_names(name: bytes) -> bool:
+    return name.endswith((b".journal", b".journal~"))
+
+
+def exactly(wanted: str) -> NameFilter:
+    own = os.fsencode(wanted)
+    return lambda name: name == own
+
+
+def step_gap(settings: SourceSettings) -> float:
+    """The least time between two steps that a change of this source wakes."""
+    return JOURNAL_GAP_SECONDS if settings.journal else STEP_GAP_SECONDS
+
+
+def watch_source(inotify: Inotify, settings: SourceSettings, key: str) -> bool:
+    """Watch what `settings` reads; False when it cannot be watched (then it is polled)."""
+    if settings.journal:
+        # Imported only here: a follower of log files never pays for the journal's module.
+        from exactcron.sources.journal import SYSTEM_JOURNAL_DIRECTORIES
+
+        top = (settings.journal_directory,) if settings.journal_directory else SYSTEM_JOURNAL_DIRECTORIES
+        watched = False
+        for directory in top:
+            # A new machine folder (or anything else) named in the top folder wakes too.
+            if not inotify.watch_directory(directory, key, lambda _name: True):
+                continue
+            watched = True
+            try:
+                folders = [entry for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False)]
+            except OSError:
+                continue
+            for folder in folders:
+                inotify.watch_directory(Path(folder.path), key, journal_names)
+        return watched
+    path = settings.path
+    if not inotify.watch_directory(path.parent, key, log_names(path)):
+        return False
+    # Lines written to the file once renamed out of its folder (logrotate's `olddir`).
+    inotify.watch_file(path, key)
+    return True
