@@ -129,11 +129,11 @@ def test_metrics_file_after_updates_quiet_ones_included(
         ("exactcron_unreadable_lines_total", source): 0,
         ("exactcron_refused_total", (("reason", "max-addresses"),)): 0,
         ("exactcron_refused_total", (("reason", "shared"),)): 0,
-        # Both logins at 17:50:13 (a lease keeps the whole second), installed at --now, 18:00:00.
-        ("exactcron_grant_delay_seconds", (("quantile", "0.5"),)): 587,
-        ("exactcron_grant_delay_seconds", (("quantile", "0.99"),)): 587,
+        # Both logins at 17:50:13.486319 (the line's own stamp), installed at --now, 18:00:00.
+        ("exactcron_grant_delay_seconds", (("quantile", "0.5"),)): 586.513681,
+        ("exactcron_grant_delay_seconds", (("quantile", "0.99"),)): 586.513681,
         ("exactcron_grant_delay_seconds_count", ()): 2,
-        ("exactcron_grant_delay_seconds_sum", ()): 1174,
+        ("exactcron_grant_delay_seconds_sum", ()): 1173.027362,
     }
     site.write_log(dovecot_login("192.0.2.12", time="2026-11-25T18:00:30+00:00"))
     with site.log.open("a") as stream:
@@ -146,7 +146,7 @@ def test_metrics_file_after_updates_quiet_ones_included(
     assert later[("exactcron_last_success_timestamp_seconds", ())] == 1795629720.0
     assert later[("exactcron_leases", ())] == 3
     assert later[("exactcron_grant_delay_seconds_count", ())] == 3
-    assert later[("exactcron_grant_delay_seconds_sum", ())] == 1174 + 30
+    assert later[("exactcron_grant_delay_seconds_sum", ())] == pytest.approx(1173.027362 + 30)
     assert sorted(path.name for path in target.parent.iterdir()) == ["exactcron.prom"]
 
 
@@ -179,6 +179,29 @@ def test_grant_delay_counts_each_lease_granted_or_extended_from_its_login_to_its
     # A quiet run changes nothing.
     site.run("update", now="2026-11-25T18:03:00+00:00")
     assert samples(target)[("exactcron_grant_delay_seconds_count", ())] == 6
+
+
+def test_grant_delay_is_measured_to_the_microsecond_from_the_logins_own_stamp(
+    make_site: Callable[..., Site], tmp_path: Path
+) -> None:
+    # The lease keeps 18:00:59 (its second); the delay is from the line's 18:00:59.250001.
+    site, target = metrics_site(make_site, tmp_path)
+    site.write_log(
+        dovecot_login("192.0.2.1", time="2026-11-25T18:00:59.250001+00:00"),
+        # Two logins of one address: its latest counts, once.
+        dovecot_login("192.0.2.2", time="2026-11-25T18:00:58.5+00:00"),
+        dovecot_login("192.0.2.2", time="2026-11-25T18:00:59.999+00:00"),
+    )
+    site.run("update", now="2026-11-25T18:01:00+00:00")
+    found = samples(target)
+    assert found[("exactcron_grant_delay_seconds_count", ())] == 2
+    assert found[("exactcron_grant_delay_seconds_sum", ())] == pytest.approx(0.749999 + 0.001, abs=1e-9)
+    assert found[("exactcron_grant_delay_seconds", (("quantile", "0.5"),))] == pytest.approx(0.001, abs=1e-9)
+    assert found[("exactcron_grant_delay_seconds", (("quantile", "0.99"),))] == pytest.approx(
+        0.749999, abs=1e-9
+    )
+    recorded = json.loads((site.state / "last-run.json").read_text())
+    assert sorted(recorded["recent_grant_delays"]) == [0.001, 0.749999]
 
 
 def test_metrics_file_after_a_failed_update(make_site: Callable[..., Site], tmp_path: Path) -> None:

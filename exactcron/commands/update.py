@@ -257,6 +257,8 @@ def _update_locked(
     # raised at the end.
     errors: list[ExactcronError] = []
     deadline_noted = False
+    # Per address granted, its latest login's stamp to the microsecond (the grant delays).
+    granted_stamps: dict[str, datetime] = {}
     for source in config.sources:
         key = str(source.path)
         # Taken before reading: whatever is written from now on makes the files differ.
@@ -280,6 +282,7 @@ def _update_locked(
                 count_lines,
                 deadline.passed,
                 measure_unread=config.metrics_file is not None,
+                granted_stamps=granted_stamps,
             )
         except ForgeableLogError as error:
             # Whatever is written until the log is trusted again never grants.
@@ -321,7 +324,7 @@ def _update_locked(
         _audit_update(result, before, active, now)
     result.maps_written = install_maps(config.maps, state, [lease.address for lease in active], errors)
     if result.granted:
-        result.grant_delays = _grant_delays(result.granted, active, installed_clock())
+        result.grant_delays = _grant_delays(result.granted, active, granted_stamps, installed_clock())
     result.leases = len(active)
     result.next_expiry = min((lease.expires.timestamp() for lease in active), default=None)
     faults.point("update:maps-written")
@@ -346,15 +349,29 @@ def _update_locked(
     return result
 
 
-def _grant_delays(granted: Sequence[str], active: Sequence[Lease], installed: datetime) -> list[float]:
-    """Seconds from each granted lease's login stamp to `installed`; a stamp
+def _grant_delays(
+    granted: Sequence[str], active: Sequence[Lease], stamps: dict[str, datetime], installed: datetime
+) -> list[float]:
+    """Seconds from each granted lease's login stamp (to the microsecond, as
+    the line gave it; the lease keeps only its second) to `installed`; a stamp
     ahead of the clock (believed up to a minute ahead) counts as no delay."""
     wanted = set(granted)
     return [
-        max(0.0, (installed - lease.last_login).total_seconds())
+        max(0.0, (installed - stamps.get(lease.address, lease.last_login)).total_seconds())
         for lease in active
         if lease.address in wanted
     ]
+
+
+def _keep_stamps(stamps: dict[str, datetime], merged: Sequence[Login], changed: Sequence[str]) -> None:
+    """Into `stamps`, per address in `changed`, the latest stamp of its logins in
+    `merged`: one entry per address granted, whatever the number of logins."""
+    wanted = set(changed)
+    for login in merged:
+        if login.address in wanted:
+            stamp = login.time
+            if login.address not in stamps or stamps[login.address] < stamp:
+                stamps[login.address] = stamp
 
 
 def _recorded_unread(settled: dict[str, Any] | None) -> dict[str, int | None]:
@@ -400,6 +417,7 @@ def _read_source(
     count_lines: bool = True,
     stop: Callable[[], bool] | None = None,
     measure_unread: bool = False,
+    granted_stamps: dict[str, datetime] | None = None,
 ) -> tuple[SourceReport, Source]:
     """What `source` holds since its checkpoint, merged into `store`; the source
     as read (its new checkpoint, what is known of its trust)."""
@@ -444,12 +462,13 @@ def _read_source(
     auditing = audit.enabled()
 
     def merge() -> None:
-        changed = store.merge(
-            list(ordered) if guarded else pending.logins(), now, config.timeout, config.ignore
-        )
+        merged = list(ordered) if guarded else pending.logins()
+        changed = store.merge(merged, now, config.timeout, config.ignore)
         if pending.spared or guarded:
             changed = list(dict.fromkeys(changed))  # an address merged twice, once
         granted.extend(changed)
+        if changed and granted_stamps is not None:
+            _keep_stamps(granted_stamps, merged, changed)
         if auditing:
             report.granted.extend(changed)
         pending.clear()

@@ -100,7 +100,7 @@ class RunRecord:
             "refused_total": dict(sorted(self.refused_total.items())),
             "grant_delay_count": self.grant_delay_count,
             "grant_delay_sum": round(self.grant_delay_sum, 6),
-            "recent_grant_delays": [round(value, 3) for value in self.recent_grant_delays],
+            "recent_grant_delays": [round(value, 6) for value in self.recent_grant_delays],
         }
 
     def succeeded(

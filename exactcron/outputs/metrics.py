@@ -66,7 +66,7 @@ def render(record: RunRecord, unread: Mapping[str, int | None], sources: list[st
         for quantile in (0.5, 0.99):
             # The nearest rank: a delay that was measured, never an interpolation.
             value = recent[max(0, math.ceil(quantile * len(recent)) - 1)]
-            out.append(f'exactcron_grant_delay_seconds{{quantile="{quantile}"}} {value:.3f}\n')
+            out.append(f'exactcron_grant_delay_seconds{{quantile="{quantile}"}} {value:.6f}\n')
     out.append(f"exactcron_grant_delay_seconds_count {record.grant_delay_count}\n")
     out.append(f"exactcron_grant_delay_seconds_sum {record.grant_delay_sum:.6f}\n")
     family("exactcron_run_duration_seconds", "gauge", "How long the last update took.")
