@@ -228,3 +228,49 @@ def test_a_step_cut_short_by_the_follows_own_end_leaves_status_healthy(follow: F
     # What the cut step did not grant, the next run does.
     assert follow.run("update").returncode == 0
     assert follow.granted("192.0.2.77")
+
+
+def journal_entry(address: str, number: int) -> str:
+    """One Dovecot login in journal export format, stamped now, from the trusted unit."""
+    microseconds = time.time_ns() // 1000
+    return (
+        f"__REALTIME_TIMESTAMP={microseconds}\n__MONOTONIC_TIMESTAMP={number}\n"
+        "_BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME=mx\n_TRANSPORT=syslog\n"
+        "_SYSTEMD_UNIT=dovecot.service\nSYSLOG_IDENTIFIER=dovecot\n"
+        f"MESSAGE=imap-login: Login: user=<bob>, method=PLAIN, rip={address}, lip=10.0.0.1, mpid=7, TLS\n\n"
+    )
+
+
+def test_a_login_written_to_the_journal_during_the_follow_is_granted_while_it_runs(tmp_path: Path) -> None:
+    # systemd-journal-remote appends to a journal file as journald does; a
+    # second file in the folder is what a journal rotation makes.
+    tool = Path("/lib/systemd/systemd-journal-remote")
+    if not tool.exists():
+        pytest.skip("systemd-journal-remote is not installed (Debian package systemd-journal-remote)")
+    require_tool("journalctl")
+    follow = Follow(tmp_path)
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    follow.config.write_text(
+        f'state_dir = "{follow.state}"\ntimeout = "30m"\nlock_wait = "5s"\n'
+        f'[[source]]\njournal = ["dovecot.service"]\njournal_directory = "{journal}"\n'
+        f'server = "dovecot"\nhosts = ["mx"]\n'
+        f'[[map]]\nmta = "postfix"\npath = "{follow.map}"\ntype = "hash"\n'
+    )
+
+    def write(file: str, address: str, number: int) -> None:
+        export = tmp_path / "entry.export"
+        export.write_text(journal_entry(address, number))
+        subprocess.run(
+            [str(tool), f"--output={journal / file}", str(export)], check=True, capture_output=True
+        )
+
+    write("system.journal", "192.0.2.60", 1)
+    follower = follow.start("12s")
+    wait_for(lambda: follow.granted("192.0.2.60"), follower)
+    write("system.journal", "192.0.2.61", 2)
+    wait_for(lambda: follow.granted("192.0.2.61"), follower)
+    write("system@0001.journal", "192.0.2.62", 3)
+    wait_for(lambda: follow.granted("192.0.2.62"), follower)
+    assert finished(follower) == (0, "")
+    assert follow.shown() == map_keys(follow.map) == {"192.0.2.60", "192.0.2.61", "192.0.2.62"}
