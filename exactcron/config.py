@@ -511,12 +511,15 @@ def _site_rules(path: Path, tables: object) -> dict[str, Rule]:
         if name in BUILTIN_RULES or name == MANUAL:
             # `manual` marks leases granted by hand: a login must never pass for one.
             raise ConfigError(f"{path}: rule.{name}: clashes with the built-in rule of that name")
-        reader.refuse_unknown({"program", "match", "needle"})
+        reader.refuse_unknown({"program", "match", "needle", "connect", "end"})
         program = reader.required_string("program")
         match = reader.required_string("match")
         needles = reader.string_list("needle", [])
+        # A two-line rule: the address on a connect line, the login on a later line of that process.
+        connect = reader.string("connect", None)
+        end = reader.string("end", None)
         try:
-            rules[name] = site_rule(name, program, match, needles)
+            rules[name] = site_rule(name, program, match, needles, connect, end)
         except ValueError as error:
             raise ConfigError(f"{path}: rule.{name}: {error}") from None
     return rules

@@ -219,7 +219,10 @@ def test_a_documented_success_grants_its_address(
 
 
 def test_every_built_in_rule_has_a_documented_success() -> None:
-    assert {row[1] for row in SUCCESSES} == set(BUILTIN_RULES)
+    # A server that logs the address and the login on two lines: tests/test_rules_twoline.py.
+    two_line_only = {name for name, rule in BUILTIN_RULES.items() if not rule.forms and rule.two_line}
+    assert two_line_only == {"popa3d", "vm-pop3d"}
+    assert {row[1] for row in SUCCESSES} == set(BUILTIN_RULES) - two_line_only
 
 
 @pytest.mark.parametrize(("line", "server", "user", "address"), SUCCESSES)

@@ -74,6 +74,8 @@ class SourceReport:
     measured: bool = False
     # Logins `[guard]` refused, per reason.
     refused: dict[str, int] = field(default_factory=dict)
+    # The open sessions of its two-line rules as read (rules/pairing.py); None: it has none.
+    pairings: dict[str, Any] | None = None
 
 
 @dataclass
@@ -301,6 +303,11 @@ def _update_locked(
         untrusted[key] = read.untrusted
         if read.checkpoint is not None:
             checkpoints[key] = read.checkpoint.to_json()
+            if report.pairings is not None:
+                from exactcron.rules.pairing import PAIRINGS_KEY
+
+                # In the checkpoint's own document: saved with it, or not at all.
+                checkpoints[key][PAIRINGS_KEY] = report.pairings
         if report.stopped:
             errors.append(
                 _deadline_error(deadline, f"after reading {report.bytes_read} bytes of {source.path}")
@@ -429,7 +436,14 @@ def _read_source(
     # Imported here: a quiet run parses no line.
     from exactcron.rules.parser import LineParser
 
-    parser = LineParser(source.rules, timestamps, source.hosts, count_lines=count_lines)
+    pairing_state = None
+    if saved and any(rule.two_line is not None for rule in source.rules):
+        from exactcron.rules.pairing import PAIRINGS_KEY
+
+        pairing_state = saved.get(PAIRINGS_KEY)
+    parser = LineParser(
+        source.rules, timestamps, source.hosts, count_lines=count_lines, pairing_state=pairing_state
+    )
     reader = open_source(source, saved, since, timestamps.stamp, untrusted)
     report = SourceReport(source.path)
     # Per address, its latest login (and what a flush may spare): the lease
@@ -483,6 +497,8 @@ def _read_source(
         keep(logins)
     merge()
     report.lines = parser.lines if count_lines else None
+    if parser.pairings is not None:
+        report.pairings = parser.pairings.to_json(now)
     report.bytes_read = reader.bytes_read
     report.stopped = reader.stopped
     report.unreadable = parser.too_long + parser.unreadable + reader.unreadable
@@ -558,7 +574,12 @@ def _with_untrusted(
         checkpoint = Checkpoint.from_json(document) if document is not None else Checkpoint(None)
         if checkpoint is None:
             continue  # not a file's checkpoint (a journal's): nothing to record
-        result[key] = replace(checkpoint, refused=marks.refused, trusted_from=marks.trusted_from).to_json()
+        marked = replace(checkpoint, refused=marks.refused, trusted_from=marks.trusted_from).to_json()
+        if document is not None and "format" in document:
+            # What a source keeps beside its checkpoint (a two-line rule's open sessions) stays.
+            owned = {*marked, "refused", "trusted_from"}
+            marked.update((name, value) for name, value in document.items() if name not in owned)
+        result[key] = marked
     return result
 
 

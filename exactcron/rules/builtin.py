@@ -1,4 +1,5 @@
-"""The eleven built-in servers, as data: each one's name, needles, tags and success lines.
+"""The thirteen built-in servers, as data: each one's name, needles, tags and success lines
+(those that log the address and the login on two lines: twoline_servers.py).
 
 The grammar they share (the address and host-name shapes, Dovecot's fields,
 Cyrus's logfmt) is in forms.py; LineParser (parser.py) runs them.
@@ -271,18 +272,23 @@ def _vpopmail() -> Rule:
     )
 
 
-# GNU pop3d: `User 'U' logged in with mailbox 'M' from ADDR`.
+def _popa3d() -> Rule:
+    # Imported here: a run compiles only the rules its sources name.
+    from exactcron.rules.twoline_servers import popa3d
+
+    return popa3d()
+
+
 def _gnu_pop3d() -> Rule:
-    return Rule(
-        name="gnu-pop3d",
-        needles=(b"' logged in with mailbox '",),
-        forms=(
-            _form(
-                {"gnu-pop3d", "pop3d"},
-                rf"User '(?P<user>.*)' logged in with mailbox '.*' from (?P<ip>{IP})",
-            ),
-        ),
-    )
+    from exactcron.rules.twoline_servers import gnu_pop3d
+
+    return gnu_pop3d()
+
+
+def _vm_pop3d() -> Rule:
+    from exactcron.rules.twoline_servers import vm_pop3d
+
+    return vm_pop3d()
 
 
 class _BuiltinRules(Mapping[str, Rule]):
@@ -322,5 +328,7 @@ BUILTIN_RULES: Mapping[str, Rule] = _BuiltinRules(
         ("solid-pop3d", _solid_pop3d),
         ("gnu-pop3d", _gnu_pop3d),
         ("vpopmail", _vpopmail),
+        ("popa3d", _popa3d),
+        ("vm-pop3d", _vm_pop3d),
     ]
 )

@@ -19,7 +19,7 @@ start of the message instead.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -105,6 +105,45 @@ class Form:
         return self.program_pattern is not None and self.program_pattern.fullmatch(program) is not None
 
 
+# The lines of a two-line rule; rules/pairing.py pairs them.
+class Phrase:
+    """One shape of line of a two-line rule, over the whole message after `TAG[PID]: `."""
+
+    __slots__ = ("linear", "pattern")
+
+    def __init__(self, pattern: re.Pattern[str], linear: LinearPattern | None = None) -> None:
+        self.pattern = pattern
+        # A site rule's pattern runs on the linear-time engine, never on re.
+        self.linear = linear
+
+    def fields(self, message: str) -> Mapping[str, str | None] | None:
+        if self.linear is not None:
+            matched = self.linear.fullmatch(message)
+            return None if matched is None else matched.groupdict()
+        found = self.pattern.fullmatch(message)
+        return None if found is None else found.groupdict()
+
+
+@dataclass(frozen=True)
+class TwoLine:
+    """The lines of a two-line rule, logged under `programs` (or `program_pattern`)."""
+
+    programs: frozenset[str]
+    # A connection: its `ip` group is the client's address. One whose address
+    # cannot be read still ends the key's earlier session.
+    connects: tuple[Phrase, ...]
+    # A successful login: its `user` group (optional) is the user.
+    successes: tuple[Phrase, ...]
+    # A line that ends the session: failures that close it, its last line.
+    ends: tuple[Phrase, ...] = ()
+    program_pattern: re.Pattern[str] | None = None
+
+    def accepts(self, program: str) -> bool:
+        if program in self.programs:
+            return True
+        return self.program_pattern is not None and self.program_pattern.fullmatch(program) is not None
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -112,6 +151,9 @@ class Rule:
     # one; lines without any rule's needle are never decoded or split.
     needles: tuple[bytes, ...]
     forms: tuple[Form, ...]
+    # The lines of a server that logs the address and the login apart
+    # (rules/pairing.py); its needles are among `needles`.
+    two_line: TwoLine | None = None
 
     def login(self, time: datetime, program: str, message: str) -> Login | None:
         """The login a line's message states, logged under `program` at `time`, or None."""

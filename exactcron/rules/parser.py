@@ -14,12 +14,16 @@ from _socket import AF_INET, inet_ntop, inet_pton
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from exactcron.addresses import normalize_address
 from exactcron.model import Login
 from exactcron.rules.forms import DOVECOT1_NAME, HEADER, LINE_HEAD, Form, Rule, microsecond_of
 from exactcron.rules.grant import line_refusal
 from exactcron.timestamps import TimestampParser, looks_stamped
+
+if TYPE_CHECKING:
+    from exactcron.rules.pairing import Pairings
 
 # Longer lines are skipped unparsed: no POP/IMAP success line comes close,
 # and a regex over megabytes of attacker text is a denial of service.
@@ -122,6 +126,9 @@ class LineParser:
     # Counting the lines of a block takes as long as searching it for a
     # needle: done only when someone reads the count.
     count_lines: bool = True
+    # The open sessions of the source's two-line rules, as its checkpoint
+    # document holds them (rules/pairing.py); unused without such a rule.
+    pairing_state: object = None
 
     def __post_init__(self) -> None:
         needles = {needle for rule in self.rules for needle in rule.needles}
@@ -149,6 +156,13 @@ class LineParser:
             (rule.name, tuple(_CompiledForm(form) for form in rule.forms)) for rule in self.rules
         )
         self._host_verdicts: dict[bytes, bool] = {}
+        two_line = [(rule.name, rule.two_line) for rule in self.rules if rule.two_line is not None]
+        self.pairings: Pairings | None = None
+        if two_line:
+            # Imported here: a source without a two-line rule never loads it.
+            from exactcron.rules.pairing import Pairings
+
+            self.pairings = Pairings(two_line, self.pairing_state)
 
     def parse(self, line: bytes) -> Login | None:
         """The login of one line (without its LF; a journal entry may hold LFs), or None."""
@@ -251,6 +265,8 @@ class LineParser:
         stamped = self.timestamps.second_of(clock or bsd, offset)
         if stamped is None:
             self.unreadable += 1
+            if self.pairings is not None and self.pairings.accepts(program):
+                self.pairings.forget(host, program, line, head)
             return None
         second, ambiguity = stamped
         message = line[head.end() :]
@@ -298,6 +314,12 @@ class LineParser:
                     time = second.replace(microsecond=microsecond) if microsecond else second
                     earliest = time - ambiguity
                 return _new_login(Login, (address, second, microsecond, user, name, earliest))
+        if self.pairings is not None and self.pairings.accepts(program):
+            # A line of a two-line rule: its session opened or ended, or its success paired.
+            paired = self.pairings.read(host, program, line, head, second, ambiguity, fraction)
+            if paired is not None and host is not None and not self._host_field_counts(host):
+                return None
+            return paired
         return None
 
     def _parse_text(self, text: str) -> Login | None:

@@ -5,32 +5,95 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from exactcron.rules.forms import PROGRAM, Form, Rule
+from exactcron.rules.forms import PROGRAM, Form, Phrase, Rule, TwoLine
 from exactcron.rules.linear import LinearPattern, RefusedPattern
 from exactcron.rules.patterns import MIN_NEEDLE_CHARS, required_literals
 
 
-def site_rule(name: str, program: str, match: str, needles: Sequence[str] = ()) -> Rule:
+def _compiled(
+    key: str, text: str, groups: set[str], required: str | None
+) -> tuple[re.Pattern[str], LinearPattern]:
+    """`text` as re reads it (to be read, never run) and as the linear engine runs it.
+    Raises ValueError naming `key`."""
+    try:
+        pattern = re.compile(text, re.DOTALL)
+    except re.error as error:
+        raise ValueError(f"{key} is not a valid regular expression: {error}") from None
+    if required is not None and required not in pattern.groupindex:
+        raise ValueError(f"{key} has no named group {required!r} (write (?P<{required}>...))")
+    unknown = set(pattern.groupindex) - groups
+    if unknown and not groups:
+        raise ValueError(f"{key} must have no named groups: {', '.join(sorted(unknown))}")
+    if unknown:
+        allowed = " and ".join(repr(group) for group in sorted(groups))
+        raise ValueError(f"{key} has groups other than {allowed}: {', '.join(sorted(unknown))}")
+    try:
+        # Matched in time linear in the line, whatever the line: re could take hours on one.
+        linear = LinearPattern(text, re.DOTALL)
+    except RefusedPattern as error:
+        raise ValueError(f"{key} {error}") from None
+    return pattern, linear
+
+
+def _needle(patterns: Sequence[re.Pattern[str]]) -> list[bytes]:
+    """One literal per pattern (the longest every match contains), or [b""] when
+    one of them has none long enough: every line of the source is then tried."""
+    literals = []
+    for pattern in patterns:
+        found = [literal for literal in required_literals(pattern) if len(literal) >= MIN_NEEDLE_CHARS]
+        if not found:
+            return [b""]
+        literals.append(found[0].encode())
+    return list(dict.fromkeys(literals))
+
+
+def site_rule(
+    name: str,
+    program: str,
+    match: str,
+    needles: Sequence[str] = (),
+    connect: str | None = None,
+    end: str | None = None,
+) -> Rule:
     """A rule from the configuration. Raises ValueError with what is wrong.
 
     Its needles are `needles` when given, else the longest literal every
-    match of `match` contains: like a built-in rule, it then only looks at
-    the lines that hold one.
+    match of `match` (and of `connect` and `end`) contains: like a built-in
+    rule, it then only looks at the lines that hold one.
+
+    With `connect`, a two-line rule (rules/pairing.py): `connect` names the
+    address (`ip`), `match` the success of the same process (`user` only:
+    the address a success may grant is the one its own connect line named,
+    never one the success line holds), `end` a line that ends the session.
     """
-    try:
-        pattern = re.compile(match, re.DOTALL)
-    except re.error as error:
-        raise ValueError(f"match is not a valid regular expression: {error}") from None
-    if "ip" not in pattern.groupindex:
-        raise ValueError("match has no named group 'ip' (write (?P<ip>...))")
-    unknown = set(pattern.groupindex) - {"ip", "user"}
-    if unknown:
-        raise ValueError(f"match has groups other than 'ip' and 'user': {', '.join(sorted(unknown))}")
-    try:
-        # Matched in time linear in the line, whatever the line: re could take hours on one.
-        linear = LinearPattern(match, re.DOTALL)
-    except RefusedPattern as error:
-        raise ValueError(f"match {error}") from None
+    if connect is None:
+        if end is not None:
+            raise ValueError("end is only read with connect (a two-line rule)")
+        pattern, linear = _compiled("match", match, {"ip", "user"}, "ip")
+        forms: tuple[Form, ...] = (Form(frozenset({program}), pattern, linear=linear),)
+        two_line = None
+        patterns = [pattern]
+    else:
+        connect_pattern, connect_linear = _compiled("connect", connect, {"ip"}, "ip")
+        pattern, linear = _compiled("match", match, {"ip", "user"}, None)
+        if "ip" in pattern.groupindex:
+            raise ValueError(
+                "match must not have a group 'ip' in a rule with connect: the address granted is "
+                "the one the connect line of the same process names"
+            )
+        ends: tuple[Phrase, ...] = ()
+        patterns = [connect_pattern, pattern]
+        if end is not None:
+            end_pattern, end_linear = _compiled("end", end, set(), None)
+            ends = (Phrase(end_pattern, end_linear),)
+            patterns.append(end_pattern)
+        forms = ()
+        two_line = TwoLine(
+            frozenset({program}),
+            connects=(Phrase(connect_pattern, connect_linear),),
+            successes=(Phrase(pattern, linear),),
+            ends=ends,
+        )
     if PROGRAM.fullmatch(program) is None:
         raise ValueError(f"program {program!r} is not a syslog tag")
     if needles:
@@ -38,9 +101,5 @@ def site_rule(name: str, program: str, match: str, needles: Sequence[str] = ()) 
         if any(not literal for literal in literals):
             raise ValueError("needle must not be empty")
     else:
-        # No literal at all (every line is split and tried) when none is long enough.
-        found = [literal for literal in required_literals(pattern) if len(literal) >= MIN_NEEDLE_CHARS]
-        literals = [found[0].encode()] if found else [b""]
-    return Rule(
-        name=name, needles=tuple(literals), forms=(Form(frozenset({program}), pattern, linear=linear),)
-    )
+        literals = _needle(patterns)
+    return Rule(name=name, needles=tuple(literals), forms=forms, two_line=two_line)
