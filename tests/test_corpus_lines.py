@@ -22,7 +22,11 @@ server's rule would take is caught too.
   `# grants: ADDRESS` or `# grants: nothing (why)`, under the `# source:`
   it came from. `# prefix: TEXT` marks a line its source quoted without
   the stamp (and tag) in front: as quoted it grants nothing, with TEXT and
-  a space before it, it grants what its note says.
+  a space before it, it grants what its note says. A file named
+  `*.sessions.log` holds servers that log the address and the login on two
+  lines (two-line rules): its lines are read in order by one parser, from
+  the last `# source:` note on, and a line's verdict is what it grants
+  after the lines above it.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ class Case:
     line: bytes
     kind: str
     address: str | None  # what the line grants; None: nothing
+    # Read before it by the same parser (a `*.sessions.log` file's lines above it).
+    before: tuple[bytes, ...] = ()
 
 
 def _peer_table() -> dict[tuple[str, int], tuple[str, str]]:
@@ -127,6 +133,8 @@ def _cases() -> list[Case]:
 def _annotated_cases(path: Path) -> list[Case]:
     cases = []
     source = grants = prefix = None
+    sessions = path.name.endswith(".sessions.log")
+    before: list[bytes] = []
     for number, line in enumerate(_lines(path), start=1):
         text = line.decode("utf-8")
         if text.startswith("# "):
@@ -134,6 +142,7 @@ def _annotated_cases(path: Path) -> list[Case]:
             assert key in ("source", "grants", "prefix"), f"{path.name}:{number}: unknown note {key}"
             if key == "source":
                 source = value
+                before = []
             elif key == "grants":
                 grants = value
             else:
@@ -143,7 +152,11 @@ def _annotated_cases(path: Path) -> list[Case]:
         address = None if grants.startswith("nothing") else grants
         kind = "ok" if address else "other"
         name = f"annotated/{path.name}"
-        if prefix is None:
+        if sessions:
+            assert prefix is None, f"{path.name}:{number}: a sessions file holds whole lines"
+            cases.append(Case(name, number, line, kind, address, tuple(before)))
+            before.append(line)
+        elif prefix is None:
             cases.append(Case(name, number, line, kind, address))
         else:
             cases.append(Case(name, number, line, "ok-bare", None))
@@ -155,14 +168,16 @@ def _annotated_cases(path: Path) -> list[Case]:
 CASES = _cases()
 
 
-def _parse(line: bytes) -> Login | None:
+def _parse(line: bytes, before: tuple[bytes, ...] = ()) -> Login | None:
     parser = LineParser(tuple(BUILTIN_RULES.values()), TimestampParser(NOW_TIME, ZONE))
+    for earlier in before:
+        parser.parse(earlier)
     return parser.parse(line)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{case.file}:{case.number}" for case in CASES])
 def test_corpus_line_grants_exactly_its_own_address(case: Case) -> None:
-    login = _parse(case.line)
+    login = _parse(case.line, case.before)
     granted = login.address if login else None
     assert granted == case.address, f"{case.kind} line: {case.line!r}"
 
@@ -182,7 +197,7 @@ def test_the_corpus_holds_what_its_sources_say() -> None:
         "misc.log": 5,
     }
     granting = [case for case in CASES if case.address is not None]
-    assert len(granting) == 63
+    assert len(granting) == 73  # 10 of them in annotated/pop3d.sessions.log
 
 
 @pytest.mark.parametrize(

@@ -89,11 +89,17 @@ def popa3d() -> Rule:
 # message`), and behind tcpd the connect line stands before it under the
 # same tag and PID. A failed PASS (``user `U': authentication failed``,
 # ``user `U' nonexistent``) leaves the session open, so a later PASS may
-# still succeed and pair; only a refused connection ends it early.
+# still succeed and pair; `session ended for no user` (or `for user: U`)
+# and a refused connection end it.
 def gnu_pop3d() -> Rule:
     return Rule(
         name="gnu-pop3d",
-        needles=(b"' logged in with mailbox '", b"' logged in with mailbox `", *_TCPD_NEEDLES),
+        needles=(
+            b"' logged in with mailbox '",
+            b"' logged in with mailbox `",
+            *_TCPD_NEEDLES,
+            b"session ended for ",
+        ),
         forms=(
             Form(
                 frozenset({"gnu-pop3d", "pop3d"}),
@@ -111,7 +117,7 @@ def gnu_pop3d() -> Rule:
                     r"user `(?P<user>[^\s`']{1,255})' logged in with mailbox `[^`]*' \(\d{1,12} messages?\)"
                 ),
             ),
-            ends=(_tcpd_other(),),
+            ends=(_tcpd_other(), _phrase(r"session ended for .*")),
         ),
     )
 
