@@ -163,6 +163,27 @@ def test_entry_line_is_an_rfc3339_syslog_line() -> None:
     assert entry_line({**entry, "_SYSTEMD_UNIT": ["dovecot.service"]}, frozenset({"dovecot.service"})) is None
 
 
+def test_entry_line_carries_the_trusted_pid_for_two_line_rules() -> None:
+    entry = {
+        "__REALTIME_TIMESTAMP": "1795633438607524",
+        "_SYSTEMD_UNIT": "popa3d.service",
+        "SYSLOG_IDENTIFIER": "popa3d",
+        "_HOSTNAME": "mx",
+        "_PID": "4711",
+        "MESSAGE": "Session from 192.0.2.21",
+    }
+    units = frozenset({"popa3d.service"})
+    assert (
+        entry_line(entry, units)
+        == b"2026-11-25T19:03:58.607524+00:00 mx popa3d[4711]: Session from 192.0.2.21"
+    )
+    # A PID that is no number (several values, text) is left out: no pairing.
+    for pid in (["1", "2"], "12a", "\u0661", "12345678901"):
+        assert entry_line({**entry, "_PID": pid}, units) == (
+            b"2026-11-25T19:03:58.607524+00:00 mx popa3d: Session from 192.0.2.21"
+        )
+
+
 def test_checkpoint_json_is_tolerant() -> None:
     assert JournalCheckpoint.from_json(JournalCheckpoint("s=1").to_json()) == JournalCheckpoint("s=1")
     for broken in (None, {}, {"journal_cursor": 3}, {"journal_cursor": ""}, {"journal_cursor": "a\nb"}):

@@ -28,7 +28,7 @@ from exactcron.timestamps import FIRST_YEAR, LAST_YEAR
 log = logging.getLogger("exactcron")
 
 # Fields the rules need; journalctl adds the cursor and the timestamps itself.
-_FIELDS = "MESSAGE,SYSLOG_IDENTIFIER,_COMM,_HOSTNAME,_SYSTEMD_UNIT"
+_FIELDS = "MESSAGE,SYSLOG_IDENTIFIER,_COMM,_HOSTNAME,_SYSTEMD_UNIT,_PID"
 _SEARCH_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The __REALTIME_TIMESTAMP values (microseconds since the epoch) of the years a stamp may name.
@@ -107,9 +107,14 @@ def entry_line(entry: dict[str, Any], units: frozenset[str]) -> bytes | None:
     if microseconds not in _REALTIME_RANGE:
         raise UnreadableEntry(f"__REALTIME_TIMESTAMP {realtime:.40}")
     stamp = _EPOCH + timedelta(microseconds=microseconds)
-    return f"{stamp.isoformat(timespec='microseconds')} {host} {identifier}: {message}".encode(
-        "utf-8", "replace"
+    # The sender's PID as journald recorded it (trusted): what two-line rules pair by.
+    pid = entry.get("_PID")
+    tag = (
+        f"{identifier}[{pid}]"
+        if isinstance(pid, str) and pid.isascii() and pid.isdigit() and len(pid) <= 10
+        else identifier
     )
+    return f"{stamp.isoformat(timespec='microseconds')} {host} {tag}: {message}".encode("utf-8", "replace")
 
 
 def _text(value: object) -> str | None:
