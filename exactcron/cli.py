@@ -695,6 +695,11 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
         )
     if report.other_hosts:
         click.echo(f"not granted, from a host not in `hosts`: {_plural(report.other_hosts, 'login line')}")
+    if report.unpaired:
+        click.echo(
+            "not granted, no connect line of the same process before it (two-line rules): "
+            f"{_plural(report.unpaired, 'login line')}"
+        )
     click.echo("would grant: " + (_cut(report.granted, listed) if report.granted else "nothing"))
 
 

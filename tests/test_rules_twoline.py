@@ -541,4 +541,8 @@ def test_check_lists_the_paired_logins(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "popa3d alice 192.0.2.21" in result.output
     assert "mallory" not in result.output
+    assert (
+        "not granted, no connect line of the same process before it (two-line rules): 1 login line"
+        in result.output
+    )
     assert "would grant: 192.0.2.21" in result.output

@@ -82,6 +82,8 @@ class CheckReport:
     ignored: list[str] = field(default_factory=list)  # in `ignore`
     special: list[str] = field(default_factory=list)  # unspecified, broadcast, multicast, link-local
     other_hosts: int = 0  # login lines from a host not in `hosts`
+    # Login lines of two-line rules with no open session of their own (no connect line read).
+    unpaired: int = 0
 
 
 # How much of an over-long line is read at a time while it is skipped.
@@ -159,6 +161,7 @@ def check_log(
     report.too_long = too_long
     report.unreadable = parser.unreadable
     report.other_hosts = parser.other_hosts
+    report.unpaired = parser.pairings.unpaired if parser.pairings is not None else 0
     # The lease table's own verdict, so that `check` and `update` agree on every login.
     verdict = Grant(timestamps.now, timeout, ignore).verdict
     by_refusal = {
