@@ -392,11 +392,18 @@ def test_a_site_two_line_rule_pairs_by_its_tag_and_pid() -> None:
         ("connect = 'Connect from (\\S+)'", "rule.oldpop: connect has no named group 'ip'"),
         (
             "connect = 'Connect from (?P<ip>\\S+) (?P<user>x)'",
-            "rule.oldpop: connect has groups other than 'ip': user",
+            "rule.oldpop: connect has groups other than 'ip' and 'session': user",
         ),
         ("connect = 'Connect from (?P<ip>\\S+)(?=x)'", "rule.oldpop: connect "),
         ("connect = 'Connect from (?P<ip>\\S+'", "rule.oldpop: connect is not a valid regular expression"),
-        ("connect = 'C (?P<ip>\\S+)'\nend = 'E (?P<ip>x)'", "rule.oldpop: end must have no named groups: ip"),
+        (
+            "connect = 'C (?P<ip>\\S+)'\nend = 'E (?P<ip>x)'",
+            "rule.oldpop: end has groups other than 'session': ip",
+        ),
+        (
+            "connect = '(?P<session>\\w+) C (?P<ip>\\S+)'",
+            "rule.oldpop: connect and match must both have a group 'session', or neither",
+        ),
         ("end = 'Bye'", "rule.oldpop: end is only read with connect"),
     ],
 )
@@ -546,3 +553,67 @@ def test_check_lists_the_paired_logins(tmp_path: Path) -> None:
         in result.output
     )
     assert "would grant: 192.0.2.21" in result.output
+
+
+# -- mailutils' session ID ---------------------------------------------------------------
+
+
+def test_gnu_pop3d_pairs_the_listeners_connect_with_the_childs_login_by_session_id() -> None:
+    assert logins(
+        f"{stamp(30)} mail pop3d[400]: 2B6KsgFP Connect from 192.0.2.31",
+        f"{stamp(30)} mail pop3d[400]: 2B6KsgFQ Connect from 192.0.2.32",
+        f"{stamp(29)} mail pop3d[402]: 2B6KsgFQ user `bob': authentication failed",
+        f"{stamp(29)} mail pop3d[401]: 2B6KsgFP user `alice' logged in with mailbox `/var/mail/alice' (2 messages)",
+        f"{stamp(28)} mail pop3d[402]: 2B6KsgFQ user `bob' logged in with mailbox `/var/mail/bob' (1 message)",
+        # Its session already granted; another ID never pairs.
+        f"{stamp(27)} mail pop3d[401]: 2B6KsgFP user `eve' logged in with mailbox `/var/mail/eve' (1 message)",
+        f"{stamp(27)} mail pop3d[403]: 2B6KsgFZ user `eve' logged in with mailbox `/var/mail/eve' (1 message)",
+    ) == [("gnu-pop3d", "alice", "192.0.2.31"), ("gnu-pop3d", "bob", "192.0.2.32")]
+
+
+def test_a_login_with_a_session_id_never_pairs_by_its_pid() -> None:
+    # PID 401 once served a tcpd session; a daemon's child reusing it lends nothing.
+    assert (
+        logins(
+            f"{stamp(60)} mail pop3d[401]: connect from 192.0.2.66",
+            f"{stamp(29)} mail pop3d[401]: 2B6KsgFP user `alice' logged in with mailbox `/var/mail/alice' (2 messages)",
+        )
+        == []
+    )
+    # A session that ended (`session ended for ...`) lends nothing.
+    assert (
+        logins(
+            f"{stamp(30)} mail pop3d[400]: 2B6KsgFP Connect from 192.0.2.31",
+            f"{stamp(29)} mail pop3d[401]: 2B6KsgFP session ended for no user",
+            f"{stamp(28)} mail pop3d[401]: 2B6KsgFP user `alice' logged in with mailbox `/var/mail/alice' (2 messages)",
+        )
+        == []
+    )
+
+
+def test_a_session_id_survives_the_saved_state() -> None:
+    rules = (BUILTIN_RULES["gnu-pop3d"],)
+    parser = LineParser(rules, TimestampParser(NOW_TIME, UTC))
+    parser.logins(f"{stamp(30)} mail pop3d[400]: 2B6KsgFP Connect from 192.0.2.31\n".encode())
+    assert parser.pairings is not None
+    state = json.loads(json.dumps(parser.pairings.to_json(NOW_TIME)))
+    assert logins(
+        f"{stamp(20)} mail pop3d[401]: 2B6KsgFP user `alice' logged in with mailbox `/var/mail/alice' (2 messages)",
+        state=state,
+    ) == [("gnu-pop3d", "alice", "192.0.2.31")]
+
+
+def test_a_site_rule_may_pair_by_a_session_token() -> None:
+    rule = site_rule(
+        "tokpop",
+        "tokpopd",
+        r"\[(?P<session>\w+)\] login (?P<user>\S+)",
+        connect=r"\[(?P<session>\w+)\] accepted (?P<ip>\S+)",
+    )
+    parser = LineParser((rule,), TimestampParser(NOW_TIME, UTC))
+    found = parser.logins(
+        f"{stamp(40)} mail tokpopd[1]: [s1] accepted 192.0.2.50\n"
+        f"{stamp(39)} mail tokpopd[2]: [s2] login eve\n"
+        f"{stamp(38)} mail tokpopd[3]: [s1] login bob\n".encode()
+    )
+    assert [(login.user, login.address) for login in found] == [("bob", "192.0.2.50")]

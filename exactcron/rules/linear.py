@@ -57,7 +57,7 @@ _c: Any = importlib.import_module("re._constants")
 _re_compiler: Any = importlib.import_module("re._compiler")
 
 # The captures a site rule may have.
-GROUPS = ("ip", "user")
+GROUPS = ("ip", "user", "session")
 # Instructions a pattern may take once its counted repeats are spelt out.
 MAX_PROGRAM = 20000
 # Cached moves kept before the cache is emptied, each counted once per thread it
@@ -301,7 +301,7 @@ def _assert_holds(code: Any, context: int) -> bool:
 
 
 class LinearMatch:
-    """What `re.Match` gives of a site rule's match: its groups `ip` and `user`."""
+    """What `re.Match` gives of a site rule's match: its groups `ip`, `user` and `session`."""
 
     __slots__ = ("_groups",)
 

@@ -20,7 +20,7 @@ anything malformed loads as no sessions.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,9 @@ MAX_SESSION_SECONDS = 600
 MAX_OPEN_SESSIONS = 4096
 _FORMAT = 1
 _PID = re.compile(rb"\d{1,10}")
-_STATE_PID = re.compile(r"\d{1,10}", re.ASCII)
+_STATE_PID = re.compile(r"\d{1,10}|=[0-9A-Za-z._:\-]{1,64}", re.ASCII)
+# A session token (mailutils' session ID: 8 of [0-9A-Za-z]); a site rule's may be longer.
+_TOKEN = re.compile(r"[0-9A-Za-z._:\-]{1,64}", re.ASCII)
 _STATE_PROGRAM = re.compile(r"[A-Za-z0-9_.\-/]{1,64}")
 _STATE_HOST = re.compile(r"[^\s:\[\]]{1,255}")
 # Epoch seconds a stamp can name (years 1..9999), as the checkpoint holds them.
@@ -114,9 +116,8 @@ class Pairings:
     ) -> tuple[str, str | None, str] | None:
         """(rule name, user, address) of a success that pairs with its session, else
         None; the sessions updated by whatever the line says."""
-        if pid is None or _PID.fullmatch(pid) is None:
-            return None  # no PID, no process to pair within
-        key = (host, program, pid)
+        # No PID and no session token: no process to pair within.
+        process = (host, program, pid) if pid is not None and _PID.fullmatch(pid) else None
         text = message.decode("utf-8", "replace")
         tag = program.decode("ascii")
         epoch = int(second.timestamp())
@@ -127,18 +128,31 @@ class Pairings:
             for phrase in rule.connects:
                 fields = phrase.fields(text)
                 if fields is not None:
-                    self._begin(key, fields.get("ip"), epoch)
+                    key = process if fields.get("session") is None else _token_key(host, program, fields)
+                    if key is not None:
+                        self._begin(key, fields.get("ip"), epoch)
                     return None
             for phrase in rule.ends:
-                if phrase.fields(text) is not None:
-                    self._open.pop(key, None)
+                fields = phrase.fields(text)
+                if fields is not None:
+                    for key in (process, _token_key(host, program, fields)):
+                        if key is not None:
+                            self._open.pop(key, None)
                     return None
             for phrase in rule.successes:
                 fields = phrase.fields(text)
                 if fields is None:
                     continue
-                # One login per session: the success ends it, paired or not.
-                session = self._open.pop(key, None)
+                # One login per session: the success ends it, paired or not. A line
+                # with a session token pairs by it alone (the listener logged the
+                # connection; the process's PID may have served another session),
+                # one without by its process (tcpd logged it, then exec'd).
+                by_process = self._open.pop(process, None) if process is not None else None
+                if fields.get("session") is None:
+                    session = by_process
+                else:
+                    token = _token_key(host, program, fields)
+                    session = self._open.pop(token, None) if token is not None else None
                 if session is None or not 0 <= epoch - session[1] <= MAX_SESSION_SECONDS:
                     self.unpaired += 1
                     return None
@@ -169,6 +183,15 @@ class Pairings:
 
     def __len__(self) -> int:
         return len(self._open)
+
+
+def _token_key(host: bytes | None, program: bytes, fields: Mapping[str, str | None]) -> _Key | None:
+    """The key of a line's session token (its `session` group), or None: none, or
+    one not of the token's shape (`=` sets it apart from a PID)."""
+    token = fields.get("session")
+    if token is None or _TOKEN.fullmatch(token) is None:
+        return None
+    return host, program, b"=" + token.encode("ascii")
 
 
 def _pid(line: bytes, head: re.Match[bytes]) -> bytes | None:

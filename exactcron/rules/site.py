@@ -22,8 +22,6 @@ def _compiled(
     if required is not None and required not in pattern.groupindex:
         raise ValueError(f"{key} has no named group {required!r} (write (?P<{required}>...))")
     unknown = set(pattern.groupindex) - groups
-    if unknown and not groups:
-        raise ValueError(f"{key} must have no named groups: {', '.join(sorted(unknown))}")
     if unknown:
         allowed = " and ".join(repr(group) for group in sorted(groups))
         raise ValueError(f"{key} has groups other than {allowed}: {', '.join(sorted(unknown))}")
@@ -65,6 +63,7 @@ def site_rule(
     address (`ip`), `match` the success of the same process (`user` only:
     the address a success may grant is the one its own connect line named,
     never one the success line holds), `end` a line that ends the session.
+    A `session` group in both pairs by that token instead of the PID.
     """
     if connect is None:
         if end is not None:
@@ -74,17 +73,20 @@ def site_rule(
         two_line = None
         patterns = [pattern]
     else:
-        connect_pattern, connect_linear = _compiled("connect", connect, {"ip"}, "ip")
-        pattern, linear = _compiled("match", match, {"ip", "user"}, None)
+        connect_pattern, connect_linear = _compiled("connect", connect, {"ip", "session"}, "ip")
+        pattern, linear = _compiled("match", match, {"ip", "user", "session"}, None)
         if "ip" in pattern.groupindex:
             raise ValueError(
                 "match must not have a group 'ip' in a rule with connect: the address granted is "
                 "the one the connect line of the same process names"
             )
+        if ("session" in pattern.groupindex) != ("session" in connect_pattern.groupindex):
+            # One keyed by its token, the other by its PID: they would never pair.
+            raise ValueError("connect and match must both have a group 'session', or neither")
         ends: tuple[Phrase, ...] = ()
         patterns = [connect_pattern, pattern]
         if end is not None:
-            end_pattern, end_linear = _compiled("end", end, set(), None)
+            end_pattern, end_linear = _compiled("end", end, {"session"}, None)
             ends = (Phrase(end_pattern, end_linear),)
             patterns.append(end_pattern)
         forms = ()

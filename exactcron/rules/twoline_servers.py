@@ -91,6 +91,16 @@ def popa3d() -> Rule:
 # ``user `U' nonexistent``) leaves the session open, so a later PASS may
 # still succeed and pair; `session ended for no user` (or `for user: U`)
 # and a refused connection end it.
+# With `logging { session-id yes; }`, mailutils puts the session's ID (8 of
+# [0-9A-Za-z], mu_sid) before every message of a session; pop3d as a daemon
+# (not from inetd) then logs the connection in the listener, whose PID is not
+# the child's, through an ACL `log` statement (the manual's `log from any
+# "Connect from ${address}";`), and the login in the child: the two pair by
+# that ID. A login line with an ID pairs by it alone, never by its PID.
+_MU_SESSION = r"(?P<session>[0-9A-Za-z]{8}) "
+_MU_LOGIN = r"user `(?P<user>[^\s`']{1,255})' logged in with mailbox `[^`]*' \(\d{1,12} messages?\)"
+
+
 def gnu_pop3d() -> Rule:
     return Rule(
         name="gnu-pop3d",
@@ -99,6 +109,7 @@ def gnu_pop3d() -> Rule:
             b"' logged in with mailbox `",
             *_TCPD_NEEDLES,
             b"session ended for ",
+            b" Connect from ",
         ),
         forms=(
             Form(
@@ -111,13 +122,13 @@ def gnu_pop3d() -> Rule:
         ),
         two_line=_two_line(
             {"gnu-pop3d", "pop3d"},
-            connects=_tcpd_connects(),
-            successes=(
-                _phrase(
-                    r"user `(?P<user>[^\s`']{1,255})' logged in with mailbox `[^`]*' \(\d{1,12} messages?\)"
-                ),
+            connects=(*_tcpd_connects(), _phrase(rf"{_MU_SESSION}Connect from (?P<ip>{IP})")),
+            successes=(_phrase(_MU_LOGIN), _phrase(_MU_SESSION + _MU_LOGIN)),
+            ends=(
+                _tcpd_other(),
+                _phrase(r"session ended for .*"),
+                _phrase(rf"{_MU_SESSION}(?:session ended for .*|Connect from .*)"),
             ),
-            ends=(_tcpd_other(), _phrase(r"session ended for .*")),
         ),
     )
 
