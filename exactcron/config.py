@@ -47,6 +47,7 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # `check` without a configuration and `import-exact` use them too.
 DEFAULT_STATE_DIR = "/var/lib/exactcron"
 DEFAULT_TIMEOUT = "30m"
+DEFAULT_SESSION_MAX = "12h"
 DEFAULT_IGNORE = ("127.0.0.0/8", "::1/128")
 DEFAULT_LOCK_WAIT = "45s"
 DEFAULT_STALE_AFTER = "5m"
@@ -71,6 +72,10 @@ class SourceConfig:
     # The log is written by rsyslog with the sender's uid after each line
     # (`syslog_senders`): only lines these users sent count.
     syslog_senders: tuple[str, ...] = ()
+    # `hold_while_connected`: a login's lease lasts while its session is open
+    # (sessions.py), never longer than `session_max` after the login.
+    hold_while_connected: bool = False
+    session_max: timedelta = timedelta(hours=12)
 
     @property
     def forgeable(self) -> bool:
@@ -379,7 +384,9 @@ def parse_config(path: Path, document: dict[str, Any]) -> Config:
         ignore=tuple(ignore),
         lock_wait=lock_wait,
         log_file=top.path("log_file", kind="file"),
-        sources=tuple(_source(path, index, table, site_rules) for index, table in enumerate(sources)),
+        sources=tuple(
+            _source(path, index, table, site_rules, timeout) for index, table in enumerate(sources)
+        ),
         maps=tuple(_map(path, index, table, state_dir) for index, table in enumerate(maps)),
         site_rules=site_rules,
         stale_after=top.duration("stale_after", DEFAULT_STALE_AFTER),
@@ -525,7 +532,9 @@ def _site_rules(path: Path, tables: object) -> dict[str, Rule]:
     return rules
 
 
-def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str, Rule]) -> SourceConfig:
+def _source(
+    path: Path, index: int, table: dict[str, Any], site_rules: dict[str, Rule], timeout: timedelta
+) -> SourceConfig:
     reader = _Reader(path, table, f"source[{index}]")
     reader.refuse_unknown(
         {
@@ -539,6 +548,8 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
             "hosts",
             "written_by",
             "syslog_senders",
+            "hold_while_connected",
+            "session_max",
         }
     )
     units = tuple(reader.string_list("journal", []))
@@ -610,7 +621,21 @@ def _source(path: Path, index: int, table: dict[str, Any], site_rules: dict[str,
         hosts=_hosts(reader),
         written_by=written_by,
         syslog_senders=senders,
+        hold_while_connected=_flag(reader, "hold_while_connected", False),
+        session_max=_session_max(reader, timeout),
     )
+
+
+def _session_max(reader: _Reader, timeout: timedelta) -> timedelta:
+    session_max = reader.duration("session_max", DEFAULT_SESSION_MAX)
+    if session_max < timeout:
+        # A held session must never end a lease before its login's own end.
+        raise reader.fail(
+            "session_max",
+            f"{_shown(reader.table.get('session_max'))} is shorter than timeout"
+            f" ({int(timeout.total_seconds())}s); expected at least the timeout",
+        )
+    return session_max
 
 
 def _beside(reader: _Reader, key: str, log_path: Path, value: str) -> Path:

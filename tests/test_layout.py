@@ -9,7 +9,7 @@ The layers, lowest first (a module may import its own layer or lower ones):
     model         the values every layer passes: Login, Lease, Snapshot
     sources/ rules/   where lines come from; a line -> a Login or nothing
     config        TOML -> frozen dataclasses (it names the rules); statedir, a broken one's state_dir
-    leases        the lease table
+    leases        the lease table; sessions, the leases held while connected
     stores/       where leases and local state live
     outputs/      maps, metrics, the audit trail, the run record; postconf
     commands/ tools/  one module per command's sequence
@@ -45,7 +45,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("exactcron.model",)),
     ("sources and rules", ("exactcron.sources.", "exactcron.rules.")),
     ("config", ("exactcron.config", "exactcron.statedir")),
-    ("leases", ("exactcron.guard", "exactcron.leases")),
+    ("leases", ("exactcron.guard", "exactcron.leases", "exactcron.sessions")),
     ("stores", ("exactcron.stores.",)),
     ("outputs", ("exactcron.outputs.",)),
     ("commands and tools", ("exactcron.commands.", "exactcron.tools.")),

@@ -69,6 +69,8 @@ def quiet_leases(
         return None
     if expires is not None and now.timestamp() >= expires:
         return None
+    if settled.get("held"):
+        return None  # leases held while connected are extended at every run
     if settled.get("config") != signatures.config_key():
         return None
     maps = maps_signature(config.maps)

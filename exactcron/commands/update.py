@@ -43,6 +43,7 @@ from exactcron.timestamps import TimestampParser, format_instant
 
 if TYPE_CHECKING:
     from exactcron.rules.parser import LineParser
+    from exactcron.sessions import SessionBook
 
 log = logging.getLogger("exactcron")
 
@@ -76,6 +77,8 @@ class SourceReport:
     refused: dict[str, int] = field(default_factory=dict)
     # The open sessions of its two-line rules as read (rules/pairing.py); None: it has none.
     pairings: dict[str, Any] | None = None
+    # With `hold_while_connected`: the source's sessions, as read (commands/held.py holds them).
+    sessions: SessionBook | None = None
 
 
 @dataclass
@@ -322,6 +325,11 @@ def _update_locked(
     normalize_address.cache_clear()
     # An address granted by two sources, or by two batches of one, once.
     result.granted = list(dict.fromkeys(result.granted))
+    held = any(source.hold_while_connected for source in config.sources)
+    if held:
+        from exactcron.commands.held import hold_sessions
+
+        checkpoints = hold_sessions(config, store, now, result.sources, saved, checkpoints, errors)
     result.expired = store.prune(now, config.timeout, config.ignore)
     faults.point("update:merged")
     leases_saved = collect(errors, store.save)
@@ -342,6 +350,9 @@ def _update_locked(
             if not errors
             else None
         )
+        if settled is not None and held and _holds_any(checkpoints):
+            # A held session's lease is extended at every run: none may be skipped as quiet.
+            settled["held"] = True
         if checkpoints != saved or settled != state.settled or errors:
             collect(errors, lambda: state.save_checkpoints(checkpoints, settled))
         if rebuild and not errors:
@@ -354,6 +365,12 @@ def _update_locked(
     if errors:
         raise reported(errors)
     return result
+
+
+def _holds_any(checkpoints: dict[str, dict[str, Any]]) -> bool:
+    from exactcron.sessions import SESSIONS_KEY
+
+    return any(document.get(SESSIONS_KEY) for document in checkpoints.values())
 
 
 def _grant_delays(
@@ -433,19 +450,27 @@ def _read_source(
     # `[guard]` looks back over its window too (a rebuild reaches its verdicts again).
     guarded = config.guard.enabled
     since = now - max(config.timeout, config.guard.window) if guarded else now - config.timeout
-    # Imported here: a quiet run parses no line.
-    from exactcron.rules.parser import LineParser
-
     pairing_state = None
     if saved and any(rule.two_line is not None for rule in source.rules):
         from exactcron.rules.pairing import PAIRINGS_KEY
 
         pairing_state = saved.get(PAIRINGS_KEY)
-    parser = LineParser(
-        source.rules, timestamps, source.hosts, count_lines=count_lines, pairing_state=pairing_state
-    )
-    reader = open_source(source, saved, since, timestamps.stamp, untrusted)
     report = SourceReport(source.path)
+    # Imported here: a quiet run parses no line.
+    parser: LineParser
+    if source.hold_while_connected:
+        from exactcron.commands.held import session_parser
+
+        parser, report.sessions = session_parser(
+            source, saved, timestamps, now, config.timeout, count_lines, pairing_state
+        )
+    else:
+        from exactcron.rules.parser import LineParser
+
+        parser = LineParser(
+            source.rules, timestamps, source.hosts, count_lines=count_lines, pairing_state=pairing_state
+        )
+    reader = open_source(source, saved, since, timestamps.stamp, untrusted)
     # Per address, its latest login (and what a flush may spare): the lease
     # they grant is the one all its logins would grant when merged one by one.
     pending = LatestLogins()

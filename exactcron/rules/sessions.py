@@ -1,0 +1,186 @@
+"""The lines that open and end a mail session, for a source with `hold_while_connected`.
+
+Dovecot names each connection with a session ID: the login line carries it
+(`session=<ID>`, beside `mpid=`, the mail process it hands the client to),
+and the mail process writes it in the prefix of each of its lines
+(mail_log_prefix, by default `%s(%u)<%{pid}><%{session}>: ` in 2.3 and
+`%{service}(%{user})<%{process:pid}><%{session}>: ` in 2.4). Its last line
+says the session ended, in the forms Dovecot 2.x writes (imap/pop3
+client_disconnect and client_destroy):
+
+    imap(alice)<4242><kT3M0DLGQOMKAAAB>: Disconnected: Logged out in=91 out=512 ...
+    pop3(alice)<4243><lU4N1EMHROMKAAAC>: Disconnected: Logged out top=0/0, retr=0/0, ...
+    imap(alice)<4242><kT3M0DLGQOMKAAAB>: Connection closed (IDLE running for ...) in=10 out=20 ...
+    imap(alice)<4242><kT3M0DLGQOMKAAAB>: Disconnected for inactivity in=10 out=20 ...
+
+An end line is paired with its login by the session ID alone: IDs are
+random, and the user the mail process logs may differ from the login name
+(userdb may rename it), the PID from `mpid` (imap-hibernate). Reading an
+end line can only shorten relay (sessions.py), so matching it broadly is
+the safe side. Older forms without the ID (`imap(alice): Logged out`)
+end nothing. A login without `mpid` (proxied elsewhere, whose end this
+host never logs) opens no session.
+
+Only a source with `hold_while_connected` builds a SessionParser; every
+other source keeps LineParser's hot path unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+
+from exactcron.model import Login
+from exactcron.rules.forms import HEADER, LINE_HEAD
+from exactcron.rules.parser import MAX_LINE_BYTES, LineParser
+
+DOVECOT = "dovecot"
+# A session ID as Dovecot writes it (base64 of a GUID and a counter).
+_SESSION_ID = rb"[A-Za-z0-9+/]{1,64}={0,2}"
+# What the mail process's last line of a session starts with, after its prefix.
+_END_PHRASES = (b"Disconnected", b"Logged out", b"Connection closed")
+# The mail process's prefix and an end phrase. The user is client text and
+# may imitate a prefix: the greedy match takes the last one, Dovecot's own.
+_END = re.compile(
+    rb"(?:Info: )?(?:imap|pop3|imap-hibernate)\(.{0,512}\)<\d{1,10}><(?P<session>" + _SESSION_ID + rb")>: "
+    rb"(?:Info: )?(?:" + b"|".join(_END_PHRASES) + rb")",
+    re.DOTALL,
+)
+# A login line's elements outside its user (forms.dovecot_fields skips the user the same way).
+_USER_START = re.compile(rb"(?:^|, )user=<")
+_USER_END = re.compile(rb">(?:, |$)")
+_LOGIN_PHRASE = re.compile(rb"(?:Login|Logged in): ")
+_SESSION_ELEMENT = re.compile(rb"session=<(" + _SESSION_ID + rb")>")
+_MPID_ELEMENT = re.compile(rb"mpid=[0-9]{1,10}")
+
+
+class SessionOpened(NamedTuple):
+    session: str
+    login: Login
+
+
+class SessionEnded(NamedTuple):
+    session: str
+    # The end line's time, its earlier reading when the stamp is ambiguous.
+    time: datetime
+
+
+@dataclass
+class SessionParser(LineParser):
+    """LineParser that also tells `noted` the sessions its logins open and the
+    end lines it reads, in log order, as it reads them (nothing is kept here)."""
+
+    noted: Callable[[SessionOpened | SessionEnded], None] = lambda event: None
+
+    def parse(self, line: bytes) -> Login | None:
+        login = super().parse(line)
+        if login is None and any(phrase in line for phrase in _END_PHRASES):
+            self._end_line(line)
+        return login
+
+    def logins(self, block: bytes, size: int | None = None) -> list[Login]:
+        if size is None:
+            size = len(block)
+        found = super().logins(block, size)
+        # A second pass, for the end lines: an end line of a session never comes
+        # before its login, so the opens of the block are noted first.
+        starts: set[int] = set()
+        for phrase in _END_PHRASES:
+            hit = block.find(phrase, 0, size)
+            while hit >= 0:
+                starts.add(block.rfind(b"\n", 0, hit) + 1)
+                end = block.find(b"\n", hit, size)
+                if end < 0:
+                    break
+                hit = block.find(phrase, end + 1, size)
+        for start in sorted(starts):
+            end = block.find(b"\n", start, size)
+            self._end_line(block[start : end if end >= 0 else size])
+        return found
+
+    def _candidate(self, line: bytes) -> Login | None:
+        login = super()._candidate(line)
+        if login is not None and login.server == DOVECOT:
+            session = _login_session(line)
+            if session is not None:
+                self.noted(SessionOpened(session, login))
+        return login
+
+    def _end_line(self, line: bytes) -> None:
+        if len(line) > MAX_LINE_BYTES:
+            return
+        try:
+            ended = self._read_end(line.rstrip(b"\r\n"))
+        except Exception:  # containment: an end line that breaks the reader ends nothing
+            return
+        if ended is not None:
+            self.noted(ended)
+
+    def _read_end(self, line: bytes) -> SessionEnded | None:
+        head = LINE_HEAD.match(line)
+        if head is not None and head.group("program") == b"dovecot":
+            clock, _, offset, bsd, host, _ = head.groups()
+            stamped = self.timestamps.second_of(clock or bsd, offset)
+            if stamped is None:
+                return None
+            second, ambiguity = stamped
+            time = second - ambiguity
+            message = line[head.end() :]
+        else:
+            # Dovecot's own log file: `STAMP imap(alice)<PID><ID>: Info: Disconnected: ...`.
+            text = line.decode("utf-8", "replace")
+            parsed = self.timestamps.parse_prefix(text)
+            if parsed is None:
+                return None
+            time, position = parsed
+            time -= self.timestamps.ambiguity
+            rest = text[position:]
+            header = HEADER.match(rest)
+            host = None
+            if header is not None and header.group("program") == "dovecot":
+                rest = rest[header.end() :]
+                host = header.group("host").encode() if header.group("host") else None
+            message = rest.encode("utf-8", "surrogateescape")
+        if (
+            host is not None
+            and self.hosts is not None
+            and host.decode("utf-8", "replace").lower() not in self.hosts
+        ):
+            return None
+        found = _END.match(message)
+        if found is None:
+            return None
+        return SessionEnded(found.group("session").decode("ascii"), time)
+
+
+def _login_session(line: bytes) -> str | None:
+    """The session ID of a Dovecot login line that names its mail process (`mpid=`), or None.
+
+    The elements are read outside the user, as the login was: a user name
+    that imitates `session=<...>` never chooses the ID.
+    """
+    phrase = _LOGIN_PHRASE.search(line)
+    if phrase is None:
+        return None
+    elements = line[phrase.end() :]
+    others = [elements]
+    opening = _USER_START.search(elements)
+    if opening is not None:
+        closing = _USER_END.search(elements, opening.end())
+        if closing is None:
+            return None
+        others = [elements[: opening.start()], elements[closing.end() :]]
+    session = None
+    has_mpid = False
+    for element in (element for part in others for element in part.split(b", ")):
+        found = _SESSION_ELEMENT.fullmatch(element)
+        if found is not None:
+            if session is not None:
+                return None
+            session = found.group(1).decode("ascii")
+        elif _MPID_ELEMENT.fullmatch(element):
+            has_mpid = True
+    return session if has_mpid else None

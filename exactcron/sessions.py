@@ -1,0 +1,182 @@
+"""Holding a lease while its session is open (`hold_while_connected`). Pure; no I/O.
+
+A source with the key keeps its open sessions (rules/sessions.py reads the
+lines) in its checkpoint document, saved with the checkpoint. Holding is
+done by extension, never by long leases: at each full run, each open
+session whose address still has a lease in force gets one more login, at
+min(now, login + session_max - timeout), so its lease ends at
+min(now + timeout, login + session_max). When its end line (stamp D) is
+read, one last login at min(D, login + session_max - timeout), and the
+session is forgotten. So:
+
+- relay ends `timeout` after the last run that saw the session open: when
+  exactcron stops running, relay stops as it always did (fail closed);
+- a session whose address has no lease in force at a run (flushed,
+  expired, ignored, refused by [guard]) is forgotten and revives nothing;
+- each extending login's `earliest` is the session's own login: a flush
+  after that login wins over it (leases.flush_time), in the lease file and
+  in the shared store alike, whatever happened between the runs;
+- a session whose end is never read ends `session_max` after its login.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+from exactcron.addresses import normalize_address
+from exactcron.model import Lease, Login
+
+# The checkpoint document's key for a source's open sessions.
+SESSIONS_KEY = "sessions"
+# Open sessions kept per source; past this the oldest are dropped (dropping
+# one only shortens relay). Bounds the state a flood of logins can make.
+MAX_SESSIONS = 10_000
+_MAX_ID = 128
+_MAX_USER = 512
+
+
+class Session(NamedTuple):
+    """An open session: who logged in from where, and when."""
+
+    address: str
+    user: str | None
+    login: datetime
+    server: str
+
+
+@dataclass
+class SessionBook:
+    """One source's open sessions (by ID, oldest first) and the ends read this run."""
+
+    open: dict[str, Session] = field(default_factory=dict)
+    # Sessions whose end line was read this run, with the end's time.
+    ended: list[tuple[Session, datetime]] = field(default_factory=list)
+
+    def opened(self, session_id: str, login: Login, now: datetime, timeout: timedelta) -> None:
+        """A login that opened a session. One already older than the timeout
+        granted nothing: nothing held it since, so it holds nothing now."""
+        if login.second <= now - timeout or session_id in self.open:
+            return
+        self.open[session_id] = Session(login.address, login.user, login.time, login.server)
+        while len(self.open) > MAX_SESSIONS:
+            del self.open[next(iter(self.open))]
+
+    def closed(self, session_id: str, time: datetime) -> None:
+        """The end line of a session; an unknown session (never read, or
+        already forgotten) ends nothing and extends nothing."""
+        session = self.open.pop(session_id, None)
+        if session is not None:
+            self.ended.append((session, time))
+
+
+class Extension(NamedTuple):
+    """A login that extends a held lease, and the session it holds (None: its last)."""
+
+    login: Login
+    session_id: str | None
+
+
+def extensions(
+    book: SessionBook,
+    in_force: Mapping[str, Lease],
+    now: datetime,
+    timeout: timedelta,
+    session_max: timedelta,
+) -> tuple[list[Extension], dict[str, Session]]:
+    """The logins that hold the book's leases at `now`, and the sessions still open after them.
+
+    `in_force`: the leases in force at `now`, by address, as stored. Ended
+    sessions get their last login; open ones past `session_max`, or whose
+    address has no lease in force, are forgotten.
+    """
+    logins: list[Extension] = []
+    for session, ended in book.ended:
+        login = _extension(session, min(ended, now), in_force, timeout, session_max)
+        if login is not None:
+            logins.append(Extension(login, None))
+    still_open: dict[str, Session] = {}
+    for session_id, session in book.open.items():
+        if session.login + session_max <= now:
+            continue
+        login = _extension(session, now, in_force, timeout, session_max)
+        if login is not None:
+            logins.append(Extension(login, session_id))
+            still_open[session_id] = session
+    return logins, still_open
+
+
+def _extension(
+    session: Session,
+    until: datetime,
+    in_force: Mapping[str, Lease],
+    timeout: timedelta,
+    session_max: timedelta,
+) -> Login | None:
+    lease = in_force.get(session.address)
+    if lease is None:
+        return None
+    time = min(until, session.login + session_max - timeout).replace(microsecond=0)
+    if time <= session.login.replace(microsecond=0):
+        return None  # the login itself already grants as much
+    # `earliest`: a flush after the session's login wins over this login.
+    return Login(session.address, time, 0, session.user, session.server, session.login)
+
+
+def took(extension: Login, before: Lease, changed: Iterable[str], timeout: timedelta) -> bool:
+    """Whether the store kept `extension`: it changed the lease, or the lease
+    already reached as far; otherwise it was refused (a flush, `[guard]`)."""
+    if extension.address in changed:
+        return True
+    return before.last_login >= extension.second and before.expires >= extension.second + timeout
+
+
+def sessions_to_json(open_sessions: Mapping[str, Session]) -> list[list[Any]]:
+    return [
+        [session_id, session.address, session.user, session.login.isoformat(), session.server]
+        for session_id, session in open_sessions.items()
+    ]
+
+
+def sessions_from_json(document: object, now: datetime, session_max: timedelta) -> dict[str, Session]:
+    """The open sessions a checkpoint document holds: anything not exactly
+    what sessions_to_json writes reads as no sessions (it is state a broken
+    or planted file may hold: never a crash, never a longer hold)."""
+    if not isinstance(document, list) or len(document) > MAX_SESSIONS:
+        return {}
+    found: dict[str, Session] = {}
+    for item in document:
+        session = _session(item, now, session_max)
+        if session is None:
+            return {}
+        session_id, value = session
+        if value is not None:
+            found[session_id] = value
+    return found
+
+
+def _session(item: object, now: datetime, session_max: timedelta) -> tuple[str, Session | None] | None:
+    if not isinstance(item, list) or len(item) != 5:
+        return None
+    session_id, address, user, login, server = item
+    if not (isinstance(session_id, str) and 0 < len(session_id) <= _MAX_ID):
+        return None
+    if not isinstance(address, str) or normalize_address(address) != address:
+        return None
+    if not (user is None or (isinstance(user, str) and len(user) <= _MAX_USER)):
+        return None
+    if not (isinstance(server, str) and 0 < len(server) <= _MAX_ID and isinstance(login, str)):
+        return None
+    try:
+        time = datetime.fromisoformat(login)
+    except ValueError:
+        return None
+    if time.tzinfo is None:
+        return None
+    time = time.astimezone(UTC)
+    # Past its session_max, or stamped after now (a clock put back): held no more.
+    if time + session_max <= now or time > now:
+        return session_id, None
+    return session_id, Session(address, user, time, server)

@@ -1,0 +1,248 @@
+"""`hold_while_connected` and `session_max`, through the command line with the real postmap.
+
+A Dovecot login's lease lasts while its session is open (runs in between
+extend it), `timeout` after its end line, never longer than `session_max`
+after the login; a flushed or expired lease is never brought back, by an
+end line or by a later run; the open sessions survive rotations, killed
+runs and hostile state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support.maps import postmap_value
+from tests.support.site import Site, site_with_map
+
+ADDRESS = "192.0.2.10"
+SESSION = "kT3M0DLGQOMKAAAB"
+START = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
+
+
+def at(minutes: float) -> datetime:
+    return START + timedelta(minutes=minutes)
+
+
+def stamp(minutes: float) -> str:
+    return at(minutes).isoformat()
+
+
+def login(minutes: float, address: str = ADDRESS, session: str = SESSION, user: str = "alice") -> str:
+    """A Dovecot 2.3 IMAP login through rsyslog, its mail process 4242."""
+    return (
+        f"{at(minutes).isoformat(timespec='microseconds')} mail dovecot: imap-login: Login: user=<{user}>, "
+        f"method=PLAIN, rip={address}, lip=10.77.0.1, mpid=4242, TLS, session=<{session}>"
+    )
+
+
+def logged_in_24(minutes: float, address: str = ADDRESS, session: str = SESSION) -> str:
+    """Dovecot 2.4's form of the same login."""
+    return (
+        f"{at(minutes).isoformat(timespec='microseconds')} mail dovecot: imap-login: Logged in: user=<alice>, "
+        f"method=PLAIN, rip={address}, lip=10.77.0.1, mpid=4242, TLS, session=<{session}>"
+    )
+
+
+def logout(minutes: float, session: str = SESSION, user: str = "alice") -> str:
+    """The mail process's last line of the session (LOGOUT)."""
+    return (
+        f"{at(minutes).isoformat(timespec='microseconds')} mail dovecot: imap({user})<4242><{session}>: "
+        "Disconnected: Logged out in=91 out=512 deleted=0 expunged=0 trashed=0 hdr_count=0 hdr_bytes=0 "
+        "body_count=0 body_bytes=0"
+    )
+
+
+def connection_closed(minutes: float, session: str = SESSION) -> str:
+    """The last line of a session the client dropped (no LOGOUT)."""
+    return (
+        f"{at(minutes).isoformat(timespec='microseconds')} mail dovecot: imap(alice)<4242><{session}>: "
+        "Connection closed (IDLE running for 0.001 + waiting input for 1739.539 secs, 2 B in + 10 B out, "
+        "state=wait-input) in=120 out=4710 deleted=0 expunged=0 trashed=0"
+    )
+
+
+def held_site(root: Path, session_max: str = "2h", timeout: str = "30m") -> Site:
+    site = site_with_map(root, timeout=timeout)
+    text = site.config.read_text()
+    site.config.write_text(
+        text.replace(
+            'hosts = ["mail"]\n',
+            f'hosts = ["mail"]\nhold_while_connected = true\nsession_max = "{session_max}"\n',
+        )
+    )
+    return site
+
+
+@pytest.fixture
+def held(tmp_path: Path) -> Site:
+    return held_site(tmp_path)
+
+
+def update(site: Site, minutes: float) -> None:
+    result = site.run("update", now=stamp(minutes))
+    assert result.exit_code == 0, result.output
+
+
+def expires(site: Site, minutes: float, address: str = ADDRESS) -> datetime | None:
+    """When `show` says the address's lease ends, asked at START + minutes; None: no lease."""
+    leases = json.loads(site.run("show", "--json", now=stamp(minutes)).output)["leases"]
+    found = next((lease["expires"] for lease in leases if lease["ip"] == address), None)
+    return None if found is None else datetime.fromisoformat(found)
+
+
+def relays(site: Site, address: str = ADDRESS) -> bool:
+    return postmap_value(site.map, address) == "OK"
+
+
+def test_a_lease_is_held_while_its_session_is_open(held: Site) -> None:
+    held.write_log(login(0))
+    update(held, 1)
+    for minute in (20, 40, 60):
+        update(held, minute)
+        assert relays(held)
+    # 40 minutes past the login's own end (00:30), the lease ends 30 minutes after the last run.
+    assert expires(held, 61) == at(90)
+
+
+def test_without_the_key_a_session_is_not_held(tmp_path: Path) -> None:
+    site = site_with_map(tmp_path)
+    site.write_log(login(0))
+    update(site, 1)
+    update(site, 20)
+    update(site, 40)
+    assert not relays(site)
+
+
+def test_the_disconnect_ends_the_hold_timeout_after_it(held: Site) -> None:
+    held.write_log(login(0))
+    update(held, 1)
+    update(held, 20)
+    update(held, 40)
+    held.write_log(logout(45))
+    update(held, 50)
+    assert expires(held, 51) == at(75)
+    update(held, 60)
+    assert expires(held, 61) == at(75)
+    update(held, 76)
+    assert not relays(held)
+
+
+def test_a_dropped_connection_ends_the_hold_too(held: Site) -> None:
+    held.write_log(logged_in_24(0))
+    update(held, 1)
+    update(held, 20)
+    held.write_log(connection_closed(25))
+    update(held, 26)
+    assert expires(held, 27) == at(55)
+
+
+def test_session_max_caps_a_session_whose_end_is_never_read(held: Site) -> None:
+    # session_max 2h: the lease ends at 02:00 after the login, whatever the runs.
+    held.write_log(login(0))
+    for minute in range(1, 100, 10):
+        update(held, minute)
+    assert expires(held, 92) == at(120)
+    update(held, 111)
+    assert expires(held, 112) == at(120)
+    assert relays(held)
+    update(held, 121)
+    assert not relays(held)
+    update(held, 131)
+    assert not relays(held)
+
+
+def test_a_flushed_address_is_not_brought_back_by_its_disconnect_nor_by_later_runs(held: Site) -> None:
+    held.write_log(login(0))
+    update(held, 1)
+    assert held.run("flush", ADDRESS, now=stamp(2)).exit_code == 0
+    update(held, 3)
+    update(held, 20)
+    assert not relays(held)
+    held.write_log(logout(25))
+    update(held, 26)
+    update(held, 40)
+    assert expires(held, 41) is None
+    assert not relays(held)
+
+
+def test_a_flush_then_a_new_login_holds_only_the_new_session(held: Site) -> None:
+    held.write_log(login(0))
+    update(held, 1)
+    assert held.run("flush", ADDRESS, now=stamp(2)).exit_code == 0
+    held.write_log(login(3, session="NewSessionAAAAAB", user="bob"))
+    held.write_log(logout(4, session="NewSessionAAAAAB", user="bob"))
+    update(held, 5)
+    # The new session ended at 00:04: its lease ends at 00:34; the flushed one holds nothing.
+    for minute in (20, 33):
+        update(held, minute)
+    assert expires(held, 33.5) == at(34)
+    update(held, 40)
+    assert not relays(held)
+
+
+def test_an_expired_lease_is_not_brought_back(held: Site) -> None:
+    held.write_log(login(0))
+    update(held, 1)
+    # No run for 40 minutes: the lease ended at 00:31 (the last run + timeout).
+    held.write_log(logout(35))
+    update(held, 41)
+    assert expires(held, 42) is None
+    update(held, 45)
+    assert not relays(held)
+
+
+def test_a_login_read_after_its_timeout_holds_nothing(held: Site) -> None:
+    held.write_log(login(0))
+    update(held, 31)
+    update(held, 32)
+    assert not relays(held)
+
+
+def test_an_old_form_without_the_session_ends_nothing(held: Site) -> None:
+    held.write_log(login(0))
+    update(held, 1)
+    held.write_log(f"{at(10).isoformat()} mail dovecot: imap(alice)<4242>: Logged out in=91 out=512")
+    update(held, 11)
+    update(held, 40)
+    assert relays(held)
+
+
+def test_another_sessions_end_ends_nothing(held: Site) -> None:
+    held.write_log(login(0))
+    held.write_log(login(1, session="OtherSessionAAAB"))
+    held.write_log(logout(2, session="OtherSessionAAAB"))
+    update(held, 3)
+    update(held, 20)
+    update(held, 40)
+    assert expires(held, 41) == at(70)
+
+
+def test_the_sessions_survive_a_rotation(held: Site) -> None:
+    held.write_log(login(0))
+    update(held, 1)
+    held.log.rename(held.log.with_name("mail.log.1"))
+    held.log.touch()
+    update(held, 20)
+    update(held, 40)
+    assert relays(held)
+    held.write_log(logout(45))
+    update(held, 46)
+    assert expires(held, 47) == at(75)
+
+
+def test_a_held_session_makes_no_run_quiet(held: Site) -> None:
+    held.write_log(login(0))
+    update(held, 1)
+    # Nothing new in the log: each run still extends the lease.
+    update(held, 20)
+    assert expires(held, 21) == at(50)
