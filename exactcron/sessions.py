@@ -171,12 +171,12 @@ def _session(item: object, now: datetime, session_max: timedelta) -> tuple[str, 
         return None
     try:
         time = datetime.fromisoformat(login)
-    except ValueError:
+        if time.tzinfo is None:
+            return None
+        time = time.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if time.tzinfo is None:
-        return None
-    time = time.astimezone(UTC)
-    # Past its session_max, or stamped after now (a clock put back): held no more.
-    if time + session_max <= now or time > now:
+    # Stamped after now (a clock put back), or past its session_max: held no more.
+    if time > now or now - time >= session_max:
         return session_id, None
     return session_id, Session(address, user, time, server)

@@ -246,3 +246,121 @@ def test_a_held_session_makes_no_run_quiet(held: Site) -> None:
     # Nothing new in the log: each run still extends the lease.
     update(held, 20)
     assert expires(held, 21) == at(50)
+
+
+def test_a_session_max_shorter_than_the_timeout_is_refused(tmp_path: Path) -> None:
+    site = held_site(tmp_path, session_max="10m")
+    result = site.run("update")
+    assert result.exit_code == 78
+    assert "session_max" in result.output and "timeout" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_hold_while_connected_must_be_true_or_false(tmp_path: Path) -> None:
+    site = held_site(tmp_path)
+    site.config.write_text(site.config.read_text().replace("hold_while_connected = true", 'hold_while_connected = "yes"'))
+    result = site.run("update")
+    assert result.exit_code == 78
+    assert "hold_while_connected" in result.output
+
+
+def checkpoint_document(site: Site) -> dict[str, object]:
+    return json.loads((site.state / "checkpoints.json").read_text())  # type: ignore[no-any-return]
+
+
+def plant_sessions(site: Site, sessions: object) -> None:
+    document = checkpoint_document(site)
+    sources = document["sources"]
+    assert isinstance(sources, dict)
+    sources[str(site.log)]["sessions"] = sessions
+    (site.state / "checkpoints.json").write_text(json.dumps(document))
+
+
+HOSTILE_SESSIONS = [
+    "not a list",
+    {"kT3M0DLGQOMKAAAB": "192.0.2.10"},
+    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "2026-11-25T18:00:00", "dovecot"]],  # no offset
+    [["kT3M0DLGQOMKAAAB", "192.0.2.010", "alice", "2026-11-25T18:00:00+00:00", "dovecot"]],
+    [["kT3M0DLGQOMKAAAB", "192.0.2.10", 7, "2026-11-25T18:00:00+00:00", "dovecot"]],
+    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "yesterday", "dovecot"]],
+    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "9999-12-31T23:59:59+00:00", "dovecot"]],
+    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "0001-01-01T00:00:00+14:00", "dovecot"]],
+    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "2026-11-25T18:00:00+00:00"]],
+    [None, 1, 2.5, True],
+    [["x" * 10_000, "192.0.2.10", "alice", "2026-11-25T18:00:00+00:00", "dovecot"]],
+    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "2026-11-25T18:00:00+00:00", "dovecot"]] * 20_000,
+    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "2026-11-25T15:00:00+00:00", "dovecot"]],  # past session_max
+]
+
+
+@pytest.mark.parametrize("sessions", HOSTILE_SESSIONS, ids=range(len(HOSTILE_SESSIONS)))
+def test_hostile_session_state_holds_nothing_and_never_crashes(held: Site, sessions: object) -> None:
+    # A login without a session: its lease ends 30 minutes after it, whatever the state says.
+    held.write_log(login(0).replace(", session=<kT3M0DLGQOMKAAAB>", ""))
+    update(held, 1)
+    plant_sessions(held, sessions)
+    result = held.run("update", now=stamp(20))
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert expires(held, 21) == at(30)
+    update(held, 31)
+    assert not relays(held)
+
+
+def test_the_state_holds_each_open_session_once_and_forgets_ended_ones(held: Site) -> None:
+    held.write_log(login(0), login(1, session="SecondSessionAAB"), logout(2, session="SecondSessionAAB"))
+    update(held, 3)
+    sources = checkpoint_document(held)["sources"]
+    assert isinstance(sources, dict)
+    assert [entry[0] for entry in sources[str(held.log)]["sessions"]] == [SESSION]
+    held.write_log(logout(4))
+    update(held, 5)
+    sources = checkpoint_document(held)["sources"]
+    assert isinstance(sources, dict)
+    assert "sessions" not in sources[str(held.log)]
+
+
+def run_process(site: Site, minutes: float, **environment: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "exactcron", "--config", str(site.config), "--now", stamp(minutes), "update"]
+    return subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **environment}, check=False, timeout=60
+    )
+
+
+def killed_points(tmp_path: Path) -> list[str]:
+    (tmp_path / "trace").mkdir()
+    site = held_site(tmp_path / "trace")
+    site.write_log(login(0))
+    update(site, 1)
+    update(site, 20)
+    site.write_log(logout(25))
+    trace = tmp_path / "points"
+    assert run_process(site, 26, EXACTCRON_TRACE_POINTS=str(trace)).returncode == 0
+    return list(dict.fromkeys(trace.read_text().split()))
+
+
+def test_a_run_killed_at_any_point_neither_loses_nor_stretches_a_held_session(tmp_path: Path) -> None:
+    points = killed_points(tmp_path)
+    assert {"update:merged", "update:maps-written"} <= set(points)
+    for number, point in enumerate(points):
+        # Killed while reading the disconnect: the next run still ends the lease 30 minutes after it.
+        (tmp_path / f"end-{number}").mkdir()
+        site = held_site(tmp_path / f"end-{number}")
+        site.write_log(login(0))
+        update(site, 1)
+        update(site, 20)
+        site.write_log(logout(25))
+        assert run_process(site, 26, EXACTCRON_KILL_AT=point).returncode == -9, point
+        assert run_process(site, 27).returncode == 0, point
+        assert expires(site, 28) == at(55), point
+        update(site, 40)
+        assert expires(site, 41) == at(55), point
+        # Killed while holding an open session: the next run holds it still.
+        (tmp_path / f"open-{number}").mkdir()
+        site = held_site(tmp_path / f"open-{number}")
+        site.write_log(login(0))
+        update(site, 1)
+        assert run_process(site, 20, EXACTCRON_KILL_AT=point).returncode == -9, point
+        assert run_process(site, 21).returncode == 0, point
+        assert expires(site, 22) == at(51), point
+        assert relays(site), point
