@@ -13,15 +13,15 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.support.maps import postmap_value
+from tests.support.pg_cluster import Cluster
 from tests.support.site import Site, site_with_map
 
 ADDRESS = "192.0.2.10"
@@ -258,7 +258,9 @@ def test_a_session_max_shorter_than_the_timeout_is_refused(tmp_path: Path) -> No
 
 def test_hold_while_connected_must_be_true_or_false(tmp_path: Path) -> None:
     site = held_site(tmp_path)
-    site.config.write_text(site.config.read_text().replace("hold_while_connected = true", 'hold_while_connected = "yes"'))
+    site.config.write_text(
+        site.config.read_text().replace("hold_while_connected = true", 'hold_while_connected = "yes"')
+    )
     result = site.run("update")
     assert result.exit_code == 78
     assert "hold_while_connected" in result.output
@@ -321,7 +323,16 @@ def test_the_state_holds_each_open_session_once_and_forgets_ended_ones(held: Sit
 
 
 def run_process(site: Site, minutes: float, **environment: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "exactcron", "--config", str(site.config), "--now", stamp(minutes), "update"]
+    command = [
+        sys.executable,
+        "-m",
+        "exactcron",
+        "--config",
+        str(site.config),
+        "--now",
+        stamp(minutes),
+        "update",
+    ]
     return subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, **environment}, check=False, timeout=60
     )
@@ -364,3 +375,103 @@ def test_a_run_killed_at_any_point_neither_loses_nor_stretches_a_held_session(tm
         assert run_process(site, 21).returncode == 0, point
         assert expires(site, 22) == at(51), point
         assert relays(site), point
+
+
+# One action of the property: minutes that pass before it, and what happens then.
+ACTIONS = st.lists(
+    st.tuples(
+        st.sampled_from([0.5, 2, 2, 10, 10, 25, 45]),
+        st.sampled_from(["login", "login", "logout", "logout", "flush", "run", "run", "run"]),
+        st.integers(0, 3),
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ACTIONS)
+@example([(2, "login", 0), (2, "run", 0), (10, "run", 0), (2, "logout", 0), (10, "run", 0)])
+@example(
+    [
+        (2, "login", 0),
+        (2, "run", 0),
+        (2, "flush", 0),
+        (2, "login", 0),
+        (2, "run", 0),
+        (2, "logout", 1),
+        (10, "run", 0),
+    ]
+)
+def test_a_held_lease_never_outlives_its_bounds_and_never_revives_a_flushed_address(
+    tmp_path_factory: pytest.TempPathFactory, actions: list[tuple[float, str, int]]
+) -> None:
+    """Whatever the order of logins, disconnects, flushes and runs: at each run
+    the lease ends no later than, over the sessions logged in after the last
+    flush, the latest of min(login + session_max, end + timeout) for a
+    session whose end was logged, min(login + session_max, now + timeout)
+    for one still open; with none such, there is no lease; and a run that
+    finds no lease where the run before found none, with no login between,
+    finds none still."""
+    site = held_site(tmp_path_factory.mktemp("property"))
+    timeout, session_max = timedelta(minutes=30), timedelta(hours=2)
+    minutes = 0.0
+    # Per session: its ID, login time, end time (None: open).
+    sessions: list[list[object]] = []
+    last_flush: datetime | None = None
+    leased_before = False
+    logins_since_run = False
+    for number, (gap, action, which) in enumerate(actions):
+        minutes += gap
+        now = at(minutes)
+        if action == "login":
+            session = f"S{number:04d}AAAAAAAAAAB"
+            site.write_log(login(minutes, session=session))
+            sessions.append([session, now, None])
+            logins_since_run = True
+        elif action == "logout":
+            still_open = [each for each in sessions if each[2] is None]
+            if still_open:
+                chosen = still_open[which % len(still_open)]
+                site.write_log(logout(minutes, session=str(chosen[0])))
+                chosen[2] = now
+        elif action == "flush":
+            assert site.run("flush", ADDRESS, now=stamp(minutes)).exit_code == 0
+            last_flush = now
+        else:
+            update(site, minutes)
+            end = expires(site, minutes)
+            bounds = [
+                min(login_time + session_max, (ended or now) + timeout)  # type: ignore[operator]
+                for _, login_time, ended in sessions
+                if last_flush is None or login_time > last_flush  # type: ignore[operator]
+            ]
+            if end is not None:
+                assert bounds, f"a lease with no login after the last flush: {actions}"
+                assert end <= max(bounds), f"{end} past {max(bounds)}: {actions}"
+                assert relays(site)
+            else:
+                assert not relays(site)
+            if not leased_before and not logins_since_run and number > 0:
+                assert end is None, f"revived: {actions}"
+            leased_before = end is not None
+            logins_since_run = False
+
+
+def test_a_session_is_held_through_the_shared_store_and_a_flush_there_ends_it(
+    tmp_path: Path, postgres: Cluster, schema: str
+) -> None:
+    site = held_site(tmp_path)
+    site.config.write_text(site.config.read_text() + postgres.store(schema))
+    site.write_log(login(0), login(1, address="192.0.2.20", session="OtherSessionAAAB"))
+    update(site, 2)
+    for minute in (20, 40):
+        update(site, minute)
+    assert expires(site, 41) == at(70)
+    assert expires(site, 41, "192.0.2.20") == at(70)
+    assert site.run("flush", "192.0.2.20", now=stamp(42)).exit_code == 0
+    site.write_log(logout(45), logout(46, session="OtherSessionAAAB"))
+    update(site, 50)
+    assert expires(site, 51) == at(75)
+    assert expires(site, 51, "192.0.2.20") is None
+    assert not relays(site, "192.0.2.20")
