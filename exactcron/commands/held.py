@@ -7,9 +7,9 @@ update.py. Imported only when a source sets the key.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from exactcron.config import Config, SourceConfig
 from exactcron.errors import ExactcronError
@@ -27,9 +27,6 @@ from exactcron.sessions import (
 )
 from exactcron.stores.base import LeaseStore
 from exactcron.timestamps import TimestampParser
-
-if TYPE_CHECKING:
-    from exactcron.commands.update import SourceReport
 
 
 def session_parser(
@@ -66,16 +63,17 @@ def hold_sessions(
     config: Config,
     store: LeaseStore,
     now: datetime,
-    reports: Sequence[SourceReport],
+    read: Mapping[str, tuple[SessionBook | None, bool]],
     saved: dict[str, dict[str, Any]],
     checkpoints: dict[str, dict[str, Any]],
     errors: list[ExactcronError],
 ) -> dict[str, dict[str, Any]]:
-    """Extend the leases the sources' open sessions hold; the checkpoints, each
+    """Extend the leases the sources' open sessions hold (`read`: per source
+    key, the sessions read this run, None when the source was not read, and
+    whether its reading stopped short); the checkpoints, each
     holding its source's open sessions (a source not read this run keeps
     those it had, unextended; one refused for `written_by` keeps none)."""
     result = dict(checkpoints)
-    reports_by_key = {str(report.path): report for report in reports}
     in_force: dict[str, Lease] | None = None
     planned: list[tuple[str, Extension]] = []
     open_by_source: dict[str, dict[str, Session]] = {}
@@ -86,9 +84,8 @@ def hold_sessions(
         document = result.get(key)
         if document is None:
             continue
-        report = reports_by_key.get(key)
-        book = report.sessions if report is not None else None
-        if report is None or book is None:
+        book, stopped = read.get(key, (None, False))
+        if book is None:
             # Not read (an error, the deadline): its sessions wait, unextended.
             kept = [] if document.get("refused") else (saved.get(key) or {}).get(SESSIONS_KEY)
             result[key] = _with_sessions(document, kept)
@@ -100,7 +97,7 @@ def hold_sessions(
                 errors.append(error)
                 in_force = {}
         extending, still_open = extensions(book, in_force, now, config.timeout, source.session_max)
-        if report.stopped:
+        if stopped:
             # Read only in part: an end may be in what is left; nothing open is extended now.
             extending = [each for each in extending if each.session_id is None]
             still_open = dict(book.open)

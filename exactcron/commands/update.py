@@ -329,7 +329,8 @@ def _update_locked(
     if held:
         from exactcron.commands.held import hold_sessions
 
-        checkpoints = hold_sessions(config, store, now, result.sources, saved, checkpoints, errors)
+        sessions_read = {str(report.path): (report.sessions, report.stopped) for report in result.sources}
+        checkpoints = hold_sessions(config, store, now, sessions_read, saved, checkpoints, errors)
     result.expired = store.prune(now, config.timeout, config.ignore)
     faults.point("update:merged")
     leases_saved = collect(errors, store.save)
