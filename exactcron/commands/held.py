@@ -90,6 +90,9 @@ def hold_sessions(
             kept = [] if document.get("refused") else (saved.get(key) or {}).get(SESSIONS_KEY)
             result[key] = _with_sessions(document, kept)
             continue
+        if not book.open and not book.ended:
+            result[key] = _with_sessions(document, None)
+            continue
         if in_force is None:
             try:
                 in_force = {lease.address: lease for lease in store.snapshot(now).leases}
