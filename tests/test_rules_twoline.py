@@ -617,3 +617,83 @@ def test_a_site_rule_may_pair_by_a_session_token() -> None:
         f"{stamp(38)} mail tokpopd[3]: [s1] login bob\n".encode()
     )
     assert [(login.user, login.address) for login in found] == [("bob", "192.0.2.50")]
+
+
+def test_whole_runs_give_interleaved_sessions_their_own_address_and_never_a_reused_or_forged_one(
+    tmp_path: Path,
+) -> None:
+    site = twoline_site(tmp_path)
+    first = NOW_TIME
+    site.write_log(
+        line_at(first - timedelta(seconds=9), "popa3d[100]: Session from 192.0.2.21"),
+        line_at(first - timedelta(seconds=8), "popa3d[101]: connect from b.example (192.0.2.22)"),
+        line_at(first - timedelta(seconds=7), "popa3d[102]: Session from 192.0.2.66"),
+    )
+    assert site.run("update", now=first.isoformat()).exit_code == 0
+    second = first + timedelta(minutes=1)
+    site.write_log(
+        line_at(second - timedelta(seconds=9), "popa3d[101]: Authentication passed for bob"),
+        line_at(second - timedelta(seconds=8), "popa3d[100]: Authentication passed for alice"),
+        # PID 102's session ends in failure; the PID, handed out again, logs no address.
+        line_at(second - timedelta(seconds=7), "popa3d[102]: Authentication failed for mallory"),
+        line_at(second - timedelta(seconds=6), "popa3d[102]: Authentication passed for mallory"),
+        # A success under another tag (anyone can `logger -t vm-pop3d`) pairs with nothing.
+        line_at(second - timedelta(seconds=5), "popa3d[103]: Session from 192.0.2.77"),
+        line_at(second - timedelta(seconds=4), "vm-pop3d[103]: User 'mallory' logged in"),
+    )
+    assert site.run("update", now=second.isoformat()).exit_code == 0
+    assert leases(site, second) == {"192.0.2.21": "alice", "192.0.2.22": "bob"}
+
+
+TOKEN_EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["pid:5", "pid:6", "sid:2B6KsgFP", "sid:2B6KsgFQ"]),
+        st.sampled_from(["connect", "success", "end"]),
+        st.sampled_from(["5", "6", "7"]),  # the PID a tokened line is logged under
+        st.integers(min_value=0, max_value=9),
+        st.integers(min_value=0, max_value=400),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300)
+@given(TOKEN_EVENTS)
+def test_no_gnu_pop3d_grant_crosses_a_pid_or_a_session_id(
+    events: list[tuple[str, str, str, int, int]],
+) -> None:
+    """tcpd's connect lines (keyed by PID) and a daemon's session-ID lines
+    (logged under any PID) interleaved: a grant's address is the last connect
+    of its own key, with no end, success or connect of that key between."""
+    start = NOW_TIME - timedelta(seconds=1800)
+    elapsed = 0
+    lines = []
+    for key, kind, child, n, step in events:
+        elapsed += step
+        time = start + timedelta(seconds=elapsed)
+        kind_of_key, value = key.split(":")
+        if kind_of_key == "pid":
+            pid, prefix, octet = value, "", value
+        else:
+            pid, prefix, octet = child, f"{value} ", "9" if value.endswith("P") else "8"
+        address = f"10.{octet}.0.{n}"
+        message = {
+            "connect": f"connect from {address}"
+            if kind_of_key == "pid"
+            else f"{prefix}Connect from {address}",
+            "success": f"{prefix}user `u{n}' logged in with mailbox `/var/mail/u{n}' (1 message)",
+            "end": f"{prefix}session ended for no user",
+        }[kind]
+        lines.append((key, kind, address, time, f"{time.isoformat()} mail pop3d[{pid}]: {message}"))
+    parser = LineParser((BUILTIN_RULES["gnu-pop3d"],), TimestampParser(NOW_TIME, UTC))
+    for index, (key, kind, _, time, line) in enumerate(lines):
+        login = parser.parse(line.encode())
+        if login is None:
+            continue
+        assert kind == "success"
+        # The lines of the same key before it; a tokened line's PID also ends that PID's
+        # session, so an untokened success pairs only when no line of its PID came between.
+        own = [earlier for earlier in lines[:index] if earlier[0] == key]
+        assert own and own[-1][1] == "connect"
+        assert login.address == own[-1][2]
+        assert (time - own[-1][3]).total_seconds() <= MAX_SESSION_SECONDS
