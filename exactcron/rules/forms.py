@@ -109,14 +109,23 @@ class Form:
 class Phrase:
     """One shape of line of a two-line rule, over the whole message after `TAG[PID]: `."""
 
-    __slots__ = ("linear", "pattern")
+    __slots__ = ("linear", "literal", "pattern")
 
     def __init__(self, pattern: re.Pattern[str], linear: LinearPattern | None = None) -> None:
+        # Imported here: only a source with a two-line rule builds phrases.
+        from exactcron.rules.patterns import required_literals
+
         self.pattern = pattern
         # A site rule's pattern runs on the linear-time engine, never on re.
         self.linear = linear
+        # The longest text every match holds: a message without it is not tried
+        # (every line of a two-line server's process holds some needle).
+        literals = required_literals(pattern)
+        self.literal = literals[0] if literals else ""
 
     def fields(self, message: str) -> Mapping[str, str | None] | None:
+        if self.literal not in message:
+            return None
         if self.linear is not None:
             matched = self.linear.fullmatch(message)
             return None if matched is None else matched.groupdict()
