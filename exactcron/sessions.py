@@ -99,12 +99,13 @@ def extensions(
             logins.append(Extension(login, None))
     still_open: dict[str, Session] = {}
     for session_id, session in book.open.items():
-        if session.login + session_max <= now:
+        if session.login + session_max <= now or session.address not in in_force:
             continue
         login = _extension(session, now, in_force, timeout, session_max)
         if login is not None:
             logins.append(Extension(login, session_id))
-            still_open[session_id] = session
+        # Held on also when there is nothing to extend yet (a run in its login's second).
+        still_open[session_id] = session
     return logins, still_open
 
 
