@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -416,46 +417,45 @@ ACTIONS = st.lists(
 def test_a_held_lease_never_outlives_its_bounds_and_never_revives_a_flushed_address(
     tmp_path_factory: pytest.TempPathFactory, actions: list[tuple[float, str, int]]
 ) -> None:
-    """Whatever the order of logins, disconnects, flushes and runs: at each run
+    """Whatever the order of logins, disconnects, flushes and runs, at each run:
     the lease ends no later than, over the sessions logged in after the last
     flush, the latest of min(login + session_max, end + timeout) for a
     session whose end was logged, min(login + session_max, now + timeout)
-    for one still open; with none such, there is no lease; and a run that
-    finds no lease where the run before found none, with no login between,
-    finds none still."""
+    for one still open; with none such, there is no lease; a run that finds
+    no lease where the run before found none, with no login between, finds
+    none still. And it holds: a session still open, read while its login
+    granted, not flushed since, and whose lease no gap between runs let
+    lapse, has its lease end no sooner than min(now + timeout, login + session_max)."""
     site = held_site(tmp_path_factory.mktemp("property"))
     timeout, session_max = timedelta(minutes=30), timedelta(hours=2)
     minutes = 0.0
-    # Per session: its ID, login time, end time (None: open).
-    sessions: list[list[object]] = []
+    sessions: list[ModelSession] = []
     last_flush: datetime | None = None
+    last_run: datetime | None = None
     leased_before = False
     logins_since_run = False
     for number, (gap, action, which) in enumerate(actions):
         minutes += gap
         now = at(minutes)
         if action == "login":
-            session = f"S{number:04d}AAAAAAAAAAB"
-            site.write_log(login(minutes, session=session))
-            sessions.append([session, now, None])
+            session = ModelSession(f"S{number:04d}AAAAAAAAAAB", now)
+            site.write_log(login(minutes, session=session.id))
+            sessions.append(session)
             logins_since_run = True
         elif action == "logout":
-            still_open = [each for each in sessions if each[2] is None]
+            still_open = [each for each in sessions if each.ended is None]
             if still_open:
                 chosen = still_open[which % len(still_open)]
-                site.write_log(logout(minutes, session=str(chosen[0])))
-                chosen[2] = now
+                site.write_log(logout(minutes, session=chosen.id))
+                chosen.ended = now
         elif action == "flush":
             assert site.run("flush", ADDRESS, now=stamp(minutes)).exit_code == 0
             last_flush = now
         else:
             update(site, minutes)
             end = expires(site, minutes)
-            bounds = [
-                min(login_time + session_max, (ended or now) + timeout)  # type: ignore[operator]
-                for _, login_time, ended in sessions
-                if last_flush is None or login_time > last_flush  # type: ignore[operator]
-            ]
+            after_flush = [each for each in sessions if last_flush is None or each.login > last_flush]
+            bounds = [min(each.login + session_max, (each.ended or now) + timeout) for each in after_flush]
             if end is not None:
                 assert bounds, f"a lease with no login after the last flush: {actions}"
                 assert end <= max(bounds), f"{end} past {max(bounds)}: {actions}"
@@ -464,8 +464,38 @@ def test_a_held_lease_never_outlives_its_bounds_and_never_revives_a_flushed_addr
                 assert not relays(site)
             if not leased_before and not logins_since_run and number > 0:
                 assert end is None, f"revived: {actions}"
+            for each in sessions:
+                each.live = each in after_flush and each.still_held(now, last_run, timeout, session_max)
+                if each.live:
+                    wanted = min(now + timeout, each.login + session_max)
+                    assert end is not None and end >= wanted, f"{each.id}: {end} before {wanted}: {actions}"
             leased_before = end is not None
             logins_since_run = False
+            last_run = now
+
+
+@dataclass
+class ModelSession:
+    """The property's own account of one session."""
+
+    id: str
+    login: datetime
+    ended: datetime | None = None
+    # Held at the last run (None: no run has read its login yet).
+    live: bool | None = None
+
+    def still_held(
+        self, now: datetime, last_run: datetime | None, timeout: timedelta, session_max: timedelta
+    ) -> bool:
+        if self.ended is not None or now >= self.login + session_max:
+            return False
+        if self.live is None or last_run is None:
+            return self.login > now - timeout  # read now: its login grants
+        if not self.live:
+            return False
+        # The lease the last run left: timeout after its extension (or the login itself).
+        held_from = max(self.login, min(last_run, self.login + session_max - timeout))
+        return held_from + timeout > now
 
 
 def test_a_session_is_held_through_the_shared_store_and_a_flush_there_ends_it(
