@@ -41,6 +41,7 @@ from exactcron.timestamps import format_instant, parse_instant
 if TYPE_CHECKING:
     from exactcron.commands.check import UnmatchedLine
     from exactcron.commands.update import UpdateResult
+    from exactcron.outputs.health import FollowerRecord, RunRecord
 
 log = logging.getLogger("exactcron")
 
@@ -383,6 +384,8 @@ def status(state: Context, as_json: bool) -> None:
             "shared": report.shared,
             "refused_total": dict(record.refused_total),
         },
+        "follower": _follower_json(report.follower, report.follower_running),
+        "grant_delay": _grant_delay_json(record),
     }
     for warning in report.warnings:
         click.echo(_safe(f"warning: {warning}"), err=True)
@@ -422,8 +425,40 @@ def status(state: Context, as_json: bool) -> None:
         )
     for entry in report.shared:
         click.echo(f"guard: shared address {entry['address']}: {entry['users']} users")
+    follower = report.follower
+    if follower is not None:
+        click.echo(
+            f"follower: {'running' if report.follower_running else 'not running'}, pid {follower.pid},"
+            f" from {format_instant(follower.started)} until {format_instant(follower.until)};"
+            f" {_plural(follower.steps, 'step')}, {follower.granted} granted"
+        )
+    delays = _grant_delay_json(record)
+    if delays["recent"]:
+        click.echo(
+            f"grant delay: median {delays['median']:.6f}s, 99th percentile {delays['p99']:.6f}s"
+            f" (the latest {_plural(delays['recent'], 'grant')})"
+        )
     click.echo("healthy" if health.healthy else "unhealthy")
     _exit_unhealthy(health.reason)
+
+
+def _follower_json(follower: FollowerRecord | None, running: bool) -> dict[str, Any] | None:
+    if follower is None:
+        return None
+    return {"running": running, **follower.to_json()}
+
+
+def _grant_delay_json(record: RunRecord) -> dict[str, Any]:
+    """The grant delays: all counted, and the median and 99th percentile of the latest."""
+    from exactcron.outputs.health import nearest_rank
+
+    recent = sorted(record.recent_grant_delays)
+    return {
+        "count": record.grant_delay_count,
+        "recent": len(recent),
+        "median": round(nearest_rank(recent, 0.5), 6) if recent else None,
+        "p99": round(nearest_rank(recent, 0.99), 6) if recent else None,
+    }
 
 
 def _instants_formatted(entry: dict[str, Any]) -> dict[str, Any]:

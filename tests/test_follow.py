@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,6 +72,12 @@ class Follow:
     def granted(self, address: str) -> bool:
         return self.map.with_suffix(".db").exists() and postmap_value(self.map, address) == "OK"
 
+    def follower_status(self) -> dict[str, Any]:
+        result = self.run("status", "--json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        follower: dict[str, Any] = json.loads(result.stdout)["follower"]
+        return follower
+
     def shown(self) -> set[str]:
         result = self.run("show", "--json")
         assert result.returncode == 0, result.stderr
@@ -108,8 +115,14 @@ def test_a_login_written_during_the_follow_is_granted_while_it_runs(follow: Foll
     wait_started(follow, follower)
     follow.login("192.0.2.10")
     wait_for(lambda: follow.granted("192.0.2.10"), follower)
+    running = follow.follower_status()
+    assert (running["running"], running["pid"]) == (True, follower.pid)
     assert finished(follower) == (0, "")
     assert follow.shown() == map_keys(follow.map) == {"192.0.2.10"}
+    ended = follow.follower_status()
+    # Its first run (which may have read the login already) and its steps; one lease granted.
+    assert (ended["running"], ended["pid"], ended["granted"]) == (False, follower.pid, 1)
+    assert ended["steps"] >= 1
 
 
 def test_a_flush_during_the_follow_stays_flushed(follow: Follow) -> None:

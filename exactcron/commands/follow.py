@@ -34,10 +34,10 @@ from datetime import datetime, timedelta
 from exactcron.commands.update import UpdateResult, run_update
 from exactcron.config import Config
 from exactcron.errors import DeadlineReachedError, LockTimeoutError
+from exactcron.outputs.health import FollowerRecord
 from exactcron.sources.open import growth_probe
 from exactcron.sources.watch import Inotify, exactly, open_inotify, step_gap, watch_source
 from exactcron.stores.local import FOLLOWER_FILE, LocalState
-from exactcron.timestamps import format_instant
 
 POLL_SECONDS = 0.2
 JOURNAL_STEP_SECONDS = 1.0
@@ -144,17 +144,10 @@ def _follow(
 ) -> None:
     end = time.monotonic() + duration
     started = clock()
+    me = FollowerRecord(os.getpid(), started, started + timedelta(seconds=duration))
     # What `status` shows of the follower running now; the random part tells
     # two followers of one pid apart.
-    token = json.dumps(
-        {
-            "pid": os.getpid(),
-            "started": format_instant(started),
-            "until": format_instant(started + timedelta(seconds=duration)),
-            "id": secrets.token_hex(8),
-        },
-        sort_keys=True,
-    )
+    token = json.dumps({**me.to_json(), "id": secrets.token_hex(8)}, sort_keys=True)
     claimed: list[list[int] | None] = [None]
 
     def claim(state: LocalState) -> None:
@@ -163,7 +156,9 @@ def _follow(
     follower_file = LocalState(config.state_dir)
     # Armed before the run reads: whatever is written from then on wakes a step.
     watch.arm()
-    first = run_update(config, clock(), count_lines, under_lock=claim, installed_clock=installed_clock)
+    first = run_update(
+        config, clock(), count_lines, under_lock=claim, installed_clock=installed_clock, follower=me
+    )
     on_step(first)
     last_step = time.monotonic()
     next_expiry = _expiry_moment(first.next_expiry, clock)
@@ -202,7 +197,12 @@ def _follow(
         cut_by_end = limit < config.run_deadline
         try:
             result = run_update(
-                step_config, clock(), count_lines, installed_clock=installed_clock, ends_follow=cut_by_end
+                step_config,
+                clock(),
+                count_lines,
+                installed_clock=installed_clock,
+                ends_follow=cut_by_end,
+                follower=me,
             )
         except DeadlineReachedError:
             if cut_by_end:

@@ -3,6 +3,7 @@ only ever replaced whole)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,6 +13,7 @@ from typing import Any
 from exactcron.commands.common import opened
 from exactcron.config import Config, SourceConfig
 from exactcron.model import Lease
+from exactcron.outputs.health import FollowerRecord, RunRecord
 from exactcron.sources.base import SourceCheckpoint
 from exactcron.sources.open import open_source
 from exactcron.stores.base import LeaseStore
@@ -42,6 +44,9 @@ class Status:
     # `[guard]`: users refused for too many addresses within the window, and shared addresses.
     over_limit: list[dict[str, Any]] = field(default_factory=list)
     shared: list[dict[str, Any]] = field(default_factory=list)
+    # The newest `update --follow` (None: none has run), and whether it runs now.
+    follower: FollowerRecord | None = None
+    follower_running: bool = False
 
 
 def status(config: Config, now: datetime) -> Status:
@@ -53,6 +58,9 @@ def _status(config: Config, state: LocalState, store: LeaseStore, now: datetime)
     saved = state.load_checkpoints(repair=False)
     leases = len(store.snapshot(now).leases)
     found = Status(source_statuses(config.sources, saved), state.load_last_run(), leases, store.warnings(now))
+    claim = FollowerRecord.from_json(state.load_follower())
+    found.follower = newest_follower(claim, RunRecord.from_json(found.last_run).follower)
+    found.follower_running = claim is not None and claim.until > now and _alive(claim.pid)
     rules = config.guard
     if rules.enabled:
         guard = store.guard_state(now)
@@ -65,6 +73,26 @@ def _status(config: Config, state: LocalState, store: LeaseStore, now: datetime)
             for entry in found.shared
         ]
     return found
+
+
+def newest_follower(claim: FollowerRecord | None, recorded: FollowerRecord | None) -> FollowerRecord | None:
+    """The newest follower (its claim), with the figures its steps recorded:
+    none yet when the record's are another follower's."""
+    if claim is None:
+        return recorded
+    return recorded if recorded is not None and claim.same(recorded) else claim
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    except OSError:
+        return False
+    return True
 
 
 def source_statuses(sources: Sequence[SourceConfig], saved: dict[str, dict[str, Any]]) -> list[SourceStatus]:

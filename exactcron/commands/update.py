@@ -32,7 +32,7 @@ from exactcron.errors import DeadlineReachedError, ExactcronError, StoreUnavaila
 from exactcron.leases import LatestLogins, believed_login
 from exactcron.model import Lease, Login
 from exactcron.outputs import audit
-from exactcron.outputs.health import RunRecord, missing_logs
+from exactcron.outputs.health import FollowerRecord, RunRecord, missing_logs
 from exactcron.sources.base import Source
 from exactcron.sources.checkpoint import Checkpoint, Untrusted
 from exactcron.sources.open import open_source
@@ -107,13 +107,15 @@ def run_update(
     under_lock: Callable[[LocalState], None] | None = None,
     installed_clock: Callable[[], datetime] | None = None,
     ends_follow: bool = False,
+    follower: FollowerRecord | None = None,
 ) -> UpdateResult:
     """One run. `under_lock` is called first once the lock is held (a follower
     claims its generation there, follow.py). `installed_clock` tells when the
     maps were installed (the wall clock); without it, `now` (a virtual clock,
     as with --now). `ends_follow`: the run's deadline is the follow's own end,
     so reaching it is no failure (what was read is saved; the next run goes
-    on): the last run's record is left as it was."""
+    on): the last run's record is left as it was. `follower`: the follower
+    whose step this is (its figures in the record, for `status`)."""
     started = time.monotonic()
     with opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
         if under_lock is not None:
@@ -151,7 +153,16 @@ def run_update(
         for report in result.sources:
             for reason, count in report.refused.items():
                 refused[reason] = refused.get(reason, 0) + count
-        record = record.succeeded(now, result.leases, logins, unreadable, refused, result.grant_delays)
+        record = record.succeeded(
+            now,
+            result.leases,
+            logins,
+            unreadable,
+            refused,
+            result.grant_delays,
+            follower,
+            len(result.granted),
+        )
         state.save_last_run(record.to_json())
         _write_metrics(config, state, record, started, result.unread)
         return result

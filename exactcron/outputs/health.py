@@ -5,6 +5,7 @@ Pure: the record in and out as JSON values; the caller reads and writes it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -19,6 +20,47 @@ ROTATION_GRACE = timedelta(minutes=2)
 
 # The grant delays the metrics' quantiles are taken over: the latest this many.
 RECENT_GRANT_DELAYS = 1000
+
+
+@dataclass(frozen=True)
+class FollowerRecord:
+    """One `update --follow`: who (pid, started), until when, and what its steps did.
+
+    `steps` counts its runs, its first one included; `granted`, the leases
+    they granted or extended."""
+
+    pid: int
+    started: datetime
+    until: datetime
+    steps: int = 0
+    granted: int = 0
+
+    def same(self, other: FollowerRecord | None) -> bool:
+        """Whether `other` is this follower: its pid and its start, to the second (as recorded)."""
+        return other is not None and (other.pid, format_instant(other.started)) == (
+            self.pid,
+            format_instant(self.started),
+        )
+
+    @classmethod
+    def from_json(cls, document: object) -> FollowerRecord | None:
+        if not isinstance(document, dict):
+            return None
+        pid = document.get("pid")
+        started = _instant(document.get("started"))
+        until = _instant(document.get("until"))
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or started is None or until is None:
+            return None
+        return cls(pid, started, until, _count(document.get("steps")), _count(document.get("granted")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "started": format_instant(self.started),
+            "until": format_instant(self.until),
+            "steps": self.steps,
+            "granted": self.granted,
+        }
 
 
 @dataclass(frozen=True)
@@ -42,6 +84,8 @@ class RunRecord:
     grant_delay_count: int = 0
     grant_delay_sum: float = 0.0
     recent_grant_delays: tuple[float, ...] = ()
+    # The follower whose step ran last (its figures), or None.
+    follower: FollowerRecord | None = None
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any] | None) -> RunRecord:
@@ -85,6 +129,7 @@ class RunRecord:
                 for key, value in (seen.items() if isinstance(seen, dict) else ())
                 if (stamp := _instant(value)) is not None
             },
+            follower=FollowerRecord.from_json(document.get("follower")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -101,6 +146,7 @@ class RunRecord:
             "grant_delay_count": self.grant_delay_count,
             "grant_delay_sum": round(self.grant_delay_sum, 6),
             "recent_grant_delays": [round(value, 6) for value in self.recent_grant_delays],
+            "follower": None if self.follower is None else self.follower.to_json(),
         }
 
     def succeeded(
@@ -111,8 +157,16 @@ class RunRecord:
         unreadable: Mapping[str, int] | None = None,
         refused: Mapping[str, int] | None = None,
         grant_delays: Sequence[float] = (),
+        follower: FollowerRecord | None = None,
+        granted: int = 0,
     ) -> RunRecord:
+        """The record after a run that succeeded; `follower`, the follower whose
+        step it was (its figures go on when it is the one recorded)."""
         totals = _added(self.logins_total, logins)
+        followed = self.follower
+        if follower is not None:
+            base = followed if followed is not None and follower.same(followed) else follower
+            followed = replace(base, steps=base.steps + 1, granted=base.granted + granted)
         return replace(
             self,
             time=now,
@@ -126,6 +180,7 @@ class RunRecord:
             grant_delay_count=self.grant_delay_count + len(grant_delays),
             grant_delay_sum=self.grant_delay_sum + sum(grant_delays),
             recent_grant_delays=(*self.recent_grant_delays, *grant_delays)[-RECENT_GRANT_DELAYS:],
+            follower=followed,
         )
 
     def failed(self, now: datetime, error: str) -> RunRecord:
@@ -180,6 +235,11 @@ def missing_logs(
                 "takes: no login is read until it is back"
             )
     return warnings, replace(record, logs_seen=seen)
+
+
+def nearest_rank(ordered: Sequence[float], quantile: float) -> float:
+    """The `quantile` of the sorted, non-empty `ordered`: a value measured, never an interpolation."""
+    return ordered[max(0, math.ceil(quantile * len(ordered)) - 1)]
 
 
 def _duration(length: timedelta) -> str:

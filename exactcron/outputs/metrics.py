@@ -7,12 +7,11 @@ a lost one says no more than a stale timestamp.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 
 from exactcron.atomic import remove_leftovers, write_atomically
-from exactcron.outputs.health import RECENT_GRANT_DELAYS, RunRecord
+from exactcron.outputs.health import RECENT_GRANT_DELAYS, RunRecord, nearest_rank
 
 
 def render(record: RunRecord, unread: Mapping[str, int | None], sources: list[str], duration: float) -> str:
@@ -64,8 +63,7 @@ def render(record: RunRecord, unread: Mapping[str, int | None], sources: list[st
     recent = sorted(record.recent_grant_delays)
     if recent:
         for quantile in (0.5, 0.99):
-            # The nearest rank: a delay that was measured, never an interpolation.
-            value = recent[max(0, math.ceil(quantile * len(recent)) - 1)]
+            value = nearest_rank(recent, quantile)
             out.append(f'exactcron_grant_delay_seconds{{quantile="{quantile}"}} {value:.6f}\n')
     out.append(f"exactcron_grant_delay_seconds_count {record.grant_delay_count}\n")
     out.append(f"exactcron_grant_delay_seconds_sum {record.grant_delay_sum:.6f}\n")

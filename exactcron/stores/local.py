@@ -191,6 +191,14 @@ class LocalState:
         write_atomically(path, token.encode() + b"\n", 0o644, durable=False)
         return file_signature(path)
 
+    def load_follower(self) -> dict[str, Any] | None:
+        """What the newest follower wrote of itself (JSON), or None."""
+        try:
+            document = json.loads(read_regular(self.directory / FOLLOWER_FILE))
+        except (OSError, ValueError):
+            return None
+        return document if isinstance(document, dict) else None
+
     def follower_signature(self) -> list[int] | None:
         """A stat of the follower file: it changes when a newer follower claims it."""
         return file_signature(self.directory / FOLLOWER_FILE)
