@@ -469,9 +469,11 @@ class Rsyslog:
     and 13's stock configurations write /var/log/mail.log with.
     """
 
-    def __init__(self, directory: Path, place: Place = HERE) -> None:
+    def __init__(self, directory: Path, place: Place = HERE, selector: str = "mail.*") -> None:
+        """``selector``: the facilities routed into ``mail_log``, as a site's rsyslog.conf names them."""
         self.directory = directory
         self.place = place
+        self.selector = selector
         self.socket = directory / "log.sock"
         self.mail_log = directory / "mail.log"
         self.conf = directory / "rsyslog.conf"
@@ -487,7 +489,7 @@ global(workDirectory="{self.directory / "work"}")
 # SysSock.Use=off: leave /dev/log alone; listen on our own socket only.
 module(load="imuxsock" SysSock.Use="off")
 input(type="imuxsock" Socket="{self.socket}" CreatePath="on")
-mail.* action(type="omfile" file="{self.mail_log}" template="RSYSLOG_FileFormat")
+{self.selector} action(type="omfile" file="{self.mail_log}" template="RSYSLOG_FileFormat")
 """
         )
         with open(self.output, "wb") as out:

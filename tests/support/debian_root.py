@@ -64,14 +64,57 @@ _BUILD_TIMEOUT = 900.0
 class RootSpec:
     suite: str
     packages: tuple[str, ...]
+    # The cache directory's name: two roots of one suite need two names.
+    name: str = ""
+    # Packages only downloaded, into DEBS_INSIDE: ones that conflict with an
+    # installed one, for a test to install in its own throwaway view.
+    debs: tuple[str, ...] = ()
+
+    @property
+    def cache_name(self) -> str:
+        return self.name or self.suite
 
     @property
     def stamp(self) -> str:
-        return " ".join(("debootstrap", "--variant=minbase", self.suite, *self.packages)) + "\n"
+        words = ["debootstrap", "--variant=minbase", self.suite, *self.packages]
+        if self.debs:
+            words += ["download:", *self.debs]
+        return " ".join(words) + "\n"
 
 
 # Debian 13: Dovecot 2.4.1.
 TRIXIE = RootSpec("trixie", ("dovecot-pop3d", "dovecot-imapd", "rsyslog"))
+
+DEBS_INSIDE = "/var/cache/exactcron-debs"
+
+# Debian 12's own small POP3 servers, run as Debian runs them: standalone and
+# from an inetd behind tcp_wrappers (tests/test_e2e_pop3d.py).  Their own
+# cache name: the package tests' bookworm root below is another list.  The
+# three conflict (each provides and popa3d and solid-pop3d conflict with
+# pop3-server): mailutils-pop3d is installed, popa3d and solid-pop3d are
+# downloaded, with everything they depend on installed, so that a test's
+# view swaps one in with dpkg alone, offline.
+BOOKWORM_POP3D = RootSpec(
+    "bookworm",
+    (
+        "mailutils-pop3d",
+        "openbsd-inetd",
+        "tcpd",
+        "rsyslog",
+        # popa3d's and solid-pop3d's dependencies
+        "adduser",
+        "update-inetd",
+        "debconf",
+        "libpam0g",
+        "libpam-runtime",
+        "liblockfile1",
+        "lsb-base",
+        "netbase",
+        "init-system-helpers",
+    ),
+    name="bookworm-pop3d",
+    debs=("popa3d", "solid-pop3d"),
+)
 
 
 def build_problems() -> list[str]:
@@ -86,13 +129,13 @@ def build_problems() -> list[str]:
 def cached_root(spec: RootSpec, cache: Path = ROOTS_CACHE) -> Path:
     """The root for ``spec``, built first if the cache has no complete one."""
     cache.mkdir(parents=True, exist_ok=True)
-    final = cache / spec.suite
-    with FileLock(str(cache / f"{spec.suite}.lock"), timeout=_BUILD_TIMEOUT + 60):
+    final = cache / spec.cache_name
+    with FileLock(str(cache / f"{spec.cache_name}.lock"), timeout=_BUILD_TIMEOUT + 60):
         if _is_complete(final, spec):
             return final
-        for leftover in [final, *cache.glob(f"{spec.suite}.partial-*")]:
+        for leftover in [final, *cache.glob(f"{spec.cache_name}.partial-*")]:
             remove_root(leftover)
-        partial = Path(tempfile.mkdtemp(prefix=f"{spec.suite}.partial-", dir=cache))
+        partial = Path(tempfile.mkdtemp(prefix=f"{spec.cache_name}.partial-", dir=cache))
         try:
             partial.chmod(0o755)  # it becomes "/": servers' users must traverse it
             _build(partial, spec)
@@ -122,6 +165,11 @@ def _build(target: Path, spec: RootSpec) -> None:
     chroot = [binary("chroot"), str(target)]
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *spec.packages]
     run([*chroot, *install], env=env, timeout=_BUILD_TIMEOUT)
+    if spec.debs:
+        (target / DEBS_INSIDE.lstrip("/")).mkdir(parents=True)
+        # As root into a root-owned directory: apt says it cannot drop to _apt, and goes on.
+        download = f"cd {DEBS_INSIDE} && apt-get download -q " + " ".join(spec.debs)
+        run([*chroot, "/bin/sh", "-c", download], env=env, timeout=_BUILD_TIMEOUT)
     run([*chroot, "apt-get", "clean"], env=env)
     (target / COMPLETE).write_text(spec.stamp)
 
