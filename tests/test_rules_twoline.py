@@ -697,3 +697,15 @@ def test_no_gnu_pop3d_grant_crosses_a_pid_or_a_session_id(
         assert own and own[-1][1] == "connect"
         assert login.address == own[-1][2]
         assert (time - own[-1][3]).total_seconds() <= MAX_SESSION_SECONDS
+
+
+def test_another_hosts_connect_lines_take_no_room_from_this_hosts_sessions() -> None:
+    flood = [
+        f"{stamp(40)} other popa3d[{pid}]: Session from 198.51.100.1" for pid in range(MAX_OPEN_SESSIONS + 10)
+    ]
+    assert logins(
+        f"{stamp(50)} mail popa3d[7]: Session from 192.0.2.21",
+        *flood,
+        f"{stamp(30)} mail popa3d[7]: Authentication passed for pcap",
+        hosts=frozenset({"mail"}),
+    ) == [("popa3d", "pcap", "192.0.2.21")]

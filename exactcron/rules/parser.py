@@ -315,11 +315,17 @@ class LineParser:
                     earliest = time - ambiguity
                 return _new_login(Login, (address, second, microsecond, user, name, earliest))
         if self.pairings is not None and self.pairings.accepts(program):
-            # A line of a two-line rule: its session opened or ended, or its success paired.
-            paired = self.pairings.read(host, program, line, head, second, ambiguity, fraction)
-            if paired is not None and host is not None and not self._host_field_counts(host):
+            # Another host's lines open no session here: none can grant, and a
+            # flood of them would push this host's sessions out.
+            hosts = self.hosts
+            if (
+                host is not None
+                and hosts is not None
+                and host.decode("utf-8", "replace").lower() not in hosts
+            ):
                 return None
-            return paired
+            # A line of a two-line rule: its session opened or ended, or its success paired.
+            return self.pairings.read(host, program, line, head, second, ambiguity, fraction)
         return None
 
     def _parse_text(self, text: str) -> Login | None:
