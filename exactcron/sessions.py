@@ -57,19 +57,34 @@ class SessionBook:
 
     def opened(self, session_id: str, login: Login, now: datetime, timeout: timedelta) -> None:
         """A login that opened a session. One already older than the timeout
-        granted nothing: nothing held it since, so it holds nothing now."""
-        if login.second <= now - timeout or session_id in self.open:
+        granted nothing: nothing held it since, so it holds nothing now.
+
+        The same login read again (after a killed run) changes nothing; a
+        different login under the same key (a PID used again) ends the
+        session before it, at the new login's time.
+        """
+        session = Session(login.address, login.user, login.time, login.server)
+        current = self.open.get(session_id)
+        if current == session:
             return
-        self.open[session_id] = Session(login.address, login.user, login.time, login.server)
+        if current is not None:
+            self.closed(session_id, login.time)
+        if login.second <= now - timeout:
+            return
+        self.open[session_id] = session
         while len(self.open) > MAX_SESSIONS:
             del self.open[next(iter(self.open))]
 
-    def closed(self, session_id: str, time: datetime) -> None:
+    def closed(self, session_id: str, time: datetime, who: tuple[str, str] | None = None) -> None:
         """The end line of a session; an unknown session (never read, or
-        already forgotten) ends nothing and extends nothing."""
-        session = self.open.pop(session_id, None)
-        if session is not None:
-            self.ended.append((session, time))
+        already forgotten) ends nothing and extends nothing. `who`: the user
+        and address the end line names, when the key is a process's; then
+        they must be the login's."""
+        session = self.open.get(session_id)
+        if session is None or (who is not None and who != (session.user, session.address)):
+            return
+        del self.open[session_id]
+        self.ended.append((session, time))
 
 
 class Extension(NamedTuple):

@@ -515,3 +515,67 @@ def test_a_session_is_held_through_the_shared_store_and_a_flush_there_ends_it(
     assert expires(site, 51) == at(75)
     assert expires(site, 51, "192.0.2.20") is None
     assert not relays(site, "192.0.2.20")
+
+
+def courier(minutes: float, what: str, pid: int = 4242, user: str = "alice", address: str = ADDRESS) -> str:
+    """A Courier imapd line of process `pid` (LOGIN, LOGOUT, ...)."""
+    tail = (
+        ", port=[52326], protocol=IMAP"
+        if what == "LOGIN"
+        else ", headers=0, body=0, rcvd=37, sent=470, time=3"
+    )
+    return f"{at(minutes).isoformat()} mail imapd[{pid}]: {what}, user={user}, ip=[::ffff:{address}]{tail}"
+
+
+def uw(minutes: float, what: str, pid: int = 4243) -> str:
+    return (
+        f"{at(minutes).isoformat()} mail imapd[{pid}]: {what} user=alice host=client.example.net [{ADDRESS}]"
+    )
+
+
+@pytest.fixture
+def held_by_process(tmp_path: Path) -> Site:
+    site = held_site(tmp_path)
+    site.config.write_text(
+        site.config.read_text().replace('server = "dovecot"', 'server = ["courier", "uw-imap"]')
+    )
+    return site
+
+
+def test_a_courier_session_is_held_until_its_process_logs_out(held_by_process: Site) -> None:
+    site = held_by_process
+    site.write_log(courier(0, "LOGIN"))
+    for minute in (1, 20, 40):
+        update(site, minute)
+    # Another user's end, or another process's, ends nothing.
+    site.write_log(courier(41, "LOGOUT", user="bob"), courier(42, "LOGOUT", pid=4300))
+    update(site, 45)
+    assert expires(site, 46) == at(75)
+    site.write_log(courier(50, "LOGOUT"))
+    update(site, 55)
+    assert expires(site, 56) == at(80)
+    update(site, 81)
+    assert not relays(site)
+
+
+def test_a_uw_imap_session_ends_with_its_autologout(held_by_process: Site) -> None:
+    site = held_by_process
+    site.write_log(uw(0, "Login"))
+    for minute in (1, 20, 40):
+        update(site, minute)
+    site.write_log(uw(45, "Autologout"))
+    update(site, 50)
+    assert expires(site, 51) == at(75)
+
+
+def test_a_pid_used_again_ends_the_session_before_it(held_by_process: Site) -> None:
+    site = held_by_process
+    site.write_log(courier(0, "LOGIN"))
+    update(site, 1)
+    update(site, 20)
+    # The process is gone (its end never logged): its PID now serves another client.
+    site.write_log(courier(25, "LOGIN", user="bob", address="192.0.2.20"))
+    update(site, 26)
+    update(site, 40)
+    assert expires(site, 41) == at(55)
+    assert expires(site, 41, "192.0.2.20") == at(70)

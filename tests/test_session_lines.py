@@ -150,3 +150,82 @@ def test_no_bytes_break_the_session_reader(noise: bytes) -> None:
     parser.logins(block)
     parser.parse(noise)
     assert all(isinstance(event, SessionOpened | SessionEnded) for event in noted)
+
+
+def process_events(*lines: str) -> list[SessionOpened | SessionEnded]:
+    noted: list[SessionOpened | SessionEnded] = []
+    rules = (BUILTIN_RULES["courier"], BUILTIN_RULES["uw-imap"])
+    parser = SessionParser(rules, TimestampParser(NOW_TIME, UTC), frozenset({"mail"}), noted=noted.append)
+    parser.logins("".join(line + "\n" for line in lines).encode())
+    by_line: list[SessionOpened | SessionEnded] = []
+    parser.noted = by_line.append
+    for line in lines:
+        parser.parse(line.encode())
+    assert by_line == noted
+    return noted
+
+
+COURIER_LOGIN = (
+    "2026-11-25T17:50:13+00:00 mail imapd[4242]: LOGIN, user=alice, ip=[::ffff:192.0.2.10], port=[52326], "
+    "protocol=IMAP"
+)
+UW_LOGIN = "2026-11-25T17:50:13+00:00 mail imapd[4243]: Login user=alice host=client.example.net [192.0.2.10]"
+AT = "2026-11-25T17:55:00+00:00 mail "
+
+
+@pytest.mark.parametrize(
+    ("login", "end"),
+    [
+        (
+            COURIER_LOGIN,
+            "imapd[4242]: LOGOUT, user=alice, ip=[::ffff:192.0.2.10], headers=0, body=0, rcvd=37, "
+            "sent=470, time=3",
+        ),
+        (
+            COURIER_LOGIN,
+            "imapd[4242]: DISCONNECTED, user=alice, ip=[::ffff:192.0.2.10], headers=0, body=0, "
+            "rcvd=37, sent=470, time=300, starttls=1",
+        ),
+        (
+            COURIER_LOGIN,
+            "imapd[4242]: TIMEOUT, user=alice, ip=[::ffff:192.0.2.10], headers=0, body=0, time=1800",
+        ),
+        (
+            COURIER_LOGIN.replace("imapd[4242]: LOGIN", "pop3d[4242]: LOGIN"),
+            "pop3d[4242]: LOGOUT, user=alice, ip=[::ffff:192.0.2.10], port=[52326], top=0, retr=0, rcvd=18, "
+            "sent=1390, time=5, stls=1",
+        ),
+        (UW_LOGIN, "imapd[4243]: Logout user=alice host=client.example.net [192.0.2.10]"),
+        (UW_LOGIN, "imapd[4243]: Autologout user=alice host=client.example.net [192.0.2.10]"),
+        (UW_LOGIN, "imapd[4243]: Killed (lost mailbox lock) user=alice host=client.example.net [192.0.2.10]"),
+        (
+            UW_LOGIN,
+            "imapd[4243]: Command stream end of file, while reading line user=alice host=[192.0.2.10]",
+        ),
+    ],
+)
+def test_courier_and_uw_imap_sessions_end_with_their_own_process(login: str, end: str) -> None:
+    opened, ended_event = process_events(login, AT + end)
+    assert isinstance(opened, SessionOpened) and isinstance(ended_event, SessionEnded)
+    assert opened.session == ended_event.session and ended_event.time == ENDED_AT
+    assert ended_event.who == ("alice", "192.0.2.10")
+
+
+@pytest.mark.parametrize(
+    "end",
+    [
+        "imapd[9999]: Logout user=alice host=client.example.net [192.0.2.10]",  # another process
+        "imapd: Logout user=alice host=client.example.net [192.0.2.10]",  # no PID
+        "sshd[4243]: Logout user=alice host=client.example.net [192.0.2.10]",  # another program
+        "imapd[4243]: Login user=alice host=client.example.net [192.0.2.10]",  # a login is no end
+    ],
+)
+def test_an_end_line_of_another_process_is_not_this_sessions(end: str) -> None:
+    found = process_events(UW_LOGIN, AT + end)
+    opened = [event.session for event in found if isinstance(event, SessionOpened)]
+    ended_ids = [event.session for event in found if isinstance(event, SessionEnded)]
+    assert not set(ended_ids) & set(opened[:1])
+
+
+def test_courier_without_a_pid_opens_no_session() -> None:
+    assert process_events(COURIER_LOGIN.replace("imapd[4242]:", "imapd:")) == []

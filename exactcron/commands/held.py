@@ -46,7 +46,7 @@ def session_parser(
         if isinstance(event, SessionOpened):
             book.opened(event.session, event.login, now, timeout)
         else:
-            book.closed(event.session, event.time)
+            book.closed(event.session, event.time, event.who)
 
     parser = SessionParser(
         source.rules,

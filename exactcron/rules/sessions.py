@@ -21,6 +21,20 @@ the safe side. Older forms without the ID (`imap(alice): Logged out`)
 end nothing. A login without `mpid` (proxied elsewhere, whose end this
 host never logs) opens no session.
 
+Courier and UW-IMAP name no session: their login and its end are paired
+by the process that wrote both (host, tag and PID: one process per
+connection) and must name the same user and address:
+
+    imapd[4242]: LOGIN, user=alice, ip=[::ffff:192.0.2.10], port=[52326], protocol=IMAP
+    imapd[4242]: LOGOUT, user=alice, ip=[::ffff:192.0.2.10], headers=0, body=0, rcvd=37, sent=470, time=3
+    imapd[4243]: Login user=alice host=client.example.net [192.0.2.10]
+    imapd[4243]: Logout user=alice host=client.example.net [192.0.2.10]
+
+(also Courier's DISCONNECTED and TIMEOUT, UW's Autologout, `Killed (...)`
+and `..., while reading line`). A later login by the same process ends the
+session before it: a PID names one process at a time. Lines without a PID
+(Courier behind courierlogger logs its own) open no session.
+
 Only a source with `hold_while_connected` builds a SessionParser; every
 other source keeps LineParser's hot path unchanged.
 """
@@ -33,11 +47,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from exactcron.addresses import normalize_address
 from exactcron.model import Login
 from exactcron.rules.forms import HEADER, LINE_HEAD
 from exactcron.rules.parser import MAX_LINE_BYTES, LineParser
 
 DOVECOT = "dovecot"
+# The servers whose sessions are known by the process that logs them.
+BY_PROCESS = frozenset({"courier", "uw-imap"})
 # A session ID as Dovecot writes it (base64 of a GUID and a counter).
 _SESSION_ID = rb"[A-Za-z0-9+/]{1,64}={0,2}"
 # What the mail process's last line of a session starts with, after its prefix.
@@ -55,6 +72,32 @@ _USER_END = re.compile(rb">(?:, |$)")
 _LOGIN_PHRASE = re.compile(rb"(?:Login|Logged in): ")
 _SESSION_ELEMENT = re.compile(rb"session=<(" + _SESSION_ID + rb")>")
 _MPID_ELEMENT = re.compile(rb"mpid=[0-9]{1,10}")
+_IP = rb"[0-9A-Fa-f:.]{2,45}"
+# The end of a session of a process (Courier, UW-IMAP); the user is client
+# text, so the address is taken from its place at the end, and both must
+# equal the login's.
+_PROCESS_END_PHRASES = (
+    b"LOGOUT, user=",
+    b"DISCONNECTED, user=",
+    b"TIMEOUT, user=",
+    b"Logout user=",
+    b"Autologout user=",
+    b"Killed (",
+    b", while reading line user=",
+    b", while writing text user=",
+)
+_PROCESS_END = (
+    re.compile(
+        rb"(?:LOGOUT|DISCONNECTED|TIMEOUT), user=(?P<user>.{0,512}), ip=\[(?P<ip>" + _IP + rb")\](?:, .*)?",
+        re.DOTALL,
+    ),
+    re.compile(
+        rb"(?:Logout|Autologout|Killed \([^)]{0,80}\)|[A-Za-z ]{1,80}, while (?:reading line|writing text))"
+        rb" user=(?P<user>\S{1,512}) host=(?:\S{1,255} )?\[(?P<ip>" + _IP + rb")\](?: .*)?",
+        re.DOTALL,
+    ),
+)
+_PID = re.compile(rb"\[(\d{1,10})\]: $")
 
 
 class SessionOpened(NamedTuple):
@@ -66,6 +109,9 @@ class SessionEnded(NamedTuple):
     session: str
     # The end line's time, its earlier reading when the stamp is ambiguous.
     time: datetime
+    # A process's session (Courier, UW-IMAP): the user and address its end
+    # line names, which must be the login's; None for a Dovecot session ID.
+    who: tuple[str, str] | None = None
 
 
 @dataclass
@@ -75,9 +121,18 @@ class SessionParser(LineParser):
 
     noted: Callable[[SessionOpened | SessionEnded], None] = lambda event: None
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        names = {rule.name for rule in self.rules}
+        by_process = [rule for rule in self.rules if rule.name in BY_PROCESS]
+        self._end_phrases = (_END_PHRASES if DOVECOT in names else ()) + (
+            _PROCESS_END_PHRASES if by_process else ()
+        )
+        self._process_forms = tuple(form for rule in by_process for form in rule.forms)
+
     def parse(self, line: bytes) -> Login | None:
         login = super().parse(line)
-        if login is None and any(phrase in line for phrase in _END_PHRASES):
+        if login is None and any(phrase in line for phrase in self._end_phrases):
             self._end_line(line)
         return login
 
@@ -88,7 +143,7 @@ class SessionParser(LineParser):
         # A second pass, for the end lines: an end line of a session never comes
         # before its login, so the opens of the block are noted first.
         starts: set[int] = set()
-        for phrase in _END_PHRASES:
+        for phrase in self._end_phrases:
             hit = block.find(phrase, 0, size)
             while hit >= 0:
                 starts.add(block.rfind(b"\n", 0, hit) + 1)
@@ -103,8 +158,13 @@ class SessionParser(LineParser):
 
     def _candidate(self, line: bytes) -> Login | None:
         login = super()._candidate(line)
-        if login is not None and login.server == DOVECOT:
-            session = _login_session(line)
+        if login is not None:
+            if login.server == DOVECOT:
+                session = _login_session(line)
+            elif login.server in BY_PROCESS:
+                session = _process_of(line)
+            else:
+                session = None
             if session is not None:
                 self.noted(SessionOpened(session, login))
         return login
@@ -121,7 +181,9 @@ class SessionParser(LineParser):
 
     def _read_end(self, line: bytes) -> SessionEnded | None:
         head = LINE_HEAD.match(line)
-        if head is not None and head.group("program") == b"dovecot":
+        if head is not None and head.group("program") != b"dovecot":
+            return self._read_process_end(line, head)
+        if head is not None:
             clock, _, offset, bsd, host, _ = head.groups()
             stamped = self.timestamps.second_of(clock or bsd, offset)
             if stamped is None:
@@ -154,6 +216,42 @@ class SessionParser(LineParser):
         if found is None:
             return None
         return SessionEnded(found.group("session").decode("ascii"), time)
+
+    def _read_process_end(self, line: bytes, head: re.Match[bytes]) -> SessionEnded | None:
+        """The end of a Courier or UW-IMAP process's session, or None."""
+        program = head.group("program").decode("ascii")
+        if not any(form.accepts(program) for form in self._process_forms):
+            return None
+        session = _process_of(line, head)
+        if session is None:
+            return None
+        message = line[head.end() :]
+        for pattern in _PROCESS_END:
+            found = pattern.fullmatch(message)
+            if found is not None:
+                break
+        else:
+            return None
+        address = normalize_address(found.group("ip").decode("ascii"))
+        clock, _, offset, bsd, _, _ = head.groups()
+        stamped = self.timestamps.second_of(clock or bsd, offset)
+        if address is None or stamped is None:
+            return None
+        second, ambiguity = stamped
+        user = found.group("user").decode("utf-8", "replace")
+        return SessionEnded(session, second - ambiguity, (user, address))
+
+
+def _process_of(line: bytes, head: re.Match[bytes] | None = None) -> str | None:
+    """The process that wrote a line, as a session key (host, tag and PID), or None without a PID."""
+    head = head or LINE_HEAD.match(line)
+    if head is None:
+        return None
+    pid = _PID.search(line, head.start("program"), head.end())
+    if pid is None:
+        return None
+    host = (head.group("host") or b"").decode("utf-8", "replace").lower()
+    return f"{host}/{head.group('program').decode('ascii')}[{pid.group(1).decode('ascii')}]"
 
 
 def _login_session(line: bytes) -> str | None:
