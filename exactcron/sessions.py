@@ -21,6 +21,7 @@ session is forgotten. So:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,7 +52,9 @@ class Session(NamedTuple):
 class SessionBook:
     """One source's open sessions (by ID, oldest first) and the ends read this run."""
 
-    open: dict[str, Session] = field(default_factory=dict)
+    # An OrderedDict: dropping the oldest is O(1) (a dict's first key after
+    # many deletions is found by scanning its holes).
+    open: OrderedDict[str, Session] = field(default_factory=OrderedDict)
     # Sessions whose end line was read this run, with the end's time.
     ended: list[tuple[Session, datetime]] = field(default_factory=list)
 
@@ -72,8 +75,8 @@ class SessionBook:
         if login.second <= now - timeout:
             return
         self.open[session_id] = session
-        while len(self.open) > MAX_SESSIONS:
-            del self.open[next(iter(self.open))]
+        if len(self.open) > MAX_SESSIONS:
+            self.open.popitem(last=False)
 
     def closed(self, session_id: str, time: datetime, who: tuple[str, str] | None = None) -> None:
         """The end line of a session; an unknown session (never read, or
@@ -107,11 +110,16 @@ def extensions(
     sessions get their last login; open ones past `session_max`, or whose
     address has no lease in force, are forgotten.
     """
-    logins: list[Extension] = []
+    # Per address, the last login of its ended sessions that reaches furthest
+    # (a log of short sessions ends thousands a run).
+    last: dict[str, Login] = {}
     for session, ended in book.ended:
         login = _extension(session, min(ended, now), in_force, timeout, session_max)
         if login is not None:
-            logins.append(Extension(login, None))
+            kept = last.get(login.address)
+            if kept is None or (login.second, login.earliest) > (kept.second, kept.earliest):
+                last[login.address] = login
+    logins = [Extension(login, None) for login in last.values()]
     still_open: dict[str, Session] = {}
     for session_id, session in book.open.items():
         if session.login + session_max <= now or session.address not in in_force:

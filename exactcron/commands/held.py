@@ -7,6 +7,7 @@ update.py. Imported only when a source sets the key.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +41,9 @@ def session_parser(
 ) -> tuple[SessionParser, SessionBook]:
     """A parser that tells the source's session book what it reads, and that book
     (the sessions its checkpoint held, if any)."""
-    book = SessionBook(sessions_from_json((saved or {}).get(SESSIONS_KEY), now, source.session_max))
+    book = SessionBook(
+        OrderedDict(sessions_from_json((saved or {}).get(SESSIONS_KEY), now, source.session_max))
+    )
 
     def noted(event: SessionOpened | SessionEnded) -> None:
         if isinstance(event, SessionOpened):

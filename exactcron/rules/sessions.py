@@ -72,6 +72,8 @@ _USER_END = re.compile(rb">(?:, |$)")
 _LOGIN_PHRASE = re.compile(rb"(?:Login|Logged in): ")
 _SESSION_ELEMENT = re.compile(rb"session=<(" + _SESSION_ID + rb")>")
 _MPID_ELEMENT = re.compile(rb"mpid=[0-9]{1,10}")
+_SESSION_AMONG = re.compile(rb"(?:^|, )session=<(" + _SESSION_ID + rb")>(?:, |$)")
+_MPID_AMONG = re.compile(rb"(?:^|, )mpid=[0-9]{1,10}(?:, |$)")
 _IP = rb"[0-9A-Fa-f:.]{2,45}"
 # The end of a session of a process (Courier, UW-IMAP); the user is client
 # text, so the address is taken from its place at the end, and both must
@@ -264,6 +266,14 @@ def _login_session(line: bytes) -> str | None:
     if phrase is None:
         return None
     elements = line[phrase.end() :]
+    if elements.startswith(b"user=<"):
+        # The default order, the user first: once it is over, every element is Dovecot's own.
+        close = _USER_END.search(elements, 6)
+        if close is None or b">" in elements[6 : close.start()]:
+            return None
+        own = elements[close.end() :]
+        found = _SESSION_AMONG.search(own)
+        return found.group(1).decode("ascii") if found is not None and _MPID_AMONG.search(own) else None
     others = [elements]
     opening = _USER_START.search(elements)
     if opening is not None:
