@@ -15,7 +15,9 @@ without): a good login, a wrong password and an unknown user at once, then
 ``update``: exactly the good login's address is granted, for its user, as
 ``show`` and the real ``postmap -q`` tell.  Then two clients interleaved
 (C2 connects, C3 connects, C3 logs in as alice, C2 as bob): each address
-gets its own user.  A mode that logs no client address (popa3d from inetd
+gets its own user.  Then a wrong password and the right one in one session:
+granted exactly when the server let the second try in (GNU pop3d does).
+A mode that logs no client address (popa3d from inetd
 without tcpd, GNU pop3d standalone) is unsupported: it grants nothing.
 
 Needs root, iproute2, rsyslog, Postfix's postmap and debootstrap (Debian's
@@ -208,6 +210,24 @@ def test_pop3_logins_grant_their_own_address_and_user(server: pop3d.ServerMode) 
     else:
         assert exactcron.leases() == {}, harness.tail(server.log)
         assert not exactcron.relays(C2.v4) and not exactcron.relays(C3.v4)
+
+    # A wrong password, then the right one in the same session: GNU pop3d
+    # keeps the session open and lets the second try in, popa3d and
+    # solid-pop3d close it. Granted exactly when the server said +OK.
+    exactcron("flush", C2.v4)
+    exactcron("flush", C3.v4)
+    retry = pop3d.Session(C3, address)
+    try:
+        assert not retry.login(BOB, "not-his-password")
+        accepted = retry.login(BOB, pop3d.USERS[BOB])
+    finally:
+        retry.close()
+    wait_for_sessions(server, expected.ends, 6)
+    exactcron("update")
+    assert accepted == (server.mode.package == "mailutils-pop3d"), "the server's behaviour changed"
+    granted = {C3.v4: BOB} if accepted and expected.supported else {}
+    assert exactcron.leases() == granted, harness.tail(server.log)
+    assert exactcron.relays(C3.v4) == bool(granted)
 
 
 def test_each_mode_runs_debians_own_package(server: pop3d.ServerMode) -> None:
