@@ -40,12 +40,17 @@ _MAX_USER = 512
 
 
 class Session(NamedTuple):
-    """An open session: who logged in from where, and when."""
+    """An open session: who logged in from where, and when; and until when it
+    has held its lease (`held`: its last extension's time, at first its login)."""
 
     address: str
     user: str | None
     login: datetime
     server: str
+    held: datetime
+
+    def same_login(self, other: Session) -> bool:
+        return self[:4] == other[:4]
 
 
 @dataclass
@@ -66,9 +71,9 @@ class SessionBook:
         different login under the same key (a PID used again) ends the
         session before it, at the new login's time.
         """
-        session = Session(login.address, login.user, login.time, login.server)
+        session = Session(login.address, login.user, login.time, login.server, login.time)
         current = self.open.get(session_id)
-        if current == session:
+        if current is not None and current.same_login(session):
             return
         if current is not None:
             self.closed(session_id, login.time)
@@ -114,7 +119,7 @@ def extensions(
     # (a log of short sessions ends thousands a run).
     last: dict[str, Login] = {}
     for session, ended in book.ended:
-        login = _extension(session, min(ended, now), in_force, timeout, session_max)
+        login = _extension(session, min(ended, now), in_force, timeout, session_max, now)
         if login is not None:
             kept = last.get(login.address)
             if kept is None or (login.second, login.earliest) > (kept.second, kept.earliest):
@@ -122,14 +127,21 @@ def extensions(
     logins = [Extension(login, None) for login in last.values()]
     still_open: dict[str, Session] = {}
     for session_id, session in book.open.items():
-        if session.login + session_max <= now or session.address not in in_force:
+        if session.login + session_max <= now or not _holding(session, in_force, now, timeout):
             continue
-        login = _extension(session, now, in_force, timeout, session_max)
+        login = _extension(session, now, in_force, timeout, session_max, now)
         if login is not None:
             logins.append(Extension(login, session_id))
         # Held on also when there is nothing to extend yet (a run in its login's second).
         still_open[session_id] = session
     return logins, still_open
+
+
+def _holding(session: Session, in_force: Mapping[str, Lease], now: datetime, timeout: timedelta) -> bool:
+    """Whether the session still holds a lease in force at `now` by its own
+    extensions: a lease lapsed between two runs, and one in force only by
+    another login, are no longer this session's."""
+    return session.address in in_force and session.held.replace(microsecond=0) + timeout > now
 
 
 def _extension(
@@ -138,15 +150,18 @@ def _extension(
     in_force: Mapping[str, Lease],
     timeout: timedelta,
     session_max: timedelta,
+    now: datetime,
 ) -> Login | None:
-    lease = in_force.get(session.address)
-    if lease is None:
+    if not _holding(session, in_force, now, timeout):
         return None
     time = min(until, session.login + session_max - timeout).replace(microsecond=0)
-    if time <= session.login.replace(microsecond=0):
-        return None  # the login itself already grants as much
-    # `earliest`: a flush after the session's login wins over this login.
-    return Login(session.address, time, 0, session.user, session.server, session.login)
+    if time <= session.held.replace(microsecond=0):
+        return None  # it holds as much already
+    # `earliest`: a flush since the session last held its lease wins over this
+    # login. A flush between its login and then was caught by an earlier run
+    # (that one's extension was refused): runs follow each other within the
+    # timeout, or `_holding` forgets the session.
+    return Login(session.address, time, 0, session.user, session.server, session.held)
 
 
 def took(extension: Login, before: Lease, changed: Iterable[str], timeout: timedelta) -> bool:
@@ -159,7 +174,14 @@ def took(extension: Login, before: Lease, changed: Iterable[str], timeout: timed
 
 def sessions_to_json(open_sessions: Mapping[str, Session]) -> list[list[Any]]:
     return [
-        [session_id, session.address, session.user, session.login.isoformat(), session.server]
+        [
+            session_id,
+            session.address,
+            session.user,
+            session.login.isoformat(),
+            session.server,
+            session.held.isoformat(),
+        ]
         for session_id, session in open_sessions.items()
     ]
 
@@ -182,25 +204,34 @@ def sessions_from_json(document: object, now: datetime, session_max: timedelta) 
 
 
 def _session(item: object, now: datetime, session_max: timedelta) -> tuple[str, Session | None] | None:
-    if not isinstance(item, list) or len(item) != 5:
+    if not isinstance(item, list) or len(item) != 6:
         return None
-    session_id, address, user, login, server = item
+    session_id, address, user, login, server, held = item
     if not (isinstance(session_id, str) and 0 < len(session_id) <= _MAX_ID):
         return None
     if not isinstance(address, str) or normalize_address(address) != address:
         return None
     if not (user is None or (isinstance(user, str) and len(user) <= _MAX_USER)):
         return None
-    if not (isinstance(server, str) and 0 < len(server) <= _MAX_ID and isinstance(login, str)):
+    if not (isinstance(server, str) and 0 < len(server) <= _MAX_ID):
+        return None
+    login_time, held_time = _instant(login), _instant(held)
+    if login_time is None or held_time is None:
+        return None
+    # Stamped after now (a clock put back), held from before its login, or
+    # past its session_max: held no more.
+    if held_time > now or held_time < login_time or now - login_time >= session_max:
+        return session_id, None
+    return session_id, Session(address, user, login_time, server, held_time)
+
+
+def _instant(text: object) -> datetime | None:
+    if not isinstance(text, str):
         return None
     try:
-        time = datetime.fromisoformat(login)
+        time = datetime.fromisoformat(text)
         if time.tzinfo is None:
             return None
-        time = time.astimezone(UTC)
+        return time.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
-    # Stamped after now (a clock put back), or past its session_max: held no more.
-    if time > now or now - time >= session_max:
-        return session_id, None
-    return session_id, Session(address, user, time, server)

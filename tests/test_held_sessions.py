@@ -292,17 +292,23 @@ def plant_sessions(site: Site, sessions: object) -> None:
 HOSTILE_SESSIONS = [
     "not a list",
     {"kT3M0DLGQOMKAAAB": "192.0.2.10"},
-    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "2026-11-25T18:00:00", "dovecot"]],  # no offset
-    [["kT3M0DLGQOMKAAAB", "192.0.2.010", "alice", "2026-11-25T18:00:00+00:00", "dovecot"]],
-    [["kT3M0DLGQOMKAAAB", "192.0.2.10", 7, "2026-11-25T18:00:00+00:00", "dovecot"]],
-    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "yesterday", "dovecot"]],
-    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "9999-12-31T23:59:59+00:00", "dovecot"]],
-    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "0001-01-01T00:00:00+14:00", "dovecot"]],
-    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "2026-11-25T18:00:00+00:00"]],
+    [[SESSION, ADDRESS, "alice", "2026-11-25T18:00:00", "dovecot", "2026-11-25T18:10:00"]],  # no offset
+    [[SESSION, "192.0.2.010", "alice", "2026-11-25T18:00:00+00:00", "dovecot", "2026-11-25T18:10:00+00:00"]],
+    [[SESSION, ADDRESS, 7, "2026-11-25T18:00:00+00:00", "dovecot", "2026-11-25T18:10:00+00:00"]],
+    [[SESSION, ADDRESS, "alice", "yesterday", "dovecot", "2026-11-25T18:10:00+00:00"]],
+    [[SESSION, ADDRESS, "alice", "9999-12-31T23:59:59+00:00", "dovecot", "9999-12-31T23:59:59+00:00"]],
+    [[SESSION, ADDRESS, "alice", "0001-01-01T00:00:00+14:00", "dovecot", "2026-11-25T18:10:00+00:00"]],
+    [[SESSION, ADDRESS, "alice", "2026-11-25T18:00:00+00:00", "dovecot"]],  # a field short
     [None, 1, 2.5, True],
-    [["x" * 10_000, "192.0.2.10", "alice", "2026-11-25T18:00:00+00:00", "dovecot"]],
-    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "2026-11-25T18:00:00+00:00", "dovecot"]] * 20_000,
-    [["kT3M0DLGQOMKAAAB", "192.0.2.10", "alice", "2026-11-25T15:00:00+00:00", "dovecot"]],  # past session_max
+    [["x" * 10_000, ADDRESS, "alice", "2026-11-25T18:00:00+00:00", "dovecot", "2026-11-25T18:10:00+00:00"]],
+    [[SESSION, ADDRESS, "alice", "2026-11-25T18:00:00+00:00", "dovecot", "2026-11-25T18:10:00+00:00"]]
+    * 20_000,
+    # Past session_max (2h); held from before its login; held in the future.
+    [[SESSION, ADDRESS, "alice", "2026-11-25T15:00:00+00:00", "dovecot", "2026-11-25T18:10:00+00:00"]],
+    [[SESSION, ADDRESS, "alice", "2026-11-25T18:10:00+00:00", "dovecot", "2026-11-25T18:00:00+00:00"]],
+    [[SESSION, ADDRESS, "alice", "2026-11-25T18:00:00+00:00", "dovecot", "2026-11-25T19:00:00+00:00"]],
+    # Last held at 00:10 with the lease's own login at 00:00: lapsed at 00:40, not at 00:20.
+    [[SESSION, ADDRESS, "alice", "2026-11-25T17:30:00+00:00", "dovecot", "2026-11-25T17:45:00+00:00"]],
 ]
 
 
@@ -579,3 +585,19 @@ def test_a_pid_used_again_ends_the_session_before_it(held_by_process: Site) -> N
     update(site, 40)
     assert expires(site, 41) == at(55)
     assert expires(site, 41, "192.0.2.20") == at(70)
+
+
+def test_a_forgotten_flush_of_another_address_ends_no_held_session_in_the_shared_store(
+    tmp_path: Path, postgres: Cluster, schema: str
+) -> None:
+    # The store forgets flush records older than the timeout, and then refuses any
+    # login logged before them: an extension must not be taken for such a login.
+    site = held_site(tmp_path)
+    site.config.write_text(site.config.read_text() + postgres.store(schema))
+    site.write_log(login(0))
+    update(site, 0.5)
+    assert site.run("flush", "198.51.100.9", now=stamp(1)).exit_code == 0
+    for minute in (2, 20, 40, 60):
+        update(site, minute)
+    assert expires(site, 61) == at(90)
+    assert relays(site)

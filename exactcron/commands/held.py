@@ -110,8 +110,16 @@ def hold_sessions(
         planned.extend((key, each) for each in extending)
         open_by_source[key] = still_open
     if planned and in_force is not None:
-        for key, session_id in _refused(store, planned, in_force, now, config, errors):
-            open_by_source[key].pop(session_id, None)
+        refused = set(_refused(store, planned, in_force, now, config, errors))
+        for key, each in planned:
+            still_open = open_by_source[key]
+            if each.session_id is None or each.session_id not in still_open:
+                continue
+            if (key, each.session_id) in refused:
+                # Refused (a flush since it last held, `[guard]`): held no more, ever.
+                del still_open[each.session_id]
+            else:
+                still_open[each.session_id] = still_open[each.session_id]._replace(held=each.login.second)
     for key, still_open in open_by_source.items():
         result[key] = _with_sessions(result[key], sessions_to_json(still_open))
     return result
