@@ -12,10 +12,13 @@ session is forgotten. So:
 - relay ends `timeout` after the last run that saw the session open: when
   exactcron stops running, relay stops as it always did (fail closed);
 - a session whose address has no lease in force at a run (flushed,
-  expired, ignored, refused by [guard]) is forgotten and revives nothing;
-- each extending login's `earliest` is the session's own login: a flush
-  after that login wins over it (leases.flush_time), in the lease file and
-  in the shared store alike, whatever happened between the runs;
+  expired, ignored, refused by [guard]), or whose own last extension has
+  run out (no run for `timeout`), is forgotten and revives nothing;
+- each extending login's `earliest` is the session's last hold (its last
+  extension, at first its login): a flush since then wins over it
+  (leases.flush_time), in the lease file and in the shared store alike.
+  A refused extension ends the session for good, so a flush after the
+  login is always met, within a timeout, while its record is kept;
 - a session whose end is never read ends `session_max` after its login.
 """
 
