@@ -24,9 +24,11 @@ hosts.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
 
 from exactcron.addresses import ignore_test, is_canonical
@@ -81,12 +83,24 @@ class GuardState:
         `logins` are believed and not ignored. A login at or before `horizon`
         (too old to grant) still counts, so that the verdicts after it are
         those of the run that read it in time, but yields no verdict.
+
+        The verdicts are those of judging each login in log order, worked out
+        in three passes (a first run reads many logins): what an address's
+        logins decide (its users, whether it is shared) needs only that
+        address's logins in order; what a user's decide (its addresses, a
+        block) needs only that user's, and nothing of it when the user's
+        addresses, known and new, cannot exceed the limit; the record of
+        refusals comes last, in log order.
         """
+        batch = logins if isinstance(logins, list) else list(logins)
+        reasons: list[str | None] = [None] * len(batch)
+        revocations: dict[int, tuple[str, ...]] = {}
+        for user, judged in self._screen_addresses(batch, rules, reasons).items():
+            self._screen_user(user, judged, rules, reasons, revocations)
         admitted: list[Login] = []
         verdicts: list[Verdict] = []
-        in_shared_range = ignore_test(rules.shared_ranges)
-        for login in logins:
-            reason, revoked = self._judge(login, rules, in_shared_range)
+        for index, login in enumerate(batch):
+            reason = reasons[index]
             if reason is None:
                 admitted.append(login)
                 continue
@@ -99,32 +113,87 @@ class GuardState:
             self.changed = True
             if time > horizon:
                 verdicts.append(Verdict("refuse", reason, time, login.user, login.address))
+                revoked = revocations.get(index)
                 if revoked:
                     verdicts.append(Verdict("revoke", reason, time, login.user, login.address, revoked))
         return admitted, verdicts
 
-    def _judge(
-        self, login: Login, rules: GuardConfig, in_shared_range: Any
-    ) -> tuple[str | None, tuple[str, ...]]:
-        """The reason to refuse `login` (None: granted) and what it revokes."""
-        address, time = login.address, login.time
-        if in_shared_range(address):
-            return SHARED, ()
-        user = user_key(login.user)
-        since = time - rules.window
-        if user is not None:
-            users = self.seen.setdefault(address, {})
-            if users.get(user, since) <= time:
-                users[user] = time
-                self.changed = True
-                _bound(users, rules.max_users_per_address * _USERS_KEPT_FACTOR)
-        if (
-            rules.refuse_shared
-            and _count_after(self.seen.get(address, {}), since) > rules.max_users_per_address
+    def _screen_addresses(
+        self, batch: list[Login], rules: GuardConfig, reasons: list[str | None]
+    ) -> dict[str, list[tuple[int, Login, datetime]]]:
+        """Each login's address side, in log order: a shared range or a shared
+        address refuses it (`reasons`); the users seen there are recorded.
+        Returns the logins left to judge per user (index, login, time; in order)."""
+        in_shared_range = ignore_test(rules.shared_ranges)
+        seen = self.seen
+        kept = rules.max_users_per_address * _USERS_KEPT_FACTOR
+        refuse_shared, most_users, window = rules.refuse_shared, rules.max_users_per_address, rules.window
+        by_user: dict[str, list[tuple[int, Login, datetime]]] = {}
+        ranged: dict[str, bool] = {}
+        for index, login in enumerate(batch):
+            address = login.address
+            in_range = ranged.get(address)
+            if in_range is None:
+                in_range = ranged[address] = in_shared_range(address)
+            if in_range:
+                reasons[index] = SHARED
+                continue
+            user = login.user
+            user = user.casefold() if user else None  # user_key, inline: once per login
+            time = login.time
+            if user is not None:
+                users = seen.get(address)
+                if users is None:
+                    users = seen[address] = {}
+                last = users.get(user)
+                # A later login of the user moves its time on; an earlier one (logs out of order) does not.
+                if last is None or last <= time:
+                    users[user] = time
+                    self.changed = True
+                    if len(users) > kept:
+                        _bound(users, kept)
+            if refuse_shared and _count_after(seen.get(address, {}), time - window) > most_users:
+                reasons[index] = SHARED
+            elif user is not None:
+                judged = by_user.get(user)
+                if judged is None:
+                    by_user[user] = [(index, login, time)]
+                else:
+                    judged.append((index, login, time))
+        return by_user
+
+    def _screen_user(
+        self,
+        user: str,
+        logins: list[tuple[int, Login, datetime]],
+        rules: GuardConfig,
+        reasons: list[str | None],
+        revocations: dict[int, tuple[str, ...]],
+    ) -> None:
+        """One user's logins, in log order, against its address limit and its block."""
+        known = self.granted.get(user, {})
+        if user not in self.blocked and len(known.keys() | {login.address for _, login, _ in logins}) <= (
+            rules.max_addresses_per_user
         ):
-            return SHARED, ()
-        if user is None:
-            return None, ()
+            # Within the limit whatever the order: every login is granted.
+            mine = self.granted.setdefault(user, known)
+            for _, login, time in logins:
+                address = login.address
+                last = mine.get(address)
+                if last is None or last <= time:
+                    mine[address] = time
+                    self.changed = True
+            return
+        for index, login, time in logins:
+            reasons[index], revoked = self._judge_user(user, login.address, time, rules)
+            if revoked:
+                revocations[index] = revoked
+
+    def _judge_user(
+        self, user: str, address: str, time: datetime, rules: GuardConfig
+    ) -> tuple[str | None, tuple[str, ...]]:
+        """The reason to refuse `user`'s login (None: granted) and what it revokes."""
+        since = time - rules.window
         blocked = self.blocked.get(user)
         if blocked is not None and blocked[0] <= time < blocked[1]:
             return MAX_ADDRESSES, ()
@@ -145,7 +214,8 @@ class GuardState:
         """Forget what no login can be judged by any more: older than now - `keep`."""
         horizon = now - keep
         for table in (self.granted, self.seen):
-            for key in list(table):
+            # min() in C: most entries of a first run's state are recent.
+            for key in [key for key, inner in table.items() if not inner or min(inner.values()) <= horizon]:
                 inner = table[key]
                 for each in [each for each, last in inner.items() if last <= horizon]:
                     del inner[each]
@@ -193,12 +263,30 @@ class GuardState:
         return {
             "granted": _nested_to_json(self.granted),
             "seen": _nested_to_json(self.seen),
-            "blocked": {user: [_text(a), _text(b)] for user, (a, b) in sorted(self.blocked.items())},
-            "refused": [
-                [user, address, _text(time), reason]
-                for (user, address), (time, reason) in sorted(self.refused.items())
-            ],
+            "blocked": self.to_json_blocked(),
+            "refused": self.to_json_refused(),
         }
+
+    def to_json_blocked(self) -> dict[str, list[str]]:
+        return {user: [_text(a), _text(b)] for user, (a, b) in sorted(self.blocked.items())}
+
+    def to_json_refused(self) -> list[list[str]]:
+        return [
+            [user, address, _text(time), reason]
+            for (user, address), (time, reason) in sorted(self.refused.items())
+        ]
+
+    def json_text(self) -> str:
+        """`json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)`,
+        written without the dicts in between: a first run's state holds an
+        entry per login, each judged per user and per address."""
+        texts: dict[datetime, str] = {}
+        blocked = json.dumps(self.to_json_blocked(), separators=(",", ":"), sort_keys=True)
+        refused = json.dumps(self.to_json_refused(), separators=(",", ":"))
+        return (
+            f'{{"blocked":{blocked},"granted":{_nested_text(self.granted, texts)},'
+            f'"refused":{refused},"seen":{_nested_text(self.seen, texts)}}}'
+        )
 
     @classmethod
     def from_json(cls, document: object) -> GuardState:
@@ -269,6 +357,23 @@ def _nested_to_json(table: dict[str, dict[str, datetime]]) -> dict[str, dict[str
         key: {each: _text(time) for each, time in sorted(inner.items())}
         for key, inner in sorted(table.items())
     }
+
+
+def _nested_text(table: dict[str, dict[str, datetime]], texts: dict[datetime, str]) -> str:
+    """`_nested_to_json(table)` as compact JSON, keys sorted; `texts` caches
+    each time's text (a login's time is kept per user and per address)."""
+    quote = encode_basestring_ascii
+    members = []
+    for key in sorted(table):
+        inner = table[key]
+        entries = []
+        for each, time in sorted(inner.items()) if len(inner) > 1 else inner.items():
+            text = texts.get(time)
+            if text is None:
+                text = texts[time] = quote(time.isoformat())
+            entries.append(f"{quote(each)}:{text}")
+        members.append(f"{quote(key)}:{{{','.join(entries)}}}")
+    return f"{{{','.join(members)}}}"
 
 
 def _nested_from_json(value: object, address_inside: bool) -> dict[str, dict[str, datetime]]:

@@ -119,14 +119,17 @@ class Grant:
 
     __slots__ = ("_latest_possible", "_refused", "horizon", "networks", "now")
 
-    def __init__(self, now: datetime, timeout: timedelta, ignore: Iterable[Network] = ()) -> None:
+    def __init__(
+        self, now: datetime, timeout: timedelta, ignore: Iterable[Network] = (), screened: bool = False
+    ) -> None:
         self.now = now
         # A lease is kept to the second, as the lease file has always stored it:
         # a login whose second is not after now - timeout grants nothing, the
         # fraction of its stamp or of now notwithstanding.
         self.horizon = now - timeout
         self.networks = tuple(ignore)
-        self._refused = refusal_test(self.networks)
+        # Logins `LeaseTable.screen` let through were tested against `ignore` there.
+        self._refused = _never if screened else refusal_test(self.networks)
         self._latest_possible = now.replace(microsecond=0)
 
     def verdict(self, login: Login) -> Login | Refusal:
@@ -177,12 +180,18 @@ class LeaseTable:
         return bool(self.merge_all((login,), now, timeout, ignore))
 
     def merge_all(
-        self, logins: Iterable[Login], now: datetime, timeout: timedelta, ignore: Sequence[Network] = ()
+        self,
+        logins: Iterable[Login],
+        now: datetime,
+        timeout: timedelta,
+        ignore: Sequence[Network] = (),
+        screened: bool = False,
     ) -> list[str]:
         """`merge` each login in turn; the addresses whose lease changed.
 
         What does not depend on the login is worked out once: a first run
-        merges one login per address of the log.
+        merges one login per address of the log. `screened`: the logins are
+        what `screen` let through (believed, outside `ignore`), not tested again.
         """
         networks = tuple(ignore)
         marker = _checked_marker(networks)
@@ -191,7 +200,7 @@ class LeaseTable:
             self._vetted, self._vetted_size = marker, 0
         elif self._vetted != marker or self._vetted_size != len(self.leases):
             self._vetted = None
-        verdict = Grant(now, timeout, networks).verdict
+        verdict = Grant(now, timeout, networks, screened).verdict
         any_flush = self.flushed_all is not None or bool(self.flushed)
         leases = self.leases
         # second -> (that second, its lease's end), each shared with equal times.
@@ -245,9 +254,12 @@ class LeaseTable:
         that exceeded the limit. The guard sees what could grant: believed
         logins outside `ignore`."""
         refused = refusal_test(tuple(ignore))
+        latest_possible = now.replace(microsecond=0)
         believed = [
             login
-            for login in (believed_login(each, now) for each in logins)
+            for login in (
+                believed_login(each, now) if each.second >= latest_possible else each for each in logins
+            )
             if login is not None and not refused(login.address)
         ]
         admitted, verdicts = self.guard.screen(believed, rules, now - timeout)
@@ -356,6 +368,10 @@ class LeaseTable:
         """Leases in force at `now`, in address order."""
         live = (lease for lease in self.leases.values() if lease.expires > now)
         return sorted(live, key=_address_order)
+
+
+def _never(address: str) -> bool:
+    return False
 
 
 def _checked_marker(networks: tuple[Network, ...]) -> tuple[str, ...]:

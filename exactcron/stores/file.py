@@ -75,7 +75,7 @@ class FileLeaseStore:
             return self.table.merge_all(logins, now, timeout, ignore)
         admitted, verdicts = self.table.screen(logins, now, timeout, ignore, self._guard)
         self._verdicts.extend(verdicts)
-        return self.table.merge_all(admitted, now, timeout, ignore)
+        return self.table.merge_all(admitted, now, timeout, ignore, screened=True)
 
     def verdicts(self) -> list[Verdict]:
         taken, self._verdicts = self._verdicts, []
@@ -213,11 +213,14 @@ def lease_file_chunks(table: LeaseTable) -> Iterator[bytes]:
     Each lease is written with the C string encoder rather than through a
     dict and `json.dumps`: a tenth of the time and of the memory.
     """
-    document = leases_to_json(table, with_leases=False)
+    document = leases_to_json(table, with_leases=False, with_guard=False)
     del document["schema"]
-    # `leases` sorts after every other key but `schema`.
+    # `leases` sorts after every other key but `schema`, `guard` between
+    # `flushed_all` and `ignore`; the guard's state is encoded by itself.
     head = json.dumps(document, separators=(",", ":"), sort_keys=True)
-    yield f"{head[:-1]},{_LEASES_OPEN.decode()}\n".encode()
+    before, after = head[:-1].split(',"ignore":', 1)
+    guard = table.guard.json_text()
+    yield f'{before},"guard":{guard},"ignore":{after},{_LEASES_OPEN.decode()}\n'.encode()
     quote = encode_basestring_ascii
     formatted: dict[datetime, str] = {}
 
@@ -379,7 +382,7 @@ def _instant(text: object) -> datetime:
     return stamp.astimezone(UTC)
 
 
-def leases_to_json(table: LeaseTable, with_leases: bool = True) -> dict[str, Any]:
+def leases_to_json(table: LeaseTable, with_leases: bool = True, with_guard: bool = True) -> dict[str, Any]:
     document: dict[str, Any] = {
         "schema": SCHEMA,
         "leases": [
@@ -398,8 +401,10 @@ def leases_to_json(table: LeaseTable, with_leases: bool = True) -> dict[str, Any
         # The networks every lease above was checked against (LeaseTable.ignore_checked).
         "ignore": list(table.ignore_checked) if table.ignore_checked is not None else None,
         # What `[guard]` remembers (guard.py); absent in files of 0.2 and before.
-        "guard": table.guard.to_json(),
+        "guard": table.guard.to_json() if with_guard else None,
     }
+    if not with_guard:
+        del document["guard"]
     if not with_leases:
         del document["leases"]
     return document
