@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
 
@@ -84,110 +84,77 @@ class GuardState:
         (too old to grant) still counts, so that the verdicts after it are
         those of the run that read it in time, but yields no verdict.
 
-        The verdicts are those of judging each login in log order, worked out
-        in three passes (a first run reads many logins): what an address's
-        logins decide (its users, whether it is shared) needs only that
-        address's logins in order; what a user's decide (its addresses, a
-        block) needs only that user's, and nothing of it when the user's
-        addresses, known and new, cannot exceed the limit; the record of
-        refusals comes last, in log order.
+        Each login is judged in log order. A first run judges many, so the
+        common case is inline: a user with no block whose known addresses,
+        this one included, are within the limit is granted without working
+        out which of them are live (fewer than the limit whatever the window).
         """
-        batch = logins if isinstance(logins, list) else list(logins)
-        reasons: list[str | None] = [None] * len(batch)
-        revocations: dict[int, tuple[str, ...]] = {}
-        for user, judged in self._screen_addresses(batch, rules, reasons).items():
-            self._screen_user(user, judged, rules, reasons, revocations)
         admitted: list[Login] = []
         verdicts: list[Verdict] = []
-        for index, login in enumerate(batch):
-            reason = reasons[index]
+        in_shared_range = ignore_test(rules.shared_ranges)
+        ranged: dict[str, bool] = {}
+        seen, granted, blocked = self.seen, self.granted, self.blocked
+        kept = rules.max_users_per_address * _USERS_KEPT_FACTOR
+        most_addresses, most_users = rules.max_addresses_per_user, rules.max_users_per_address
+        refuse_shared, window = rules.refuse_shared, rules.window
+        for login in logins:
+            address = login.address
+            in_range = ranged.get(address)
+            if in_range is None:
+                in_range = ranged[address] = in_shared_range(address)
+            revoked: tuple[str, ...] = ()
+            if in_range:
+                reason: str | None = SHARED
+            else:
+                user = login.user
+                user = user.casefold() if user else None  # user_key, inline
+                time = login.time
+                if user is not None:
+                    users = seen.get(address)
+                    if users is None:
+                        users = seen[address] = {}
+                    last = users.get(user)
+                    # A later login moves the user's time on; an earlier one (out of order) does not.
+                    if last is None or last <= time:
+                        users[user] = time
+                        self.changed = True
+                        if len(users) > kept:
+                            _bound(users, kept)
+                if refuse_shared and _count_after(seen.get(address, {}), time - window) > most_users:
+                    reason = SHARED
+                elif user is None:
+                    reason = None
+                else:
+                    mine = granted.get(user)
+                    if user in blocked or (
+                        mine is not None and len(mine) + (address not in mine) > most_addresses
+                    ):
+                        reason, revoked = self._judge_user(user, address, time, rules)
+                    else:
+                        reason = None
+                        if mine is None:
+                            granted[user] = {address: time}
+                            self.changed = True
+                        else:
+                            last = mine.get(address)
+                            if last is None or last <= time:
+                                mine[address] = time
+                                self.changed = True
             if reason is None:
                 admitted.append(login)
                 continue
             time = login.time
-            key = (user_key(login.user) or "", login.address)
+            key = (user_key(login.user) or "", address)
             known = self.refused.get(key)
             if known is not None and known[0] >= time:
                 continue  # read again after a crash: decided and audited already
             self.refused[key] = (time, reason)
             self.changed = True
             if time > horizon:
-                verdicts.append(Verdict("refuse", reason, time, login.user, login.address))
-                revoked = revocations.get(index)
+                verdicts.append(Verdict("refuse", reason, time, login.user, address))
                 if revoked:
-                    verdicts.append(Verdict("revoke", reason, time, login.user, login.address, revoked))
+                    verdicts.append(Verdict("revoke", reason, time, login.user, address, revoked))
         return admitted, verdicts
-
-    def _screen_addresses(
-        self, batch: list[Login], rules: GuardConfig, reasons: list[str | None]
-    ) -> dict[str, list[tuple[int, Login, datetime]]]:
-        """Each login's address side, in log order: a shared range or a shared
-        address refuses it (`reasons`); the users seen there are recorded.
-        Returns the logins left to judge per user (index, login, time; in order)."""
-        in_shared_range = ignore_test(rules.shared_ranges)
-        seen = self.seen
-        kept = rules.max_users_per_address * _USERS_KEPT_FACTOR
-        refuse_shared, most_users, window = rules.refuse_shared, rules.max_users_per_address, rules.window
-        by_user: dict[str, list[tuple[int, Login, datetime]]] = {}
-        ranged: dict[str, bool] = {}
-        for index, login in enumerate(batch):
-            address = login.address
-            in_range = ranged.get(address)
-            if in_range is None:
-                in_range = ranged[address] = in_shared_range(address)
-            if in_range:
-                reasons[index] = SHARED
-                continue
-            user = login.user
-            user = user.casefold() if user else None  # user_key, inline: once per login
-            time = login.time
-            if user is not None:
-                users = seen.get(address)
-                if users is None:
-                    users = seen[address] = {}
-                last = users.get(user)
-                # A later login of the user moves its time on; an earlier one (logs out of order) does not.
-                if last is None or last <= time:
-                    users[user] = time
-                    self.changed = True
-                    if len(users) > kept:
-                        _bound(users, kept)
-            if refuse_shared and _count_after(seen.get(address, {}), time - window) > most_users:
-                reasons[index] = SHARED
-            elif user is not None:
-                judged = by_user.get(user)
-                if judged is None:
-                    by_user[user] = [(index, login, time)]
-                else:
-                    judged.append((index, login, time))
-        return by_user
-
-    def _screen_user(
-        self,
-        user: str,
-        logins: list[tuple[int, Login, datetime]],
-        rules: GuardConfig,
-        reasons: list[str | None],
-        revocations: dict[int, tuple[str, ...]],
-    ) -> None:
-        """One user's logins, in log order, against its address limit and its block."""
-        known = self.granted.get(user, {})
-        if user not in self.blocked and len(known.keys() | {login.address for _, login, _ in logins}) <= (
-            rules.max_addresses_per_user
-        ):
-            # Within the limit whatever the order: every login is granted.
-            mine = self.granted.setdefault(user, known)
-            for _, login, time in logins:
-                address = login.address
-                last = mine.get(address)
-                if last is None or last <= time:
-                    mine[address] = time
-                    self.changed = True
-            return
-        for index, login, time in logins:
-            reasons[index], revoked = self._judge_user(user, login.address, time, rules)
-            if revoked:
-                revocations[index] = revoked
 
     def _judge_user(
         self, user: str, address: str, time: datetime, rules: GuardConfig
@@ -281,11 +248,12 @@ class GuardState:
         written without the dicts in between: a first run's state holds an
         entry per login, each judged per user and per address."""
         texts: dict[datetime, str] = {}
+        seconds: dict[tuple[int, ...], str] = {}
         blocked = json.dumps(self.to_json_blocked(), separators=(",", ":"), sort_keys=True)
         refused = json.dumps(self.to_json_refused(), separators=(",", ":"))
         return (
-            f'{{"blocked":{blocked},"granted":{_nested_text(self.granted, texts)},'
-            f'"refused":{refused},"seen":{_nested_text(self.seen, texts)}}}'
+            f'{{"blocked":{blocked},"granted":{_nested_text(self.granted, texts, seconds, False)},'
+            f'"refused":{refused},"seen":{_nested_text(self.seen, texts, seconds, True)}}}'
         )
 
     @classmethod
@@ -359,9 +327,16 @@ def _nested_to_json(table: dict[str, dict[str, datetime]]) -> dict[str, dict[str
     }
 
 
-def _nested_text(table: dict[str, dict[str, datetime]], texts: dict[datetime, str]) -> str:
-    """`_nested_to_json(table)` as compact JSON, keys sorted; `texts` caches
-    each time's text (a login's time is kept per user and per address)."""
+def _nested_text(
+    table: dict[str, dict[str, datetime]],
+    texts: dict[datetime, str],
+    seconds: dict[tuple[int, ...], str],
+    addresses_outside: bool,
+) -> str:
+    """`_nested_to_json(table)` as compact JSON, keys sorted. `texts` caches
+    each time's text (a login's time is kept per user and per address); an
+    address (normalized: digits, hex, dots and colons) needs no escaping, a
+    user name does. `seconds`: `_iso_text`'s cache."""
     quote = encode_basestring_ascii
     members = []
     for key in sorted(table):
@@ -370,10 +345,25 @@ def _nested_text(table: dict[str, dict[str, datetime]], texts: dict[datetime, st
         for each, time in sorted(inner.items()) if len(inner) > 1 else inner.items():
             text = texts.get(time)
             if text is None:
-                text = texts[time] = quote(time.isoformat())
-            entries.append(f"{quote(each)}:{text}")
-        members.append(f"{quote(key)}:{{{','.join(entries)}}}")
+                text = texts[time] = _iso_text(time, seconds)
+            entries.append(f'{quote(each)}:"{text}"' if addresses_outside else f'"{each}":"{text}"')
+        name = f'"{key}"' if addresses_outside else quote(key)
+        members.append(f"{name}:{{{','.join(entries)}}}")
     return f"{{{','.join(members)}}}"
+
+
+def _iso_text(time: datetime, seconds: dict[tuple[int, ...], str]) -> str:
+    """`time.isoformat()`; in UTC with each second's text kept in `seconds`
+    (a first run's logins share their seconds; isoformat with an offset costs
+    twice the rest)."""
+    if time.tzinfo is not UTC:
+        return time.isoformat()
+    key = (time.year, time.month, time.day, time.hour, time.minute, time.second)
+    second = seconds.get(key)
+    if second is None:
+        second = seconds[key] = time.replace(microsecond=0, tzinfo=None).isoformat()
+    microsecond = time.microsecond
+    return f"{second}.{microsecond:06d}+00:00" if microsecond else f"{second}+00:00"
 
 
 def _nested_from_json(value: object, address_inside: bool) -> dict[str, dict[str, datetime]]:
