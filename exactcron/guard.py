@@ -247,7 +247,7 @@ class GuardState:
         """`json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)`,
         written without the dicts in between: a first run's state holds an
         entry per login, each judged per user and per address."""
-        texts: dict[datetime, str] = {}
+        texts: dict[int, str] = {}
         seconds: dict[tuple[int, ...], str] = {}
         blocked = json.dumps(self.to_json_blocked(), separators=(",", ":"), sort_keys=True)
         refused = json.dumps(self.to_json_refused(), separators=(",", ":"))
@@ -329,12 +329,13 @@ def _nested_to_json(table: dict[str, dict[str, datetime]]) -> dict[str, dict[str
 
 def _nested_text(
     table: dict[str, dict[str, datetime]],
-    texts: dict[datetime, str],
+    texts: dict[int, str],
     seconds: dict[tuple[int, ...], str],
     addresses_outside: bool,
 ) -> str:
     """`_nested_to_json(table)` as compact JSON, keys sorted. `texts` caches
-    each time's text (a login's time is kept per user and per address); an
+    each time's text by the object (a login's time is kept per user and per
+    address; hashing an aware datetime costs more than formatting it); an
     address (normalized: digits, hex, dots and colons) needs no escaping, a
     user name does. `seconds`: `_iso_text`'s cache."""
     quote = encode_basestring_ascii
@@ -343,9 +344,9 @@ def _nested_text(
         inner = table[key]
         entries = []
         for each, time in sorted(inner.items()) if len(inner) > 1 else inner.items():
-            text = texts.get(time)
+            text = texts.get(id(time))
             if text is None:
-                text = texts[time] = _iso_text(time, seconds)
+                text = texts[id(time)] = _iso_text(time, seconds)
             entries.append(f'{quote(each)}:"{text}"' if addresses_outside else f'"{each}":"{text}"')
         name = f'"{key}"' if addresses_outside else quote(key)
         members.append(f"{name}:{{{','.join(entries)}}}")
