@@ -10,7 +10,7 @@ split over runs. The lease file's encoding of that state is checked against
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import given, settings
@@ -20,6 +20,7 @@ from exactcron.addresses import ignore_test, parse_network
 from exactcron.config import GuardConfig
 from exactcron.guard import MAX_ADDRESSES, SHARED, GuardState, Verdict, user_key
 from exactcron.model import Login
+from exactcron.timestamps import parse_instant
 
 START = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
 
@@ -165,3 +166,26 @@ def test_the_lease_files_guard_text_is_json_dumps_of_the_state(
     state.blocked['\u2028"quoted"\\'] = (START, START + timedelta(hours=1))
     assert state.json_text() == json.dumps(state.to_json(), separators=(",", ":"), sort_keys=True)
     assert GuardState.from_json(json.loads(state.json_text())) == state
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.datetimes(timezones=st.just(UTC)).map(datetime.isoformat),
+        st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))])).map(str),
+        st.text(alphabet="0123456789-:T+Zz. ", max_size=32),
+    )
+)
+def test_the_state_reads_its_times_as_parse_instant_does(text: str) -> None:
+    """Times read back from the lease file's guard state: the fast reading is parse_instant's."""
+    try:
+        expected: datetime | str = parse_instant(text)
+    except ValueError:
+        expected = "refused"
+    try:
+        found: datetime | str = GuardState.from_json({"blocked": {"u": [text, text]}}).blocked["u"][0]
+    except ValueError:
+        found = "refused"
+    assert found == expected
+    if isinstance(found, datetime) and isinstance(expected, datetime):
+        assert found.tzinfo is expected.tzinfo is UTC
