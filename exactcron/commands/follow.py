@@ -80,7 +80,7 @@ class Watch:
                 self.polled.append(probe)
         if inotify is not None and not self.follower_watched:
             self.follower_watched = inotify.watch_directory(
-                self.config.state_dir, FOLLOWER, exactly(FOLLOWER_FILE)
+                self.config.state_dir, FOLLOWER, exactly(FOLLOWER_FILE), writes=False
             )
         self.seen = [probe() for probe in self.polled]
 
@@ -189,6 +189,9 @@ def _follow(
         remaining = end - time.monotonic()
         if remaining <= 0:
             return
+        # Before the step reads: a log made since the last (a rotation) is
+        # watched from now on, and whatever is written after this wakes the next.
+        watch.arm()
         # No step outlives the follow: its lock wait and its reading end with it.
         limit = timedelta(seconds=remaining)
         step_config = replace(
@@ -217,8 +220,6 @@ def _follow(
             raise
         last_step = time.monotonic()
         next_expiry = _expiry_moment(result.next_expiry, clock)
-        # A rotated log is a new file: watched from now on.
-        watch.arm()
         on_step(result)
 
 

@@ -44,8 +44,9 @@ IN_EXCL_UNLINK = 0x04000000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
-# What any change of a file's content or of its name in a directory raises.
-DIRECTORY_EVENTS = IN_MODIFY | IN_ATTRIB | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+# A name made, renamed or removed in a directory; with CONTENT_EVENTS, any write too.
+NAME_EVENTS = IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+CONTENT_EVENTS = IN_MODIFY | IN_ATTRIB
 FILE_EVENTS = IN_MODIFY | IN_ATTRIB | IN_MOVE_SELF | IN_DELETE_SELF
 
 _EVENT = struct.Struct("iIII")
@@ -71,9 +72,11 @@ class Inotify:
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
 
-    def watch_directory(self, path: Path, key: str, names: NameFilter) -> bool:
-        """Wake `key` for events on the names of directory `path` that `names` accepts."""
-        return self._add(path, IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK | DIRECTORY_EVENTS, key, names)
+    def watch_directory(self, path: Path, key: str, names: NameFilter, writes: bool = True) -> bool:
+        """Wake `key` for events on the names of directory `path` that `names`
+        accepts: their making, renaming and removal, and with `writes` their writes."""
+        events = NAME_EVENTS | (CONTENT_EVENTS if writes else 0)
+        return self._add(path, IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK | events, key, names)
 
     def watch_file(self, path: Path, key: str) -> bool:
         """Wake `key` for writes to the file `path` names now, wherever it is renamed to."""
@@ -189,8 +192,12 @@ def watch_source(inotify: Inotify, settings: SourceSettings, key: str) -> bool:
                 inotify.watch_directory(Path(folder.path), key, journal_names)
         return watched
     path = settings.path
-    if not inotify.watch_directory(path.parent, key, log_names(path)):
+    # The folder for the names only: the other logs beside it (syslog) are
+    # written as often as this one, and their writes would wake the follower.
+    if not inotify.watch_directory(path.parent, key, log_names(path), writes=False):
         return False
-    # Lines written to the file once renamed out of its folder (logrotate's `olddir`).
+    # The writes: to the file itself (its inode), wherever it is renamed to
+    # (rsyslog writes to mail.log.1 until it reopens; logrotate's `olddir`).
+    # Watched before each step reads it: a file made since wakes by its name.
     inotify.watch_file(path, key)
     return True
