@@ -11,6 +11,8 @@ change is made by hand and the watch asked, with no time limit asserted.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +125,44 @@ def test_a_log_whose_folder_cannot_be_watched_is_polled(tmp_path: Path) -> None:
         assert SOURCES in woken(watch)
     finally:
         watch.close()
+
+
+def test_a_journal_source_wakes_for_its_units_entries_only(tmp_path: Path) -> None:
+    tool = Path("/lib/systemd/systemd-journal-remote")
+    if not tool.exists():
+        pytest.skip("systemd-journal-remote is not installed (Debian package systemd-journal-remote)")
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    number = iter(range(1, 100))
+
+    def write(unit: str) -> None:
+        export = tmp_path / "entry.export"
+        export.write_text(
+            f"__REALTIME_TIMESTAMP={time.time_ns() // 1000}\n__MONOTONIC_TIMESTAMP={next(number)}\n"
+            f"_BOOT_ID={'0123456789abcdef' * 2}\n_HOSTNAME=mx\n_SYSTEMD_UNIT={unit}\n"
+            "SYSLOG_IDENTIFIER=dovecot\nMESSAGE=imap-login: Login: user=<bob>, rip=192.0.2.1\n\n"
+        )
+        subprocess.run([str(tool), f"--output={journal / 'system.journal'}", str(export)], check=True)
+
+    write("cron.service")
+    (tmp_path / "state").mkdir()
+    config = tmp_path / "exactcron.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[[source]]\njournal = ["dovecot.service"]\n'
+        f'journal_directory = "{journal}"\nserver = "dovecot"\nhosts = ["mx"]\n'
+        f'[[map]]\nmta = "postfix"\npath = "{tmp_path / "state" / "relay"}"\n'
+    )
+    watch = Watch(load_config(config), open_inotify())
+    try:
+        watch.arm()
+        assert not watch.polled_journal  # watched by its journalctl --follow
+        (process,) = watch.followers.values()
+        time.sleep(1.0)  # journalctl is at the journal's end
+        write("cron.service")  # another unit's entry: no step
+        assert SOURCES not in watch.wait(1.5)
+        write("dovecot.service")
+        assert SOURCES in woken(watch)
+    finally:
+        watch.close()
+    # Nothing is left running.
+    assert process.poll() is not None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -36,7 +37,14 @@ from exactcron.config import Config
 from exactcron.errors import DeadlineReachedError, LockTimeoutError
 from exactcron.outputs.health import FollowerRecord
 from exactcron.sources.open import growth_probe
-from exactcron.sources.watch import Inotify, exactly, open_inotify, step_gap, watch_source
+from exactcron.sources.watch import (
+    Inotify,
+    exactly,
+    open_inotify,
+    step_gap,
+    stop_followers,
+    watch_source,
+)
 from exactcron.stores.local import FOLLOWER_FILE, LocalState
 
 POLL_SECONDS = 0.2
@@ -64,6 +72,8 @@ class Watch:
         self.polled: list[Callable[[], list[int] | None]] = []
         self.polled_journal = False
         self.seen: list[list[int] | None] = []
+        # A journal source's `journalctl --follow`, by source (sources/watch.py).
+        self.followers: dict[str, subprocess.Popen[bytes]] = {}
 
     def arm(self) -> None:
         """Watch each source (again: a rotated log is a new file) and take the polled ones' stat."""
@@ -71,7 +81,7 @@ class Watch:
         self.polled = []
         self.polled_journal = False
         for source in self.config.sources:
-            if inotify is not None and watch_source(inotify, source, SOURCES):
+            if inotify is not None and watch_source(inotify, source, SOURCES, self.followers):
                 continue
             probe = growth_probe(source)
             if probe is None:
@@ -108,6 +118,7 @@ class Watch:
         return woken
 
     def close(self) -> None:
+        stop_followers(self.followers)
         if self.inotify is not None:
             self.inotify.close()
 

@@ -7,13 +7,14 @@ inotify cannot be had (another kernel, no libc symbol, the instance or watch
 limits reached, a directory it may not read), `open_inotify` gives None and
 the follower falls back to looking with os.stat (follow.py).
 
-Only the directories are trusted to name what changed: a log file's directory
-(its own name and its rotated copies', which begin with its name) and the
-log file itself (its inode: lines written to it after it was renamed out of
-the directory still wake the follower); a journal's directories (their
-`*.journal` files); the state directory's follower file. An event only wakes
-the follower: what changed is read again from the files by a full step,
-never taken from the event.
+What is watched: a log file's directory for names only (its own and its
+rotated copies', which begin with its name: made, renamed, removed) and the
+log file itself for writes (its inode: lines written to it after it was
+renamed out of the directory still wake the follower); the state directory's
+follower file. A journal source is watched by a `journalctl --follow` of its
+units, whose output only wakes. An event only wakes the follower: what
+changed is read again from the files by a full step, never taken from the
+event.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from __future__ import annotations
 import ctypes
 import os
 import select
+import signal
 import struct
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +53,7 @@ CONTENT_EVENTS = IN_MODIFY | IN_ATTRIB
 FILE_EVENTS = IN_MODIFY | IN_ATTRIB | IN_MOVE_SELF | IN_DELETE_SELF
 
 _EVENT = struct.Struct("iIII")
+PR_SET_PDEATHSIG = 1
 
 # Between the end of a step and the start of the next one a change wakes:
 # the lines written meanwhile are read together. journald itself tells of
@@ -70,6 +74,15 @@ class Inotify:
         # Per watch descriptor: (key, which names count; None: the watched file itself).
         self._watches: dict[int, list[tuple[str, NameFilter | None]]] = {}
         self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN)
+        # Pipes whose output wakes a key (a `journalctl --follow`), and those that ended.
+        self._streams: dict[int, str] = {}
+        self.ended: set[int] = set()
+
+    def watch_stream(self, fd: int, key: str) -> None:
+        """Wake `key` whenever `fd` (a pipe) has something to read; its end wakes it too."""
+        os.set_blocking(fd, False)
+        self._streams[fd] = key
         self._poll.register(fd, select.POLLIN)
 
     def watch_directory(self, path: Path, key: str, names: NameFilter, writes: bool = True) -> bool:
@@ -95,9 +108,15 @@ class Inotify:
     def wait(self, timeout: float) -> set[str] | None:
         """The keys woken within `timeout` seconds (empty: none); None when events
         were lost (the queue overflowed), so anything may have changed."""
-        if not self._poll.poll(max(0, round(timeout * 1000))):
+        ready = self._poll.poll(max(0, round(timeout * 1000)))
+        if not ready:
             return set()
         woken: set[str] = set()
+        for fd, _ in ready:
+            if fd in self._streams:
+                self._drain(fd, woken)
+        if not any(fd == self.fd for fd, _ in ready):
+            return woken
         while True:
             try:
                 data = os.read(self.fd, 65536)
@@ -109,6 +128,25 @@ class Inotify:
                 return None
             if len(data) < 4096:
                 return woken
+
+    def _drain(self, fd: int, woken: set[str]) -> None:
+        """Read what the pipe holds (only that it spoke counts); at its end, stop watching it."""
+        key = self._streams[fd]
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError:
+                data = b""
+            woken.add(key)
+            if not data:
+                self._poll.unregister(fd)
+                del self._streams[fd]
+                self.ended.add(fd)
+                return
 
     def _parse(self, data: bytes, woken: set[str]) -> bool:
         """Add the keys `data`'s events wake; True when the queue overflowed."""
@@ -157,10 +195,6 @@ def log_names(path: Path) -> NameFilter:
     return lambda name: name.startswith(own)
 
 
-def journal_names(name: bytes) -> bool:
-    return name.endswith((b".journal", b".journal~"))
-
-
 def exactly(wanted: str) -> NameFilter:
     own = os.fsencode(wanted)
     return lambda name: name == own
@@ -171,26 +205,25 @@ def step_gap(settings: SourceSettings) -> float:
     return JOURNAL_GAP_SECONDS if settings.journal else STEP_GAP_SECONDS
 
 
-def watch_source(inotify: Inotify, settings: SourceSettings, key: str) -> bool:
-    """Watch what `settings` reads; False when it cannot be watched (then it is polled)."""
-    if settings.journal:
-        # Imported only here: a follower of log files never pays for the journal's module.
-        from exactcron.sources.journal import SYSTEM_JOURNAL_DIRECTORIES
+def watch_source(
+    inotify: Inotify, settings: SourceSettings, key: str, followers: dict[str, subprocess.Popen[bytes]]
+) -> bool:
+    """Watch what `settings` reads; False when it cannot be watched (then it is polled).
 
-        top = (settings.journal_directory,) if settings.journal_directory else SYSTEM_JOURNAL_DIRECTORIES
-        watched = False
-        for directory in top:
-            # A new machine folder (or anything else) named in the top folder wakes too.
-            if not inotify.watch_directory(directory, key, lambda _name: True):
-                continue
-            watched = True
-            try:
-                folders = [entry for entry in os.scandir(directory) if entry.is_dir(follow_symlinks=False)]
-            except OSError:
-                continue
-            for folder in folders:
-                inotify.watch_directory(Path(folder.path), key, journal_names)
-        return watched
+    A journal: a `journalctl --follow` of its units, started once (kept in
+    `followers`, by source), whose every line wakes `key`: only the entries
+    of those units wake the follower, not the rest of a busy journal."""
+    if settings.journal:
+        name = str(settings.path)
+        process = followers.get(name)
+        if process is None:
+            process = follow_journal(settings)
+            if process is None or process.stdout is None:
+                return False
+            followers[name] = process
+            inotify.watch_stream(process.stdout.fileno(), key)
+        assert process.stdout is not None
+        return process.stdout.fileno() not in inotify.ended
     path = settings.path
     # The folder for the names only: the other logs beside it (syslog) are
     # written as often as this one, and their writes would wake the follower.
@@ -201,3 +234,50 @@ def watch_source(inotify: Inotify, settings: SourceSettings, key: str) -> bool:
     # Watched before each step reads it: a file made since wakes by its name.
     inotify.watch_file(path, key)
     return True
+
+
+def follow_journal(settings: SourceSettings) -> subprocess.Popen[bytes] | None:
+    """`journalctl --follow` of the source's units, from now on, one line per entry
+    (the entries themselves are read by the step, never from here); None when it
+    cannot start. It dies with the follower (PR_SET_PDEATHSIG): a follower
+    killed leaves no process behind."""
+    # Imported only here: a follower of log files never pays for the journal's module.
+    from exactcron.sources.journal import journalctl
+
+    binary = journalctl()
+    if binary is None:
+        return None
+    command = [binary, "--follow", "--lines=0", "--output=cat", "--no-pager", "--quiet"]
+    if settings.journal_directory is not None:
+        command.append(f"--directory={settings.journal_directory}")
+    command += [f"_SYSTEMD_UNIT={unit}" for unit in sorted(settings.journal)]
+    try:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            # Safe here: the follower runs no thread of its own.
+            preexec_fn=_dies_with(os.getpid()),
+        )
+    except OSError:
+        return None
+
+
+def stop_followers(followers: dict[str, subprocess.Popen[bytes]]) -> None:
+    for process in followers.values():
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+    followers.clear()
+
+
+def _dies_with(parent: int) -> Callable[[], None]:
+    def set_death_signal() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)  # the follower is already gone
+
+    return set_death_signal
