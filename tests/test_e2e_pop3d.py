@@ -13,7 +13,8 @@ their lines meet; exactcron reads that file as cron runs it.
 For each mode, from two client namespaces (C2 with a reverse name, C3
 without): a good login, a wrong password and an unknown user at once, then
 ``update``: exactly the good login's address is granted, for its user, as
-``show`` and the real ``postmap -q`` tell.  Then two clients interleaved
+``show``, the real ``postmap -q`` and a real Postfix (RCPT to a foreign
+domain: 250 or 554) tell.  Then two clients interleaved
 (C2 connects, C3 connects, C3 logs in as alice, C2 as bob): each address
 gets its own user.  Then a wrong password and the right one in one session:
 granted exactly when the server let the second try in (GNU pop3d does).
@@ -104,6 +105,15 @@ def network(workdir: Path) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="module")
+def postfix(network: None, workdir: Path) -> Iterator[harness.Postfix]:
+    """One real Postfix for every mode, relaying for the map each mode's
+    exactcron rewrites whole (the modes run one after the other)."""
+    instance = harness.Postfix(workdir / "postfix", workdir / "maps" / "relay", "hash")
+    with harness.started(instance):
+        yield instance
+
+
 @pytest.fixture(scope="module", params=sorted(pop3d.MODES))
 def server(
     request: pytest.FixtureRequest, root: Path, workdir: Path, network: None
@@ -117,12 +127,20 @@ def server(
 @dataclass
 class Exactcron:
     config: Path
-    map_path: Path
+    postfix: harness.Postfix
 
     def __call__(self, *args: str) -> str:
         argv = [sys.executable, "-m", "exactcron", "--config", str(self.config), *args]
-        done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
-                              stdin=subprocess.DEVNULL)  # fmt: skip
+        done = subprocess.run(
+            argv,
+            cwd=REPO,
+            env=self.postfix.env,  # postmap reads the private instance's main.cf
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
         assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}: {done.stderr.strip()}"
         return done.stdout
 
@@ -131,14 +149,19 @@ class Exactcron:
         return {lease["ip"]: lease["user"] for lease in shown["leases"]}
 
     def relays(self, address: str) -> bool:
-        """What smtpd's check_client_access would find: Postfix's own postmap -q."""
-        return postmap_value(self.map_path, address) == "OK"
+        """What smtpd's check_client_access finds: Postfix's own postmap -q."""
+        return postmap_value(self.postfix.map_path, address) == "OK"
+
+    def relay_reply(self, client: harness.Client) -> int:
+        """The real smtpd's reply to RCPT TO a foreign domain from ``client``: 250 or 554."""
+        code, reply = harness.relay_probe(client, harness.SERVER_V4)
+        assert code in (250, 554), f"{code} {reply}\n{harness.tail(self.postfix.maillog, 8)}"
+        return code
 
 
-def exactcron_for(server: pop3d.ServerMode, rule: str) -> Exactcron:
+def exactcron_for(server: pop3d.ServerMode, rule: str, postfix: harness.Postfix) -> Exactcron:
     case = server.directory / "exactcron"
     case.mkdir()
-    map_path = case / "relay"
     config = case / "exactcron.toml"
     config.write_text(
         f"""\
@@ -151,11 +174,11 @@ server = "{rule}"
 
 [[map]]
 mta = "postfix"
-path = "{map_path}"
+path = "{postfix.map_path}"
 type = "hash"
 """
     )
-    return Exactcron(config, map_path)
+    return Exactcron(config, postfix)
 
 
 def wait_for_sessions(server: pop3d.ServerMode, pattern: str, count: int) -> None:
@@ -169,9 +192,11 @@ def wait_for_sessions(server: pop3d.ServerMode, pattern: str, count: int) -> Non
     harness.wait_until(f"{count} sessions ended in {server.log}", logged, timeout=20.0)
 
 
-def test_pop3_logins_grant_their_own_address_and_user(server: pop3d.ServerMode) -> None:
+def test_pop3_logins_grant_their_own_address_and_user(
+    server: pop3d.ServerMode, postfix: harness.Postfix
+) -> None:
     expected = EXPECTED[server.mode.name]
-    exactcron = exactcron_for(server, expected.rule)
+    exactcron = exactcron_for(server, expected.rule, postfix)
     address = server.address
 
     # A good login from C2; from C3 a wrong password and an unknown user, all at once.
@@ -192,6 +217,8 @@ def test_pop3_logins_grant_their_own_address_and_user(server: pop3d.ServerMode) 
         assert exactcron.leases() == {}, harness.tail(server.log)
         assert C2.v4 not in server.log.read_text(), "this mode logs the address: it could be supported"
     assert not exactcron.relays(C3.v4)
+    # The real Postfix agrees: the logged-in address relays, the other does not.
+    assert (exactcron.relay_reply(C2), exactcron.relay_reply(C3)) == (250 if expected.supported else 554, 554)
 
     # Interleaved: connects C2 then C3, logins C3 (alice) then C2 (bob).
     exactcron("flush", C2.v4)
