@@ -254,7 +254,8 @@ def journal_entry(address: str, number: int) -> str:
     )
 
 
-def test_a_login_written_to_the_journal_during_the_follow_is_granted_while_it_runs(tmp_path: Path) -> None:
+def journal_follow(tmp_path: Path) -> tuple[Follow, Callable[[str, str, int], None]]:
+    """A follow over a journal folder, and how to append a login to one of its files."""
     # systemd-journal-remote appends to a journal file as journald does; a
     # second file in the folder is what a journal rotation makes.
     tool = Path("/lib/systemd/systemd-journal-remote")
@@ -278,6 +279,11 @@ def test_a_login_written_to_the_journal_during_the_follow_is_granted_while_it_ru
             [str(tool), f"--output={journal / file}", str(export)], check=True, capture_output=True
         )
 
+    return follow, write
+
+
+def test_a_login_written_to_the_journal_during_the_follow_is_granted_while_it_runs(tmp_path: Path) -> None:
+    follow, write = journal_follow(tmp_path)
     write("system.journal", "192.0.2.60", 1)
     follower = follow.start("12s")
     wait_for(lambda: follow.granted("192.0.2.60"), follower)
@@ -287,3 +293,30 @@ def test_a_login_written_to_the_journal_during_the_follow_is_granted_while_it_ru
     wait_for(lambda: follow.granted("192.0.2.62"), follower)
     assert finished(follower) == (0, "")
     assert follow.shown() == map_keys(follow.map) == {"192.0.2.60", "192.0.2.61", "192.0.2.62"}
+
+
+def journal_watchers(journal: Path) -> list[int]:
+    """The pids of the `journalctl --follow` processes reading `journal`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--follow" in arguments and f"--directory={journal}".encode() in arguments:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_journal_follower_killed_leaves_no_journalctl_behind(tmp_path: Path) -> None:
+    follow, write = journal_follow(tmp_path)
+    write("system.journal", "192.0.2.70", 1)
+    follower = follow.start("30s")
+    wait_for(lambda: follow.granted("192.0.2.70"), follower)
+    wait_for(lambda: bool(journal_watchers(tmp_path / "journal")), follower)
+    os.kill(follower.pid, signal.SIGKILL)
+    follower.wait(timeout=10)
+    ends = time.monotonic() + 10
+    while journal_watchers(tmp_path / "journal") and time.monotonic() < ends:
+        time.sleep(0.05)
+    assert journal_watchers(tmp_path / "journal") == []
