@@ -8,6 +8,9 @@ Four measurements in one run, on the machine's real clock, each a fresh
 - a plain run on a quiet log (nothing new: cron's usual minute), and a plain
   run over a minute of a busy log (6,000 lines, 1 % Dovecot logins from 200
   addresses), start-up included;
+- an idle follow over a journal source (its folder holding another unit's
+  entry), beside a plain run over it (where systemd-journal-remote is
+  installed to write the journal file);
 - an idle follow (nothing written) and a busy follow (the same log written
   while it follows: 100 lines a second, 1 % logins), measured from a second
   after the follower's own run is done to half a second before its end (so
@@ -24,6 +27,7 @@ Nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import statistics
@@ -104,11 +108,45 @@ class Writer:
 
 
 def process_cpu(pid: int) -> float:
-    """Seconds of CPU of `pid` itself (ns exact) and of its children it waited for (ticks)."""
+    """Seconds of CPU of `pid` itself (ns exact), of its children it waited for
+    (ticks) and of those still running (a journalctl --follow; ns exact)."""
     own = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     children = (int(fields[13]) + int(fields[14])) / TICK  # cutime, cstime
-    return own + children
+    running = 0.0
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        # One that ended meanwhile is counted once waited for.
+        with contextlib.suppress(OSError):
+            running += int(Path(f"/proc/{child}/schedstat").read_text().split()[0]) / 1e9
+    return own + children + running
+
+
+JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
+
+
+def journal_site(root: Path) -> Path:
+    """A journal source over a folder holding one entry of another unit (written by journal-remote)."""
+    root.mkdir()
+    journal = root / "journal"
+    journal.mkdir()
+    export = root / "entry.export"
+    export.write_text(
+        f"__REALTIME_TIMESTAMP={time.time_ns() // 1000}\n__MONOTONIC_TIMESTAMP=1\n"
+        f"_BOOT_ID={'0123456789abcdef' * 2}\n_HOSTNAME=mail\n_SYSTEMD_UNIT=cron.service\n"
+        "SYSLOG_IDENTIFIER=cron\nMESSAGE=hello\n\n"
+    )
+    subprocess.run(
+        [str(JOURNAL_REMOTE), f"--output={journal / 'system.journal'}", str(export)],
+        check=True,
+        capture_output=True,
+    )
+    config = root / "exactcron.toml"
+    config.write_text(
+        f'state_dir = "{root / "state"}"\ntimeout = "30m"\n'
+        f'[[source]]\njournal = ["dovecot.service"]\njournal_directory = "{journal}"\nserver = "dovecot"\n'
+        f'hosts = ["mail"]\n[[map]]\nmta = "postfix"\npath = "{root / "state" / "relay"}"\ntype = "hash"\n'
+    )
+    return config
 
 
 def command(config: Path, code: Path, *arguments: str) -> tuple[list[str], dict[str, str]]:
@@ -188,6 +226,17 @@ def main() -> None:
                 rows.setdefault("follow, idle log, --base (per minute)", []).append(
                     follow(quiet, options.base, options.seconds, None)
                 )
+            if JOURNAL_REMOTE.exists():
+                journal = journal_site(root / f"journal{repeat}")
+                plain_run(journal, REPOSITORY)
+                rows.setdefault("plain run, quiet journal", []).append(plain_run(journal, REPOSITORY))
+                rows.setdefault("follow, idle journal (per minute)", []).append(
+                    follow(journal, REPOSITORY, options.seconds, None)
+                )
+                if options.base is not None:
+                    rows.setdefault("follow, idle journal, --base (per minute)", []).append(
+                        follow(journal, options.base, options.seconds, None)
+                    )
             busy = site(root / f"busy{repeat}")
             writer = Writer(busy.parent / "mail.log", seed=repeat)
             plain_run(busy, REPOSITORY)
@@ -198,6 +247,7 @@ def main() -> None:
             )
     median = {label: statistics.median(values) for label, values in rows.items()}
     quiet_run = median["plain run, quiet log"]
+    journal_run = median.get("plain run, quiet journal", 0.0)
     busy_run = median["plain run, a minute of busy log"]
     print(
         f"CPU seconds, median of {options.repeat}; follows of {options.seconds:g} s scaled to a minute;"
@@ -205,7 +255,9 @@ def main() -> None:
     )
     print(f"{'measurement':44} {'CPU s':>8} {'ratio':>24}")
     for label, value in median.items():
-        if label.startswith("follow, idle"):
+        if label.startswith("follow, idle journal"):
+            ratio = f"{value / journal_run:.3f} x plain journal run"
+        elif label.startswith("follow, idle"):
             ratio = f"{value / quiet_run:.3f} x plain quiet run"
         elif label.startswith("follow, busy"):
             ratio = f"{value / busy_run:.3f} x plain busy run"
