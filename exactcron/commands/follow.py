@@ -8,13 +8,14 @@ made meanwhile is what the next step starts from, and a follower killed at
 any point leaves what a killed run leaves.
 
 Between steps the lock is not held, and the follower sleeps in the kernel
-(inotify, sources/watch.py) until a source's files or the follower file
-change, or until its next due moment: the earliest lease's end, an idle step
-every IDLE_STEP_SECONDS, the follow's end. Where inotify cannot watch a
-source, that source is looked at with os.stat every POLL_SECONDS (a journal:
-a step each JOURNAL_STEP_SECONDS, its quiet check asks the journal). Steps
-are at least watch.step_gap apart, so a busy log is read in batches, not
-line by line.
+(inotify, sources/watch.py) until a log file, its rotation or the follower
+file change, or a journal source's `journalctl --follow` prints an entry of
+its units, or until its next due moment: the earliest lease's end, an idle
+step every IDLE_STEP_SECONDS, the follow's end. Where a source cannot be
+watched so, a log file is looked at with os.stat every POLL_SECONDS and a
+journal gets a step each JOURNAL_STEP_SECONDS (its quiet check asks the
+journal). Steps a change wakes are at least watch.step_gap apart, so a busy
+log is read in batches, not line by line.
 
 The newest follower owns the state directory's follower file (written under
 the lock); an older one sees it replaced (woken by it, or at its next poll)
