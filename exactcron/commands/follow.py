@@ -174,11 +174,16 @@ def _follow(
     on_step(first)
     last_step = time.monotonic()
     next_expiry = _expiry_moment(first.next_expiry, clock)
+    # A journalctl --follow prints only what comes after it found the journal's
+    # end, which may be after the run read it: one step a second later reads
+    # whatever came in between.
+    settling = bool(watch.followers)
     while True:
         moment = time.monotonic()
         if moment >= end:
             return
-        wake = min(end, last_step + (JOURNAL_STEP_SECONDS if watch.polled_journal else IDLE_STEP_SECONDS))
+        idle = JOURNAL_STEP_SECONDS if watch.polled_journal or settling else IDLE_STEP_SECONDS
+        wake = min(end, last_step + idle)
         if next_expiry is not None:
             wake = min(wake, next_expiry)
         woken = watch.wait(wake - moment)
@@ -187,7 +192,7 @@ def _follow(
         moment = time.monotonic()
         due = (
             SOURCES in woken
-            or moment - last_step >= (JOURNAL_STEP_SECONDS if watch.polled_journal else IDLE_STEP_SECONDS)
+            or moment - last_step >= idle
             or (next_expiry is not None and moment >= next_expiry)
         )
         if not due:
@@ -231,6 +236,7 @@ def _follow(
                 return  # the follow's end came first; nothing was done
             raise
         last_step = time.monotonic()
+        settling = False
         next_expiry = _expiry_moment(result.next_expiry, clock)
         on_step(result)
 
