@@ -1,3 +1,3 @@
-from exactcron.cli import main
+from exactcron.entry import main
 
 main()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -32,15 +32,24 @@ from exactcron.config import (
     load_config,
     parse_duration,
 )
+from exactcron.console import (
+    fail,
+    guarded,
+    log_to_file,
+    log_to_stderr,
+    plural,
+    report_update,
+    safe,
+    to_log_file,
+)
 from exactcron.errors import ConfigError, ExactcronError, LogUnreadableError
 from exactcron.model import Lease
-from exactcron.outputs.audit import AUDIT, who_ran
+from exactcron.outputs.audit import who_ran
 from exactcron.rules.builtin import BUILTIN_RULES
 from exactcron.timestamps import format_instant, parse_instant
 
 if TYPE_CHECKING:
     from exactcron.commands.check import UnmatchedLine
-    from exactcron.commands.update import UpdateResult
     from exactcron.outputs.health import FollowerRecord, RunRecord
 
 log = logging.getLogger("exactcron")
@@ -72,7 +81,7 @@ class Context:
                 become_state_owner(config.state_dir)
             self._config = config
             if config.log_file is not None:
-                _log_to_file(config.log_file, self.given_now)
+                log_to_file(config.log_file, self.given_now)
         return self._config
 
     def _with_postfix_networks(self, config: Config) -> Config:
@@ -117,7 +126,7 @@ class Context:
             config = self._with_postfix_networks(config)
         self._config = config
         if config.log_file is not None:
-            _log_to_file(config.log_file, self.given_now)
+            log_to_file(config.log_file, self.given_now)
         return config
 
 
@@ -165,7 +174,7 @@ def main(context: click.Context, config_option: str | None, now: datetime | None
     client address, and writes the MTA's relay map. Run `exactcron update`
     from cron every minute.
     """
-    _log_to_stderr(verbose)
+    log_to_stderr(verbose)
     context.obj = Context(config_option, now, verbose)
 
 
@@ -206,8 +215,8 @@ def update(state: Context, follow: bool, follow_for: str | None) -> None:
     if duration is None:
         from exactcron.commands.update import run_update
 
-        _report_update(
-            state,
+        report_update(
+            state.verbose,
             _guarded(
                 state,
                 lambda: run_update(
@@ -229,36 +238,13 @@ def update(state: Context, follow: bool, follow_for: str | None) -> None:
     _guarded(
         state,
         lambda: run_follow(
-            config, clock, duration, count_lines, lambda r: _report_update(state, r), installed_clock
+            config, clock, duration, count_lines, lambda r: report_update(state.verbose, r), installed_clock
         ),
     )
 
 
 def _wall_clock() -> datetime:
     return datetime.now(UTC)
-
-
-def _report_update(state: Context, result: UpdateResult) -> None:
-    lines = sum(source.lines or 0 for source in result.sources)
-    summary = (
-        f"read {_plural(lines, 'line')}, "
-        f"{_plural(sum(source.logins for source in result.sources), 'login')}; "
-        f"granted {len(result.granted)}, expired {len(result.expired)}, "
-        f"{_plural(result.leases, 'lease')}, {_plural(len(result.maps_written), 'map')} written"
-    )
-    _to_log_file(logging.INFO, summary)
-    if state.verbose:
-        for source in result.sources:
-            click.echo(
-                f"{source.path}: {_plural(source.lines or 0, 'new line')}, {_plural(source.logins, 'login')}"
-            )
-        for address in sorted(result.granted):
-            click.echo(f"granted {address}")
-        for address in result.expired:
-            click.echo(f"expired {address}")
-        for path in result.maps_written:
-            click.echo(_safe(f"wrote {path}"))
-        click.echo(_plural(result.leases, "lease"))
 
 
 @main.command()
@@ -279,7 +265,7 @@ def show(state: Context, as_json: bool) -> None:
     rows += [
         (
             lease.address,
-            _safe(lease.user or "-"),
+            safe(lease.user or "-"),
             format_instant(lease.last_login),
             format_instant(lease.expires),
         )
@@ -388,20 +374,20 @@ def status(state: Context, as_json: bool) -> None:
         "grant_delay": _grant_delay_json(record),
     }
     for warning in report.warnings:
-        click.echo(_safe(f"warning: {warning}"), err=True)
+        click.echo(safe(f"warning: {warning}"), err=True)
     if as_json:
         click.echo(json.dumps(document, indent=2))
         _exit_unhealthy(health.reason)
         return
     for source in report.sources:
-        click.echo(f"source {_safe(str(source.path))}")
+        click.echo(f"source {safe(str(source.path))}")
         if str(source.path) in forgeable:
             click.echo(f"  trust: {FORGEABLE_WARNING}")
         point = source.checkpoint
         if point is None:
             click.echo("  checkpoint: none (not read yet)")
         else:
-            click.echo(f"  checkpoint: {_safe(point.describe())}")
+            click.echo(f"  checkpoint: {safe(point.describe())}")
         # A journal has no byte count (and before its first entry, no checkpoint either).
         if source.counts_bytes:
             unread = "unknown (log missing)" if source.unread_bytes is None else str(source.unread_bytes)
@@ -410,14 +396,14 @@ def status(state: Context, as_json: bool) -> None:
     if record.time is None:
         click.echo("last run: never")
     else:
-        click.echo(f"last run: {last_run_time} {_safe(str(record.outcome))}")
+        click.echo(f"last run: {last_run_time} {safe(str(record.outcome))}")
     if record.last_success is not None and record.outcome != "ok":
         click.echo(f"last success: {format_instant(record.last_success)}")
     click.echo(f"leases: {report.leases}")
     for entry in report.over_limit:
         blocked = entry["blocked_until"]
         click.echo(
-            _safe(
+            safe(
                 f"guard: user {entry['user']} over the limit: {entry['addresses']} addresses,"
                 f" {entry['refused']} refused, the last at {format_instant(entry['last_refused'])}"
                 + (f"; revoked, refused until {format_instant(blocked)}" if blocked else "")
@@ -430,13 +416,13 @@ def status(state: Context, as_json: bool) -> None:
         click.echo(
             f"follower: {'running' if report.follower_running else 'not running'}, pid {follower.pid},"
             f" from {format_instant(follower.started)} until {format_instant(follower.until)};"
-            f" {_plural(follower.steps, 'step')}, {follower.granted} granted"
+            f" {plural(follower.steps, 'step')}, {follower.granted} granted"
         )
     delays = _grant_delay_json(record)
     if delays["recent"]:
         click.echo(
             f"grant delay: median {delays['median']:.6f}s, 99th percentile {delays['p99']:.6f}s"
-            f" (the latest {_plural(delays['recent'], 'grant')})"
+            f" (the latest {plural(delays['recent'], 'grant')})"
         )
     click.echo("healthy" if health.healthy else "unhealthy")
     _exit_unhealthy(health.reason)
@@ -563,7 +549,7 @@ def _echo_report(result: Any) -> None:
     rows: list[tuple[str, ...]] = [header] if result.users else []
     for summary in result.users:
         row: tuple[str, ...] = (
-            _safe(summary.user if summary.user is not None else "(no user)"),
+            safe(summary.user if summary.user is not None else "(no user)"),
             str(summary.logins),
             str(len(summary.addresses)),
             stamp(summary.first),
@@ -579,20 +565,20 @@ def _echo_report(result: Any) -> None:
     users = sum(1 for summary in result.users if summary.user is not None)
     if not result.with_mta:
         click.echo(
-            f"{_plural(users, 'user')}; with --mta-log PATH, the messages each relayed through a lease"
+            f"{plural(users, 'user')}; with --mta-log PATH, the messages each relayed through a lease"
         )
         return
     depending = sum(1 for summary in result.users if summary.relayed and summary.user is not None)
     click.echo(
-        f"{_plural(result.messages, 'message')}: {result.through_lease} relayed through a lease, "
+        f"{plural(result.messages, 'message')}: {result.through_lease} relayed through a lease, "
         f"{result.sasl} with SMTP AUTH ({result.sasl_from_lease} of them from a leased address); "
-        f"{depending} of {_plural(users, 'user')} still relay through a lease"
+        f"{depending} of {plural(users, 'user')} still relay through a lease"
     )
 
 
 def _exit_unhealthy(reason: str) -> None:
     if reason:
-        click.echo(_safe(f"exactcron: unhealthy: {reason}"), err=True)
+        click.echo(safe(f"exactcron: unhealthy: {reason}"), err=True)
         sys.exit(1)
 
 
@@ -639,10 +625,10 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
     if logfile is None:
         assert config is not None
         _check_permissions(state, config)
-        click.echo(f"{_safe(str(state.config_file))}: OK ({len(config.sources)} sources)")
+        click.echo(f"{safe(str(state.config_file))}: OK ({len(config.sources)} sources)")
         for each in config.sources:
             if each.forgeable:
-                click.echo(f"warning: {_safe(str(each.path))}: {FORGEABLE_WARNING}")
+                click.echo(f"warning: {safe(str(each.path))}: {FORGEABLE_WARNING}")
         return
     source = None
     if config is not None:
@@ -676,43 +662,43 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
             config = _guarded(state, lambda: with_postfix_networks(config))
         timeout, ignore = config.timeout, config.ignore
         if chosen is not None and chosen.forgeable:
-            click.echo(f"warning: {_safe(str(chosen.path))}: {FORGEABLE_WARNING}")
+            click.echo(f"warning: {safe(str(chosen.path))}: {FORGEABLE_WARNING}")
     with _open_log(logfile, raw_log) as stream:
         listed = None if list_all else LISTED
         report = check_log(stream, rules, TimestampParser(state.now, zone), timeout, ignore, listed, hosts)
     for login in report.logins:
-        click.echo(f"{format_instant(login.time)} {login.server} {_safe(login.user or '-')} {login.address}")
+        click.echo(f"{format_instant(login.time)} {login.server} {safe(login.user or '-')} {login.address}")
     left_out = report.login_count - len(report.logins)
     if left_out:
-        click.echo(f"and {_plural(left_out, 'more login')} (--all lists every one)")
+        click.echo(f"and {plural(left_out, 'more login')} (--all lists every one)")
     for name, count in report.matched.items():
         summary = report.summaries[name]
-        line = f"rule {name}: {_plural(count, 'line')} matched"
+        line = f"rule {name}: {plural(count, 'line')} matched"
         if left_out and count:
             assert summary.first is not None and summary.last is not None
             line += (
-                f", {_plural(len(summary.addresses), 'address', 'addresses')}, "
-                f"{_plural(len(summary.users), 'user')}, "
+                f", {plural(len(summary.addresses), 'address', 'addresses')}, "
+                f"{plural(len(summary.users), 'user')}, "
                 f"{format_instant(summary.first)} to {format_instant(summary.last)}"
             )
         click.echo(line)
         if summary.failure_lines:
             click.echo(
-                f"  warning: {_plural(summary.failure_lines, 'line')} of them "
+                f"  warning: {plural(summary.failure_lines, 'line')} of them "
                 f"{'speaks' if summary.failure_lines == 1 else 'speak'} of failure; "
                 "a rule must match successful logins only"
             )
             _echo_quoted(summary.failure_examples, summary.failure_lines)
     click.echo(
-        f"read {_plural(report.lines, 'line')}, {_plural(report.login_count, 'login')}; "
-        f"{_plural(report.looked_like_logins, 'line')} looked like a login but matched no rule"
+        f"read {plural(report.lines, 'line')}, {plural(report.login_count, 'login')}; "
+        f"{plural(report.looked_like_logins, 'line')} looked like a login but matched no rule"
     )
     _echo_quoted(report.examples, report.looked_like_logins)
     if report.too_long:
-        click.echo(f"skipped {_plural(report.too_long, 'line')} longer than {MAX_LINE_BYTES} bytes")
+        click.echo(f"skipped {plural(report.too_long, 'line')} longer than {MAX_LINE_BYTES} bytes")
     if report.unreadable:
         click.echo(
-            f"skipped {_plural(report.unreadable, 'line')} whose stamp names no time "
+            f"skipped {plural(report.unreadable, 'line')} whose stamp names no time "
             "(or that the parser could not read); they grant nothing"
         )
     if report.too_old:
@@ -729,11 +715,11 @@ def check(state: Context, logfile: str | None, servers: tuple[str, ...], list_al
             f"never granted (unspecified, broadcast, multicast, link-local): {_cut(report.special, listed)}"
         )
     if report.other_hosts:
-        click.echo(f"not granted, from a host not in `hosts`: {_plural(report.other_hosts, 'login line')}")
+        click.echo(f"not granted, from a host not in `hosts`: {plural(report.other_hosts, 'login line')}")
     if report.unpaired:
         click.echo(
             "not granted, no connect line of the same process before it (two-line rules): "
-            f"{_plural(report.unpaired, 'login line')}"
+            f"{plural(report.unpaired, 'login line')}"
         )
     click.echo("would grant: " + (_cut(report.granted, listed) if report.granted else "nothing"))
 
@@ -750,15 +736,15 @@ def _check_permissions(state: Context, config: Config) -> None:
         return
     user = user_name(os.geteuid()) if owner is None else owner[0]
     for problem in problems:
-        _to_log_file(logging.ERROR, f"check: as user {user}: {problem.message}")
-        click.echo(_safe(f"exactcron: as user {user}: {problem.message}"), err=True)
+        to_log_file(logging.ERROR, f"check: as user {user}: {problem.message}")
+        click.echo(safe(f"exactcron: as user {user}: {problem.message}"), err=True)
     sys.exit(problems[0].exit_code)
 
 
 def _echo_quoted(lines: list[UnmatchedLine], total: int) -> None:
     """Quoted log lines, and how many of `total` were left out."""
     for quoted in lines:
-        click.echo(_safe(f"  line {quoted.number}: {quoted.text}"))
+        click.echo(safe(f"  line {quoted.number}: {quoted.text}"))
     if total > len(lines):
         click.echo(f"  and {total - len(lines)} more")
 
@@ -770,30 +756,17 @@ def _cut(addresses: list[str], listed: int | None) -> str:
     return " ".join(addresses[:listed]) + f" and {len(addresses) - listed} more"
 
 
-def _plural(count: int, noun: str, nouns: str | None = None) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {nouns or noun + 's'}"
-
-
 FORGEABLE_WARNING = (
     "a syslog-fed log: any local user can forge its lines (logger -t dovecot ...); "
     "see docs/security.md: use journal, written_by or syslog_senders"
 )
 
 
-def _safe(text: str) -> str:
-    """Text for a terminal: control characters (escape sequences, bidi overrides) escaped."""
-    if text.isprintable():
-        return text
-    return "".join(
-        char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text
-    )
-
-
 def _open_raw_log(logfile: str) -> Any:
     try:
         return open(logfile, "rb")
     except OSError as error:
-        _fail(LogUnreadableError(f"cannot read {logfile}: {error.strerror}"), verbose=False)
+        fail(LogUnreadableError(f"cannot read {logfile}: {error.strerror}"), verbose=False)
 
 
 def _open_log(logfile: str, raw: Any) -> Any:
@@ -804,7 +777,7 @@ def _open_log(logfile: str, raw: Any) -> Any:
 
         return open_log(Path(logfile), raw)
     except OSError as error:
-        _fail(LogUnreadableError(f"cannot read {logfile}: {error.strerror}"), verbose=False)
+        fail(LogUnreadableError(f"cannot read {logfile}: {error.strerror}"), verbose=False)
 
 
 @main.command()
@@ -814,7 +787,7 @@ def render(state: Context) -> None:
     from exactcron.commands.changes import render as render_maps
 
     for path in _guarded(state, lambda: render_maps(state.writer_config(), state.now)):
-        click.echo(_safe(f"wrote {path}"))
+        click.echo(safe(f"wrote {path}"))
 
 
 @main.command("import-exact")
@@ -839,7 +812,7 @@ def import_exact(exact_conf: str, servers_conf: str | None, state_dir: str) -> N
         try:
             return Path(path).read_text(encoding="utf-8", errors="replace")
         except OSError as error:
-            _fail(ConfigError(f"{path}: cannot read: {error.strerror}"), verbose=False)
+            fail(ConfigError(f"{path}: cannot read: {error.strerror}"), verbose=False)
 
     exact_text = read(exact_conf)
     if servers_conf is None:
@@ -850,9 +823,9 @@ def import_exact(exact_conf: str, servers_conf: str | None, state_dir: str) -> N
     try:
         conversion = convert(exact_text, exact_conf, servers_text, servers_conf, state_dir)
     except ConfigError as error:
-        _fail(error, verbose=False)
+        fail(error, verbose=False)
     for warning in conversion.warnings:
-        click.echo(_safe(f"exactcron: warning: {warning}"), err=True)
+        click.echo(safe(f"exactcron: warning: {warning}"), err=True)
     click.echo(conversion.toml, nl=False)
 
 
@@ -874,86 +847,4 @@ def _echo_table(rows: Sequence[tuple[str, ...]]) -> None:
 
 def _guarded(state: Context, action: Any) -> Any:
     """Run `action`; turn an exactcron error into one line and its exit code."""
-    try:
-        return action()
-    except ExactcronError as error:
-        _fail(error, state.verbose)
-    except Exception as error:  # an unforeseen failure still gets one line
-        if state.verbose:
-            raise
-        click.echo(
-            f"exactcron: internal error: {type(error).__name__}: {error} (run with -v for details)", err=True
-        )
-        sys.exit(70)
-
-
-def _fail(error: ExactcronError, verbose: bool) -> NoReturn:
-    if verbose:
-        import traceback  # only for -v, on an error
-
-        traceback.print_exception(error)
-    _to_log_file(logging.ERROR, str(error))
-    click.echo(f"exactcron: {_safe(str(error))}", err=True)
-    sys.exit(error.exit_code)
-
-
-class _OneLine(logging.Formatter):
-    """A warning names paths and quotes log bytes: one line, control characters escaped."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return _safe(super().format(record))
-
-
-def _log_to_stderr(verbose: bool) -> None:
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    handler.setFormatter(_OneLine("exactcron: %(levelname)s: %(message)s"))
-    log.handlers = [handler]
-    log.propagate = False
-    # The audit trail goes to log_file only, once the configuration names one.
-    AUDIT.handlers = []
-
-
-class _FileFormat(logging.Formatter):
-    """Every line stamped in ISO 8601 UTC (the time of --now when given);
-    audit lines carry their own stamp."""
-
-    def __init__(self, now: datetime | None) -> None:
-        super().__init__("%(asctime)s exactcron[%(process)d]: %(levelname)s: %(message)s")
-        self.now = now
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        from exactcron.outputs.audit import utc_stamp
-
-        return utc_stamp(self.now or datetime.fromtimestamp(record.created, UTC))
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.name == "exactcron.audit":
-            return record.getMessage()
-        return super().format(record)
-
-
-def _log_to_file(path: Path, now: datetime | None) -> None:
-    """Log to `path` through the one descriptor opened here, never reopened by name."""
-    from exactcron.atomic import open_for_append
-
-    try:
-        # 0640, as logrotate.d/exactcron creates it: the audit trail names users and addresses.
-        descriptor = open_for_append(path, 0o640)
-    except OSError as error:
-        log.warning("cannot open log_file %s: %s; not logging to it", path, error.strerror)
-        return
-    handler: logging.Handler = logging.StreamHandler(os.fdopen(descriptor, "a", encoding="utf-8"))
-    handler.setLevel(logging.INFO)
-    handler.setFormatter(_FileFormat(now))
-    handler.set_name("file")
-    log.addHandler(handler)
-    AUDIT.handlers = [handler]
-
-
-def _to_log_file(level: int, message: str) -> None:
-    """Record in the log file only: stderr got its own line already."""
-    for handler in log.handlers:
-        if handler.get_name() == "file":
-            handler.handle(log.makeRecord(log.name, level, __file__, 0, "%s", (message,), None))
+    return guarded(state.verbose, action)

@@ -22,7 +22,7 @@ from exactcron.addresses import HOST_NAME, Network, parse_network
 from exactcron.errors import ConfigError
 from exactcron.model import MANUAL
 from exactcron.rules.builtin import BUILTIN_RULES
-from exactcron.rules.forms import Rule
+from exactcron.rules.rule import Rule
 
 DEFAULT_CONFIG = Path("/etc/exactcron/exactcron.toml")
 MTAS = ("postfix", "exim", "sendmail", "qmail", "courier")

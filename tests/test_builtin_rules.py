@@ -531,3 +531,31 @@ def test_a_site_rule_grants_through_check(tmp_path: Path) -> None:
     # By name through --server too, from the same configuration.
     code, output = _check(config, str(log), "--server", "mypopd")
     assert code == 0 and output.endswith("would grant: 192.0.2.5\n")
+
+
+def test_each_built_in_rule_is_named_without_compiling_and_built_with_the_needles_it_is_named_with() -> None:
+    """The configuration and the quiet run read a built-in rule's name and needles
+    only; its forms are built at first use, by the module that holds them."""
+    import subprocess
+    import sys
+
+    from exactcron.rules.builtin import build
+
+    for name, rule in BUILTIN_RULES.items():
+        built = build(name)  # raises when the two lists of needles differ
+        assert (built.name, built.needles) == (rule.name, rule.needles)
+        assert [form.pattern for form in rule.forms] == [form.pattern for form in built.forms]
+        assert (rule.two_line is None) == (built.two_line is None)
+        assert rule.forms or rule.two_line is not None
+    named = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from exactcron.rules.builtin import BUILTIN_RULES as R; "
+            "print([R[n].needles for n in R] and ' '.join(m for m in sys.modules if m.startswith('exactcron')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "exactcron.rules.forms" not in named.stdout.split()

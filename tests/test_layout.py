@@ -49,7 +49,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("stores", ("exactcron.stores.",)),
     ("outputs", ("exactcron.outputs.",)),
     ("commands and tools", ("exactcron.commands.", "exactcron.tools.")),
-    ("cli", ("exactcron.cli", "exactcron.__main__")),
+    ("cli", ("exactcron.cli", "exactcron.console", "exactcron.entry", "exactcron.__main__")),
 ]
 
 MAX_LINES = 400

@@ -25,7 +25,8 @@ RULES = (BUILTIN_RULES["dovecot"], BUILTIN_RULES["cyrus"])
 
 
 def _without_fast(rule: Rule) -> Rule:
-    return dataclasses.replace(rule, forms=tuple(dataclasses.replace(form, fast=None) for form in rule.forms))
+    forms = tuple(dataclasses.replace(form, fast=None) for form in rule.forms)
+    return Rule(rule.name, rule.needles, forms, rule.two_line)
 
 
 def _parser(rules: tuple[Rule, ...]) -> LineParser:

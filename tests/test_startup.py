@@ -13,13 +13,13 @@ from tests.support.clock import NOW
 from tests.support.lines import dovecot_login
 from tests.support.site import Site
 
-# Runs the command as the console script does, then names every module it loaded.
+# Runs the command as the console script (and `python -m exactcron`) does, then names every module it loaded.
 _LOADED = """
 import sys
 before = set(sys.modules)
 try:
-    from exactcron.cli import main
-    main(sys.argv[1:])
+    from exactcron.entry import main
+    main()
 finally:
     sys.stderr.write("loaded: " + " ".join(sorted(set(sys.modules) - before)) + "\\n")
 """
@@ -64,6 +64,10 @@ def test_an_update_in_utc_loads_no_zone_database_and_a_quiet_one_no_map_builder(
     for _ in range(2):
         quiet = loaded(site, "update")  # the second one, at least, finds everything as left
     assert {"exactcron.commands.quiet", "exactcron.lock"} <= quiet
+    # The command line and the rules' patterns are for runs that parse options or read lines.
+    assert "click" not in quiet
+    assert "exactcron.cli" not in quiet
+    assert "exactcron.rules.forms" not in quiet
     unwanted = {
         "zoneinfo",
         "dateutil",
@@ -83,14 +87,15 @@ QUIET_RUN_MODULES = {
     "exactcron",
     "exactcron.addresses",
     "exactcron.atomic",
-    "exactcron.cli",
     "exactcron.commands",
     "exactcron.commands.common",
     "exactcron.commands.privilege",
     "exactcron.commands.quiet",
     "exactcron.commands.update",
     "exactcron.config",
+    "exactcron.console",
     "exactcron.deadline",
+    "exactcron.entry",
     "exactcron.errors",
     "exactcron.faults",
     "exactcron.leases",
@@ -102,8 +107,8 @@ QUIET_RUN_MODULES = {
     "exactcron.outputs.health",
     "exactcron.rules",
     "exactcron.rules.builtin",
-    "exactcron.rules.forms",
     "exactcron.rules.grant",
+    "exactcron.rules.rule",
     "exactcron.sources",
     "exactcron.sources.base",
     "exactcron.sources.checkpoint",

@@ -14,9 +14,9 @@ from typing import Any
 from exactcron.addresses import Network, normalize_address, sort_key
 from exactcron.leases import Grant, believed_login
 from exactcron.model import Login
-from exactcron.rules.forms import Rule
 from exactcron.rules.grant import Refusal
 from exactcron.rules.parser import MAX_LINE_BYTES, LineParser
+from exactcron.rules.rule import Rule
 from exactcron.timestamps import TimestampParser
 
 # How many unmatched login-like lines, and lines a rule matched that speak

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -116,8 +116,53 @@ def run_update(
     so reaching it is no failure (what was read is saved; the next run goes
     on): the last run's record is left as it was. `follower`: the follower
     whose step this is (its figures in the record, for `status`)."""
+    result = _run(config, now, count_lines, under_lock, installed_clock, ends_follow, follower, False)
+    assert result is not None
+    return result
+
+
+def run_if_quiet(config: Config, now: datetime) -> UpdateResult | None:
+    """The run when it finds nothing to do (quiet.py); else None, having
+    written nothing and said nothing, so that a full run starts afresh.
+
+    Cron's every minute: the console entry (entry.py) tries this before it
+    imports the command line. The lock is not waited for (held by another
+    run: None, and the full run waits), and broken state files are left to
+    the full run, which sets them aside. Once the run is known quiet, it goes
+    on as run_update's own quiet run: warnings, the run's record, the metrics.
+    """
+    return _run(config, now, False, None, None, False, None, quiet_only=True)
+
+
+def _run(
+    config: Config,
+    now: datetime,
+    count_lines: bool,
+    under_lock: Callable[[LocalState], None] | None,
+    installed_clock: Callable[[], datetime] | None,
+    ends_follow: bool,
+    follower: FollowerRecord | None,
+    quiet_only: bool,
+) -> UpdateResult | None:
     started = time.monotonic()
-    with opened(config) as (state, store), state.locked(config.lock_wait.total_seconds()):
+    with contextlib.ExitStack() as held:
+        quiet = None
+        if quiet_only:
+            kept = _Kept()
+            try:
+                with kept.instead_of(log):
+                    state, store = held.enter_context(opened(config, repair=False))
+                    held.enter_context(state.locked(0))
+                    saved = state.load_checkpoints(repair=False)
+                    quiet = _quiet_result(config, state, saved, store, now, Signatures(config))
+            except Exception:
+                return None  # whatever it is, the full run meets it again and says it
+            if quiet is None:
+                return None
+            kept.say(log)
+        else:
+            state, store = held.enter_context(opened(config))
+            held.enter_context(state.locked(config.lock_wait.total_seconds()))
         if under_lock is not None:
             under_lock(state)
         record = RunRecord.from_json(state.load_last_run())
@@ -125,7 +170,11 @@ def run_update(
         for warning in warnings:
             log.warning("%s", warning)
         try:
-            result = _update_locked(config, state, store, now, count_lines, installed_clock or (lambda: now))
+            result = (
+                quiet
+                if quiet is not None
+                else _update_locked(config, state, store, now, count_lines, installed_clock or (lambda: now))
+            )
         except ExactcronError as error:
             if ends_follow and isinstance(error, DeadlineReachedError):
                 # Cut short by the follow's end, not failed: the last step's record stands.
@@ -229,24 +278,12 @@ def _update_locked(
 ) -> UpdateResult:
     # Started once the lock is held: waiting for it does not count.
     deadline = Deadline(config.run_deadline)
-    saved = state.load_checkpoints()
     # Taken once: what the quiet check compares is what a full run records.
     signatures = Signatures(config)
-    quiet = (
-        None
-        if state.rebuild_pending()
-        else quiet_leases(config, state.settled, saved, store, now, signatures)
-    )
+    saved = state.load_checkpoints()
+    quiet = _quiet_result(config, state, saved, store, now, signatures)
     if quiet is not None:
-        # Nothing changed since the last full run: the bytes it left unread are still unread.
-        unread = _recorded_unread(state.settled) if config.metrics_file is not None else {}
-        expires = state.settled.get("expires") if state.settled else None
-        return UpdateResult(
-            sources=[SourceReport(source.path) for source in config.sources],
-            leases=quiet,
-            unread=unread,
-            next_expiry=float(expires) if isinstance(expires, int) else None,
-        )
+        return quiet
     result = UpdateResult()
     # Imported here: a quiet run installs nothing.
     from exactcron.commands.failclosed import begin_leases, install_maps
@@ -377,6 +414,55 @@ def _update_locked(
     if errors:
         raise reported(errors)
     return result
+
+
+def _quiet_result(
+    config: Config,
+    state: LocalState,
+    saved: dict[str, dict[str, Any]],
+    store: LeaseStore,
+    now: datetime,
+    signatures: Signatures,
+) -> UpdateResult | None:
+    """The result of a run that has nothing to do (quiet.py), or None."""
+    if state.rebuild_pending():
+        return None
+    quiet = quiet_leases(config, state.settled, saved, store, now, signatures)
+    if quiet is None:
+        return None
+    # Nothing changed since the last full run: the bytes it left unread are still unread.
+    unread = _recorded_unread(state.settled) if config.metrics_file is not None else {}
+    expires = state.settled.get("expires") if state.settled else None
+    return UpdateResult(
+        sources=[SourceReport(source.path) for source in config.sources],
+        leases=quiet,
+        unread=unread,
+        next_expiry=float(expires) if isinstance(expires, int) else None,
+    )
+
+
+class _Kept(logging.Handler):
+    """What the run says while it does not know yet whether it is quiet: said
+    only if it is (else the full run says it again)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    @contextlib.contextmanager
+    def instead_of(self, logger: logging.Logger) -> Iterator[None]:
+        handlers, logger.handlers = logger.handlers, [self]
+        try:
+            yield
+        finally:
+            logger.handlers = handlers
+
+    def say(self, logger: logging.Logger) -> None:
+        for record in self.records:
+            logger.handle(record)
 
 
 def _holds_any(checkpoints: dict[str, dict[str, Any]]) -> bool:

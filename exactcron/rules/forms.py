@@ -21,12 +21,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING
 
-from exactcron.addresses import HOST_NAME, normalize_address
-from exactcron.model import Login
-from exactcron.rules.grant import is_anonymous, line_refusal
+from exactcron.addresses import HOST_NAME
+from exactcron.rules.grant import is_anonymous
+from exactcron.rules.rule import Rule as Rule  # re-exported: the rules' grammar names it
 from exactcron.timestamps import FRACTION, OFFSET, RFC3339_SECOND, TRADITIONAL_STAMP
 
 if TYPE_CHECKING:
@@ -151,35 +150,6 @@ class TwoLine:
         if program in self.programs:
             return True
         return self.program_pattern is not None and self.program_pattern.fullmatch(program) is not None
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    # Literals of which every success line of this rule contains at least
-    # one; lines without any rule's needle are never decoded or split.
-    needles: tuple[bytes, ...]
-    forms: tuple[Form, ...]
-    # The lines of a server that logs the address and the login apart
-    # (rules/pairing.py); its needles are among `needles`.
-    two_line: TwoLine | None = None
-
-    def login(self, time: datetime, program: str, message: str) -> Login | None:
-        """The login a line's message states, logged under `program` at `time`, or None."""
-        for form in self.forms:
-            if not form.accepts(program):
-                continue
-            matched, fields = form.fields(message)
-            if not matched:
-                continue
-            if fields is None:
-                return None
-            user, text, local = fields
-            address = normalize_address(text)
-            if line_refusal(user, address, local) is not None:
-                return None
-            return Login.at(time, self.name, user, address)  # type: ignore[arg-type]
-        return None
 
 
 # Dovecot: `imap-login: Login: ELEMENTS` (1.x to 2.3) or `Logged in:

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 from exactcron.addresses import normalize_address
 from exactcron.model import Login
-from exactcron.rules.forms import DOVECOT1_NAME, HEADER, LINE_HEAD, Form, Rule, microsecond_of
+from exactcron.rules.forms import DOVECOT1_NAME, HEADER, LINE_HEAD, Form, microsecond_of
 from exactcron.rules.grant import line_refusal
+from exactcron.rules.rule import Rule
 from exactcron.timestamps import TimestampParser, looks_stamped
 
 if TYPE_CHECKING:

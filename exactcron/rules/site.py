@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from exactcron.rules.forms import PROGRAM, Form, Phrase, Rule, TwoLine
+from exactcron.rules.forms import PROGRAM, Form, Phrase, TwoLine
 from exactcron.rules.linear import LinearPattern, RefusedPattern
 from exactcron.rules.patterns import MIN_NEEDLE_CHARS, required_literals
+from exactcron.rules.rule import Rule
 
 
 def _compiled(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from exactcron.rules.forms import DNS_NAME, IP, Form, Phrase, Rule, TwoLine
+from exactcron.rules.forms import DNS_NAME, IP, Form, Phrase, TwoLine
+from exactcron.rules.rule import Rule
 
 
 def _phrase(pattern: str) -> Phrase:

@@ -1,0 +1,153 @@
+"""What a command says, without click: the one line of an error and its exit
+code, the run's summary, and the loggers of stderr and `log_file`.
+
+cli.py prints through these; so does entry.py, cron's quiet `update`, which
+never imports click unless it has something to print (-v, an error): then
+through click.echo, as every other command.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
+
+from exactcron.errors import ExactcronError
+
+if TYPE_CHECKING:
+    from exactcron.commands.update import UpdateResult
+
+log = logging.getLogger("exactcron")
+# outputs/audit.py's logger, named here so that setting up the logs does not import the audit trail.
+AUDIT = logging.getLogger("exactcron.audit")
+
+T = TypeVar("T")
+
+
+def echo(text: str, err: bool = False) -> None:
+    import click
+
+    click.echo(text, err=err)
+
+
+def guarded(verbose: bool, action: Callable[[], T]) -> T:
+    """Run `action`; turn an exactcron error into one line and its exit code."""
+    try:
+        return action()
+    except ExactcronError as error:
+        fail(error, verbose)
+    except Exception as error:  # an unforeseen failure still gets one line
+        if verbose:
+            raise
+        echo(f"exactcron: internal error: {type(error).__name__}: {error} (run with -v for details)", err=True)
+        sys.exit(70)
+
+
+def fail(error: ExactcronError, verbose: bool) -> NoReturn:
+    if verbose:
+        import traceback  # only for -v, on an error
+
+        traceback.print_exception(error)
+    to_log_file(logging.ERROR, str(error))
+    echo(f"exactcron: {safe(str(error))}", err=True)
+    sys.exit(error.exit_code)
+
+
+def report_update(verbose: bool, result: UpdateResult) -> None:
+    lines = sum(source.lines or 0 for source in result.sources)
+    summary = (
+        f"read {plural(lines, 'line')}, "
+        f"{plural(sum(source.logins for source in result.sources), 'login')}; "
+        f"granted {len(result.granted)}, expired {len(result.expired)}, "
+        f"{plural(result.leases, 'lease')}, {plural(len(result.maps_written), 'map')} written"
+    )
+    to_log_file(logging.INFO, summary)
+    if verbose:
+        for source in result.sources:
+            echo(f"{source.path}: {plural(source.lines or 0, 'new line')}, {plural(source.logins, 'login')}")
+        for address in sorted(result.granted):
+            echo(f"granted {address}")
+        for address in result.expired:
+            echo(f"expired {address}")
+        for path in result.maps_written:
+            echo(safe(f"wrote {path}"))
+        echo(plural(result.leases, "lease"))
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {nouns or noun + 's'}"
+
+
+def safe(text: str) -> str:
+    """Text for a terminal: control characters (escape sequences, bidi overrides) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text
+    )
+
+
+class _OneLine(logging.Formatter):
+    """A warning names paths and quotes log bytes: one line, control characters escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return safe(super().format(record))
+
+
+def log_to_stderr(verbose: bool) -> None:
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    handler.setFormatter(_OneLine("exactcron: %(levelname)s: %(message)s"))
+    log.handlers = [handler]
+    log.propagate = False
+    # The audit trail goes to log_file only, once the configuration names one.
+    AUDIT.handlers = []
+
+
+class _FileFormat(logging.Formatter):
+    """Every line stamped in ISO 8601 UTC (the time of --now when given);
+    audit lines carry their own stamp."""
+
+    def __init__(self, now: datetime | None) -> None:
+        super().__init__("%(asctime)s exactcron[%(process)d]: %(levelname)s: %(message)s")
+        self.now = now
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        from exactcron.outputs.audit import utc_stamp
+
+        return utc_stamp(self.now or datetime.fromtimestamp(record.created, UTC))
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "exactcron.audit":
+            return record.getMessage()
+        return super().format(record)
+
+
+def log_to_file(path: Path, now: datetime | None) -> None:
+    """Log to `path` through the one descriptor opened here, never reopened by name."""
+    from exactcron.atomic import open_for_append
+
+    try:
+        # 0640, as logrotate.d/exactcron creates it: the audit trail names users and addresses.
+        descriptor = open_for_append(path, 0o640)
+    except OSError as error:
+        log.warning("cannot open log_file %s: %s; not logging to it", path, error.strerror)
+        return
+    handler: logging.Handler = logging.StreamHandler(os.fdopen(descriptor, "a", encoding="utf-8"))
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(_FileFormat(now))
+    handler.set_name("file")
+    log.addHandler(handler)
+    AUDIT.handlers = [handler]
+
+
+def to_log_file(level: int, message: str) -> None:
+    """Record in the log file only: stderr got its own line already."""
+    for handler in log.handlers:
+        if handler.get_name() == "file":
+            handler.handle(log.makeRecord(log.name, level, __file__, 0, "%s", (message,), None))
