@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exactcron.rules.builtin import BUILTIN_RULES
-from exactcron.rules.forms import Rule
 from exactcron.rules.parser import LineParser, _CompiledForm
+from exactcron.rules.rule import Rule
 from exactcron.rules.site import site_rule
 from exactcron.timestamps import TimestampParser
 from tests.support.clock import NOW_TIME

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from exactcron.config import Config
 from exactcron.errors import ExactcronError, MapNoRoomError
 from exactcron.model import Lease
-from exactcron.outputs import audit
 from exactcron.stores.base import LeaseStore
 from exactcron.stores.local import LocalState
 from exactcron.stores.open import open_lease_store
@@ -37,6 +36,8 @@ ALL_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 def known_leases(store: LeaseStore) -> dict[str, Lease]:
     """The leases as loaded, for the audit trail's user and expiry; empty when no one audits."""
+    from exactcron.outputs import audit  # here: a quiet run audits nothing
+
     return {lease.address: lease for lease in store.last_known(ALL_TIME)} if audit.enabled() else {}
 
 

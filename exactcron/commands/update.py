@@ -22,26 +22,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exactcron import faults
 from exactcron.addresses import normalize_address
 from exactcron.commands.common import collect, known_leases, opened, reported
 from exactcron.commands.quiet import Signatures, quiet_leases, settled_record
 from exactcron.config import Config, SourceConfig
-from exactcron.deadline import Deadline
 from exactcron.errors import DeadlineReachedError, ExactcronError, StoreUnavailableError
-from exactcron.leases import LatestLogins, believed_login
 from exactcron.model import Lease, Login
-from exactcron.outputs import audit
 from exactcron.outputs.health import FollowerRecord, RunRecord, missing_logs
 from exactcron.sources.base import Source
 from exactcron.sources.checkpoint import Checkpoint, Untrusted
 from exactcron.sources.open import open_source
-from exactcron.sources.trust import ForgeableLogError
 from exactcron.stores.base import LeaseStore
 from exactcron.stores.local import LocalState
-from exactcron.timestamps import TimestampParser, format_instant
 
 if TYPE_CHECKING:
+    from exactcron.deadline import Deadline
     from exactcron.rules.parser import LineParser
     from exactcron.sessions import SessionBook
 
@@ -276,6 +271,12 @@ def _update_locked(
     count_lines: bool,
     installed_clock: Callable[[], datetime],
 ) -> UpdateResult:
+    # Imported here, as what follows: a quiet run reads nothing and grants nothing.
+    from exactcron import faults
+    from exactcron.deadline import Deadline
+    from exactcron.outputs import audit
+    from exactcron.sources.trust import ForgeableLogError
+
     # Started once the lock is held: waiting for it does not count.
     deadline = Deadline(config.run_deadline)
     # Taken once: what the quiet check compares is what a full run records.
@@ -514,6 +515,8 @@ def _deadline_error(deadline: Deadline, where: str) -> DeadlineReachedError:
 
 
 def _audit_update(result: UpdateResult, before: dict[str, Lease], active: list[Lease], now: datetime) -> None:
+    from exactcron.outputs import audit
+
     after = {lease.address: lease for lease in active}
     for report in result.sources:
         for address in report.granted:
@@ -543,6 +546,10 @@ def _read_source(
 ) -> tuple[SourceReport, Source]:
     """What `source` holds since its checkpoint, merged into `store`; the source
     as read (its new checkpoint, what is known of its trust)."""
+    from exactcron.leases import LatestLogins, believed_login
+    from exactcron.outputs import audit
+    from exactcron.timestamps import TimestampParser, format_instant
+
     timestamps = TimestampParser(now, source.zone)
     # Logins older than this grant nothing: a file never seen is read from here on;
     # `[guard]` looks back over its window too (a rebuild reaches its verdicts again).

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 from exactcron.addresses import HOST_NAME
 from exactcron.rules.grant import is_anonymous
-from exactcron.rules.rule import Rule as Rule  # re-exported: the rules' grammar names it
 from exactcron.timestamps import FRACTION, OFFSET, RFC3339_SECOND, TRADITIONAL_STAMP
 
 if TYPE_CHECKING:
