@@ -564,9 +564,7 @@ def _echo_report(result: Any) -> None:
         _echo_table(rows)
     users = sum(1 for summary in result.users if summary.user is not None)
     if not result.with_mta:
-        click.echo(
-            f"{plural(users, 'user')}; with --mta-log PATH, the messages each relayed through a lease"
-        )
+        click.echo(f"{plural(users, 'user')}; with --mta-log PATH, the messages each relayed through a lease")
         return
     depending = sum(1 for summary in result.users if summary.relayed and summary.user is not None)
     click.echo(

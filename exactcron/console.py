@@ -43,7 +43,9 @@ def guarded(verbose: bool, action: Callable[[], T]) -> T:
     except Exception as error:  # an unforeseen failure still gets one line
         if verbose:
             raise
-        echo(f"exactcron: internal error: {type(error).__name__}: {error} (run with -v for details)", err=True)
+        echo(
+            f"exactcron: internal error: {type(error).__name__}: {error} (run with -v for details)", err=True
+        )
         sys.exit(70)
 
 

@@ -95,5 +95,3 @@ class Rule:
                 return None
             return Login.at(time, self.name, user, address)  # type: ignore[arg-type]
         return None
-
-
