@@ -84,14 +84,16 @@ def main() -> None:
             cases["plain, --base code"] = command(options.base, site(root / "base", ""))
         # What every cron run pays before exactcron's first line: the goal is at most 4 x (3 x) its CPU.
         cases["python3 -c pass"] = ([sys.executable, "-c", "pass"], _environment(REPOSITORY))
+        # Run from the temporary directory: `-m exactcron` looks in the working
+        # directory first, so a run from a checkout would time that checkout's code.
         for arguments, environment in cases.values():
-            subprocess.run(arguments, env=environment, check=True)  # the first, full run
+            subprocess.run(arguments, env=environment, cwd=root, check=True)  # the first, full run
         times: dict[str, list[float]] = {name: [] for name in cases}
         cpu_times: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(options.runs):
             for name, (arguments, environment) in cases.items():
                 start, cpu_start = time.perf_counter(), _children_cpu()
-                subprocess.run(arguments, env=environment, check=True)
+                subprocess.run(arguments, env=environment, cwd=root, check=True)
                 times[name].append(time.perf_counter() - start)
                 cpu_times[name].append(_children_cpu() - cpu_start)
         print(f"quiet update, {options.runs} runs each, interleaved")
@@ -107,14 +109,14 @@ def main() -> None:
         if options.instructions:
             print("instructions (valgrind --tool=cachegrind --cache-sim=no), one run each:")
             for name, (arguments, environment) in cases.items():
-                count = _instructions(arguments, environment)
+                count = _instructions(arguments, environment, root)
                 print(f"  {name:<26} {count / 1e6:8.1f} M")
 
 
-def _instructions(arguments: list[str], environment: dict[str, str]) -> int:
+def _instructions(arguments: list[str], environment: dict[str, str], directory: Path) -> int:
     """Instructions executed by one run (and its children), as cachegrind counts them."""
-    with tempfile.TemporaryDirectory() as directory:
-        report = Path(directory) / "report"
+    with tempfile.TemporaryDirectory() as temporary:
+        report = Path(temporary) / "report"
         subprocess.run(
             [
                 "valgrind",
@@ -126,6 +128,7 @@ def _instructions(arguments: list[str], environment: dict[str, str]) -> int:
                 *arguments,
             ],
             env=environment,
+            cwd=directory,
             check=True,
             stdout=subprocess.DEVNULL,
         )

@@ -56,6 +56,8 @@ DEFAULT_RUN_DEADLINE = "50s"
 
 @dataclass(frozen=True)
 class SourceConfig:
+    """A `[[source]]`: a log file (or the journal's units) and the rules it is read with."""
+
     # For a journal source: `journal:UNIT[,UNIT...]`, its name in status and its checkpoint key.
     path: Path
     rules: tuple[Rule, ...]
@@ -85,6 +87,8 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class MapConfig:
+    """A `[[map]]`: the relay map of one MTA."""
+
     mta: str
     path: Path
     type: str | None = None  # postfix only; None: postconf's default_database_type
@@ -120,6 +124,8 @@ class GuardConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole configuration, checked."""
+
     path: Path
     state_dir: Path
     timeout: timedelta

@@ -51,6 +51,8 @@ MAX_PENDING_LOGINS = 1 << 13
 
 @dataclass
 class SourceReport:
+    """What a run read of one source."""
+
     path: Path
     lines: int | None = 0  # None: not counted
     logins: int = 0
@@ -78,6 +80,8 @@ class SourceReport:
 
 @dataclass
 class UpdateResult:
+    """What a run did (cli.py prints it with -v, and log_file has its summary)."""
+
     sources: list[SourceReport] = field(default_factory=list)
     # Sorted, each address once. Not a set: 100,000 grants took 4 MB more.
     granted: list[str] = field(default_factory=list)
