@@ -102,8 +102,17 @@ def _utc_now() -> datetime:
 def main() -> None:
     request = plain_update(sys.argv[1:])
     # Shell completion (click's, through the environment) is click's alone.
-    if request is not None and "_EXACTCRON_COMPLETE" not in os.environ and quiet_update(request):
-        return
+    if request is not None and "_EXACTCRON_COMPLETE" not in os.environ:
+        try:
+            if quiet_update(request):
+                return
+        except (EOFError, KeyboardInterrupt):
+            import click
+
+            # As click's own main says an interrupted command.
+            click.echo(file=sys.stderr)
+            click.echo("Aborted!", file=sys.stderr)
+            sys.exit(1)
     from exactcron.cli import main as command_line
 
     command_line()

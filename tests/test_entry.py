@@ -184,3 +184,28 @@ def test_the_console_script_and_python_m_use_the_entry() -> None:
     repository = Path(__file__).resolve().parent.parent
     assert 'exactcron = "exactcron.entry:main"' in (repository / "pyproject.toml").read_text()
     assert "from exactcron.entry import main" in (repository / "exactcron" / "__main__.py").read_text()
+
+
+def test_an_interrupted_quiet_run_ends_as_click_ends_an_interrupted_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import click
+
+    from exactcron import entry
+
+    def interrupted(_: object) -> bool:
+        raise KeyboardInterrupt
+
+    @click.command()
+    def command() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(entry, "quiet_update", interrupted)
+    monkeypatch.setattr(sys, "argv", ["exactcron", "update"])
+    with pytest.raises(SystemExit) as by_entry:
+        entry.main()
+    said = capsys.readouterr()
+    with pytest.raises(SystemExit) as by_click:
+        command.main([], prog_name="exactcron")
+    assert (by_entry.value.code, said) == (by_click.value.code, capsys.readouterr())
+    assert by_entry.value.code == 1 and said.err == "\nAborted!\n"
