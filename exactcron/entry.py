@@ -84,9 +84,12 @@ def quiet_update(request: PlainUpdate) -> bool:
     except Exception:
         return False
     console.log_to_stderr(request.verbose)
-    if config.log_file is not None:
-        console.log_to_file(config.log_file, now)
-    result = console.guarded(request.verbose, lambda: run_if_quiet(config, now or _utc_now()))
+
+    def log_to_file() -> None:
+        if config.log_file is not None:
+            console.log_to_file(config.log_file, now)
+
+    result = console.guarded(request.verbose, lambda: run_if_quiet(config, now or _utc_now(), log_to_file))
     if result is None:
         return False
     console.report_update(request.verbose, result)

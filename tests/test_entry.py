@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -209,3 +210,31 @@ def test_an_interrupted_quiet_run_ends_as_click_ends_an_interrupted_command(
         command.main([], prog_name="exactcron")
     assert (by_entry.value.code, said) == (by_click.value.code, capsys.readouterr())
     assert by_entry.value.code == 1 and said.err == "\nAborted!\n"
+
+
+def test_a_log_file_that_cannot_be_opened_is_said_once(tmp_path: Path) -> None:
+    """Whether the run is quiet or not: the quiet try opens log_file only once it knows."""
+    site = settled(tmp_path / "site", extra=f'log_file = "{tmp_path / "missing" / "exactcron.log"}"')
+    warning = "exactcron: WARNING: cannot open log_file"
+    arguments = ["--config", str(site.config), "update"]
+    code, out, err = run(ENTRY, [*arguments[:2], "--now", NOW, *arguments[2:]])
+    assert (code, out, err.count(warning)) == (0, "", 1), err
+    site.write_log(dovecot_login("192.0.2.11", time="2026-11-25T17:59:00+00:00"))
+    code, out, err = run(ENTRY, [*arguments[:2], "--now", LATER, *arguments[2:]])
+    assert (code, out, err.count(warning)) == (0, "", 1), err
+    assert site.map.read_text() == "192.0.2.10 OK\n192.0.2.11 OK\n"
+
+
+def test_a_quiet_run_writes_to_log_file_what_the_command_line_writes(tmp_path: Path) -> None:
+    log_file = tmp_path / "exactcron.log"
+    site = settled(tmp_path / "site", extra=f'log_file = "{log_file}"')
+    arguments = ["--config", str(site.config), "--now", NOW, "update"]
+    written = []
+    for code in (ENTRY, COMMAND_LINE):
+        log_file.unlink()
+        assert run(code, arguments) == (0, "", "")
+        written.append(re.sub(r"exactcron\[\d+\]", "exactcron[PID]", log_file.read_text()))
+    assert written[0] == written[1]
+    assert written[0].endswith(
+        "INFO: read 0 lines, 0 logins; granted 0, expired 0, 1 lease, 0 maps written\n"
+    )

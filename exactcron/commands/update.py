@@ -120,7 +120,9 @@ def run_update(
     return result
 
 
-def run_if_quiet(config: Config, now: datetime) -> UpdateResult | None:
+def run_if_quiet(
+    config: Config, now: datetime, when_quiet: Callable[[], None] | None = None
+) -> UpdateResult | None:
     """The run when it finds nothing to do (quiet.py); else None, having
     written nothing and said nothing, so that a full run starts afresh.
 
@@ -129,8 +131,10 @@ def run_if_quiet(config: Config, now: datetime) -> UpdateResult | None:
     run: None, and the full run waits), and broken state files are left to
     the full run, which sets them aside. Once the run is known quiet, it goes
     on as run_update's own quiet run: warnings, the run's record, the metrics.
+    `when_quiet` is called then, before anything is said (the caller opens
+    log_file there: a run that is not quiet leaves that to the full run).
     """
-    return _run(config, now, False, None, None, False, None, quiet_only=True)
+    return _run(config, now, False, None, None, False, None, quiet_only=True, when_quiet=when_quiet)
 
 
 def _run(
@@ -142,6 +146,7 @@ def _run(
     ends_follow: bool,
     follower: FollowerRecord | None,
     quiet_only: bool,
+    when_quiet: Callable[[], None] | None = None,
 ) -> UpdateResult | None:
     started = time.monotonic()
     with contextlib.ExitStack() as held:
@@ -158,6 +163,8 @@ def _run(
                 return None  # whatever it is, the full run meets it again and says it
             if quiet is None:
                 return None
+            if when_quiet is not None:
+                when_quiet()
             kept.say(log)
         else:
             state, store = held.enter_context(opened(config))
