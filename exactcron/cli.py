@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -225,20 +225,12 @@ def update(state: Context, follow: bool, follow_for: str | None) -> None:
             ),
         )
         return
-    from exactcron.commands.follow import run_follow
-
-    started = time.monotonic()
-
-    def clock() -> datetime:
-        # With --now, the given time moves on as the follow goes.
-        if state.given_now is None:
-            return datetime.now(UTC)
-        return state.given_now + timedelta(seconds=time.monotonic() - started)
+    from exactcron.commands.follow import follow_from
 
     _guarded(
         state,
-        lambda: run_follow(
-            config, clock, duration, count_lines, lambda r: report_update(state.verbose, r), installed_clock
+        lambda: follow_from(
+            config, state.given_now, duration, count_lines, lambda r: report_update(state.verbose, r)
         ),
     )
 

@@ -7,10 +7,13 @@ lock, not click, the rules' patterns or the map builders: importing those
 cost several times the run itself. So the plain forms cron uses (the global
 `--config PATH`, `--now TIME` and `-v`, then `update` alone) are recognised
 here, by hand, and the run is tried as a quiet one (update.run_if_quiet),
-with the same Config and the same run as the full command. Everything else
-(any other command or option, a `--follow`, a configuration that does not
-load, a run that is not quiet, a user who is not the state's owner) goes to
-the click command line (cli.py) untouched, which does all as before.
+with the same Config and the same run as the full command. `update
+--follow` (or `--follow-for DURATION`), which cron runs by default, runs
+here too, as the command line runs it (commands/follow.follow_from): its
+steps need no click. Everything else (any other command or option, a
+configuration or --now that does not load, a run that is not quiet, a user
+who is not the state's owner) goes to the click command line (cli.py)
+untouched, which does all as before.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ from __future__ import annotations
 import os
 import sys
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from exactcron.config import Config
 
 # The options of the command group that take a value, and the flag, as cron writes them.
 _VALUED = ("--config", "--now")
@@ -25,12 +32,14 @@ _VERBOSE = ("-v", "--verbose")
 
 
 class PlainUpdate:
-    """`exactcron [--config PATH] [--now TIME] [-v] update`, as given."""
+    """`exactcron [--config PATH] [--now TIME] [-v] update [--follow | --follow-for DURATION]`, as given."""
 
     def __init__(self) -> None:
         self.config: str | None = None
         self.now: str | None = None
         self.verbose = False
+        self.follow = False
+        self.follow_for: str | None = None
 
 
 def plain_update(arguments: list[str]) -> PlainUpdate | None:
@@ -46,8 +55,8 @@ def plain_update(arguments: list[str]) -> PlainUpdate | None:
     while position < len(arguments):
         argument = arguments[position]
         name, equals, value = argument.partition("=")
-        if argument == "update" and position == len(arguments) - 1:
-            return plain
+        if argument == "update":
+            return _follow_options(plain, arguments[position + 1 :])
         if argument in _VERBOSE and "verbose" not in seen:
             seen.add("verbose")
             plain.verbose = True
@@ -65,24 +74,33 @@ def plain_update(arguments: list[str]) -> PlainUpdate | None:
     return None
 
 
+def _follow_options(plain: PlainUpdate, rest: list[str]) -> PlainUpdate | None:
+    """`update` alone, with `--follow`, or with one `--follow-for DURATION`."""
+    if not rest:
+        return plain
+    if rest == ["--follow"]:
+        plain.follow = True
+        return plain
+    name, equals, value = rest[0].partition("=")
+    if name != "--follow-for" or len(rest) != (1 if equals else 2):
+        return None
+    value = value if equals else rest[1]
+    if not value or value.startswith("-"):
+        return None
+    plain.follow_for = value
+    return plain
+
+
 def quiet_update(request: PlainUpdate) -> bool:
     """Run `update` if it is quiet, as the full command would; False when it is
     not (nothing was written or said: the full command runs)."""
     from exactcron import console
-    from exactcron.commands.privilege import state_owner
     from exactcron.commands.update import run_if_quiet
-    from exactcron.config import config_path, load_config
-    from exactcron.timestamps import parse_instant
 
-    try:
-        now = parse_instant(request.now) if request.now is not None else None
-        config = load_config(config_path(request.config))
-        # A switch from root to the state's owner, `mynetworks` (postconf) and a
-        # refusal are the full command's to make and say.
-        if config.ignore_mynetworks or state_owner(config.state_dir)[0] != os.geteuid():
-            return False
-    except Exception:
+    loaded = _loaded(request)
+    if loaded is None:
         return False
+    config, now = loaded
     console.log_to_stderr(request.verbose)
 
     def log_to_file() -> None:
@@ -96,6 +114,58 @@ def quiet_update(request: PlainUpdate) -> bool:
     return True
 
 
+def follow(request: PlainUpdate) -> bool:
+    """Run `update --follow` (or `--follow-for`) as the full command would, without
+    click; False, having done nothing, when the full command must (see _loaded)."""
+    import time
+
+    from exactcron import console
+    from exactcron.commands.follow import follow_from, follow_until_minute_end
+    from exactcron.config import parse_duration
+
+    if request.follow_for is None:
+        duration = follow_until_minute_end(time.time())
+    else:
+        try:
+            duration = parse_duration(request.follow_for).total_seconds()
+        except ValueError:
+            return False  # the command line says what is wrong with it
+    loaded = _loaded(request)
+    if loaded is None:
+        return False
+    config, now = loaded
+    console.log_to_stderr(request.verbose)
+    if config.log_file is not None:
+        console.log_to_file(config.log_file, now)
+    # Lines are counted only for whoever reads the count: -v, or the log file.
+    count_lines = request.verbose or config.log_file is not None
+    console.guarded(
+        request.verbose,
+        lambda: follow_from(
+            config, now, duration, count_lines, lambda result: console.report_update(request.verbose, result)
+        ),
+    )
+    return True
+
+
+def _loaded(request: PlainUpdate) -> tuple[Config, datetime | None] | None:
+    """The configuration and --now, or None when the full command must run:
+    a --now or a configuration it must say is wrong, a switch from root to the
+    state's owner, a refusal of another user, `mynetworks` (postconf)."""
+    from exactcron.commands.privilege import state_owner
+    from exactcron.config import config_path, load_config
+    from exactcron.timestamps import parse_instant
+
+    try:
+        now = parse_instant(request.now) if request.now is not None else None
+        config = load_config(config_path(request.config))
+        if config.ignore_mynetworks or state_owner(config.state_dir)[0] != os.geteuid():
+            return None
+    except Exception:
+        return None
+    return config, now
+
+
 def _utc_now() -> datetime:
     from datetime import UTC
 
@@ -107,7 +177,7 @@ def main() -> None:
     # Shell completion (click's, through the environment) is click's alone.
     if request is not None and "_EXACTCRON_COMPLETE" not in os.environ:
         try:
-            if quiet_update(request):
+            if follow(request) if request.follow or request.follow_for is not None else quiet_update(request):
                 return
         except (EOFError, KeyboardInterrupt):
             import click

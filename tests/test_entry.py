@@ -164,6 +164,11 @@ def test_plain_update_recognises_only_the_plain_forms() -> None:
     request = plain_update(["--config", "/c.toml", "--now=" + NOW, "-v", "update"])
     assert request is not None
     assert (request.config, request.now, request.verbose) == ("/c.toml", NOW, True)
+    follow = plain_update(["update", "--follow"])
+    assert follow is not None and (follow.follow, follow.follow_for) == (True, None)
+    for arguments in (["update", "--follow-for", "2s"], ["update", "--follow-for=2s"]):
+        follow_for = plain_update(arguments)
+        assert follow_for is not None and (follow_for.follow, follow_for.follow_for) == (False, "2s")
     for arguments in (
         [],
         ["update", "update"],
@@ -171,7 +176,11 @@ def test_plain_update_recognises_only_the_plain_forms() -> None:
         ["--config", "update"],
         ["--config=", "update"],
         ["--config", "-v", "update"],
-        ["update", "--follow"],
+        ["update", "--follow", "--follow"],
+        ["update", "--follow", "--follow-for", "1s"],
+        ["update", "--follow-for"],
+        ["update", "--follow-for", "-1s"],
+        ["update", "--follow-for", "1s", "x"],
         ["update", "-v"],
         ["status"],
         ["--", "update"],
@@ -238,3 +247,21 @@ def test_a_quiet_run_writes_to_log_file_what_the_command_line_writes(tmp_path: P
     assert written[0].endswith(
         "INFO: read 0 lines, 0 logins; granted 0, expired 0, 1 lease, 0 maps written\n"
     )
+
+
+def test_a_follow_runs_without_click_and_grants_as_the_command_lines(tmp_path: Path) -> None:
+    twins = [settled(tmp_path / "a"), settled(tmp_path / "b")]
+    for site in twins:
+        site.write_log(dovecot_login("192.0.2.11", time="2026-11-25T17:59:00+00:00"))
+    code = (
+        "import sys; from exactcron.entry import main; main(); "
+        "print(' '.join(m for m in sys.modules if m == 'click' or m.startswith('exactcron.cli')))"
+    )
+    by_entry = run(code, ["--config", str(twins[0].config), "--now", LATER, "update", "--follow-for", "1s"])
+    by_click = run(
+        COMMAND_LINE, ["--config", str(twins[1].config), "--now", LATER, "update", "--follow-for", "1s"]
+    )
+    assert by_entry == (0, "\n", "") and by_click == (0, "", "")
+    for site in twins:
+        assert site.map.read_text() == "192.0.2.10 OK\n192.0.2.11 OK\n"
+        assert json.loads((site.state / "last-run.json").read_text())["outcome"] == "ok"

@@ -31,7 +31,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from exactcron.commands.update import UpdateResult, run_update
 from exactcron.config import Config
@@ -59,6 +59,29 @@ FOLLOWER = "follower"
 def follow_until_minute_end(wall: float) -> float:
     """Seconds from `wall` (epoch seconds) to one second before the next whole minute."""
     return 60.0 - (wall % 60.0) - 1.0
+
+
+def follow_from(
+    config: Config,
+    given_now: datetime | None,
+    duration: float,
+    count_lines: bool,
+    on_step: Callable[[UpdateResult], None],
+) -> None:
+    """run_follow on the wall clock; with `given_now` (--now), from that time,
+    moving on as the follow goes (the grant delays measured on it too)."""
+    started = time.monotonic()
+
+    def clock() -> datetime:
+        if given_now is None:
+            return datetime.now(UTC)
+        return given_now + timedelta(seconds=time.monotonic() - started)
+
+    run_follow(config, clock, duration, count_lines, on_step, None if given_now is not None else _wall_clock)
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 class Watch:
