@@ -243,18 +243,18 @@ class GuardState:
             for (user, address), (time, reason) in sorted(self.refused.items())
         ]
 
-    def json_text(self) -> str:
+    def json_text(self, kept: dict[str, Any] | None = None) -> str:
         """`json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)`,
         written without the dicts in between: a first run's state holds an
-        entry per login, each judged per user and per address."""
+        entry per login, each judged per user and per address. `kept`: each
+        member's text as written last time (a follower writes at each step)."""
         texts: dict[int, str] = {}
         seconds: dict[tuple[int, ...], str] = {}
         blocked = json.dumps(self.to_json_blocked(), separators=(",", ":"), sort_keys=True)
         refused = json.dumps(self.to_json_refused(), separators=(",", ":"))
-        return (
-            f'{{"blocked":{blocked},"granted":{_nested_text(self.granted, texts, seconds, False)},'
-            f'"refused":{refused},"seen":{_nested_text(self.seen, texts, seconds, True)}}}'
-        )
+        granted = _nested_text(self.granted, texts, seconds, False, kept, "granted")
+        seen = _nested_text(self.seen, texts, seconds, True, kept, "seen")
+        return f'{{"blocked":{blocked},"granted":{granted},"refused":{refused},"seen":{seen}}}'
 
     @classmethod
     def from_json(cls, document: object) -> GuardState:
@@ -307,7 +307,7 @@ def _bound(times: dict[str, datetime], limit: int) -> None:
 
 
 def _text(time: datetime) -> str:
-    return time.isoformat()
+    return (time if time.tzinfo is UTC else time.astimezone(UTC)).isoformat()
 
 
 def _instant(value: object) -> datetime:
@@ -339,33 +339,44 @@ def _nested_text(
     texts: dict[int, str],
     seconds: dict[tuple[int, ...], str],
     addresses_outside: bool,
+    memo: dict[str, Any] | None = None,
+    name: str = "",
 ) -> str:
     """`_nested_to_json(table)` as compact JSON, keys sorted. `texts` caches
     each time's text by the object (a login's time is kept per user and per
     address; hashing an aware datetime costs more than formatting it); an
     address (normalized: digits, hex, dots and colons) needs no escaping, a
-    user name does. `seconds`: `_iso_text`'s cache."""
+    user name does. `seconds`: `_iso_text`'s cache. `memo[name]`: per key, its
+    entries and their text (which depends only on their values), last time's."""
     quote = encode_basestring_ascii
     members = []
+    kept, now_kept = (memo.get(name, {}) if memo is not None else {}), dict[str, Any]()
     for key in sorted(table):
         inner = table[key]
+        entries_now = tuple(inner.items()) if memo is not None else ()
+        known = kept.get(key)
+        if known is not None and known[0] == entries_now:
+            members.append((now_kept.setdefault(key, known))[1])
+            continue
         entries = []
         for each, time in sorted(inner.items()) if len(inner) > 1 else inner.items():
             text = texts.get(id(time))
             if text is None:
                 text = texts[id(time)] = _iso_text(time, seconds)
             entries.append(f'{quote(each)}:"{text}"' if addresses_outside else f'"{each}":"{text}"')
-        name = f'"{key}"' if addresses_outside else quote(key)
-        members.append(f"{name}:{{{','.join(entries)}}}")
+        label = f'"{key}"' if addresses_outside else quote(key)
+        now_kept[key] = (entries_now, f"{label}:{{{','.join(entries)}}}")
+        members.append(now_kept[key][1])
+    if memo is not None:
+        memo[name] = now_kept
     return f"{{{','.join(members)}}}"
 
 
 def _iso_text(time: datetime, seconds: dict[tuple[int, ...], str]) -> str:
-    """`time.isoformat()`; in UTC with each second's text kept in `seconds`
-    (a first run's logins share their seconds; isoformat with an offset costs
-    twice the rest)."""
+    """`_text(time)`, with each second's text kept in `seconds` (a first run's
+    logins share their seconds; isoformat with an offset costs twice the rest)."""
     if time.tzinfo is not UTC:
-        return time.isoformat()
+        time = time.astimezone(UTC)  # one text per instant, as `_text`: a text can be kept
     key = (time.year, time.month, time.day, time.hour, time.minute, time.second)
     second = seconds.get(key)
     if second is None:

@@ -25,6 +25,7 @@ from exactcron.errors import StateWriteError
 from exactcron.guard import GuardState, Verdict
 from exactcron.leases import LeaseTable
 from exactcron.model import Lease, Login, Snapshot
+from exactcron.stores import kept
 from exactcron.stores.local import SCHEMA, CorruptStateError, LocalState, file_signature
 from exactcron.timestamps import format_instant
 
@@ -53,6 +54,8 @@ class FileLeaseStore:
         self._repair = repair
         self._table: LeaseTable | None = None
         self._lost = False
+        # Whether the table is the one this process wrote last (stores/kept.py), not read.
+        self._taken = False
         state.files.append(name)
 
     @property
@@ -101,12 +104,26 @@ class FileLeaseStore:
         return table.prune(now, timeout, ignore)
 
     def save(self) -> None:
-        """Write the file, unless the table is unchanged since it was loaded from it."""
+        """Write the file, unless the table is unchanged since it was loaded from it.
+
+        What was written is kept for this process's next run (stores/kept.py).
+        """
         table = self.table
         if not table.changed and self.path.exists():
+            if self._taken:
+                # Unchanged, as far as the table knows: kept again only when the
+                # file holds its encoding still.
+                digest = kept.new_digest()
+                chunks = kept.digested(lease_file_chunks(table, kept.memo(self.path)), digest)
+                if _holds(self.path, chunks):
+                    kept.keep(self.path, table, digest.digest())
             return
-        write_atomically(self.path, lease_file_chunks(table), 0o640, keep_same=True)
+        kept.forget(self.path)
+        digest = kept.new_digest()
+        chunks = kept.digested(lease_file_chunks(table, kept.memo(self.path)), digest)
+        write_atomically(self.path, chunks, 0o640, keep_same=True)
         table.changed = table.guard.changed = False
+        kept.keep(self.path, table, digest.digest())
 
     def snapshot(self, now: datetime) -> Snapshot:
         return Snapshot(self.table.active(now), self.version())
@@ -127,6 +144,10 @@ class FileLeaseStore:
     def _load(self) -> LeaseTable:
         """The lease table; a broken file is set aside when repairing (under the lock)."""
         path = self.path
+        taken = kept.take(path)
+        if taken is not None:
+            self._taken = True
+            return taken
         try:
             table = read_lease_lines(path)
         except FileNotFoundError:
@@ -151,6 +172,15 @@ class FileLeaseStore:
             self._state.set_aside(self._name, str(error), self._repair)
             self._lost = self._repair
             return salvage_flushes(raw) if self._lost else LeaseTable()
+
+
+def _holds(path: Path, chunks: Iterable[bytes]) -> bool:
+    """Whether the file `path` holds exactly `chunks`, joined."""
+    try:
+        with open_regular(path) as stream:
+            return all(stream.read(len(chunk)) == chunk for chunk in chunks) and stream.read(1) == b""
+    except OSError:
+        return False
 
 
 # The flush records of a lease file, as written (or edited by hand).
@@ -207,11 +237,14 @@ def encode_leases(table: LeaseTable) -> bytes:
     return b"".join(lease_file_chunks(table))
 
 
-def lease_file_chunks(table: LeaseTable) -> Iterator[bytes]:
+def lease_file_chunks(table: LeaseTable, memo: kept.Memo | None = None) -> Iterator[bytes]:
     """`encode_leases(table)` in pieces of a few thousand leases.
 
     Each lease is written with the C string encoder rather than through a
-    dict and `json.dumps`: a tenth of the time and of the memory.
+    dict and `json.dumps`: a tenth of the time and of the memory. `memo`:
+    the texts of the last write of the file, by value (a lease's text
+    depends only on its values, its times written in UTC), for a follower
+    that writes it at every step; left holding this write's.
     """
     document = leases_to_json(table, with_leases=False, with_guard=False)
     del document["schema"]
@@ -219,7 +252,7 @@ def lease_file_chunks(table: LeaseTable) -> Iterator[bytes]:
     # `flushed_all` and `ignore`; the guard's state is encoded by itself.
     head = json.dumps(document, separators=(",", ":"), sort_keys=True)
     before, after = head[:-1].split(',"ignore":', 1)
-    guard = table.guard.json_text()
+    guard = table.guard.json_text(memo.members if memo is not None else None)
     yield f'{before},"guard":{guard},"ignore":{after},{_LEASES_OPEN.decode()}\n'.encode()
     quote = encode_basestring_ascii
     formatted: dict[datetime, str] = {}
@@ -234,18 +267,28 @@ def lease_file_chunks(table: LeaseTable) -> Iterator[bytes]:
 
     leases = table.leases
     addresses = sorted(leases)
+    known: dict[str, tuple[Lease, str]] = memo.lines if memo is not None else {}
+    lines_now: dict[str, tuple[Lease, str]] = {}
     for start in range(0, len(addresses), _WRITE_BATCH_LEASES):
         lines = []
         for address in addresses[start : start + _WRITE_BATCH_LEASES]:
             lease = leases[address]
-            lines.append(
-                f'{{"expires":"{instant(lease.expires)}","ip":"{address}",'
-                f'"last_login":"{instant(lease.last_login)}",'
-                f'"server":{"null" if lease.server is None else quote(lease.server)},'
-                f'"user":{"null" if lease.user is None else quote(lease.user)}}}'
-            )
+            line = known.get(address)
+            if line is None or line[0] != lease:
+                line = (
+                    lease,
+                    f'{{"expires":"{instant(lease.expires)}","ip":"{address}",'
+                    f'"last_login":"{instant(lease.last_login)}",'
+                    f'"server":{"null" if lease.server is None else quote(lease.server)},'
+                    f'"user":{"null" if lease.user is None else quote(lease.user)}}}',
+                )
+            if memo is not None:
+                lines_now[address] = line
+            lines.append(line[1])
         end = ",\n" if start + _WRITE_BATCH_LEASES < len(addresses) else "\n"
         yield (",\n".join(lines) + end).encode()
+    if memo is not None:
+        memo.lines = lines_now
     yield f'],"schema":{SCHEMA}}}\n'.encode()
 
 
