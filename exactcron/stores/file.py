@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from exactcron.addresses import Network, is_canonical
 from exactcron.atomic import open_regular, read_regular, write_atomically
@@ -25,9 +25,11 @@ from exactcron.errors import StateWriteError
 from exactcron.guard import GuardState, Verdict
 from exactcron.leases import LeaseTable
 from exactcron.model import Lease, Login, Snapshot
-from exactcron.stores import kept
 from exactcron.stores.local import SCHEMA, CorruptStateError, LocalState, file_signature
 from exactcron.timestamps import format_instant
+
+if TYPE_CHECKING:
+    from exactcron.stores.kept import Memo
 
 LEASES_FILE = "leases.json"
 
@@ -108,6 +110,8 @@ class FileLeaseStore:
 
         What was written is kept for this process's next run (stores/kept.py).
         """
+        from exactcron.stores import kept  # only a run that writes: a quiet one does not
+
         table = self.table
         if not table.changed and self.path.exists():
             if self._taken:
@@ -143,6 +147,8 @@ class FileLeaseStore:
 
     def _load(self) -> LeaseTable:
         """The lease table; a broken file is set aside when repairing (under the lock)."""
+        from exactcron.stores import kept
+
         path = self.path
         taken = kept.take(path)
         if taken is not None:
@@ -237,7 +243,7 @@ def encode_leases(table: LeaseTable) -> bytes:
     return b"".join(lease_file_chunks(table))
 
 
-def lease_file_chunks(table: LeaseTable, memo: kept.Memo | None = None) -> Iterator[bytes]:
+def lease_file_chunks(table: LeaseTable, memo: Memo | None = None) -> Iterator[bytes]:
     """`encode_leases(table)` in pieces of a few thousand leases.
 
     Each lease is written with the C string encoder rather than through a
