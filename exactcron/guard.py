@@ -353,9 +353,8 @@ def _nested_text(
     kept, now_kept = (memo.get(name, {}) if memo is not None else {}), dict[str, Any]()
     for key in sorted(table):
         inner = table[key]
-        entries_now = tuple(inner.items()) if memo is not None else ()
         known = kept.get(key)
-        if known is not None and known[0] == entries_now:
+        if known is not None and known[0] == inner:
             members.append((now_kept.setdefault(key, known))[1])
             continue
         entries = []
@@ -365,7 +364,7 @@ def _nested_text(
                 text = texts[id(time)] = _iso_text(time, seconds)
             entries.append(f'{quote(each)}:"{text}"' if addresses_outside else f'"{each}":"{text}"')
         label = f'"{key}"' if addresses_outside else quote(key)
-        now_kept[key] = (entries_now, f"{label}:{{{','.join(entries)}}}")
+        now_kept[key] = (dict(inner) if memo is not None else None, f"{label}:{{{','.join(entries)}}}")
         members.append(now_kept[key][1])
     if memo is not None:
         memo[name] = now_kept
