@@ -14,6 +14,11 @@ follower runs them, each after one new login was written to the log:
 - "known address": a later login from an address that holds a lease (the
   lease file changes, the map does not).
 
+And, with --follow S (35 by default; 0: not measured), at the largest size,
+a real `update --follow-for S` process (benchmarks/follow.py's measure) while
+a login is written each second, every fifth from a new address: its CPU per
+minute, postmap included, the follower's own first run left out.
+
 Each row is the CPU per step (this process's own, and postmap's: the
 children's), the median over the steps. With --profile N, the cProfile of
 the new-address steps at size N, by cumulative time. --code DIR: the
@@ -32,10 +37,13 @@ import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import follow
 import maillog
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -88,6 +96,16 @@ class Site:
             raise SystemExit(f"a step left {result.leases} leases of {self.size}")
 
 
+def logins_each_second(site: Site) -> Callable[[threading.Event], None]:
+    def write(stop: threading.Event) -> None:
+        count = 0
+        while not stop.wait(1.0):
+            count += 1
+            site.login(new=count % 5 == 0)
+
+    return write
+
+
 def measure(site: Site, steps: int, new: bool, profiler: cProfile.Profile | None) -> float:
     """Median CPU seconds of `steps` steps, each after one login was written."""
     spent = []
@@ -110,6 +128,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--profile", type=int, help="profile the new-address steps of this size")
+    parser.add_argument("--follow", type=float, default=35.0, help="seconds of the follow measured (0: none)")
     parser.add_argument("--code", type=Path, default=REPOSITORY, help="the checkout whose exactcron runs")
     options = parser.parse_args()
     sys.path.insert(0, str(options.code.resolve()))
@@ -127,6 +146,15 @@ def main() -> None:
             known = measure(site, options.steps, False, None)
             weight = (site.config.state_dir / "leases.json").stat().st_size
             print(f"{size:>8} {new * 1000:>18.1f} {known * 1000:>20.1f} {weight / 1e6:>10.2f}MB", flush=True)
+            if options.follow and size == sizes[-1]:
+                config = site.config.path
+                per_minute = follow.follow(
+                    config, options.code.resolve(), options.follow, logins_each_second(site)
+                )
+                print(
+                    f"follow of {size} leases, a login a second: {per_minute:.2f} s CPU per minute",
+                    flush=True,
+                )
             if profiler is not None:
                 text = io.StringIO()
                 pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
