@@ -319,3 +319,15 @@ def test_a_flush_by_another_process_between_two_runs_stays(site: Site) -> None:
     site.write_log(dovecot_imap_login("192.0.2.11", NOW_TIME - timedelta(seconds=30)))
     site.run("update")
     assert (site.state / "relay").read_text().split() == ["192.0.2.11", "OK"]
+
+
+def test_a_process_keeps_the_tables_of_a_few_lease_files_only(tmp_path: Path) -> None:
+    """Each kept table holds its file open: a process writing many never runs out of descriptors."""
+    for index in range(12):
+        path = tmp_path / f"leases{index}.json"
+        table = LeaseTable()
+        table.add("192.0.2.1", NOW_TIME, timedelta(minutes=5))
+        path.write_bytes(lease_file.encode_leases(table))
+        kept.keep(path, table, kept._digest_of(path) or b"")
+    assert 1 <= len(kept._kept) <= 4
+    assert kept.take(tmp_path / "leases11.json") is not None

@@ -7,7 +7,8 @@ table as reading that file back gives it (`read_back`, built from the table
 in memory), and the next step takes it instead of reading, only when the file
 is provably the one written: the same device, inode, size, mtime and ctime as
 right after the rename, the inode held open meanwhile (so that its number
-cannot pass to another file). Anything else (a `flush` or an `add` by another
+cannot pass to another file), and the same SHA-256 as the bytes written (an
+edit in place within the clock's tick). Anything else (a `flush` or an `add` by another
 process, a hand edit, a file set aside) reads the file, as before.
 
 A kept table is handed out once (the step changes it), and it is built anew,
@@ -137,6 +138,8 @@ def keep(path: Path, table: LeaseTable, digest: bytes) -> None:
     if signature is None or [held.st_dev, held.st_ino] != signature[:2]:
         os.close(holder)
         return
+    while len(_kept) >= _MEMOS_KEPT:  # one process, a few lease files: each holds a descriptor
+        forget(Path(next(iter(_kept))))
     _kept[str(path)] = _Kept(signature, digest, read, holder)
 
 
