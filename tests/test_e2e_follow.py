@@ -1,0 +1,288 @@
+"""End to end: log in by POP3, relay at once, with exactcron run as cron runs it.
+
+Outlook's "log on to incoming mail server before sending mail" logs in by
+POP3 a moment before every SMTP transaction. This test does the same from the
+lab's client namespaces (tests/e2e/harness.py): one client process logs in to
+the real Dovecot, quits, and starts its SMTP session with the real Postfix
+SEND_AFTER seconds after the login succeeded; RCPT TO a foreign domain is the
+relay decision (250 or 554 Relay access denied).
+
+A stand-in for cron (no cron daemon) starts `exactcron update --follow` at
+the test's start and again at each whole minute, as the shipped cron line
+does; TRIES tries follow one another every SPACING seconds, so that they fall
+at different offsets in the minute. Before each try the address must be
+absent from the map (postmap -q) and after it is flushed, so no lease from
+an earlier try can help a later one. With --follow every try must relay;
+with plain `update` each minute (exactcron 0.2's cron line) the same
+clients are refused. Both counts are printed (`pytest -s`) for the notes.
+
+Runs with this machine's Dovecot (2.3 on Debian 12) and Debian 13's Dovecot
+2.4 from the cached root (tests/support/debian_root.py), each writing its own
+log file. Needs what tests/test_e2e.py needs; skips without it, fails in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+try:
+    from tests.e2e import harness
+    from tests.support import debian_root
+except ImportError:  # tests/ is no package: pytest put tests/ itself on sys.path
+    from e2e import harness  # type: ignore[no-redef,import-not-found,unused-ignore]
+    from support import debian_root  # type: ignore[no-redef,import-not-found,unused-ignore]
+
+REPO = Path(__file__).resolve().parent.parent
+TRIES = 20
+SPACING = 3.0  # seconds between tries: 20 of them cover the minute, the hand-over included
+SEND_AFTER = 0.2  # seconds from the POP3 login's success to the SMTP session's start
+# Each try uses the next of these (client, client address, server address):
+# an address comes back only every fourth try, long after its flush.
+ADDRESSES = (
+    (harness.CLIENT2, harness.CLIENT2.v4, harness.SERVER_V4),
+    (harness.CLIENT3, harness.CLIENT3.v4, harness.SERVER_V4),
+    (harness.CLIENT2, harness.CLIENT2.v6, harness.SERVER_V6),
+    (harness.CLIENT3, harness.CLIENT3.v6, harness.SERVER_V6),
+)
+
+# Runs inside a client namespace: POP3 login and QUIT, then SMTP at
+# logged_in + send_after; one JSON object with the instants and the reply.
+CLIENT_CODE = r"""
+import json, poplib, smtplib, sys, time
+
+host, user, password, send_after = sys.argv[1:]
+box = poplib.POP3(host, 110, timeout=10)
+box.user(user)
+box.pass_(password)
+logged_in = time.time()
+box.quit()
+time.sleep(max(0.0, logged_in + float(send_after) - time.time()))
+connected = time.time()
+with smtplib.SMTP(host, 25, timeout=10, local_hostname="client.exc-e2e.test") as smtp:
+    smtp.ehlo()
+    code, reply = smtp.mail("probe@client.exc-e2e.test")
+    if code == 250:
+        code, reply = smtp.rcpt("x@outside.example")
+    answered = time.time()
+    smtp.rset()
+print(json.dumps({"logged_in": logged_in, "connected": connected, "answered": answered,
+                  "code": code, "reply": reply.decode("utf-8", "replace")}))
+"""
+
+
+@dataclass(frozen=True)
+class Try:
+    address: str
+    logged_in: float  # epoch seconds: POP3 PASS answered +OK
+    connected: float  # the SMTP connection opened
+    code: int  # the reply to RCPT TO (or to MAIL FROM when that failed)
+    reply: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.code == 250
+
+    def describe(self) -> str:
+        second = self.logged_in % 60
+        return (
+            f"{self.address} logged in at :{second:06.3f}, SMTP {self.connected - self.logged_in:.3f} s later: "
+            f"{self.code} {self.reply}"
+        )
+
+
+def log_in_and_relay(client: harness.Client, server: str) -> Try:
+    done = harness.run(
+        [harness.binary("ip"), "netns", "exec", client.netns, sys.executable, "-c", CLIENT_CODE,
+         server, harness.USER, harness.PASSWORD, str(SEND_AFTER)],
+        timeout=30.0,
+    )  # fmt: skip
+    out = json.loads(done.stdout)
+    address = client.v6 if ":" in server else client.v4
+    return Try(address, out["logged_in"], out["connected"], out["code"], out["reply"])
+
+
+@dataclass
+class Cron:
+    """Starts `exactcron update ARGS` now and at each whole minute until stopped, as cron would."""
+
+    config: Path
+    postfix: harness.Postfix
+    args: tuple[str, ...]
+    logs: Path
+    runs: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _start_one(self) -> None:
+        err = self.logs / f"run-{len(self.runs)}.err"
+        with open(err, "wb") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "exactcron", "--config", str(self.config), "update", *self.args],
+                cwd=REPO,  # `-m exactcron` runs this tree
+                env=self.postfix.env,
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=subprocess.STDOUT,
+            )
+        self.runs.append((proc, err))
+
+    def _loop(self) -> None:
+        self._start_one()
+        while not self._stop.wait(60.0 - time.time() % 60.0):
+            self._start_one()
+
+    def __enter__(self) -> Cron:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for proc, _ in self.runs:
+            harness.stop_popen(proc, "exactcron update")
+
+    def failures(self) -> list[str]:
+        """Runs that ended with an error (a follower stopped by __exit__ is not one)."""
+        return [
+            f"{' '.join(map(str, proc.args))} exited {proc.returncode}: {err.read_text(errors='replace')}"
+            for proc, err in self.runs
+            if proc.returncode not in (0, -15)
+        ]
+
+
+def exactcron(config: Path, postfix: harness.Postfix, *args: str) -> None:
+    harness.run(
+        [sys.executable, "-m", "exactcron", "--config", str(config), *args], env=postfix.env, cwd=REPO
+    )
+
+
+def in_map(postfix: harness.Postfix, address: str) -> bool:
+    found = harness.run(
+        [harness.binary("postmap"), "-q", address, f"{postfix.map_type}:{postfix.map_path}"],
+        check=False,
+        env=postfix.env,
+    )
+    assert found.returncode in (0, 1), found.stderr
+    return found.returncode == 0
+
+
+def skip_or_fail(problems: list[str]) -> None:
+    """As tests/test_e2e.py: skip without the servers, unless CI is set."""
+    if problems:
+        reason = "end-to-end test cannot run: " + "; ".join(problems)
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    skip_or_fail(harness.environment_problems())
+    with harness.machine_lock():
+        path = harness.make_workdir()
+        yield path
+        harness.remove_workdir(path)
+
+
+@pytest.fixture(scope="module")
+def network(workdir: Path) -> Iterator[None]:
+    with harness.started(harness.Network()):
+        yield
+
+
+@pytest.fixture(scope="module")
+def postfix(network: None, workdir: Path) -> Iterator[harness.Postfix]:
+    instance = harness.Postfix(workdir / "postfix", workdir / "maps" / "relay", "hash")
+    with harness.started(instance):
+        yield instance
+
+
+@pytest.fixture(params=["this machine", "debian13"], ids=["dovecot-here", "dovecot-2.4"])
+def dovecot_log(request: pytest.FixtureRequest, network: None, workdir: Path) -> Iterator[Path]:
+    """A fresh Dovecot writing its own log file (a fresh log: no login of another case in it)."""
+    case = Path(tempfile.mkdtemp(prefix="dovecot-", dir=workdir))  # short: Dovecot's sockets live in it
+    case.chmod(0o755)  # Dovecot's unprivileged users read the users file below it
+    with ExitStack() as stack:
+        place: harness.Place = harness.HERE
+        if request.param == "debian13":
+            skip_or_fail(harness.environment_problems() + debian_root.build_problems())
+            view = debian_root.RootView(debian_root.cached_root(debian_root.TRIXIE), case / "root", workdir)
+            stack.enter_context(harness.started(view))
+            place = view
+        dovecot = harness.Dovecot(case / "dovecot", place=place)
+        stack.enter_context(harness.started(dovecot))
+        if request.param == "debian13":
+            assert dovecot.version is not None and dovecot.version >= (2, 4), dovecot.version
+        yield dovecot.log_path
+
+
+def run_tries(
+    dovecot_log: Path, postfix: harness.Postfix, workdir: Path, name: str, cron_args: tuple[str, ...]
+) -> tuple[list[Try], Cron]:
+    case = workdir / f"exactcron-{name}"
+    case.mkdir()
+    config = case / "exactcron.toml"
+    config.write_text(
+        f'state_dir = "{case / "state"}"\ntimeout = "30m"\n'
+        f'[[source]]\npath = "{dovecot_log}"\nserver = "dovecot"\n'
+        f'[[map]]\nmta = "postfix"\npath = "{postfix.map_path}"\ntype = "{postfix.map_type}"\n'
+    )
+    tries: list[Try] = []
+    with Cron(config, postfix, cron_args, case / "runs") as cron:
+        first = time.monotonic() + 1.0  # the first run reads the (short) log meanwhile
+        for number in range(TRIES):
+            time.sleep(max(0.0, first + number * SPACING - time.monotonic()))
+            client, address, server = ADDRESSES[number % len(ADDRESSES)]
+            assert not in_map(postfix, address), f"try {number}: {address} still leased from an earlier try"
+            tries.append(log_in_and_relay(client, server))
+            # Flushed at once: the next try on this address starts with no lease.
+            exactcron(config, postfix, "flush", address)
+    assert not cron.failures(), cron.failures()
+    for attempt in tries:  # the client did what Outlook does: SMTP at once
+        assert attempt.connected - attempt.logged_in <= SEND_AFTER + 0.05, attempt.describe()
+    return tries, cron
+
+
+def summary(name: str, tries: list[Try]) -> str:
+    accepted = sum(attempt.accepted for attempt in tries)
+    offsets = sorted(round(attempt.logged_in % 60) for attempt in tries)
+    return (
+        f"{name}: {accepted} of {len(tries)} relays accepted, {len(tries) - accepted} refused "
+        f"(SMTP {SEND_AFTER} s after the POP3 login; logins at seconds {offsets} of the minute)"
+    )
+
+
+def test_follow_relays_every_client_that_logs_in_and_sends_at_once(
+    request: pytest.FixtureRequest, dovecot_log: Path, postfix: harness.Postfix, workdir: Path
+) -> None:
+    tries, _ = run_tries(dovecot_log, postfix, workdir, request.node.callspec.id + "-follow", ("--follow",))
+    print("\n" + summary(f"update --follow each minute, {request.node.callspec.id}", tries))
+    print("\n".join(t.describe() for t in tries))
+    refused = [attempt.describe() for attempt in tries if not attempt.accepted]
+    assert not refused, "\n".join(refused) + "\n" + harness.tail(postfix.maillog, 10)
+
+
+def test_plain_update_each_minute_refuses_a_client_that_sends_at_once(
+    request: pytest.FixtureRequest, dovecot_log: Path, postfix: harness.Postfix, workdir: Path
+) -> None:
+    tries, cron = run_tries(dovecot_log, postfix, workdir, request.node.callspec.id + "-plain", ())
+    print("\n" + summary(f"plain update each minute, {request.node.callspec.id}", tries))
+    assert len(cron.runs) >= 2  # cron really ran it: at the start and at a whole minute
+    refused = [attempt for attempt in tries if not attempt.accepted]
+    assert refused, "every try relayed without --follow"
+    assert all(attempt.code == 554 and "Relay access denied" in attempt.reply for attempt in refused)
