@@ -9,12 +9,16 @@ relay decision (250 or 554 Relay access denied).
 
 A stand-in for cron (no cron daemon) starts `exactcron update --follow` at
 the test's start and again at each whole minute, as the shipped cron line
-does; TRIES tries follow one another every SPACING seconds, so that they fall
-at different offsets in the minute. Before each try the address must be
-absent from the map (postmap -q) and after it is flushed, so no lease from
-an earlier try can help a later one. With --follow every try must relay;
-with plain `update` each minute (exactcron 0.2's cron line) the same
-clients are refused. Both counts are printed (`pytest -s`) for the notes.
+does. The TRIES tries start at the seconds of the minute in SLOTS, from 1.5
+to 55.7: spread over the minute, but clear of its last second, in which the
+interface leaves no follower running (each stops one second before the next
+minute; a login there waits for the next minute's run, see
+benchmarks/grant_delay.py and docs/performance.md). Before each try the
+address must be absent from the map (postmap -q), and after it the address
+is flushed, so no lease from an earlier try can help a later one. With
+--follow every try must relay; with plain `update` each minute (exactcron
+0.2's cron line) the same clients are refused. Both counts are printed
+(`pytest -s`) for the notes.
 
 Runs with this machine's Dovecot (2.3 on Debian 12) and Debian 13's Dovecot
 2.4 from the cached root (tests/support/debian_root.py), each writing its own
@@ -25,28 +29,30 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 try:
     from tests.e2e import harness
+    from tests.e2e.cron import EachMinute
     from tests.support import debian_root
 except ImportError:  # tests/ is no package: pytest put tests/ itself on sys.path
     from e2e import harness  # type: ignore[no-redef,import-not-found,unused-ignore]
+    from e2e.cron import EachMinute  # type: ignore[no-redef,import-not-found,unused-ignore]
     from support import debian_root  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 REPO = Path(__file__).resolve().parent.parent
 TRIES = 20
-SPACING = 3.0  # seconds between tries: 20 of them cover the minute, the hand-over included
+# The seconds of the minute at which each try's client starts (it logs in
+# about half a second later): every 2.85 s, none in the hand-over second.
+SLOTS = tuple(1.5 + 2.85 * number for number in range(TRIES))
 SEND_AFTER = 0.2  # seconds from the POP3 login's success to the SMTP session's start
 # Each try uses the next of these (client, client address, server address):
 # an address comes back only every fourth try, long after its flush.
@@ -111,58 +117,6 @@ def log_in_and_relay(client: harness.Client, server: str) -> Try:
     out = json.loads(done.stdout)
     address = client.v6 if ":" in server else client.v4
     return Try(address, out["logged_in"], out["connected"], out["code"], out["reply"])
-
-
-@dataclass
-class Cron:
-    """Starts `exactcron update ARGS` now and at each whole minute until stopped, as cron would."""
-
-    config: Path
-    postfix: harness.Postfix
-    args: tuple[str, ...]
-    logs: Path
-    runs: list[tuple[subprocess.Popen[bytes], Path]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def _start_one(self) -> None:
-        err = self.logs / f"run-{len(self.runs)}.err"
-        with open(err, "wb") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "exactcron", "--config", str(self.config), "update", *self.args],
-                cwd=REPO,  # `-m exactcron` runs this tree
-                env=self.postfix.env,
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=subprocess.STDOUT,
-            )
-        self.runs.append((proc, err))
-
-    def _loop(self) -> None:
-        self._start_one()
-        while not self._stop.wait(60.0 - time.time() % 60.0):
-            self._start_one()
-
-    def __enter__(self) -> Cron:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        for proc, _ in self.runs:
-            harness.stop_popen(proc, "exactcron update")
-
-    def failures(self) -> list[str]:
-        """Runs that ended with an error (a follower stopped by __exit__ is not one)."""
-        return [
-            f"{' '.join(map(str, proc.args))} exited {proc.returncode}: {err.read_text(errors='replace')}"
-            for proc, err in self.runs
-            if proc.returncode not in (0, -15)
-        ]
 
 
 def exactcron(config: Path, postfix: harness.Postfix, *args: str) -> None:
@@ -231,9 +185,16 @@ def dovecot_log(request: pytest.FixtureRequest, network: None, workdir: Path) ->
         yield dovecot.log_path
 
 
+def next_slots(after: float) -> list[float]:
+    """The instants (epoch seconds) of the next TRIES slots after `after`: one minute's worth."""
+    minute = after - after % 60
+    upcoming = (minute + 60 * later + second for later in (0, 1) for second in SLOTS)
+    return sorted(instant for instant in upcoming if instant > after)[:TRIES]
+
+
 def run_tries(
     dovecot_log: Path, postfix: harness.Postfix, workdir: Path, name: str, cron_args: tuple[str, ...]
-) -> tuple[list[Try], Cron]:
+) -> tuple[list[Try], EachMinute]:
     case = workdir / f"exactcron-{name}"
     case.mkdir()
     config = case / "exactcron.toml"
@@ -243,10 +204,12 @@ def run_tries(
         f'[[map]]\nmta = "postfix"\npath = "{postfix.map_path}"\ntype = "{postfix.map_type}"\n'
     )
     tries: list[Try] = []
-    with Cron(config, postfix, cron_args, case / "runs") as cron:
-        first = time.monotonic() + 1.0  # the first run reads the (short) log meanwhile
-        for number in range(TRIES):
-            time.sleep(max(0.0, first + number * SPACING - time.monotonic()))
+    command = [sys.executable, "-m", "exactcron", "--config", str(config), "update", *cron_args]
+    # cwd: `-m exactcron` runs this tree; env: postmap reads the private instance's main.cf.
+    with EachMinute(command, case / "runs", env=postfix.env, cwd=REPO) as cron:
+        # From a second on, so that the first run has read the (short) log.
+        for number, start in enumerate(next_slots(time.time() + 1.0)):
+            time.sleep(max(0.0, start - time.time()))
             client, address, server = ADDRESSES[number % len(ADDRESSES)]
             assert not in_map(postfix, address), f"try {number}: {address} still leased from an earlier try"
             tries.append(log_in_and_relay(client, server))
