@@ -25,8 +25,10 @@ The map's file is watched with stat every millisecond; when it changes,
 delay. Logins follow one another at random gaps (0 to PACING seconds after
 the previous grant), so that they fall anywhere in the follower's cycle and in
 the minute. Prints per kind the number of logins, the median, the 99th percentile
-and the maximum, and the logins written in the hand-over window (from second
-59 to second 1 of a minute).
+(nearest rank) and the maximum; then the logins written in the hand-over
+window (from second 59 to second 1 of a minute, when the interface has the
+old follower gone and the next minute's run is still starting) and the
+figures of the others.
 """
 
 from __future__ import annotations
@@ -319,17 +321,31 @@ def measure_journal(logins: int, work: Path, single: bool) -> list[Delay]:
     return delays
 
 
-def report(kind: str, delays: list[Delay]) -> str:
+def in_handover(delay: Delay) -> bool:
+    """Written from second 59 of a minute to second 1 of the next: no follower runs from second 59
+    until the next minute's run has started."""
+    return delay.written % 60 >= 59.0 or delay.written % 60 < 1.0
+
+
+def figures(delays: list[Delay]) -> str:
     seconds = [delay.seconds for delay in delays]
-    handover = [d for d in delays if d.written % 60 >= 59.0 or d.written % 60 < 1.0]
-    text = (
-        f"{kind:8} n={len(seconds):4}  median {statistics.median(seconds):.3f} s  "
-        f"p99 {percentile(seconds, 0.99):.3f} s  max {max(seconds):.3f} s  "
-        f"p99 <= 1 s: {'yes' if percentile(seconds, 0.99) <= 1.0 else 'NO'}"
+    if not seconds:
+        return "n=   0"
+    return (
+        f"n={len(seconds):4}  median {statistics.median(seconds):.3f} s  "
+        f"p99 {percentile(seconds, 0.99):.3f} s  max {max(seconds):.3f} s"
     )
+
+
+def report(kind: str, delays: list[Delay]) -> str:
+    p99 = percentile([delay.seconds for delay in delays], 0.99)
+    text = f"{kind:8} {figures(delays)}  p99 <= 1 s: {'yes' if p99 <= 1.0 else 'NO'}"
+    handover = [delay for delay in delays if in_handover(delay)]
     if handover:
+        rest = [delay for delay in delays if not in_handover(delay)]
         shown = ", ".join(f":{d.written % 60:06.3f} -> {d.seconds:.3f} s" for d in handover)
-        text += f"\n{'':8} written in the hand-over window (second 59 to 1): {shown}"
+        text += f"\n{'':8} written from second 59 to 1 (hand-over): {shown}"
+        text += f"\n{'':8} the others: {figures(rest)}"
     return text
 
 
@@ -359,7 +375,9 @@ def main() -> None:
                 delays = measure_journal(options.logins, work, options.single)
             if options.each:
                 for delay in delays:
-                    print(f"{kind} written at :{delay.written % 60:06.3f} granted {delay.seconds:.3f} s later")
+                    print(
+                        f"{kind} written at :{delay.written % 60:06.3f} granted {delay.seconds:.3f} s later"
+                    )
             lines.append(report(kind, delays))
             print(lines[-1], flush=True)
     finally:
