@@ -1,6 +1,6 @@
 """Grant delay: from a login line being written to `postmap -q ADDRESS` answering OK.
 
-    python3 benchmarks/grant_delay.py [--logins 100] [--kinds dovecot,rsyslog,writer,journal]
+    python3 benchmarks/grant_delay.py [--logins 100] [--kinds dovecot,rsyslog,writer,journal] [--each]
                                       [--single]
 
 exactcron runs as the shipped cron line runs it: `update --follow` started at
