@@ -45,7 +45,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,24 +53,15 @@ sys.path.insert(0, str(REPOSITORY))
 
 from tests.e2e import harness  # noqa: E402
 from tests.e2e.cron import EachMinute  # noqa: E402
+from tests.e2e.grants import Delay, LogWatch, MapWatch  # noqa: E402
 
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 BOOT = "0123456789abcdef0123456789abcdef"
 KINDS = ("dovecot", "rsyslog", "writer", "journal")
-WAIT_FOR_GRANT = 10.0
+WAIT_FOR_GRANT = 10.0  # seconds
 # A random pause after each grant, longer than the follower's longest cycle
 # (a journal's step each second), so that logins fall at any phase of it.
 PACING = 1.5
-
-
-@dataclass(frozen=True)
-class Delay:
-    written: float  # epoch seconds
-    granted: float
-
-    @property
-    def seconds(self) -> float:
-        return self.granted - self.written
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -81,84 +71,11 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[int(rank) - 1]
 
 
-class MapWatch:
-    """Says when `postmap -q ADDRESS` first answers OK, looking again only when the file changed."""
-
-    def __init__(self, map_path: Path, env: dict[str, str] | None) -> None:
-        self.database = map_path.with_name(map_path.name + ".db")
-        self.map_path = map_path
-        self.env = env
-
-    def _signature(self) -> tuple[int, int, int] | None:
-        try:
-            status = os.stat(self.database)
-        except OSError:
-            return None
-        return status.st_ino, status.st_mtime_ns, status.st_size
-
-    def answers_ok(self, address: str) -> bool:
-        found = subprocess.run(
-            ["postmap", "-q", address, f"hash:{self.map_path}"],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            check=False,
-        )
-        return found.returncode == 0 and found.stdout.strip() == "OK"
-
-    def wait_granted(self, address: str, written: Callable[[], float | None]) -> Delay:
-        """Poll every millisecond: the line's instant (from `written`) and the map's answer."""
-        seen = None
-        deadline = time.monotonic() + WAIT_FOR_GRANT
-        line_at: float | None = None
-        while time.monotonic() < deadline:
-            if line_at is None:
-                line_at = written()
-            signature = self._signature()
-            if signature != seen:
-                seen = signature
-                if self.answers_ok(address):
-                    granted = time.time()
-                    if line_at is None:  # granted before the watcher saw the line: take it now
-                        line_at = written() or granted
-                    return Delay(line_at, granted)
-            time.sleep(0.001)
+def granted(watch: MapWatch, address: str, written: Callable[[], float | None]) -> Delay:
+    delay = watch.wait_granted(address, written, WAIT_FOR_GRANT)
+    if delay is None:
         raise SystemExit(f"{address}: not granted within {WAIT_FOR_GRANT:g} s")
-
-
-class LogWatch:
-    """The instant a login line from an address appears in a log file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.pending = b""
-
-    def skip_to_end(self) -> None:
-        self.offset = self.path.stat().st_size if self.path.exists() else 0
-        self.pending = b""
-
-    def seen(self, address: str) -> Callable[[], float | None]:
-        needle = f"rip={address},".encode()
-
-        def check() -> float | None:
-            try:
-                with open(self.path, "rb") as log:
-                    log.seek(self.offset)
-                    chunk = log.read()
-            except FileNotFoundError:
-                return None
-            if not chunk:
-                return None
-            now = time.time()
-            self.offset += len(chunk)
-            self.pending += chunk
-            lines = self.pending.split(b"\n")
-            self.pending = lines.pop()
-            found = any(needle in line and (b"Login: " in line or b"Logged in: " in line) for line in lines)
-            return now if found else None
-
-        return check
+    return delay
 
 
 def write_config(case: Path, source: str, map_path: Path) -> Path:
@@ -232,7 +149,7 @@ def measure_lab(kind: str, logins: int, work: Path, single: bool) -> list[Delay]
                 lines.skip_to_end()
                 login = threading.Thread(target=harness.login, args=(client, "pop3", server))
                 login.start()
-                delays.append(watch.wait_granted(address, lines.seen(address)))
+                delays.append(granted(watch, address, lines.seen(address)))
                 login.join()
                 flush(config, address, env)
                 flushed_at[address] = time.time()
@@ -271,7 +188,7 @@ def measure_writer(logins: int, work: Path, single: bool) -> list[Delay]:
             stamp = datetime.now(UTC).isoformat(timespec="microseconds")
             with open(log, "ab") as out:
                 out.write(f"{stamp} mx dovecot: {login_message(number, address)}\n".encode())
-            delays.append(watch.wait_granted(address, constant(time.time())))
+            delays.append(granted(watch, address, constant(time.time())))
             time.sleep(random.uniform(0.0, PACING))
     return delays
 
@@ -313,7 +230,7 @@ def measure_journal(logins: int, work: Path, single: bool) -> list[Delay]:
                 address = address_of(number)
                 remote.stdin.write(entry(number, login_message(number, address)))
                 remote.stdin.flush()
-                delays.append(watch.wait_granted(address, constant(time.time())))
+                delays.append(granted(watch, address, constant(time.time())))
                 time.sleep(random.uniform(0.0, PACING))
     finally:
         remote.stdin.close()

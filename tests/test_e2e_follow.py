@@ -27,14 +27,16 @@ log file. Needs what tests/test_e2e.py needs; skips without it, fails in CI.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -42,10 +44,12 @@ import pytest
 try:
     from tests.e2e import harness
     from tests.e2e.cron import EachMinute
+    from tests.e2e.grants import Delay, LogWatch, MapWatch
     from tests.support import debian_root
 except ImportError:  # tests/ is no package: pytest put tests/ itself on sys.path
     from e2e import harness  # type: ignore[no-redef,import-not-found,unused-ignore]
     from e2e.cron import EachMinute  # type: ignore[no-redef,import-not-found,unused-ignore]
+    from e2e.grants import Delay, LogWatch, MapWatch  # type: ignore[no-redef,import-not-found,unused-ignore]
     from support import debian_root  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,6 +99,7 @@ class Try:
     connected: float  # the SMTP connection opened
     code: int  # the reply to RCPT TO (or to MAIL FROM when that failed)
     reply: str
+    grant: Delay | None = None  # when the login line appeared and the map said OK, if it did
 
     @property
     def accepted(self) -> bool:
@@ -104,7 +109,13 @@ class Try:
         second = self.logged_in % 60
         return (
             f"{self.address} logged in at :{second:06.3f}, SMTP {self.connected - self.logged_in:.3f} s later: "
-            f"{self.code} {self.reply}"
+            f"{self.code} {self.reply}; "
+            + (
+                f"line in the log {self.grant.written - self.logged_in:+.3f} s, "
+                f"map OK {self.grant.granted - self.logged_in:+.3f} s"
+                if self.grant is not None
+                else "never in the map"
+            )
         )
 
 
@@ -185,6 +196,22 @@ def dovecot_log(request: pytest.FixtureRequest, network: None, workdir: Path) ->
         yield dovecot.log_path
 
 
+def watched(log: Path, postfix: harness.Postfix, address: str, attempt: Callable[[], Try]) -> Try:
+    """Run `attempt` while watching when its login line appears and when the map says OK."""
+    lines = LogWatch(log)
+    lines.skip_to_end()
+    found: list[Delay | None] = []
+    watcher = threading.Thread(
+        target=lambda: found.append(
+            MapWatch(postfix.map_path, postfix.env).wait_granted(address, lines.seen(address), 5.0)
+        )
+    )
+    watcher.start()
+    result = attempt()
+    watcher.join()
+    return replace(result, grant=found[0] if found else None)
+
+
 def next_slots(after: float) -> list[float]:
     """The instants (epoch seconds) of the next TRIES slots after `after`: one minute's worth."""
     minute = after - after % 60
@@ -212,7 +239,9 @@ def run_tries(
             time.sleep(max(0.0, start - time.time()))
             client, address, server = ADDRESSES[number % len(ADDRESSES)]
             assert not in_map(postfix, address), f"try {number}: {address} still leased from an earlier try"
-            tries.append(log_in_and_relay(client, server))
+            tries.append(
+                watched(dovecot_log, postfix, address, functools.partial(log_in_and_relay, client, server))
+            )
             # Flushed at once: the next try on this address starts with no lease.
             exactcron(config, postfix, "flush", address)
     assert not cron.failures(), cron.failures()
