@@ -28,6 +28,7 @@ log file. Needs what tests/test_e2e.py needs; skips without it, fails in CI.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import sys
@@ -212,11 +213,13 @@ def watched(log: Path, postfix: harness.Postfix, address: str, attempt: Callable
     return replace(result, grant=found[0] if found else None)
 
 
-def next_slots(after: float) -> list[float]:
-    """The instants (epoch seconds) of the next TRIES slots after `after`: one minute's worth."""
+def slots_after(after: float) -> Iterator[float]:
+    """The instants (epoch seconds) of the slots after `after`, minute after minute."""
     minute = after - after % 60
-    upcoming = (minute + 60 * later + second for later in (0, 1) for second in SLOTS)
-    return sorted(instant for instant in upcoming if instant > after)[:TRIES]
+    for later in itertools.count():
+        for second in SLOTS:
+            if minute + 60 * later + second > after:
+                yield minute + 60 * later + second
 
 
 def run_tries(
@@ -235,7 +238,11 @@ def run_tries(
     # cwd: `-m exactcron` runs this tree; env: postmap reads the private instance's main.cf.
     with EachMinute(command, case / "runs", env=postfix.env, cwd=REPO) as cron:
         # From a second on, so that the first run has read the (short) log.
-        for number, start in enumerate(next_slots(time.time() + 1.0)):
+        slots = slots_after(time.time() + 1.0)
+        for number in range(TRIES):
+            # A try that ran late (a loaded machine) moves the next one to a later slot, never
+            # into the minute's last second.
+            start = next(instant for instant in slots if instant >= time.time())
             time.sleep(max(0.0, start - time.time()))
             client, address, server = ADDRESSES[number % len(ADDRESSES)]
             assert not in_map(postfix, address), f"try {number}: {address} still leased from an earlier try"
