@@ -202,13 +202,16 @@ def watched(log: Path, postfix: harness.Postfix, address: str, attempt: Callable
     lines = LogWatch(log)
     lines.skip_to_end()
     found: list[Delay | None] = []
+    stop = threading.Event()
     watcher = threading.Thread(
         target=lambda: found.append(
-            MapWatch(postfix.map_path, postfix.env).wait_granted(address, lines.seen(address), 5.0)
+            MapWatch(postfix.map_path, postfix.env).wait_granted(address, lines.seen(address), 5.0, stop)
         )
     )
     watcher.start()
     result = attempt()
+    watcher.join(timeout=1.0)  # a refused try: a second more to see whether the grant came late
+    stop.set()
     watcher.join()
     return replace(result, grant=found[0] if found else None)
 

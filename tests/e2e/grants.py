@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,14 +57,18 @@ class MapWatch:
         return found.returncode == 0 and found.stdout.strip() == "OK"
 
     def wait_granted(
-        self, address: str, written: Callable[[], float | None], timeout: float = 10.0
+        self,
+        address: str,
+        written: Callable[[], float | None],
+        timeout: float = 10.0,
+        stop: threading.Event | None = None,
     ) -> Delay | None:
         """Poll every millisecond: the line's instant (from `written`) and the map's answer;
-        None when the map has not answered OK within `timeout` seconds."""
+        None when the map has not answered OK within `timeout` seconds or once `stop` is set."""
         seen = None
         deadline = time.monotonic() + timeout
         line_at: float | None = None
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
             if line_at is None:
                 line_at = written()
             signature = self._signature()
