@@ -107,6 +107,12 @@ def _needle_search(needles: list[bytes]) -> Callable[[bytes, int, int], int]:
     return first
 
 
+def rule_needles(rules: tuple[Rule, ...]) -> frozenset[bytes]:
+    """What a line must hold for `rules` to read it (b"": every line); the
+    two-line rules' connect and end lines' needles are among them."""
+    return frozenset(needle for rule in rules for needle in rule.needles)
+
+
 @dataclass
 class LineParser:
     """Parses raw log lines of one source with its rules."""
@@ -132,7 +138,7 @@ class LineParser:
     pairing_state: object = None
 
     def __post_init__(self) -> None:
-        needles = {needle for rule in self.rules for needle in rule.needles}
+        needles = rule_needles(self.rules)
         # A site rule without a literal (its needle is empty): every line of
         # the source must then be split and tried.
         self._every_line = b"" in needles

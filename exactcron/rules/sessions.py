@@ -51,6 +51,7 @@ from exactcron.addresses import normalize_address
 from exactcron.model import Login
 from exactcron.rules.forms import HEADER, LINE_HEAD
 from exactcron.rules.parser import MAX_LINE_BYTES, LineParser
+from exactcron.rules.rule import Rule
 
 DOVECOT = "dovecot"
 # The servers whose sessions are known by the process that logs them.
@@ -116,6 +117,14 @@ class SessionEnded(NamedTuple):
     who: tuple[str, str] | None = None
 
 
+def end_phrases(rules: tuple[Rule, ...]) -> tuple[bytes, ...]:
+    """What the end line of a session held while connected holds, for `rules`
+    (SessionParser reads the lines that hold one besides the rules' needles)."""
+    names = {rule.name for rule in rules}
+    by_process = any(name in BY_PROCESS for name in names)
+    return (_END_PHRASES if DOVECOT in names else ()) + (_PROCESS_END_PHRASES if by_process else ())
+
+
 @dataclass
 class SessionParser(LineParser):
     """LineParser that also tells `noted` the sessions its logins open and the
@@ -125,11 +134,8 @@ class SessionParser(LineParser):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        names = {rule.name for rule in self.rules}
         by_process = [rule for rule in self.rules if rule.name in BY_PROCESS]
-        self._end_phrases = (_END_PHRASES if DOVECOT in names else ()) + (
-            _PROCESS_END_PHRASES if by_process else ()
-        )
+        self._end_phrases = end_phrases(self.rules)
         self._process_forms = tuple(form for rule in by_process for form in rule.forms)
 
     def parse(self, line: bytes) -> Login | None:
