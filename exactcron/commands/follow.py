@@ -15,7 +15,11 @@ step every IDLE_STEP_SECONDS, the follow's end. Where a source cannot be
 watched so, a log file is looked at with os.stat every POLL_SECONDS and a
 journal gets a step each JOURNAL_STEP_SECONDS (its quiet check asks the
 journal). Steps a change wakes are at least watch.step_gap apart, so a busy
-log is read in batches, not line by line.
+log is read in batches, not line by line. A write to a log file (and nothing
+else) first has its new bytes looked at (sources/peek.py, from where the last
+step's checkpoint left the file): a batch of lines none of which holds a
+needle of the source's rules wakes no step. Any other event, a journal's
+entry, the idle step and a lease's end still step at once.
 
 The newest follower owns the state directory's follower file (written under
 the lock); an older one sees it replaced (woken by it, or at its next poll)
@@ -34,10 +38,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from exactcron.commands.update import UpdateResult, run_update
-from exactcron.config import Config
+from exactcron.config import Config, SourceConfig
 from exactcron.errors import DeadlineReachedError, LockTimeoutError
 from exactcron.outputs.health import FollowerRecord
 from exactcron.sources.open import growth_probe
+from exactcron.sources.peek import LogPeek, log_peek
 from exactcron.sources.watch import (
     Inotify,
     exactly,
@@ -51,9 +56,13 @@ from exactcron.stores.local import FOLLOWER_FILE, LocalState
 POLL_SECONDS = 0.2
 JOURNAL_STEP_SECONDS = 1.0
 IDLE_STEP_SECONDS = 30.0
+# The least time between two looks at a log's new bytes (sources/peek.py).
+PEEK_GAP_SECONDS = 0.2
 
 SOURCES = "sources"
 FOLLOWER = "follower"
+# A write to the Nth source's live log file: peeked at before it wakes a step.
+GROWN = "grown:"
 
 
 def follow_until_minute_end(wall: float) -> float:
@@ -98,14 +107,25 @@ class Watch:
         self.seen: list[list[int] | None] = []
         # A journal source's `journalctl --follow`, by source (sources/watch.py).
         self.followers: dict[str, subprocess.Popen[bytes]] = {}
+        # Per GROWN key, the peek at its log file's writes (log files inotify watches).
+        self.peeks: dict[str, LogPeek] = {}
+        # The GROWN keys woken and not looked at yet; when they may be looked at.
+        self.pending: set[str] = set()
+        self.next_peek = 0.0
+        self.state = LocalState(config.state_dir)
 
     def arm(self) -> None:
         """Watch each source (again: a rotated log is a new file) and take the polled ones' stat."""
         inotify = self.inotify
         self.polled = []
         self.polled_journal = False
-        for source in self.config.sources:
-            if inotify is not None and watch_source(inotify, source, SOURCES, self.followers):
+        for index, source in enumerate(self.config.sources):
+            grown = f"{GROWN}{index}"
+            if inotify is not None and watch_source(inotify, source, SOURCES, self.followers, grown):
+                if grown not in self.peeks:
+                    peek = log_peek(source, source_needles(source))
+                    if peek is not None:
+                        self.peeks[grown] = peek
                 continue
             probe = growth_probe(source)
             if probe is None:
@@ -118,11 +138,28 @@ class Watch:
             )
         self.seen = [probe() for probe in self.polled]
 
+    def restart_peeks(self) -> None:
+        """After a step: look at each log from where the checkpoint it saved left it
+        (read without the lock: the file is replaced whole, never written in place)."""
+        if not self.peeks:
+            return
+        checkpoints = self.state.load_checkpoints(repair=False)
+        for key, peek in self.peeks.items():
+            index = int(key.removeprefix(GROWN))
+            peek.restart(checkpoints.get(str(self.config.sources[index].path)))
+
     def polls(self) -> bool:
         return bool(self.polled) or not self.follower_watched
 
     def wait(self, timeout: float) -> set[str]:
         """What may have changed within `timeout` seconds (SOURCES, FOLLOWER); may return early, empty."""
+        if self.pending:
+            # Writes come in bursts: looked at once per PEEK_GAP_SECONDS, with
+            # whatever else woke meanwhile.
+            pause = min(timeout, self.next_peek - time.monotonic())
+            if pause > 0:
+                time.sleep(pause)
+            timeout = 0.0
         if self.polls():
             timeout = min(timeout, POLL_SECONDS)
         if self.inotify is None:
@@ -139,12 +176,40 @@ class Watch:
             if current != self.seen:
                 self.seen = current
                 woken.add(SOURCES)
+        grown = {key for key in woken if key.startswith(GROWN)}
+        woken.difference_update(grown)
+        self.pending |= grown
+        if SOURCES in woken:
+            self.pending.clear()  # a step comes anyway, and reads those writes too
+        elif self.pending and time.monotonic() >= self.next_peek:
+            if any(self._may_hold_login(key) for key in sorted(self.pending)):
+                woken.add(SOURCES)
+            self.pending.clear()
+            self.next_peek = time.monotonic() + PEEK_GAP_SECONDS
         return woken
+
+    def _may_hold_login(self, key: str) -> bool:
+        peek = self.peeks.get(key)
+        return peek is None or peek.may_hold_login()
 
     def close(self) -> None:
         stop_followers(self.followers)
         if self.inotify is not None:
             self.inotify.close()
+
+
+def source_needles(source: SourceConfig) -> frozenset[bytes]:
+    """What a line of `source` must hold to be read by its step: its rules' needles
+    (two-line rules' connect and end lines among them) and, held while
+    connected, the end lines of sessions (they end a lease held open)."""
+    from exactcron.rules.parser import rule_needles
+
+    needles = rule_needles(source.rules)
+    if source.hold_while_connected:
+        from exactcron.rules.sessions import end_phrases
+
+        needles |= frozenset(end_phrases(source.rules))
+    return needles
 
 
 def run_follow(
@@ -194,6 +259,7 @@ def _follow(
     first = run_update(
         config, clock(), count_lines, under_lock=claim, installed_clock=installed_clock, follower=me
     )
+    watch.restart_peeks()
     on_step(first)
     last_step = time.monotonic()
     next_expiry = _expiry_moment(first.next_expiry, clock)
@@ -258,6 +324,7 @@ def _follow(
             if limit < config.lock_wait:
                 return  # the follow's end came first; nothing was done
             raise
+        watch.restart_peeks()
         last_step = time.monotonic()
         settling = False
         next_expiry = _expiry_moment(result.next_expiry, clock)

@@ -14,7 +14,11 @@ renamed out of the directory still wake the follower); the state directory's
 follower file. A journal source is watched by a `journalctl --follow` of its
 units, whose output only wakes. An event only wakes the follower: what
 changed is read again from the files by a full step, never taken from the
-event.
+event. Only a write to the live log file itself (the inode the last arming
+found at its name) may wake its own `grown` key instead of the source's: the
+follower then looks at the new bytes first (sources/peek.py); every other
+event of the file (its renaming, removal, a change of its owner or mode) and
+a write to a rotated copy wake the source's key.
 """
 
 from __future__ import annotations
@@ -71,8 +75,11 @@ class Inotify:
     def __init__(self, fd: int, add_watch: Callable[[int, bytes, int], int]) -> None:
         self.fd = fd
         self._add_watch = add_watch
-        # Per watch descriptor: (key, which names count; None: the watched file itself).
-        self._watches: dict[int, list[tuple[str, NameFilter | None]]] = {}
+        # Per watch descriptor: (key, which names count; None: the watched file
+        # itself, and then the key its writes wake, if other).
+        self._watches: dict[int, list[tuple[str, NameFilter | None, str | None]]] = {}
+        # Per `grown` key, the watch of the file its writes are peeked at (the live log).
+        self._grown: dict[str, int] = {}
         self._poll = select.poll()
         self._poll.register(fd, select.POLLIN)
         # Pipes whose output wakes a key (a `journalctl --follow`), and those that ended.
@@ -89,21 +96,30 @@ class Inotify:
         """Wake `key` for events on the names of directory `path` that `names`
         accepts: their making, renaming and removal, and with `writes` their writes."""
         events = NAME_EVENTS | (CONTENT_EVENTS if writes else 0)
-        return self._add(path, IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK | events, key, names)
+        return self._add(path, IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK | events, key, names) is not None
 
-    def watch_file(self, path: Path, key: str) -> bool:
-        """Wake `key` for writes to the file `path` names now, wherever it is renamed to."""
-        return self._add(path, IN_DONT_FOLLOW | FILE_EVENTS, key, None)
+    def watch_file(self, path: Path, key: str, grown: str | None = None) -> bool:
+        """Wake `key` for writes to the file `path` names now, wherever it is renamed to;
+        with `grown`, its writes (nothing else) wake `grown` instead, until
+        another file is watched for that key."""
+        if grown is not None:
+            self._grown.pop(grown, None)
+        descriptor = self._add(path, IN_DONT_FOLLOW | FILE_EVENTS, key, None, grown)
+        if descriptor is not None and grown is not None:
+            self._grown[grown] = descriptor
+        return descriptor is not None
 
-    def _add(self, path: Path, mask: int, key: str, names: NameFilter | None) -> bool:
+    def _add(
+        self, path: Path, mask: int, key: str, names: NameFilter | None, grown: str | None = None
+    ) -> int | None:
         descriptor = self._add_watch(self.fd, os.fsencode(path), mask)
         if descriptor < 0:
-            return False
+            return None
         # The same inode watched again gives the same descriptor: one entry per key.
         entries = self._watches.setdefault(descriptor, [])
         kept = [entry for entry in entries if entry[0] != key or (entry[1] is None) != (names is None)]
-        entries[:] = [*kept, (key, names)]
-        return True
+        entries[:] = [*kept, (key, names, grown)]
+        return descriptor
 
     def wait(self, timeout: float) -> set[str] | None:
         """The keys woken within `timeout` seconds (empty: none); None when events
@@ -161,8 +177,17 @@ class Inotify:
                 # The watched file or directory is gone: watched again after the next step.
                 self._watches.pop(descriptor, None)
                 continue
-            for key, names in self._watches.get(descriptor, ()):
-                if names is None or names(name):
+            for key, names, grown in self._watches.get(descriptor, ()):
+                if names is not None:
+                    if names(name):
+                        woken.add(key)
+                elif (
+                    grown is not None
+                    and mask & FILE_EVENTS == IN_MODIFY
+                    and self._grown.get(grown) == descriptor
+                ):
+                    woken.add(grown)  # a write to the live log, nothing else
+                else:
                     woken.add(key)
         return False
 
@@ -206,13 +231,18 @@ def step_gap(settings: SourceSettings) -> float:
 
 
 def watch_source(
-    inotify: Inotify, settings: SourceSettings, key: str, followers: dict[str, subprocess.Popen[bytes]]
+    inotify: Inotify,
+    settings: SourceSettings,
+    key: str,
+    followers: dict[str, subprocess.Popen[bytes]],
+    grown: str | None = None,
 ) -> bool:
     """Watch what `settings` reads; False when it cannot be watched (then it is polled).
 
     A journal: a `journalctl --follow` of its units, started once (kept in
     `followers`, by source), whose every line wakes `key`: only the entries
-    of those units wake the follower, not the rest of a busy journal."""
+    of those units wake the follower, not the rest of a busy journal.
+    A log file's writes wake `grown` instead, when given (a journal has none)."""
     if settings.journal:
         name = str(settings.path)
         process = followers.get(name)
@@ -232,7 +262,7 @@ def watch_source(
     # The writes: to the file itself (its inode), wherever it is renamed to
     # (rsyslog writes to mail.log.1 until it reopens; logrotate's `olddir`).
     # Watched before each step reads it: a file made since wakes by its name.
-    inotify.watch_file(path, key)
+    inotify.watch_file(path, key, grown)
     return True
 
 
