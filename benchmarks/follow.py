@@ -20,7 +20,7 @@ Four measurements in one run, on the machine's real clock, each a fresh
   children's (postmap; /proc/PID/stat, in clock ticks).
 
 The follow rows are printed as ratios to the plain run of the same log. With
---base DIR (a checkout of an older version), its idle follow is measured too.
+--base DIR (a checkout of an older version), its follows are measured too.
 Nothing here asserts a time.
 """
 
@@ -208,7 +208,7 @@ def main() -> None:
         "--seconds", type=float, default=35.0, help="how long each follow lasts (scaled to a minute)"
     )
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--base", type=Path, help="an older checkout: its idle follow too")
+    parser.add_argument("--base", type=Path, help="an older checkout: its follows too")
     options = parser.parse_args()
     if options.seconds < 3:
         parser.error("--seconds: at least 3")
@@ -245,6 +245,10 @@ def main() -> None:
             rows.setdefault("follow, busy log (per minute)", []).append(
                 follow(busy, REPOSITORY, options.seconds, writer.run)
             )
+            if options.base is not None:
+                rows.setdefault("follow, busy log, --base (per minute)", []).append(
+                    follow(busy, options.base, options.seconds, writer.run)
+                )
     median = {label: statistics.median(values) for label, values in rows.items()}
     quiet_run = median["plain run, quiet log"]
     journal_run = median.get("plain run, quiet journal", 0.0)
