@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 
 from exactcron.commands.update import UpdateResult, run_update
 from exactcron.config import Config, SourceConfig
-from exactcron.errors import DeadlineReachedError, LockTimeoutError
+from exactcron.errors import DeadlineReachedError, LockTimeoutError, StateWriteError
 from exactcron.outputs.health import FollowerRecord
 from exactcron.sources.open import growth_probe
 from exactcron.sources.peek import LogPeek, log_peek
@@ -143,7 +143,10 @@ class Watch:
         (read without the lock: the file is replaced whole, never written in place)."""
         if not self.peeks:
             return
-        checkpoints = self.state.load_checkpoints(repair=False)
+        try:
+            checkpoints = self.state.load_checkpoints(repair=False)
+        except StateWriteError:
+            checkpoints = {}  # unreadable: each write steps, and the step says why
         for key, peek in self.peeks.items():
             index = int(key.removeprefix(GROWN))
             peek.restart(checkpoints.get(str(self.config.sources[index].path)))
