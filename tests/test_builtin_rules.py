@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from exactcron.cli import main
 from exactcron.model import Login
@@ -19,6 +18,7 @@ from exactcron.rules.parser import MAX_LINE_BYTES, LineParser
 from exactcron.rules.site import site_rule
 from exactcron.timestamps import TimestampParser
 from tests.support.clock import NOW_TIME
+from tests.support.runner import invoke
 
 STAMP = "Nov 25 17:50:10 mail"
 
@@ -481,7 +481,7 @@ path = "{tmp_path / "relay"}"
 
 
 def _check(config: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(
+    result = invoke(
         main, ["--config", str(config), "--now", NOW_TIME.isoformat(), "check", *args], catch_exceptions=False
     )
     return result.exit_code, result.output

@@ -9,8 +9,6 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from click.testing import CliRunner
-
 from exactcron.cli import FORGEABLE_WARNING, main
 from exactcron.commands.check import check_log, looks_like_login
 from exactcron.rules.builtin import BUILTIN_RULES
@@ -18,6 +16,7 @@ from exactcron.rules.parser import MAX_LINE_BYTES
 from exactcron.timestamps import TimestampParser, parse_instant
 from tests.support.clock import NOW
 from tests.support.lines import dovecot_login
+from tests.support.runner import invoke
 
 LOG = """\
 Nov 25 17:50:10 mail dovecot: pop3-login: Login: user=<alice>, method=PLAIN, rip=192.0.2.10, lip=192.0.2.1, mpid=1
@@ -31,7 +30,7 @@ Nov 25 17:54:10 mail dovecot: imap-login: Login: user=<web>, method=PLAIN, rip=1
 
 def run(*args: str, config: Path | None = None, input: bytes | None = None) -> tuple[int, str]:
     options = ["--config", str(config)] if config else ["--config", "/nonexistent/exactcron.toml"]
-    result = CliRunner().invoke(
+    result = invoke(
         main, [*options, "--now", NOW, "check", *args], input=input, env={"TZ": "UTC"}, catch_exceptions=False
     )
     return result.exit_code, result.output

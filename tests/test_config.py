@@ -7,12 +7,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from click.testing import CliRunner
 
 from exactcron import config as config_module
 from exactcron.cli import FORGEABLE_WARNING, main
 from exactcron.config import load_config, parse_duration, system_zone
 from exactcron.timestamps import TimestampParser, parse_instant
+from tests.support.runner import invoke
 from tests.support.site import write_config
 
 GOOD = """\
@@ -28,7 +28,7 @@ path = "state/relay"
 
 
 def check(config: Path) -> tuple[int, str]:
-    result = CliRunner().invoke(main, ["--config", str(config), "check"])
+    result = invoke(main, ["--config", str(config), "check"])
     return result.exit_code, result.output
 
 
@@ -111,7 +111,7 @@ def test_a_world_writable_config_is_refused(tmp_path: Path) -> None:
 def test_config_comes_from_the_environment_when_not_given(tmp_path: Path) -> None:
     config = write_config(tmp_path, GOOD)
     (tmp_path / "mail.log").touch()
-    result = CliRunner().invoke(main, ["check"], env={"EXACTCRON_CONFIG": str(config)})
+    result = invoke(main, ["check"], env={"EXACTCRON_CONFIG": str(config)})
     expected = f"{config}: OK (1 sources)\nwarning: {tmp_path / 'mail.log'}: {FORGEABLE_WARNING}\n"
     assert (result.exit_code, result.output) == (0, expected)
 

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exactcron.cli import main
 from tests.support.lines import dovecot_login
 from tests.support.maps import postmap_query
+from tests.support.runner import invoke
 from tests.support.tools import require_tool
 from tests.support.users import SYSTEM_PYTHON, shared_root, state_dir_of_nobody
 
@@ -305,9 +305,7 @@ def test_every_wrong_value_of_every_key_exits_78_naming_the_key(
         _set(document, key, value)
         config = root / "exactcron.toml"
         config.write_text(_toml(document))
-        result = CliRunner().invoke(
-            main, ["--config", str(config), "--now", IN_FORCE, command], catch_exceptions=False
-        )
+        result = invoke(main, ["--config", str(config), "--now", IN_FORCE, command], catch_exceptions=False)
         stderr = result.stderr
         shown = f"{_name(key)} = {value!r}: exit {result.exit_code}: {stderr!r}"
         assert "Traceback" not in stderr, shown

@@ -225,10 +225,10 @@ def test_exact_1_2_with_its_basic_regular_expression_in_exact_conf(root: Path) -
 
 
 def test_a_server_with_no_stanza_is_a_config_error(root: Path) -> None:
-    result = convert(root, exact_conf(root, server="popa3d"))
+    result = convert(root, exact_conf(root, server="nosuchpopd"))
     assert (result.returncode, result.stdout) == (78, "")
     assert result.stderr == (
-        f"exactcron: {root}/etc/exact.conf: server 'popa3d' is neither a built-in rule nor a stanza of "
+        f"exactcron: {root}/etc/exact.conf: server 'nosuchpopd' is neither a built-in rule nor a stanza of "
         f"{root}/etc/exact-servers.conf\n"
     )
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +29,7 @@ from exactcron.stores.file import (
 )
 from exactcron.stores.local import CorruptStateError, LocalState
 from tests.support.clock import NOW_TIME
+from tests.support.runner import invoke
 
 
 def load_leases(state: Path, repair: bool = True) -> LeaseTable:
@@ -154,7 +154,7 @@ def test_show_json_is_always_valid_json_with_the_documented_keys(
         f'[[map]]\nmta = "exim"\npath = "{state / "relay"}"\n'
     )
     config.chmod(0o644)
-    result = CliRunner().invoke(main, ["--config", str(config), "--now", now.isoformat(), "show", "--json"])
+    result = invoke(main, ["--config", str(config), "--now", now.isoformat(), "show", "--json"])
     assert result.exit_code == 0
     shown = json.loads(result.output)["leases"]
     assert [lease["ip"] for lease in shown] == [lease.address for lease in table.active(now)]

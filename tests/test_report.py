@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -40,6 +39,7 @@ from tests.support.clock import NOW
 from tests.support.lines import dovecot_login
 from tests.support.report_month import NOW as MONTH_NOW
 from tests.support.report_month import write_month_site
+from tests.support.runner import invoke
 from tests.support.site import Site
 from tests.support.users import nobody_site, run_as, run_as_nobody
 
@@ -256,7 +256,7 @@ def test_rotated_and_compressed_copies_of_both_logs_are_read_in_order(audited: S
 def test_bad_input_is_one_line_and_an_exit_code(
     audited: Site, arguments: list[str], code: int, words: str
 ) -> None:
-    result = CliRunner().invoke(main, ["--config", str(audited.config), "--now", NOW, "report", *arguments])
+    result = invoke(main, ["--config", str(audited.config), "--now", NOW, "report", *arguments])
     assert result.exit_code == code
     assert words in result.output
     assert "Traceback" not in result.output
@@ -414,7 +414,7 @@ def test_a_generated_month_gives_the_counts_a_reference_recomputes(month: Path) 
     assert len(messages) == MONTH_LINES // 5
     since = MONTH_NOW - timedelta(days=30)
     expected = reference(events, messages, since, MONTH_NOW)
-    result = CliRunner().invoke(
+    result = invoke(
         main,
         [
             *("--config", str(month / "exactcron.toml"), "--now", MONTH_NOW.isoformat()),

@@ -15,7 +15,6 @@ import socket
 from datetime import UTC
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,6 +23,7 @@ from exactcron.rules.builtin import BUILTIN_RULES
 from exactcron.rules.parser import LineParser
 from exactcron.timestamps import TimestampParser
 from tests.support.clock import NOW, NOW_TIME
+from tests.support.runner import invoke
 
 STAMP = "Nov 25 17:50:10 mail"
 
@@ -194,7 +194,7 @@ def test_check_with_server_vpopmail_reads_a_sample() -> None:
             ]
         )
     )
-    result = CliRunner().invoke(
+    result = invoke(
         main,
         ["--config", "/nonexistent/exactcron.toml", "--now", NOW, "check", "-", "--server", "vpopmail"],
         input=sample.encode(),

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +25,7 @@ from exactcron.rules.rule import Rule
 from exactcron.rules.site import site_rule
 from exactcron.timestamps import TimestampParser
 from tests.support.clock import NOW_TIME
+from tests.support.runner import invoke
 
 STAMP = "2026-11-25T17:50:10.250000+00:00 mail"
 
@@ -39,7 +39,7 @@ def _run_check(tmp_path: Path, rule: str, log: str) -> tuple[int, str]:
         encoding="utf-8",
     )
     (tmp_path / "mail.log").write_text(log, encoding="utf-8")
-    result = CliRunner().invoke(
+    result = invoke(
         main,
         ["--config", str(config), "--now", NOW_TIME.isoformat(), "check", str(tmp_path / "mail.log")],
         catch_exceptions=False,

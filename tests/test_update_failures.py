@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from filelock import FileLock
 
 from exactcron.cli import main
 from tests.support.clock import NOW
 from tests.support.lines import dovecot_login
+from tests.support.runner import invoke
 from tests.support.site import Site
 
 
@@ -65,7 +65,7 @@ def test_a_broken_lease_file_is_set_aside_and_leases_rebuilt_from_the_log(site: 
     site.write_log(dovecot_login("192.0.2.10"))
     site.run("update")
     (site.state / "leases.json").write_text('{"schema": 1, "leases": [{"ip": "192.0.')
-    result = CliRunner().invoke(main, ["--config", str(site.config), "--now", NOW, "update"])
+    result = invoke(main, ["--config", str(site.config), "--now", NOW, "update"])
     assert result.exit_code == 0
     assert "leases.json is not valid JSON; moved it to leases.json.corrupt-" in result.output
     assert [path.name.startswith("leases.json.corrupt-") for path in site.state.glob("leases.json.*")] == [

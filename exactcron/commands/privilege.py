@@ -41,6 +41,7 @@ def become_state_owner(state_dir: Path) -> None:
             f"{state_dir} belongs to {name}; run this as {name} (runuser -u {name} -- exactcron ...) or as root"
         )
     _hand_over_root_files(state_dir, uid, gid)
+    _load_code()
     try:
         entry = pwd.getpwuid(uid)
     except KeyError:
@@ -51,6 +52,48 @@ def become_state_owner(state_dir: Path) -> None:
         os.environ["HOME"] = entry.pw_dir
     os.setgid(gid)
     os.setuid(uid)
+
+
+# Imported where first needed by some run; loaded here before the switch too.
+_LOADED_LATE = (
+    "subprocess",
+    "shutil",
+    "hashlib",
+    "zoneinfo",
+    "traceback",
+    "tempfile",
+    "signal",
+    "json",
+    "glob",
+    "ctypes",
+    "dateutil.tz",
+    "psycopg",
+    "click",
+)
+
+
+def _load_code() -> None:
+    """Import all of exactcron, and what it imports late, while still root.
+
+    The code may live where only root can read (a checkout or a virtual
+    environment under /root): after the switch, a module imported for the
+    first time would fail to load half-way through a run.
+    """
+    import importlib
+    import pkgutil
+
+    import exactcron
+
+    names = [
+        info.name
+        for info in pkgutil.walk_packages(exactcron.__path__, "exactcron.")
+        if not info.name.endswith("__main__")  # it runs the command line
+    ]
+    for name in (*names, *_LOADED_LATE):
+        try:
+            importlib.import_module(name)
+        except Exception:  # an optional library missing or broken: the run says so if it needs it
+            continue
 
 
 def _hand_over_root_files(state_dir: Path, uid: int, gid: int) -> None:

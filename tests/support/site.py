@@ -14,10 +14,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from exactcron.cli import main
 from tests.support.clock import NOW
+from tests.support.runner import invoke
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Site:
         options = ["--config", str(self.config)]
         if now is not None:
             options += ["--now", now]
-        return CliRunner().invoke(main, [*options, *args], catch_exceptions=False)
+        return invoke(main, [*options, *args], catch_exceptions=False)
 
     def run_process(
         self, *arguments: str, now: str = NOW, env: dict[str, str] | None = None

@@ -9,11 +9,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from exactcron.cli import main
 from tests.support.lines import dovecot_login
 from tests.support.pg_cluster import Cluster
+from tests.support.runner import invoke
 
 
 def stamp(minutes_ago: float) -> str:
@@ -56,7 +57,7 @@ class Host:
 
     def invoke(self, *arguments: str, now: str) -> Result:
         """The CLI in this process, where a test can strike a fault point."""
-        return CliRunner().invoke(main, ["--config", str(self.config), "--now", now, *arguments])
+        return invoke(main, ["--config", str(self.config), "--now", now, *arguments])
 
     def login(self, address: str, user: str = "alice", minutes_ago: float = 1) -> None:
         self.login_at(address, datetime.now(UTC) - timedelta(minutes=minutes_ago), user)
