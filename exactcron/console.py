@@ -8,22 +8,26 @@ through click.echo, as every other command.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from exactcron.errors import ExactcronError
+from exactcron.logs import log, logger, when_used
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from exactcron.commands.update import UpdateResult
 
-log = logging.getLogger("exactcron")
 # outputs/audit.py's logger, named here so that setting up the logs does not import the audit trail.
-AUDIT = logging.getLogger("exactcron.audit")
+AUDIT_LOGGER = "exactcron.audit"
+# logging's levels, named without importing it (a quiet run logs nothing).
+INFO, ERROR = 20, 40
+# Whether log_file is open: only then does to_log_file need the logger.
+_to_file = False
 
 T = TypeVar("T")
 
@@ -54,7 +58,7 @@ def fail(error: ExactcronError, verbose: bool) -> NoReturn:
         import traceback  # only for -v, on an error
 
         traceback.print_exception(error)
-    to_log_file(logging.ERROR, str(error))
+    to_log_file(ERROR, str(error))
     echo(f"exactcron: {safe(str(error))}", err=True)
     sys.exit(error.exit_code)
 
@@ -67,7 +71,7 @@ def report_update(verbose: bool, result: UpdateResult) -> None:
         f"granted {len(result.granted)}, expired {len(result.expired)}, "
         f"{plural(result.leases, 'lease')}, {plural(len(result.maps_written), 'map')} written"
     )
-    to_log_file(logging.INFO, summary)
+    to_log_file(INFO, summary)
     if verbose:
         for source in result.sources:
             echo(f"{source.path}: {plural(source.lines or 0, 'new line')}, {plural(source.logins, 'login')}")
@@ -93,63 +97,78 @@ def safe(text: str) -> str:
     )
 
 
-class _OneLine(logging.Formatter):
-    """A warning names paths and quotes log bytes: one line, control characters escaped."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return safe(super().format(record))
-
-
 def log_to_stderr(verbose: bool) -> None:
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    """Warnings (with -v, everything) to stderr, once anything is logged (logs.py)."""
+    global _to_file
+    _to_file = False
+    when_used(lambda: _stderr_handler(verbose))
+
+
+def _stderr_handler(verbose: bool) -> None:
+    import logging
+
+    class OneLine(logging.Formatter):
+        """A warning names paths and quotes log bytes: one line, control characters escaped."""
+
+        def format(self, record: logging.LogRecord) -> str:
+            return safe(super().format(record))
+
+    exactcron = logging.getLogger("exactcron")
+    exactcron.setLevel(logging.DEBUG if verbose else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    handler.setFormatter(_OneLine("exactcron: %(levelname)s: %(message)s"))
-    log.handlers = [handler]
-    log.propagate = False
+    handler.setFormatter(OneLine("exactcron: %(levelname)s: %(message)s"))
+    exactcron.handlers = [handler]
+    exactcron.propagate = False
     # The audit trail goes to log_file only, once the configuration names one.
-    AUDIT.handlers = []
-
-
-class _FileFormat(logging.Formatter):
-    """Every line stamped in ISO 8601 UTC (the time of --now when given);
-    audit lines carry their own stamp."""
-
-    def __init__(self, now: datetime | None) -> None:
-        super().__init__("%(asctime)s exactcron[%(process)d]: %(levelname)s: %(message)s")
-        self.now = now
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        from exactcron.outputs.audit import utc_stamp
-
-        return utc_stamp(self.now or datetime.fromtimestamp(record.created, UTC))
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.name == "exactcron.audit":
-            return record.getMessage()
-        return super().format(record)
+    logging.getLogger(AUDIT_LOGGER).handlers = []
 
 
 def log_to_file(path: Path, now: datetime | None) -> None:
     """Log to `path` through the one descriptor opened here, never reopened by name."""
     from exactcron.atomic import open_for_append
 
+    global _to_file
     try:
         # 0640, as logrotate.d/exactcron creates it: the audit trail names users and addresses.
         descriptor = open_for_append(path, 0o640)
     except OSError as error:
         log.warning("cannot open log_file %s: %s; not logging to it", path, error.strerror)
         return
+    _to_file = True
+    when_used(lambda: _file_handler(descriptor, now))
+
+
+def _file_handler(descriptor: int, now: datetime | None) -> None:
+    import logging
+
+    class FileFormat(logging.Formatter):
+        """Every line stamped in ISO 8601 UTC (the time of --now when given);
+        audit lines carry their own stamp."""
+
+        def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+            from exactcron.outputs.audit import utc_stamp
+
+            return utc_stamp(now or datetime.fromtimestamp(record.created, UTC))
+
+        def format(self, record: logging.LogRecord) -> str:
+            if record.name == AUDIT_LOGGER:
+                return record.getMessage()
+            return super().format(record)
+
     handler: logging.Handler = logging.StreamHandler(os.fdopen(descriptor, "a", encoding="utf-8"))
     handler.setLevel(logging.INFO)
-    handler.setFormatter(_FileFormat(now))
+    handler.setFormatter(FileFormat("%(asctime)s exactcron[%(process)d]: %(levelname)s: %(message)s"))
     handler.set_name("file")
-    log.addHandler(handler)
-    AUDIT.handlers = [handler]
+    logging.getLogger("exactcron").addHandler(handler)
+    logging.getLogger(AUDIT_LOGGER).handlers = [handler]
 
 
 def to_log_file(level: int, message: str) -> None:
     """Record in the log file only: stderr got its own line already."""
-    for handler in log.handlers:
+    if not _to_file:
+        return  # no log file: nothing to import logging for
+    exactcron = logger()
+    for handler in exactcron.handlers:
         if handler.get_name() == "file":
-            handler.handle(log.makeRecord(log.name, level, __file__, 0, "%s", (message,), None))
+            handler.handle(exactcron.makeRecord(exactcron.name, level, __file__, 0, "%s", (message,), None))

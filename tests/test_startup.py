@@ -68,6 +68,8 @@ def test_an_update_in_utc_loads_no_zone_database_and_a_quiet_one_no_map_builder(
     assert "click" not in quiet
     assert "exactcron.cli" not in quiet
     assert "exactcron.rules.forms" not in quiet
+    # A quiet run without log_file says nothing: logging (traceback, threading...) waits for a message.
+    assert "logging" not in quiet
     unwanted = {
         "zoneinfo",
         "dateutil",
@@ -101,6 +103,7 @@ QUIET_RUN_MODULES = {
     "exactcron.leases",
     "exactcron.guard",  # the lease table holds the guard's state
     "exactcron.lock",
+    "exactcron.logs",
     "exactcron.model",
     "exactcron.outputs",
     "exactcron.outputs.audit",

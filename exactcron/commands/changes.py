@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,11 +11,10 @@ from exactcron.commands.common import collect, known_leases, opened, reported
 from exactcron.commands.failclosed import begin_leases, install_maps
 from exactcron.config import Config
 from exactcron.errors import ExactcronError, MapNoRoomError
+from exactcron.logs import log
 from exactcron.model import Lease
 from exactcron.outputs import audit
 from exactcron.stores.base import LeaseStore
-
-log = logging.getLogger("exactcron")
 
 
 def _change_leases(config: Config, now: datetime, change: Callable[[LeaseStore], Any], what: str) -> Any:

@@ -5,18 +5,16 @@ reported."""
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from exactcron.config import Config
 from exactcron.errors import ExactcronError, MapNoRoomError
+from exactcron.logs import log
 from exactcron.model import Lease
 from exactcron.stores.base import LeaseStore
 from exactcron.stores.local import LocalState
 from exactcron.stores.open import open_lease_store
-
-log = logging.getLogger("exactcron")
 
 
 @contextlib.contextmanager

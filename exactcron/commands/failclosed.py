@@ -9,7 +9,6 @@ that cannot be loaded or a `mynetworks` that cannot be read) through
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -18,11 +17,10 @@ from exactcron.atomic import remove_leftovers
 from exactcron.commands.common import collect
 from exactcron.config import Config, MapConfig
 from exactcron.errors import ExactcronError
+from exactcron.logs import log
 from exactcron.model import Lease
 from exactcron.stores.base import LeaseStore
 from exactcron.stores.local import LocalState
-
-log = logging.getLogger("exactcron")
 
 
 def install_maps(

@@ -11,7 +11,6 @@ joined by outputs/relay_report.py. Nothing is written.
 from __future__ import annotations
 
 import heapq
-import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +19,7 @@ from pathlib import Path
 from exactcron.commands.check import bounded_lines
 from exactcron.config import Config, system_zone
 from exactcron.errors import ConfigError
+from exactcron.logs import log
 from exactcron.outputs.relay_report import (
     AuditEvent,
     Message,
@@ -32,8 +32,6 @@ from exactcron.rules.parser import MAX_LINE_BYTES
 from exactcron.sources.compressed import errors as decompress_errors
 from exactcron.sources.history import HistoryFile, open_history
 from exactcron.timestamps import TimestampParser
-
-log = logging.getLogger("exactcron")
 
 # The audit trail is read from this long before the period: a lease granted
 # then may still be in force when the period begins.

@@ -14,9 +14,8 @@ read whatever fails, the `written_by` refusals kept) reads as one piece.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from exactcron.commands.common import collect, known_leases, opened, reported
 from exactcron.commands.quiet import Signatures, quiet_leases, settled_record
 from exactcron.config import Config, SourceConfig
 from exactcron.errors import DeadlineReachedError, ExactcronError, StoreUnavailableError
+from exactcron.logs import keeping, log
 from exactcron.model import Lease, Login
 from exactcron.outputs.health import FollowerRecord, RunRecord, missing_logs
 from exactcron.sources.base import Source
@@ -39,9 +39,6 @@ if TYPE_CHECKING:
     from exactcron.deadline import Deadline
     from exactcron.rules.parser import LineParser
     from exactcron.sessions import SessionBook
-
-log = logging.getLogger("exactcron")
-
 
 # Logins kept per source before they are merged (each address once, its
 # latest login): bounds the memory a flood of fake success lines (or a
@@ -152,9 +149,9 @@ def _run(
     with contextlib.ExitStack() as held:
         quiet = None
         if quiet_only:
-            kept = _Kept()
             try:
-                with kept.instead_of(log):
+                # What it says is said only once the run is known quiet (else the full run says it again).
+                with keeping() as say_kept:
                     state, store = held.enter_context(opened(config, repair=False))
                     held.enter_context(state.locked(0))
                     saved = state.load_checkpoints(repair=False)
@@ -165,7 +162,7 @@ def _run(
                 return None
             if when_quiet is not None:
                 when_quiet()
-            kept.say(log)
+            say_kept()
         else:
             state, store = held.enter_context(opened(config))
             held.enter_context(state.locked(config.lock_wait.total_seconds()))
@@ -451,30 +448,6 @@ def _quiet_result(
         unread=unread,
         next_expiry=float(expires) if isinstance(expires, int) else None,
     )
-
-
-class _Kept(logging.Handler):
-    """What the run says while it does not know yet whether it is quiet: said
-    only if it is (else the full run says it again)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    @contextlib.contextmanager
-    def instead_of(self, logger: logging.Logger) -> Iterator[None]:
-        handlers, logger.handlers = logger.handlers, [self]
-        try:
-            yield
-        finally:
-            logger.handlers = handlers
-
-    def say(self, logger: logging.Logger) -> None:
-        for record in self.records:
-            logger.handle(record)
 
 
 def _holds_any(checkpoints: dict[str, dict[str, Any]]) -> bool:

@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from json import dumps
 
 from exactcron.guard import Verdict
+from exactcron.logs import logger
 from exactcron.model import Lease
 from exactcron.users import user_name
 
-AUDIT = logging.getLogger("exactcron.audit")
+# Through logs.py: the console's set-up of the logs (log_file's handler) is done first.
+AUDIT = logger("exactcron.audit")
 AUDIT.propagate = False
 AUDIT.setLevel(logging.INFO)
 

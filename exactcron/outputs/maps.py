@@ -20,7 +20,6 @@ import contextlib
 import errno
 import hashlib
 import json
-import logging
 import os
 import re
 import time
@@ -34,9 +33,8 @@ from exactcron import faults
 from exactcron.atomic import fsync_directory, open_regular, read_regular, remove_leftovers, write_atomically
 from exactcron.config import MAP_VALUE, MapConfig
 from exactcron.errors import MapBuildError, MapNoRoomError, StateWriteError
+from exactcron.logs import log
 from exactcron.stores.local import MAP_RECORD_FILE
-
-log = logging.getLogger("exactcron")
 
 # The MTA's daemons (postfix, Debian-exim) must read the map; only its owner writes it.
 MAP_MODE = 0o644

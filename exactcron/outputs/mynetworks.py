@@ -13,15 +13,13 @@ need; an exception is not applied, so the networks around it stay ignored.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import replace
 
 from exactcron.addresses import Network, parse_network
 from exactcron.config import Config
-
-log = logging.getLogger("exactcron")
+from exactcron.logs import log
 
 # Postfix reads a /file entry's patterns the same way, and so may a file name one.
 _MAX_FILE_DEPTH = 4

@@ -6,13 +6,13 @@ to forgers is trusted from again (Checkpoint.trusted_from).
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from exactcron.logs import log
 from exactcron.model import Login
 from exactcron.sources.base import LoginParser, SourceSettings, StampReader, can
 from exactcron.sources.checkpoint import Checkpoint, Untrusted, merge_trusted_from
@@ -21,8 +21,6 @@ from exactcron.sources.rotation import files_signature, rotated_candidates, rota
 if TYPE_CHECKING:
     # Imported where a log is read: a quiet run compares signatures only.
     from exactcron.sources.logfile import LogReader
-
-log = logging.getLogger("exactcron")
 
 
 class LogFileSource:

@@ -9,7 +9,6 @@ everywhere: regular files only, a rotated copy never through a link.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -21,10 +20,9 @@ from typing import IO, BinaryIO
 
 from exactcron.atomic import NotPlainFileError, file_kind, open_regular
 from exactcron.errors import LogUnreadableError
+from exactcron.logs import log
 from exactcron.sources.compressed import SUFFIXES, is_compressed, open_log
 from exactcron.sources.rotation import RotatedNames, rotated_candidates
-
-log = logging.getLogger("exactcron")
 
 
 @dataclass

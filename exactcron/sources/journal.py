@@ -9,7 +9,6 @@ entry is turned into an RFC 3339 syslog line, so the same rules read it.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -20,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from exactcron.errors import LogUnreadableError
+from exactcron.logs import log
 from exactcron.model import Login
 from exactcron.sources.base import LoginParser, SourceSettings, can
 from exactcron.sources.checkpoint import Untrusted
 from exactcron.timestamps import FIRST_YEAR, LAST_YEAR
-
-log = logging.getLogger("exactcron")
 
 # Fields the rules need; journalctl adds the cursor and the timestamps itself.
 _FIELDS = "MESSAGE,SYSLOG_IDENTIFIER,_COMM,_HOSTNAME,_SYSTEMD_UNIT,_PID"

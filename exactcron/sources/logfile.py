@@ -23,7 +23,6 @@ files found this run (`_File`) and are read together.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -35,6 +34,7 @@ from typing import IO, BinaryIO
 
 from exactcron.atomic import NotPlainFileError, file_kind, open_regular
 from exactcron.errors import LogUnreadableError
+from exactcron.logs import log
 from exactcron.sources.base import StampReader
 from exactcron.sources.checkpoint import (
     FINGERPRINT_BYTES,
@@ -46,8 +46,6 @@ from exactcron.sources.checkpoint import (
 from exactcron.sources.compressed import ToolMissingError, is_compressed, open_log
 from exactcron.sources.compressed import errors as _decompress_errors
 from exactcron.sources.rotation import RotatedNames, rotated_candidates
-
-log = logging.getLogger("exactcron")
 
 CHUNK_BYTES = 1 << 20
 # Smaller unseen files are read whole: bisecting would save less than it costs.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from exactcron.config import GuardConfig
 from exactcron.errors import StateWriteError
 from exactcron.guard import GuardState, Verdict
 from exactcron.leases import LeaseTable
+from exactcron.logs import log
 from exactcron.model import Lease, Login, Snapshot
 from exactcron.stores.local import SCHEMA, CorruptStateError, LocalState, file_signature
 from exactcron.timestamps import format_instant
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from exactcron.stores.kept import Memo
 
 LEASES_FILE = "leases.json"
-
-log = logging.getLogger("exactcron")
 
 
 class FileLeaseStore:

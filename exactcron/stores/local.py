@@ -11,7 +11,6 @@ that says so, and the run goes on from what the log still holds.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -22,8 +21,7 @@ from typing import Any
 
 from exactcron.atomic import read_regular, remove_leftovers, write_atomically
 from exactcron.errors import ConfigError, StateWriteError
-
-log = logging.getLogger("exactcron")
+from exactcron.logs import log
 
 SCHEMA = 1
 CHECKPOINTS_FILE = "checkpoints.json"

@@ -30,7 +30,6 @@ handling and the store's transactions, read together against the schema.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import socket
 import time
@@ -45,6 +44,7 @@ from exactcron.config import GuardConfig, StoreConfig
 from exactcron.errors import ConfigError, StoreUnavailableError
 from exactcron.guard import MAX_ADDRESSES, REASONS, GuardState, Verdict, user_key
 from exactcron.leases import LatestLogins, LeaseTable, believed_login, flush_time
+from exactcron.logs import log
 from exactcron.model import MANUAL, Lease, Login, Snapshot
 from exactcron.stores.file import FileLeaseStore
 from exactcron.stores.local import LocalState
@@ -52,7 +52,6 @@ from exactcron.stores.local import LocalState
 if TYPE_CHECKING:
     import psycopg
 
-log = logging.getLogger("exactcron")
 
 CACHE_FILE = "store-cache.json"
 SCHEMA_VERSION = 3
