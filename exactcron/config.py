@@ -12,7 +12,6 @@ import re
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 from exactcron.addresses import HOST_NAME, Network, parse_network
 from exactcron.errors import ConfigError
 from exactcron.model import MANUAL
+from exactcron.records import dataclass, field
 from exactcron.rules.builtin import BUILTIN_RULES
 from exactcron.rules.rule import Rule
 

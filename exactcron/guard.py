@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
@@ -34,6 +33,7 @@ from typing import Any, NamedTuple
 from exactcron.addresses import ignore_test, is_canonical
 from exactcron.config import GuardConfig
 from exactcron.model import Login
+from exactcron.records import dataclass, field
 from exactcron.timestamps import parse_instant
 
 MAX_ADDRESSES = "max-addresses"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from exactcron.addresses import Network, is_ignored, is_special, refusal_test, sort_key
 from exactcron.config import GuardConfig
 from exactcron.guard import GuardState, Verdict
 from exactcron.model import MANUAL, Lease, Login
+from exactcron.records import dataclass, field
 from exactcron.rules.grant import Refusal
 
 # Distinct times `LeaseTable.merge` keeps one object of.

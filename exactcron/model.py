@@ -9,9 +9,10 @@ store or an output needs nothing of the parser to name a login.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
+
+from exactcron.records import dataclass
 
 # The server name of a lease whose end was set by hand (`add`): the timeout
 # in force does not bound it.

@@ -16,10 +16,11 @@ never loads it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from typing import NamedTuple
+
+from exactcron.records import dataclass, field
 
 MONTHS = {
     name: number

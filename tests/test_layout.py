@@ -5,7 +5,7 @@ uses).
 
 The layers, lowest first (a module may import its own layer or lower ones):
 
-    ground floor  errors addresses timestamps atomic faults lock deadline users logs
+    ground floor  errors addresses timestamps atomic faults lock deadline users logs records
     model         the values every layer passes: Login, Lease, Snapshot
     sources/ rules/   where lines come from; a line -> a Login or nothing
     config        TOML -> frozen dataclasses (it names the rules); statedir, a broken one's state_dir
@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "exactcron.deadline",
             "exactcron.users",
             "exactcron.logs",
+            "exactcron.records",
         ),
     ),
     ("model", ("exactcron.model",)),

@@ -34,13 +34,13 @@ import secrets
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from exactcron.commands.update import UpdateResult, run_update
 from exactcron.config import Config, SourceConfig
 from exactcron.errors import DeadlineReachedError, LockTimeoutError, StateWriteError
 from exactcron.outputs.health import FollowerRecord
+from exactcron.records import replace
 from exactcron.sources.open import growth_probe
 from exactcron.sources.peek import LogPeek, log_peek
 from exactcron.sources.watch import (

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from exactcron.errors import DeadlineReachedError, ExactcronError, StoreUnavaila
 from exactcron.logs import keeping, log
 from exactcron.model import Lease, Login
 from exactcron.outputs.health import FollowerRecord, RunRecord, missing_logs
+from exactcron.records import dataclass, field, replace
 from exactcron.sources.base import Source
 from exactcron.sources.checkpoint import Checkpoint, Untrusted
 from exactcron.sources.open import open_source

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from exactcron.records import dataclass, field, replace
 from exactcron.timestamps import format_instant, parse_instant
 
 # A log that is missing for longer than this is not being rotated: logrotate

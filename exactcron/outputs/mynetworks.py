@@ -15,11 +15,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import replace
 
 from exactcron.addresses import Network, parse_network
 from exactcron.config import Config
 from exactcron.logs import log
+from exactcron.records import replace
 
 # Postfix reads a /file entry's patterns the same way, and so may a file name one.
 _MAX_FILE_DEPTH = 4

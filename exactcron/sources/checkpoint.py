@@ -9,8 +9,9 @@ write reads as None, never as a guess.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
+
+from exactcron.records import dataclass
 
 FINGERPRINT_BYTES = 1024
 # The newest rotated siblings examined (and remembered) per run.

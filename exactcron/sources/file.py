@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from exactcron.logs import log
 from exactcron.model import Login
+from exactcron.records import replace
 from exactcron.sources.base import LoginParser, SourceSettings, StampReader, can
 from exactcron.sources.checkpoint import Checkpoint, Untrusted, merge_trusted_from
 from exactcron.sources.rotation import files_signature, rotated_candidates, rotated_directories
