@@ -36,12 +36,21 @@ class RotatedNames:
         forms = [re.escape(name) + _ROTATION]
         if dot and stem:
             forms.append(re.escape(stem) + _ROTATION + re.escape("." + extension))
-        self._pattern = re.compile("(?:" + "|".join(forms) + ")" + _COMPRESSION)
+        self._source = "(?:" + "|".join(forms) + ")" + _COMPRESSION
+        self._pattern: re.Pattern[str] | None = None
+        # What every rotated name starts with (either form): the name, or its stem.
+        self._prefix = stem if dot and stem else name
         self._extension = "." + extension if dot and stem else ""
         self._name = name
 
     def match(self, candidate: str) -> bool:
-        return candidate != self._name and self._pattern.fullmatch(candidate) is not None
+        if candidate == self._name or not candidate.startswith(self._prefix):
+            return False
+        if self._pattern is None:
+            # Compiled for the first name that may be a rotated copy: a listing
+            # with none (no copy rotated yet, or all in olddir) compiles nothing.
+            self._pattern = re.compile(self._source)
+        return self._pattern.fullmatch(candidate) is not None
 
     def number(self, candidate: str) -> int | None:
         """The rotation number of `path.N` (or `path.N.ext`), None for a dated copy."""
