@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from exactcron.errors import ExactcronError
-from exactcron.logs import log, logger, when_used
+from exactcron.logs import log, logger, used, when_used
+from exactcron.timestamps import utc_stamp
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
 AUDIT_LOGGER = "exactcron.audit"
 # logging's levels, named without importing it (a quiet run logs nothing).
 INFO, ERROR = 20, 40
-# Whether log_file is open: only then does to_log_file need the logger.
-_to_file = False
+# log_file's descriptor and --now, once it is open: only then does to_log_file write.
+_log_file: tuple[int, datetime | None] | None = None
+_LEVEL_NAMES = {INFO: "INFO", ERROR: "ERROR"}
 
 T = TypeVar("T")
 
@@ -99,8 +101,8 @@ def safe(text: str) -> str:
 
 def log_to_stderr(verbose: bool) -> None:
     """Warnings (with -v, everything) to stderr, once anything is logged (logs.py)."""
-    global _to_file
-    _to_file = False
+    global _log_file
+    _log_file = None
     when_used(lambda: _stderr_handler(verbose))
 
 
@@ -128,15 +130,19 @@ def log_to_file(path: Path, now: datetime | None) -> None:
     """Log to `path` through the one descriptor opened here, never reopened by name."""
     from exactcron.atomic import open_for_append
 
-    global _to_file
+    global _log_file
     try:
         # 0640, as logrotate.d/exactcron creates it: the audit trail names users and addresses.
         descriptor = open_for_append(path, 0o640)
     except OSError as error:
         log.warning("cannot open log_file %s: %s; not logging to it", path, error.strerror)
         return
-    _to_file = True
+    _log_file = descriptor, now
     when_used(lambda: _file_handler(descriptor, now))
+
+
+# A line of log_file; to_log_file writes the same without logging.
+_FILE_LINE = "%(asctime)s exactcron[%(process)d]: %(levelname)s: %(message)s"
 
 
 def _file_handler(descriptor: int, now: datetime | None) -> None:
@@ -147,8 +153,6 @@ def _file_handler(descriptor: int, now: datetime | None) -> None:
         audit lines carry their own stamp."""
 
         def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-            from exactcron.outputs.audit import utc_stamp
-
             return utc_stamp(now or datetime.fromtimestamp(record.created, UTC))
 
         def format(self, record: logging.LogRecord) -> str:
@@ -158,7 +162,7 @@ def _file_handler(descriptor: int, now: datetime | None) -> None:
 
     handler: logging.Handler = logging.StreamHandler(os.fdopen(descriptor, "a", encoding="utf-8"))
     handler.setLevel(logging.INFO)
-    handler.setFormatter(FileFormat("%(asctime)s exactcron[%(process)d]: %(levelname)s: %(message)s"))
+    handler.setFormatter(FileFormat(_FILE_LINE))
     handler.set_name("file")
     logging.getLogger("exactcron").addHandler(handler)
     logging.getLogger(AUDIT_LOGGER).handlers = [handler]
@@ -166,8 +170,25 @@ def _file_handler(descriptor: int, now: datetime | None) -> None:
 
 def to_log_file(level: int, message: str) -> None:
     """Record in the log file only: stderr got its own line already."""
-    if not _to_file:
+    if _log_file is None:
         return  # no log file: nothing to import logging for
+    if not used():
+        # Nothing else was logged (a quiet run's summary): the line the file's handler
+        # would write, written without loading logging for it.
+        descriptor, now = _log_file
+        line = _FILE_LINE % {
+            "asctime": utc_stamp(now or datetime.now(UTC)),
+            "process": os.getpid(),
+            "levelname": _LEVEL_NAMES.get(level, f"Level {level}"),
+            "message": message,
+        }
+        data = (line + "\n").encode("utf-8", "backslashreplace")
+        try:
+            while data:
+                data = data[os.write(descriptor, data) :]
+            return
+        except OSError:
+            pass  # logging's handler says it (on stderr) and the run goes on, as ever
     exactcron = logger()
     for handler in exactcron.handlers:
         if handler.get_name() == "file":

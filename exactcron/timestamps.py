@@ -303,6 +303,11 @@ def parse_instant(text: str) -> datetime:
     return stamp.astimezone(UTC)
 
 
+def utc_stamp(time: datetime) -> str:
+    """ISO 8601 in UTC to the second, with Z: `2026-11-30T13:00:00Z` (log_file's and the audit trail's)."""
+    return time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def format_instant(stamp: datetime) -> str:
     """ISO 8601 with offset, to the second, as written in state and output."""
     if stamp.tzinfo is not UTC:

@@ -249,6 +249,19 @@ def test_a_quiet_run_writes_to_log_file_what_the_command_line_writes(tmp_path: P
     )
 
 
+def test_a_quiet_run_writes_its_log_file_line_without_loading_logging(tmp_path: Path) -> None:
+    """log_file's line of a quiet run (the shipped configuration has one) costs no `logging`."""
+    log_file = tmp_path / "exactcron.log"
+    site = settled(tmp_path / "site", extra=f'log_file = "{log_file}"')
+    code = "import sys; from exactcron.entry import main; main(); print('logging' in sys.modules)"
+    assert run(code, ["--config", str(site.config), "--now", LATER, "update"]) == (0, "False\n", "")
+    assert re.fullmatch(
+        r"(?s).*\n2026-11-25T18:01:00Z exactcron\[\d+\]: INFO: read 0 lines, 0 logins; "
+        r"granted 0, expired 0, 1 lease, 0 maps written\n",
+        log_file.read_text(),
+    )
+
+
 def test_a_follow_runs_without_click_and_grants_as_the_command_lines(tmp_path: Path) -> None:
     twins = [settled(tmp_path / "a"), settled(tmp_path / "b")]
     for site in twins:

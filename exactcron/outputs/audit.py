@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from json import dumps
 
 from exactcron.guard import Verdict
 from exactcron.logs import logger
 from exactcron.model import Lease
+from exactcron.timestamps import utc_stamp as utc_stamp  # the audit trail's stamp, named here too
 from exactcron.users import user_name
 
 # Through logs.py: the console's set-up of the logs (log_file's handler) is done first.
@@ -32,11 +33,6 @@ _BARE = re.compile(r"[A-Za-z0-9._@+:/=%,-]{1,256}")
 
 def enabled() -> bool:
     return bool(AUDIT.handlers)
-
-
-def utc_stamp(time: datetime) -> str:
-    """ISO 8601 in UTC to the second, with Z: `2026-11-30T13:00:00Z`."""
-    return time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def line(time: datetime, event: str, subject: str, **fields: str | None) -> str:
