@@ -59,10 +59,19 @@ DAY_OF_MONTH = r"[ 0-3]?\d"
 # A traditional (BSD syslog) stamp: `Nov 25 17:32:47`.
 TRADITIONAL_STAMP = rf"{MONTH_NAME} {DAY_OF_MONTH} {CLOCK}"
 
-_RFC3339 = re.compile(rf"({DATE}){DATE_CLOCK_SEPARATOR}({CLOCK})({FRACTION})?({OFFSET})? ", re.ASCII)
-_TRADITIONAL = re.compile(
-    rf"({MONTH_NAME}) ({DAY_OF_MONTH}) ({TWO_DIGITS}):({TWO_DIGITS}):({TWO_DIGITS}) ", re.ASCII
-)
+
+@lru_cache(maxsize=1)
+def stamp_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The RFC 3339 stamp and the traditional one, compiled at the first stamp
+    read: a quiet run reads none."""
+    return (
+        re.compile(rf"({DATE}){DATE_CLOCK_SEPARATOR}({CLOCK})({FRACTION})?({OFFSET})? ", re.ASCII),
+        re.compile(
+            rf"({MONTH_NAME}) ({DAY_OF_MONTH}) ({TWO_DIGITS}):({TWO_DIGITS}):({TWO_DIGITS}) ", re.ASCII
+        ),
+    )
+
+
 _SECOND_CACHE_SIZE = 1 << 16
 
 
@@ -100,6 +109,13 @@ class TimestampParser:
     _raw_cache: dict[tuple[bytes, bytes | None], tuple[datetime, timedelta] | None] = field(
         default_factory=dict
     )
+    # stamp_patterns(), held here: read for every line.
+    _rfc3339: re.Pattern[str] = field(
+        default_factory=lambda: stamp_patterns()[0], init=False, compare=False, repr=False
+    )
+    _traditional: re.Pattern[str] = field(
+        default_factory=lambda: stamp_patterns()[1], init=False, compare=False, repr=False
+    )
 
     def parse_prefix(self, line: str) -> tuple[datetime, int] | None:
         """Return the stamp at the start of `line` and where the rest begins."""
@@ -107,7 +123,7 @@ class TimestampParser:
         if not line:
             return None
         if line[0].isdigit():
-            match = _RFC3339.match(line)
+            match = self._rfc3339.match(line)
             if match is None:
                 return None
             date, clock, fraction, offset = match.groups()
@@ -125,7 +141,7 @@ class TimestampParser:
                 return whole_second, match.end()
             # Offsets are whole minutes, so the fraction survives the shift to UTC as it is.
             return whole_second.replace(microsecond=int(fraction[1:7].ljust(6, "0"))), match.end()
-        match = _TRADITIONAL.match(line)
+        match = self._traditional.match(line)
         if match is None:
             return None
         month = MONTHS.get(match.group(1))
@@ -208,7 +224,8 @@ def _readable_year(digits: bytes) -> bool:
 
 def looks_stamped(text: str) -> bool:
     """Whether `text` starts with what has the shape of a stamp, readable or not."""
-    return (_RFC3339 if text[:1].isdigit() else _TRADITIONAL).match(text) is not None
+    rfc3339, traditional = stamp_patterns()
+    return (rfc3339 if text[:1].isdigit() else traditional).match(text) is not None
 
 
 def _rfc3339(date: str, clock: str, offset: str | None, zone: tzinfo) -> tuple[datetime, timedelta] | None:
