@@ -56,8 +56,12 @@ from exactcron.stores.local import FOLLOWER_FILE, LocalState
 POLL_SECONDS = 0.2
 JOURNAL_STEP_SECONDS = 1.0
 IDLE_STEP_SECONDS = 30.0
-# The least time between two looks at a log's new bytes (sources/peek.py).
+# Looks at a log's new bytes (sources/peek.py): one per PEEK_GAP_SECONDS on
+# a busy log, but PEEK_BURST back to back after a quiet spell, so that the
+# lines a server writes in one breath (a login's among them) are each looked
+# at as they come, not 0.2 s after the first.
 PEEK_GAP_SECONDS = 0.2
+PEEK_BURST = 4
 
 SOURCES = "sources"
 FOLLOWER = "follower"
@@ -109,9 +113,10 @@ class Watch:
         self.followers: dict[str, subprocess.Popen[bytes]] = {}
         # Per GROWN key, the peek at its log file's writes (log files inotify watches).
         self.peeks: dict[str, LogPeek] = {}
-        # The GROWN keys woken and not looked at yet; when they may be looked at.
+        # The GROWN keys woken and not looked at yet; the looks allowed now, as of when.
         self.pending: set[str] = set()
-        self.next_peek = 0.0
+        self.peek_credit = float(PEEK_BURST)
+        self.credit_at = time.monotonic()
         self.state = LocalState(config.state_dir)
 
     def arm(self) -> None:
@@ -157,9 +162,9 @@ class Watch:
     def wait(self, timeout: float) -> set[str]:
         """What may have changed within `timeout` seconds (SOURCES, FOLLOWER); may return early, empty."""
         if self.pending:
-            # Writes come in bursts: looked at once per PEEK_GAP_SECONDS, with
-            # whatever else woke meanwhile.
-            pause = min(timeout, self.next_peek - time.monotonic())
+            # A busy log: the writes are looked at once per PEEK_GAP_SECONDS,
+            # with whatever else woke meanwhile.
+            pause = min(timeout, (1.0 - self._peek_credit()) * PEEK_GAP_SECONDS)
             if pause > 0:
                 time.sleep(pause)
             timeout = 0.0
@@ -184,12 +189,20 @@ class Watch:
         self.pending |= grown
         if SOURCES in woken:
             self.pending.clear()  # a step comes anyway, and reads those writes too
-        elif self.pending and time.monotonic() >= self.next_peek:
+        elif self.pending and self._peek_credit() >= 1.0:
+            self.peek_credit -= 1.0
             if any(self._may_hold_login(key) for key in sorted(self.pending)):
                 woken.add(SOURCES)
             self.pending.clear()
-            self.next_peek = time.monotonic() + PEEK_GAP_SECONDS
         return woken
+
+    def _peek_credit(self) -> float:
+        """The looks allowed now: one more each PEEK_GAP_SECONDS, PEEK_BURST at most."""
+        moment = time.monotonic()
+        gained = (moment - self.credit_at) / PEEK_GAP_SECONDS
+        self.peek_credit = min(float(PEEK_BURST), self.peek_credit + gained)
+        self.credit_at = moment
+        return self.peek_credit
 
     def _may_hold_login(self, key: str) -> bool:
         peek = self.peeks.get(key)
