@@ -106,7 +106,10 @@ def _make(cls: type[T], frozen: bool) -> type[T]:
         for spec in getattr(base, "__record_fields__", ()):
             fields[spec.name] = spec
     # The class's own annotations, as text (`from __future__ import annotations`): not inspect, which is the cost.
-    for name in cls.__dict__.get("__annotations__", {}):  # noqa: RUF063
+    for name, annotation in cls.__dict__.get("__annotations__", {}).items():  # noqa: RUF063
+        if str(annotation).split("[")[0].rpartition(".")[2] in ("ClassVar", "InitVar"):
+            # Not fields for dataclasses; nothing here needs them, so they are refused, not misread.
+            raise TypeError(f"{cls.__qualname__}.{name}: records.py makes no ClassVar or InitVar")
         given = cls.__dict__.get(name, MISSING)
         if isinstance(given, Field):
             spec = given

@@ -95,3 +95,13 @@ def test_a_mutable_record_compares_its_compared_fields_and_is_not_hashable() -> 
         hash(record)
     with pytest.raises(TypeError):
         Mutable(cache={})  # type: ignore[call-arg]  # init=False
+
+
+def test_a_class_variable_is_refused_rather_than_made_a_field() -> None:
+    from typing import ClassVar
+
+    with pytest.raises(TypeError, match="no ClassVar"):
+
+        @records.dataclass
+        class Shared:
+            limit: ClassVar[int] = 3
