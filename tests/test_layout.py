@@ -256,3 +256,36 @@ def kind_questions(package: Path) -> list[str]:
 
 def test_only_the_sources_know_a_journal_from_a_log_file() -> None:
     assert kind_questions(PACKAGE) == []
+
+
+# Where `logging` may be imported: a quiet run loads none of these, and
+# everything else logs through exactcron.logs, which loads logging at the
+# first message and keeps the console's format.
+LOGGING_IMPORTERS = {"exactcron.logs", "exactcron.console", "exactcron.cli", "exactcron.outputs.audit"}
+
+
+def modules_importing_logging(package: Path) -> set[str]:
+    found = set()
+    for name, path in module_files(package).items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                imported = [node.module or ""]
+            else:
+                continue
+            if any(module.split(".")[0] == "logging" for module in imported):
+                found.add(name)
+    return found
+
+
+def test_every_module_logs_through_the_lazy_logger() -> None:
+    assert modules_importing_logging(PACKAGE) <= LOGGING_IMPORTERS
+
+
+def test_a_module_importing_logging_is_found(tmp_path: Path) -> None:
+    package = _package(
+        tmp_path,
+        {"a.py": "def f():\n    from logging import getLogger\n", "b.py": "import logging.handlers\n"},
+    )
+    assert modules_importing_logging(package) == {"exactcron.a", "exactcron.b"}
