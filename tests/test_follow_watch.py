@@ -166,3 +166,18 @@ def test_a_journal_source_wakes_for_its_units_entries_only(tmp_path: Path) -> No
         watch.close()
     # Nothing is left running.
     assert process.poll() is not None
+
+
+@pytest.mark.parametrize("kind", ["inotify", "stat"])
+def test_a_write_through_a_symlinked_log_path_wakes_a_step(tmp_path: Path, kind: str) -> None:
+    # /var/log/mail.log -> /srv/logs/mail.log: the writes land in the target's inode and folder.
+    target = tmp_path / "elsewhere" / "mail.log"
+    target.parent.mkdir()
+    target.touch()
+    (tmp_path / "mail.log").symlink_to(target)
+    built = watch_of(tmp_path, kind)
+    try:
+        append(target, dovecot_login("192.0.2.1"))
+        assert SOURCES in woken(built)
+    finally:
+        built.close()

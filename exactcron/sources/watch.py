@@ -259,10 +259,15 @@ def watch_source(
     # written as often as this one, and their writes would wake the follower.
     if not inotify.watch_directory(path.parent, key, log_names(path), writes=False):
         return False
+    # A symlinked `path` (the source reads through it): the writes and the
+    # rotation happen at its target, in the target's folder.
+    target = Path(os.path.realpath(path))
+    if target != path and not inotify.watch_directory(target.parent, key, log_names(target), writes=False):
+        return False
     # The writes: to the file itself (its inode), wherever it is renamed to
     # (rsyslog writes to mail.log.1 until it reopens; logrotate's `olddir`).
     # Watched before each step reads it: a file made since wakes by its name.
-    inotify.watch_file(path, key, grown)
+    inotify.watch_file(target, key, grown)
     return True
 
 
