@@ -320,3 +320,66 @@ def test_a_journal_follower_killed_leaves_no_journalctl_behind(tmp_path: Path) -
     while journal_watchers(tmp_path / "journal") and time.monotonic() < ends:
         time.sleep(0.05)
     assert journal_watchers(tmp_path / "journal") == []
+
+
+def _points(trace: Path) -> list[str]:
+    return trace.read_text().split() if trace.exists() else []
+
+
+def test_a_follow_step_killed_at_any_point_leaves_nothing_the_next_run_cannot_mend(tmp_path: Path) -> None:
+    """The kill-point suite for a follower's own step: its first run is quiet, so
+    every write point after it belongs to the step a login written during the
+    follow wakes (which reuses the lease table the follower keeps)."""
+
+    def settled_follow(root: Path) -> Follow:
+        root.mkdir()
+        site = Follow(root)
+        site.login("192.0.2.10", "alice")
+        assert site.run("update").returncode == 0
+        return site
+
+    def follow_step(site: Follow, **environment: str) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            site.command("update", "--follow-for", "8s"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**site.environment(), **environment},
+        )
+        wait_started(site, process)
+        time.sleep(0.3)  # past the quiet first run
+        site.login("192.0.2.11", "bob")
+        return process
+
+    reference = settled_follow(tmp_path / "trace")
+    quiet_trace = tmp_path / "quiet-points"
+    quiet = subprocess.run(
+        reference.command("update"),
+        capture_output=True,
+        text=True,
+        env={**reference.environment(), "EXACTCRON_TRACE_POINTS": str(quiet_trace)},
+        check=False,
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    quiet_points = _points(quiet_trace)
+    trace = tmp_path / "follow-points"
+    traced = follow_step(reference, EXACTCRON_TRACE_POINTS=str(trace))
+    wait_for(lambda: reference.granted("192.0.2.11"), traced)
+    assert finished(traced)[0] == 0
+    points = _points(trace)
+    # The first run: the follower file's claim, then what a quiet run writes.
+    first_run = len(quiet_points) + sum(point.startswith("follower:") for point in points)
+    assert [point for point in points[:first_run] if not point.startswith("follower:")] == quiet_points
+    step = points[first_run:]
+    assert {"leases.json:renamed", "update:maps-written"} <= set(step)
+    for number, point in enumerate(step):
+        passage = points[: first_run + number + 1].count(point)
+        site = settled_follow(tmp_path / f"kill-{number}")
+        process = follow_step(site, EXACTCRON_KILL_AT=f"{point}#{passage}")
+        process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL, f"{point}#{passage}: not reached"
+        # Whatever the kill interrupted, the maps hold no lease `show` does not list.
+        assert map_keys(site.map) <= site.shown(), point
+        assert site.run("update").returncode == 0
+        assert map_keys(site.map) == site.shown() == {"192.0.2.10", "192.0.2.11"}, point
+        assert [path.name for path in site.state.iterdir() if path.name.startswith(".")] == [], point
