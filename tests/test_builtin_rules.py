@@ -195,6 +195,13 @@ SUCCESSES = [
     (f"{STAMP} cucipop[2121]: kim 192.0.2.88 3, 1024 (2), 0 (0)", "cucipop", "kim", "192.0.2.88"),
     # solid-pop3d with --enable-logextend, GNU pop3d.
     (f"{STAMP} spop3d[9]: user adrian authenticated - 192.0.2.45", "solid-pop3d", "adrian", "192.0.2.45"),
+    # vm-pop3d 1.1: the address on the login line itself.
+    (
+        f"{STAMP} vm-pop3d[20764]: User 'test@example.org' logged in from 192.0.2.46, nmsgs=3",
+        "vm-pop3d",
+        "test@example.org",
+        "192.0.2.46",
+    ),
     (
         f"{STAMP} gnu-pop3d[21974]: User 'shirwah' logged in with mailbox 'shirwah' from 192.0.2.178",
         "gnu-pop3d",
@@ -221,7 +228,7 @@ def test_a_documented_success_grants_its_address(
 def test_every_built_in_rule_has_a_documented_success() -> None:
     # A server that logs the address and the login on two lines: tests/test_rules_twoline.py.
     two_line_only = {name for name, rule in BUILTIN_RULES.items() if not rule.forms and rule.two_line}
-    assert two_line_only == {"popa3d", "vm-pop3d"}
+    assert two_line_only == {"popa3d"}
     assert {row[1] for row in SUCCESSES} == set(BUILTIN_RULES) - two_line_only
 
 
@@ -331,6 +338,7 @@ TEMPLATES = {
     "cucipop": "{stamp} cucipop[1]: {user} 192.0.2.10 1, 2 (3), 4 (5)",
     "solid-pop3d": "{stamp} spop3d[1]: user {user} authenticated - 192.0.2.10",
     "gnu-pop3d": "{stamp} gnu-pop3d[1]: User '{user}' logged in with mailbox '{user}' from 192.0.2.10",
+    "vm-pop3d": "{stamp} vm-pop3d[1]: User '{user}' logged in from 192.0.2.10, nmsgs=3",
     # Address first: the user cannot reach it.
     "cyrus": "{stamp} cyrus/imap[1]: login: client.example [192.0.2.10] {user} PLAIN User logged in",
     "cyrus-logfmt": '{stamp} imap[1]: event=login.good r.clienthost="client.example [192.0.2.10]" '

@@ -134,13 +134,23 @@ def gnu_pop3d() -> Rule:
     )
 
 
-# vm-pop3d (a fork of GNU pop3d 0.9): the child logs `Connect from ADDR`,
-# later `User 'U' logged in`; a failed PASS leaves the session open.
+# vm-pop3d (a fork of GNU pop3d 0.9): older releases log `Connect from
+# ADDR` in the child, later `User 'U' logged in`; a failed PASS leaves the
+# session open. 1.1 logs the address on the login line itself: `User 'U'
+# logged in from ADDR, nmsgs=N` (then `Session ended for user: 'U' from
+# ADDR, ...`), read as one line.
 def vm_pop3d() -> Rule:
     return Rule(
         name="vm-pop3d",
         needles=(b"onnect from ", b"' logged in"),
-        forms=(),
+        forms=(
+            Form(
+                frozenset({"vm-pop3d"}),
+                re.compile(
+                    rf"User '(?P<user>[^\s']{{1,255}})' logged in from (?P<ip>{IP}), nmsgs=\d+", re.ASCII
+                ),
+            ),
+        ),
         two_line=_two_line(
             {"vm-pop3d"},
             connects=(_phrase(rf"Connect from (?P<ip>{IP})"), *_tcpd_connects()),
