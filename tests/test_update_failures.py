@@ -87,7 +87,7 @@ def test_show_on_a_broken_lease_file_warns_and_leaves_it_for_update(site: Site) 
     (site.state / "leases.json").write_text("garbage")
     result = site.run("show")
     assert result.exit_code == 0
-    assert result.output.endswith("no leases\n")
+    assert result.stdout.endswith("no leases\n")
     assert "the next update sets it aside" in result.output
     assert (site.state / "leases.json").read_text() == "garbage"
 
