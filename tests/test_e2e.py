@@ -28,7 +28,6 @@ root).  Without them it skips, unless CI is set: then it fails.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -54,29 +53,17 @@ V6 = harness.SERVER_V6
 TIMEOUT = timedelta(minutes=30)
 
 
-def skip_or_fail(problems: list[str]) -> None:
-    if problems:
-        reason = "end-to-end test cannot run: " + "; ".join(problems)
-        # CI installs everything and runs as root: a gap there is a broken
-        # bootstrap, which must not pass silently as a skip.
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    skip_or_fail(harness.environment_problems())
-    with harness.machine_lock():
-        path = harness.make_workdir()
+    harness.skip_or_fail(harness.environment_problems())
+    with harness.lab_workdir() as path:
         yield path
-        harness.remove_workdir(path)
 
 
 @pytest.fixture(scope="session")
 def debian13_root() -> Path:
     """Debian 13's packages in a root of their own, built on first use (one to two minutes)."""
-    skip_or_fail(harness.environment_problems() + debian_root.build_problems())
+    harness.skip_or_fail(harness.environment_problems() + debian_root.build_problems())
     return debian_root.cached_root(debian_root.TRIXIE)
 
 

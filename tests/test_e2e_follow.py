@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -147,22 +146,11 @@ def in_map(postfix: harness.Postfix, address: str) -> bool:
     return found.returncode == 0
 
 
-def skip_or_fail(problems: list[str]) -> None:
-    """As tests/test_e2e.py: skip without the servers, unless CI is set."""
-    if problems:
-        reason = "end-to-end test cannot run: " + "; ".join(problems)
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    skip_or_fail(harness.environment_problems())
-    with harness.machine_lock():
-        path = harness.make_workdir()
+    harness.skip_or_fail(harness.environment_problems())
+    with harness.lab_workdir() as path:
         yield path
-        harness.remove_workdir(path)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +174,7 @@ def dovecot_log(request: pytest.FixtureRequest, network: None, workdir: Path) ->
     with ExitStack() as stack:
         place: harness.Place = harness.HERE
         if request.param == "debian13":
-            skip_or_fail(harness.environment_problems() + debian_root.build_problems())
+            harness.skip_or_fail(harness.environment_problems() + debian_root.build_problems())
             view = debian_root.RootView(debian_root.cached_root(debian_root.TRIXIE), case / "root", workdir)
             stack.enter_context(harness.started(view))
             place = view

@@ -29,7 +29,6 @@ unless CI is set: then it fails.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -77,26 +76,16 @@ assert set(EXPECTED) == set(pop3d.MODES)
 DEBIAN_12_VERSIONS = {"popa3d": "1.0.3-1.1", "solid-pop3d": "0.15-31", "mailutils-pop3d": "1:3.15-4"}
 
 
-def skip_or_fail(problems: list[str]) -> None:
-    if problems:
-        reason = "end-to-end test cannot run: " + "; ".join(problems)
-        if os.environ.get("CI"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def root() -> Path:
-    skip_or_fail(harness.environment_problems() + debian_root.build_problems())
+    harness.skip_or_fail(harness.environment_problems() + debian_root.build_problems())
     return debian_root.cached_root(debian_root.BOOKWORM_POP3D)
 
 
 @pytest.fixture(scope="module")
 def workdir(root: Path) -> Iterator[Path]:
-    with harness.machine_lock():
-        path = harness.make_workdir()
+    with harness.lab_workdir() as path:
         yield path
-        harness.remove_workdir(path)
 
 
 @pytest.fixture(scope="module")

@@ -231,6 +231,30 @@ def wait_for_next_second() -> None:
     wait_until("the next second", lambda: int(time.time()) > start, timeout=2.0, interval=0.01)
 
 
+def skip_or_fail(problems: list[str]) -> None:
+    """Skip a test whose servers are missing; under CI (which installs everything
+    and runs as root) fail instead: a gap there is a broken bootstrap, which must
+    not pass silently as a skip."""
+    if problems:
+        import pytest
+
+        reason = "end-to-end test cannot run: " + "; ".join(problems)
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def lab_workdir() -> Iterator[Path]:
+    """A work directory of the lab, the machine's lab lock held while it is in use."""
+    with machine_lock():
+        path = make_workdir()
+        try:
+            yield path
+        finally:
+            remove_workdir(path)
+
+
 def make_workdir() -> Path:
     """A fresh directory the servers' unprivileged users can traverse.
 
